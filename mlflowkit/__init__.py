@@ -1,0 +1,94 @@
+"""mlflowkit: typed, cached, reproducible ML pipelines from plain Python functions.
+
+The curated public names live here (pinned by a test of ``__all__``). Importing mlflowkit is
+light: no dask, distributed, cupy, numba or pandas; heavier parts load on first use.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from mlflowkit.errors import (
+    CorruptObjectError,
+    ExecutorError,
+    HashingError,
+    MlflowkitError,
+    PlanningError,
+    RunFailed,
+    SerializationError,
+    StoreError,
+    TypeCheckError,
+    WiringError,
+)
+from mlflowkit.executors.base import Executor
+from mlflowkit.plan import Pipeline, Plan, Ref, pipeline
+from mlflowkit.records import StepRun
+from mlflowkit.run import Run
+from mlflowkit.runtime import current, rng
+from mlflowkit.step import Step, step
+
+if TYPE_CHECKING:
+    from mlflowkit import executors as executors
+    from mlflowkit.files import Dir as Dir
+    from mlflowkit.files import File as File
+    from mlflowkit.hashing import hash_value as hash_value
+    from mlflowkit.hashing import register_hasher as register_hasher
+    from mlflowkit.store import Store as Store
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CorruptObjectError",
+    "Dir",
+    "Executor",
+    "ExecutorError",
+    "File",
+    "HashingError",
+    "MlflowkitError",
+    "Pipeline",
+    "Plan",
+    "PlanningError",
+    "Ref",
+    "Run",
+    "RunFailed",
+    "SerializationError",
+    "Step",
+    "StepRun",
+    "Store",
+    "StoreError",
+    "TypeCheckError",
+    "WiringError",
+    "__version__",
+    "current",
+    "executors",
+    "hash_value",
+    "pipeline",
+    "register_hasher",
+    "rng",
+    "step",
+]
+
+_LAZY = {
+    "Dir": ("mlflowkit.files", "Dir"),
+    "File": ("mlflowkit.files", "File"),
+    "Store": ("mlflowkit.store", "Store"),
+    "hash_value": ("mlflowkit.hashing", "hash_value"),
+    "register_hasher": ("mlflowkit.hashing", "register_hasher"),
+    "executors": ("mlflowkit.executors", None),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        module_name, attr = _LAZY[name]
+        module = importlib.import_module(module_name)
+        value = module if attr is None else getattr(module, attr)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'mlflowkit' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,0 +1,95 @@
+"""Cache keys: what a step call's result depends on, as one digest.
+
+Invariants
+----------
+* ``key = H(version tag, step identity, code digest or version, input digests, packages)``:
+  input digests are *content* digests of the values passed (early cutoff), never of how they
+  were produced; execution hints are never part of it; the display name is not either (two
+  calls of one step with equal inputs share a key).
+* Code digests and package versions are computed once per step per ``KeyMaker`` (one per run),
+  so a run sees one consistent view of the code even if a module changes while it runs.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from mlflowkit.executors.base import Input
+
+if TYPE_CHECKING:
+    from mlflowkit.step import Step
+
+__all__ = ["KEY_VERSION", "KeyMaker", "Upstream"]
+
+KEY_VERSION = "mlflowkit-key/1"
+
+
+class Upstream:
+    """Stands for an upstream value inside a template while hashing it: hashes as its digest."""
+
+    __slots__ = ("digest",)
+
+    def __init__(self, digest: str) -> None:
+        self.digest = digest
+
+    def __mlflowkit_hash__(self) -> tuple[str, str]:
+        return ("mlflowkit.upstream", self.digest)
+
+
+def _has_input(template: Any) -> bool:
+    if isinstance(template, Input):
+        return True
+    if isinstance(template, (list, tuple, set, frozenset)):
+        return any(_has_input(t) for t in template)
+    if isinstance(template, dict):
+        return any(_has_input(v) for v in template.values())
+    return False
+
+
+def _as_upstream(template: Any) -> Any:
+    if isinstance(template, Input):
+        return Upstream(template.digest)
+    if type(template) in (list, tuple, set, frozenset):
+        return type(template)(_as_upstream(t) for t in template)
+    if type(template) is dict:
+        return {k: _as_upstream(v) for k, v in template.items()}
+    return template
+
+
+class KeyMaker:
+    """Computes step identities, code digests and keys, memoized for one run."""
+
+    def __init__(self) -> None:
+        self._code: dict[int, tuple[Step[Any, Any], str, dict[str, str]]] = {}
+
+    def code(self, step: Step[Any, Any]) -> tuple[str, dict[str, str]]:
+        """The step's code digest (or ``version:...``) and the package versions it uses."""
+        memo = self._code.get(id(step))
+        if memo is not None and memo[0] is step:
+            return memo[1], memo[2]
+        if step.identity.version is not None:
+            code, packages = f"version:{step.identity.version}", {}
+        else:
+            from mlflowkit.hashing import code_digest, package_versions
+
+            code, packages = code_digest(step.fn), dict(package_versions(step.fn))
+        self._code[id(step)] = (step, code, packages)
+        return code, packages
+
+    @staticmethod
+    def input_digest(template: Any) -> str:
+        """Content digest of one argument: the upstream digest, or the hash of the value."""
+        from mlflowkit.hashing import hash_value
+
+        if isinstance(template, Input):
+            return template.digest
+        if _has_input(template):
+            return hash_value(_as_upstream(template))
+        return hash_value(template)
+
+    def key(self, step: Step[Any, Any], inputs: dict[str, str]) -> str:
+        """The cache key of a call of ``step`` with these input digests."""
+        from mlflowkit.hashing import hash_value
+
+        code, packages = self.code(step)
+        return hash_value((KEY_VERSION, step.qualified_name, code, inputs, packages))

@@ -1,0 +1,126 @@
+"""The one exception tree of mlflowkit.
+
+::
+
+    MlflowkitError
+    ├── PlanningError        a pipeline body misused a Ref (control flow on a future value, ...)
+    │   └── WiringError      a step call's arguments do not fit its signature or annotations
+    ├── TypeCheckError       a step returned a value that does not match its return annotation
+    ├── HashingError         a value has no canonical digest (register a hasher for its type)
+    ├── SerializationError   a value could not be written to or read from the store
+    ├── StoreError           the store is unreachable, not writable, or holds a corrupt object
+    │   └── CorruptObjectError   an object failed its integrity check on read
+    ├── ExecutorError        an executor is unknown, unreachable, or lacks a resource (no GPU)
+    └── RunFailed            a step failed; ``.run`` holds the record, the cause is chained
+
+Invariant: every message says what was expected, what was found, and how to fix it; every
+error carries the offending step, plugin or digest as an attribute where there is one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "CorruptObjectError",
+    "ExecutorError",
+    "HashingError",
+    "MlflowkitError",
+    "PlanningError",
+    "RunFailed",
+    "SerializationError",
+    "StoreError",
+    "TypeCheckError",
+    "WiringError",
+]
+
+
+class MlflowkitError(Exception):
+    """Base class of every error mlflowkit raises on purpose."""
+
+
+class PlanningError(MlflowkitError):
+    """A pipeline body did something that cannot be planned.
+
+    Attributes
+    ----------
+    step:
+        Display name of the step call involved, if any.
+    location:
+        ``"file.py:line"`` of the user's source line, if known.
+    """
+
+    def __init__(self, message: str, *, step: str | None = None, location: str | None = None):
+        super().__init__(message)
+        self.step = step
+        self.location = location
+
+
+class WiringError(PlanningError):
+    """A step call's arguments do not fit the step's signature or annotations."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        step: str | None = None,
+        parameter: str | None = None,
+        expected: Any = None,
+        actual: Any = None,
+        location: str | None = None,
+    ):
+        super().__init__(message, step=step, location=location)
+        self.parameter = parameter
+        self.expected = expected
+        self.actual = actual
+
+
+class TypeCheckError(MlflowkitError):
+    """A step's return value does not match its return annotation."""
+
+    def __init__(self, message: str, *, step: str | None = None):
+        super().__init__(message)
+        self.step = step
+
+
+class HashingError(MlflowkitError):
+    """A value cannot be given a canonical content digest."""
+
+    def __init__(self, message: str, *, type_name: str | None = None):
+        super().__init__(message)
+        self.type_name = type_name
+
+
+class SerializationError(MlflowkitError):
+    """A value could not be serialized to, or deserialized from, the store."""
+
+
+class StoreError(MlflowkitError):
+    """The artifact store failed: unreachable, not writable, missing or corrupt object."""
+
+    def __init__(self, message: str, *, digest: str | None = None, url: str | None = None):
+        super().__init__(message)
+        self.digest = digest
+        self.url = url
+
+
+class CorruptObjectError(StoreError):
+    """A stored object failed its integrity check; it has been set aside, never returned."""
+
+
+class ExecutorError(MlflowkitError):
+    """An executor is unknown, cannot start, is unreachable, or lacks a requested resource."""
+
+    def __init__(self, message: str, *, executor: str | None = None, step: str | None = None):
+        super().__init__(message)
+        self.executor = executor
+        self.step = step
+
+
+class RunFailed(MlflowkitError):
+    """A run failed. ``.run`` holds the run record; the failing step's exception is chained."""
+
+    def __init__(self, message: str, *, run: Any = None, step: str | None = None):
+        super().__init__(message)
+        self.run = run
+        self.step = step

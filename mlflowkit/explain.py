@@ -1,0 +1,122 @@
+"""``Plan.explain``: would each step call hit the cache or execute, and why.
+
+Invariant: explaining reads the store (cache entries and run records) and never executes or
+loads a value. A step whose inputs depend on a step that will execute is reported as
+``execute`` with that upstream step as the reason (its output is not known yet).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from mlflowkit.cache import KeyMaker
+from mlflowkit.executors.base import Input
+from mlflowkit.plan import Ref
+from mlflowkit.records import RunRecord, StepRun
+
+if TYPE_CHECKING:
+    from mlflowkit.plan import Plan
+    from mlflowkit.store.base import ArtifactStore
+
+__all__ = ["Explanation", "explain"]
+
+
+class Explanation(list):  # type: ignore[type-arg]
+    """A list of per-step dicts that prints as a readable table."""
+
+    def __str__(self) -> str:
+        width = max((len(e["step"]) for e in self), default=4)
+        lines = [f"{'step':<{width}}  action   why"]
+        for e in self:
+            lines.append(f"{e['step']:<{width}}  {e['action']:<7}  {e['why']}")
+        return "\n".join(lines)
+
+
+def _replace_refs(template: Any, digests: dict[str, str]) -> Any:
+    if isinstance(template, Ref):
+        return Input(template.node, digests[template.node], None)
+    if type(template) in (list, tuple, set, frozenset):
+        return type(template)(_replace_refs(t, digests) for t in template)
+    if type(template) is dict:
+        return {k: _replace_refs(v, digests) for k, v in template.items()}
+    return template
+
+
+def _previous(records: list[RunRecord], pipeline: str) -> dict[str, tuple[StepRun, RunRecord]]:
+    """The latest record of each step-call name in earlier runs of this pipeline."""
+    latest: dict[str, tuple[StepRun, RunRecord]] = {}
+    for record in records:  # newest first
+        if record.pipeline != pipeline:
+            continue
+        for s in record.steps:
+            if s.key and s.name not in latest:
+                latest[s.name] = (s, record)
+    return latest
+
+
+def _short(digest: str | None) -> str:
+    return digest[:10] if digest else "none"
+
+
+def explain(plan: Plan, store: ArtifactStore, keys: KeyMaker) -> Explanation:
+    """Explain each step call of ``plan`` against ``store``; see the module docstring."""
+    digests: dict[str, str] = {}
+    executing: dict[str, str] = {}  # node -> first upstream cause
+    previous = _previous(store.runs(), plan.pipeline)
+    out = Explanation()
+    for name, node in plan.nodes.items():
+        entry: dict[str, Any] = {"step": name, "key": None}
+        blocked = next((d for d in node.deps if d in executing or d not in digests), None)
+        if node.kind == "map":
+            entry.update(action="execute", why="fan-out over a list known only at run time")
+            executing[name] = name
+            out.append(entry)
+            continue
+        if blocked is not None:
+            cause = executing.get(blocked, blocked)
+            entry.update(action="execute", why=f"upstream step {cause!r} will execute")
+            executing[name] = cause
+            out.append(entry)
+            continue
+        args = _replace_refs(node.args, digests)
+        inputs = {p: keys.input_digest(t) for p, t in args.items()}
+        key = keys.key(node.step, inputs)
+        code, packages = keys.code(node.step)
+        entry["key"] = key
+        node.key = key
+        hit = store.get_cache(key) if node.step.identity.cache else None
+        if hit is not None:
+            digests[name] = hit.output_digest
+            entry.update(action="hit", why="same code, inputs and packages as a stored result")
+            out.append(entry)
+            continue
+        executing[name] = name
+        entry["action"] = "execute"
+        if not node.step.identity.cache:
+            entry["why"] = "cache=False: always executes"
+            out.append(entry)
+            continue
+        prev = previous.get(name)
+        if prev is None:
+            entry["why"] = "no earlier run of this step call in the store"
+            out.append(entry)
+            continue
+        old, old_run = prev
+        reasons: list[str] = []
+        if old.code_digest != code:
+            what = "version" if node.step.identity.version else "code"
+            reasons.append(f"{what} changed ({_short(old.code_digest)} -> {_short(code)})")
+        for pname in sorted(set(inputs) | set(old.inputs)):
+            before, now = old.inputs.get(pname), inputs.get(pname)
+            if before != now:
+                kind = "input" if isinstance(args.get(pname), Input) else "param"
+                reasons.append(f"{kind} {pname!r} changed ({_short(before)} -> {_short(now)})")
+        old_packages = old_run.environment.get("packages", {})
+        for dist, version in sorted(packages.items()):
+            if dist in old_packages and old_packages[dist] != version:
+                reasons.append(f"package {dist} changed ({old_packages[dist]} -> {version})")
+        if not reasons:
+            reasons.append("stored result missing (garbage-collected, corrupt or never stored)")
+        entry["why"] = "; ".join(reasons)
+        out.append(entry)
+    return out

@@ -1,0 +1,748 @@
+"""Planning: tracing a pipeline body into a ``Plan`` of step calls.
+
+Invariants
+----------
+* A pipeline body runs exactly once per ``plan()``, with concrete parameter values; every
+  step call inside it records a ``Node`` and returns a ``Ref``. Nodes are recorded in call
+  order, which is a topological order (a call can only use Refs recorded before it).
+* Wiring is checked while recording: a mistake raises ``WiringError`` before anything runs.
+* A ``Ref`` refuses to take part in Python control flow (``bool``, ``len``, iteration of an
+  unknown length, comparisons, arithmetic, formatting): it has no value yet.
+* networkx is used only to *show* a plan (``Plan.graph``); the scheduler walks ``Node``\\ s.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import os
+import sys
+import typing
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
+
+from mlflowkit.errors import PlanningError, WiringError
+from mlflowkit.step import _TRACER, Step
+from mlflowkit.wiring import check_value, compatible, describe
+
+if TYPE_CHECKING:
+    import networkx as nx
+
+    from mlflowkit.run import Run
+
+__all__ = ["Node", "Pipeline", "Plan", "Ref", "pipeline"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+T = TypeVar("T")
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def _user_location() -> str:
+    """``file:line`` of the innermost frame outside mlflowkit (the user's source line)."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        filename = frame.f_code.co_filename
+        if not os.path.abspath(filename).startswith(_PACKAGE_DIR + os.sep):
+            return f"{filename}:{frame.f_lineno}"
+        frame = frame.f_back  # type: ignore[assignment]
+    return "<unknown>"
+
+
+# ---------------------------------------------------------------------------------------------
+# internal operations: the small derived nodes (ref[0], ref.attr, collecting a fan-out)
+# ---------------------------------------------------------------------------------------------
+def _op_getitem(obj: Any, key: Any) -> Any:
+    return obj[key]
+
+
+def _op_getattr(obj: Any, name: str) -> Any:
+    return getattr(obj, name)
+
+
+def _op_gather(*items: Any) -> list[Any]:
+    return list(items)
+
+
+_OPS: dict[str, Step[Any, Any]] = {
+    "getitem": Step(_op_getitem, version="1", name="getitem"),
+    "getattr": Step(_op_getattr, version="1", name="getattr"),
+    "gather": Step(_op_gather, version="1", name="gather"),
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# graph nodes and references
+# ---------------------------------------------------------------------------------------------
+@dataclass(eq=False)
+class Node:
+    """One step call in a plan.
+
+    ``args`` maps parameter names to argument *templates*: plain values possibly containing
+    ``Ref``\\ s (nested in lists, tuples and dicts). ``kind`` is ``"step"`` for user steps,
+    ``"derived"`` for ``ref[k]``/``ref.attr``/gathers, and ``"map"`` for a fan-out over a list
+    that is only known at run time (expanded by the scheduler).
+    """
+
+    name: str
+    step: Step[Any, Any]
+    kind: str
+    args: dict[str, Any]
+    deps: tuple[str, ...]
+    out_type: Any
+    location: str
+    persist: bool = True
+    #: for kind == "map": the parameters fanned out over (name -> Ref or list) and broadcast ones
+    fan: dict[str, Any] = field(default_factory=dict)
+    key: str | None = None
+
+    @property
+    def cache(self) -> bool:
+        return self.step.identity.cache
+
+
+class Ref(Generic[T]):
+    """A reference to the future output of a step call, handed out while planning."""
+
+    __slots__ = ("_node", "_tracer", "_type")
+    _node: str
+    _type: Any
+    _tracer: _Tracer
+
+    def __init__(self, node: str, type_: Any, tracer: _Tracer) -> None:
+        object.__setattr__(self, "_node", node)
+        object.__setattr__(self, "_type", type_)
+        object.__setattr__(self, "_tracer", tracer)
+
+    @property
+    def node(self) -> str:
+        """Name of the step call this refers to."""
+        return self._node
+
+    @property
+    def type(self) -> Any:
+        """The static type of the value (from the step's return annotation)."""
+        return self._type
+
+    def __repr__(self) -> str:
+        return f"Ref({self._node}: {describe(self._type)})"
+
+    # --- derived nodes -----------------------------------------------------------------------
+    def __getitem__(self, key: Any) -> Ref[Any]:
+        if isinstance(key, Ref):
+            raise self._refuse("be indexed with another Ref", "pass both to a step instead")
+        return self._tracer.derive(self, "getitem", key, _item_type(self._type, key))
+
+    def __getattr__(self, name: str) -> Ref[Any]:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return self._tracer.derive(self, "getattr", name, Any)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise self._refuse(f"have attribute {name!r} set", "set it inside a step")
+
+    def __iter__(self) -> Iterator[Ref[Any]]:
+        length = _tuple_length(self._type)
+        if length is None:
+            raise self._refuse(
+                "be iterated or unpacked (its length is unknown while planning)",
+                "annotate the step's return as tuple[A, B] to unpack it, or use step.map(...) "
+                "to fan out over a list",
+            )
+        return iter([self[i] for i in range(length)])
+
+    def __len__(self) -> int:
+        raise self._refuse("have len() taken", "compute the length inside a step")
+
+    def __bool__(self) -> bool:
+        raise self._refuse(
+            "be used as a condition (if/while/and/or/not)",
+            "branch on pipeline parameters, or move the decision into a step",
+        )
+
+    def __contains__(self, item: Any) -> bool:
+        raise self._refuse("be searched with 'in'", "do it inside a step")
+
+    def __format__(self, spec: str) -> str:
+        raise self._refuse("be formatted into a string", "format it inside a step")
+
+    def __hash__(self) -> int:
+        return id(self)
+
+    def _refuse(self, what: str, fix: str) -> PlanningError:
+        loc = _user_location()
+        return PlanningError(
+            f"The output of step {self._node!r} cannot {what} while the pipeline is planned "
+            f"(at {loc}): it is a Ref to a value that does not exist yet. Fix: {fix}.",
+            step=self._node,
+            location=loc,
+        )
+
+
+def _refuse_op(opname: str) -> Callable[..., Any]:
+    def method(self: Ref[Any], *args: Any) -> Any:
+        raise self._refuse(f"be used with the operator {opname}", "do the arithmetic in a step")
+
+    method.__name__ = opname
+    return method
+
+
+_REFUSED_OPERATORS = (
+    "__eq__",
+    "__ne__",
+    "__lt__",
+    "__le__",
+    "__gt__",
+    "__ge__",
+    "__add__",
+    "__radd__",
+    "__sub__",
+    "__rsub__",
+    "__mul__",
+    "__rmul__",
+    "__truediv__",
+    "__rtruediv__",
+    "__floordiv__",
+    "__rfloordiv__",
+    "__mod__",
+    "__rmod__",
+    "__pow__",
+    "__rpow__",
+    "__matmul__",
+    "__rmatmul__",
+    "__neg__",
+    "__pos__",
+    "__abs__",
+    "__invert__",
+    "__and__",
+    "__rand__",
+    "__or__",
+    "__ror__",
+    "__xor__",
+    "__rxor__",
+    "__int__",
+    "__float__",
+    "__index__",
+    "__complex__",
+    "__round__",
+)
+for _op in _REFUSED_OPERATORS:
+    setattr(Ref, _op, _refuse_op(_op))
+
+
+def _tuple_length(hint: Any) -> int | None:
+    hint = _unannotate(hint)
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        args = typing.get_args(hint)
+        if args and not (len(args) == 2 and args[1] is Ellipsis) and args != ((),):
+            return len(args)
+    fields = getattr(hint, "_fields", None)  # NamedTuple classes
+    if isinstance(hint, type) and issubclass(hint, tuple) and fields is not None:
+        return len(fields)
+    return None
+
+
+def _unannotate(hint: Any) -> Any:
+    while typing.get_origin(hint) is typing.Annotated:
+        hint = typing.get_args(hint)[0]
+    return hint
+
+
+def _item_type(hint: Any, key: Any) -> Any:
+    hint = _unannotate(hint)
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin is tuple and args:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return args[0]
+        if isinstance(key, int) and -len(args) <= key < len(args):
+            return args[key]
+        return Any
+    if origin in (list, typing.Sequence, typing.MutableSequence) and args:
+        return args[0] if isinstance(key, int) else hint
+    if origin in (dict, typing.Mapping, typing.MutableMapping) and len(args) == 2:
+        return args[1]
+    return Any
+
+
+def _is_listlike(hint: Any) -> bool:
+    hint = _unannotate(hint)
+    origin = typing.get_origin(hint) or hint
+    return origin in (list, typing.Sequence, typing.MutableSequence, tuple) or (
+        isinstance(origin, type) and issubclass(origin, (list, tuple))
+    )
+
+
+def find_refs(template: Any) -> list[Ref[Any]]:
+    """All Refs inside an argument template (lists, tuples, sets, dicts), in order."""
+    found: list[Ref[Any]] = []
+    stack = [template]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, Ref):
+            found.append(item)
+        elif isinstance(item, (list, tuple, set, frozenset)):
+            stack.extend(reversed(list(item)))
+        elif isinstance(item, dict):
+            stack.extend(reversed(list(item.values())))
+    return found
+
+
+# ---------------------------------------------------------------------------------------------
+# the tracer
+# ---------------------------------------------------------------------------------------------
+class _Tracer:
+    """Receives step calls while a pipeline body runs and records them as nodes."""
+
+    def __init__(self) -> None:
+        self.nodes: dict[str, Node] = {}
+        self._counts: dict[str, int] = {}
+        self._prefix: list[str] = []
+        self._derived: dict[tuple[str, str, Any], Ref[Any]] = {}
+
+    # names ------------------------------------------------------------------------------
+    def _unique(self, base: str) -> str:
+        base = "".join(f"{p}." for p in self._prefix) + base
+        count = self._counts.get(base, 0) + 1
+        self._counts[base] = count
+        name = base if count == 1 else f"{base}-{count}"
+        while name in self.nodes:  # a derived name that happens to collide
+            count += 1
+            self._counts[base] = count
+            name = f"{base}-{count}"
+        return name
+
+    def _add(self, node: Node) -> Ref[Any]:
+        self.nodes[node.name] = node
+        return Ref(node.name, node.out_type, self)
+
+    # recording --------------------------------------------------------------------------
+    def _bind(
+        self, step: Step[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any], loc: str
+    ) -> dict[str, Any]:
+        try:
+            bound = step.signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            params = ", ".join(step.signature.parameters)
+            raise WiringError(
+                f"Step {step.name!r} called with arguments that do not fit its signature "
+                f"({step.name}({params})) at {loc}: {exc}. Fix the call's arguments.",
+                step=step.name,
+                location=loc,
+            ) from None
+        bound.apply_defaults()
+        return dict(bound.arguments)
+
+    def _check_arguments(
+        self, step: Step[Any, Any], name: str, arguments: dict[str, Any], loc: str
+    ) -> None:
+        hints = step.type_hints()
+        params = step.signature.parameters
+        for pname, value in arguments.items():
+            if pname not in hints:
+                continue
+            expected = hints[pname]
+            kind = params[pname].kind
+            if kind is inspect.Parameter.VAR_POSITIONAL:
+                items = list(value)
+            elif kind is inspect.Parameter.VAR_KEYWORD:
+                items = list(value.values())
+            else:
+                items = [value]
+            for item in items:
+                self._check_one(step, name, pname, item, expected, loc)
+
+    def _check_one(
+        self, step: Step[Any, Any], name: str, pname: str, value: Any, expected: Any, loc: str
+    ) -> None:
+        if isinstance(value, Ref):
+            if not compatible(value.type, expected):
+                raise WiringError(
+                    f"Step {name!r}, parameter {pname!r} (at {loc}): expected "
+                    f"{describe(expected)}, found {describe(value.type)} (the output of step "
+                    f"{value.node!r}). Fix the wiring, or change one of the two annotations.",
+                    step=name,
+                    parameter=pname,
+                    expected=expected,
+                    actual=value.type,
+                    location=loc,
+                )
+            return
+        refs = find_refs(value)
+        if refs:
+            if isinstance(value, (list, tuple)) and _is_listlike(expected):
+                elem_expected = _item_type(expected, 0)
+                for item in value:
+                    self._check_one(step, name, pname, item, elem_expected, loc)
+            return  # other nested structures with Refs: checked at run time
+        if not check_value(value, expected):
+            raise WiringError(
+                f"Step {name!r}, parameter {pname!r} (at {loc}): expected "
+                f"{describe(expected)}, found {describe(type(value))} ({_short(value)}). "
+                f"Pass a value of the annotated type.",
+                step=name,
+                parameter=pname,
+                expected=expected,
+                actual=type(value),
+                location=loc,
+            )
+
+    def call(self, step: Step[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        loc = _user_location()
+        arguments = self._bind(step, args, kwargs, loc)
+        name = self._unique(step.name)
+        self._check_arguments(step, name, arguments, loc)
+        return self._record(step, name, arguments, loc)
+
+    def _record(
+        self, step: Step[Any, Any], name: str, arguments: dict[str, Any], loc: str
+    ) -> Ref[Any]:
+        deps = tuple(dict.fromkeys(r.node for r in find_refs(arguments)))
+        out_type = step.type_hints().get("return", Any)
+        return self._add(Node(name, step, "step", arguments, deps, out_type, loc))
+
+    def derive(self, parent: Ref[Any], op: str, arg: Any, out_type: Any) -> Ref[Any]:
+        try:
+            memo_key = (parent.node, op, arg)
+            hash(memo_key)
+        except TypeError:
+            raise WiringError(
+                f"Ref of step {parent.node!r} indexed with an unhashable key {arg!r}. "
+                f"Use an int, str or tuple key.",
+                step=parent.node,
+            ) from None
+        if memo_key in self._derived:
+            return self._derived[memo_key]
+        suffix = str(arg) if op == "getattr" or isinstance(arg, (int, str)) else repr(arg)
+        name = self._unique_derived(f"{parent.node}.{suffix}")
+        args = {"obj": parent, "key" if op == "getitem" else "name": arg}
+        ref = self._add(
+            Node(name, _OPS[op], "derived", args, (parent.node,), out_type, _user_location())
+        )
+        self._derived[memo_key] = ref
+        return ref
+
+    def _unique_derived(self, base: str) -> str:
+        name, n = base, 1
+        while name in self.nodes:
+            n += 1
+            name = f"{base}-{n}"
+        return name
+
+    def map(self, step: Step[Any, Any], kwargs: dict[str, Any]) -> Ref[Any]:
+        loc = _user_location()
+        hints = step.type_hints()
+        fan: dict[str, Any] = {}
+        for pname, value in kwargs.items():
+            if isinstance(value, list) and not find_refs(value):
+                fan[pname] = value
+            elif isinstance(value, list):
+                fan[pname] = value  # a planning-time list holding Refs: still fans out
+            elif isinstance(value, Ref):
+                vtype = _unannotate(value.type)
+                if _is_listlike(vtype) or (
+                    vtype is Any and not _is_listlike(hints.get(pname, Any))
+                ):
+                    fan[pname] = value
+        if not fan:
+            raise WiringError(
+                f"{step.name}.map(...) at {loc}: expected at least one keyword argument given "
+                f"as a list or a Ref to a list, found none among {sorted(kwargs)}. "
+                f"Pass e.g. {step.name}.map(x=[1, 2, 3]).",
+                step=step.name,
+                location=loc,
+            )
+        base = self._unique(step.name)
+        out_type: Any = list.__class_getitem__(hints.get("return", Any))
+        if all(isinstance(v, list) for v in fan.values()):
+            lengths = {k: len(v) for k, v in fan.items()}
+            if len(set(lengths.values())) > 1:
+                raise WiringError(
+                    f"{step.name}.map(...) at {loc}: the listed arguments must have equal "
+                    f"lengths to be zipped, found {lengths}. Make them the same length.",
+                    step=base,
+                    location=loc,
+                )
+            n = next(iter(lengths.values()))
+            elems: list[Ref[Any]] = []
+            for i in range(n):
+                call_kwargs = {k: (v[i] if k in fan else v) for k, v in kwargs.items()}
+                arguments = self._bind(step, (), call_kwargs, loc)
+                ename = f"{base}[{i}]"
+                self._check_arguments(step, ename, arguments, loc)
+                elems.append(self._record(step, ename, arguments, loc))
+            gather_args = {"items": tuple(elems)}
+            deps = tuple(e.node for e in elems)
+            return self._add(
+                Node(base, _OPS["gather"], "derived", gather_args, deps, out_type, loc)
+            )
+        # fan-out decided at run time: check the broadcast and element types now
+        for pname, value in kwargs.items():
+            if pname not in step.signature.parameters and not any(
+                p.kind is inspect.Parameter.VAR_KEYWORD for p in step.signature.parameters.values()
+            ):
+                raise WiringError(
+                    f"{step.name}.map(...) at {loc}: unknown parameter {pname!r}; the step takes "
+                    f"{list(step.signature.parameters)}.",
+                    step=base,
+                    parameter=pname,
+                    location=loc,
+                )
+            expected = hints.get(pname, Any)
+            if pname in fan:
+                if isinstance(value, Ref):
+                    elem = _item_type(value.type, 0)
+                    if not compatible(elem, expected):
+                        raise WiringError(
+                            f"Step {base!r}, parameter {pname!r} (at {loc}): expected elements "
+                            f"of type {describe(expected)}, found {describe(elem)} (elements "
+                            f"of step {value.node!r}'s output). Fix the wiring.",
+                            step=base,
+                            parameter=pname,
+                            expected=expected,
+                            actual=elem,
+                            location=loc,
+                        )
+                else:
+                    for item in value:
+                        self._check_one(step, base, pname, item, expected, loc)
+            else:
+                self._check_one(step, base, pname, value, expected, loc)
+        missing = [
+            p.name
+            for p in step.signature.parameters.values()
+            if p.default is inspect.Parameter.empty
+            and p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+            and p.name not in kwargs
+        ]
+        if missing:
+            raise WiringError(
+                f"{step.name}.map(...) at {loc}: missing required argument(s) {missing}.",
+                step=base,
+                location=loc,
+            )
+        deps = tuple(dict.fromkeys(r.node for r in find_refs(kwargs)))
+        return self._add(Node(base, step, "map", dict(kwargs), deps, out_type, loc, fan=fan))
+
+    # nested pipelines ---------------------------------------------------------------------
+    def enter(self, prefix: str) -> None:
+        self._prefix.append(prefix)
+
+    def leave(self) -> None:
+        self._prefix.pop()
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+# ---------------------------------------------------------------------------------------------
+# plans
+# ---------------------------------------------------------------------------------------------
+class Plan:
+    """A traced pipeline: the graph of step calls for one set of parameter values."""
+
+    def __init__(
+        self, pipeline: str, params: dict[str, Any], nodes: dict[str, Node], output: Any
+    ) -> None:
+        self.pipeline = pipeline
+        self.params = params
+        self.nodes = nodes
+        self.output = output
+        self._graph: nx.DiGraph | None = None
+
+    @property
+    def steps(self) -> list[str]:
+        """Names of the step calls in topological order."""
+        return list(self.nodes)
+
+    @property
+    def graph(self) -> nx.DiGraph:
+        """A ``networkx.DiGraph`` with one node per step call (attributes ``step``, ``key``)."""
+        import networkx as nx
+
+        graph = nx.DiGraph()
+        for node in self.nodes.values():
+            graph.add_node(
+                node.name, step=node.step, key=node.key, kind=node.kind, location=node.location
+            )
+        for node in self.nodes.values():
+            for dep in node.deps:
+                graph.add_edge(dep, node.name)
+        return graph
+
+    def output_nodes(self) -> list[str]:
+        """Names of the nodes whose values make up the pipeline's return value."""
+        return list(dict.fromkeys(r.node for r in find_refs(self.output)))
+
+    def to_mermaid(self) -> str:
+        """The DAG as Mermaid ``flowchart`` text."""
+        ids = {name: f"n{i}" for i, name in enumerate(self.nodes)}
+        lines = ["flowchart TD"]
+        for name, node in self.nodes.items():
+            label = name.replace('"', "'")
+            shape = f'(["{label}"])' if node.kind == "derived" else f'["{label}"]'
+            lines.append(f"    {ids[name]}{shape}")
+        for name, node in self.nodes.items():
+            lines.extend(f"    {ids[dep]} --> {ids[name]}" for dep in node.deps)
+        return "\n".join(lines) + "\n"
+
+    def to_dot(self) -> str:
+        """The DAG in Graphviz DOT."""
+        lines = [f'digraph "{self.pipeline}" {{', "    rankdir=TB;", "    node [shape=box];"]
+        for name, node in self.nodes.items():
+            label = name.replace('"', '\\"')
+            extra = ", shape=ellipse" if node.kind == "derived" else ""
+            lines.append(f'    "{label}" [label="{label}"{extra}];')
+        for name, node in self.nodes.items():
+            for dep in node.deps:
+                lines.append(f'    "{dep}" -> "{name}";'.replace('\\"', '"'))
+        lines.append("}")
+        return "\n".join(lines) + "\n"
+
+    def __repr__(self) -> str:
+        return f"<mk.Plan {self.pipeline} ({len(self.nodes)} step calls)>"
+
+    def run(
+        self,
+        executor: Any = "local",
+        store: Any = None,
+        *,
+        max_workers: int | None = None,
+        progress: bool | None = None,
+        force: bool | list[str] = False,
+    ) -> Run:
+        """Execute the plan; see ``mlflowkit.runner.run_plan``."""
+        from mlflowkit.runner import run_plan  # the run machinery sits in a layer above
+
+        return run_plan(
+            self,
+            executor=executor,
+            store=store,
+            max_workers=max_workers,
+            progress=progress,
+            force=force,
+        )
+
+    def explain(self, store: Any = None) -> list[dict[str, Any]]:
+        """For each step call: would a run now hit the cache or execute, and why."""
+        from mlflowkit.runner import explain_plan
+
+        return explain_plan(self, store)
+
+    def _repr_html_(self) -> str:
+        from mlflowkit.display import plan_html
+
+        return plan_html(self)
+
+
+class Pipeline(Generic[P, R]):
+    """A function whose body wires steps together; ``.plan(**params)`` traces it."""
+
+    def __init__(self, fn: Callable[P, R], name: str | None = None) -> None:
+        functools.update_wrapper(self, fn)
+        self.fn = fn
+        self.name = name or fn.__name__
+        self.__signature__ = inspect.signature(fn)
+
+    def _bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        sig: inspect.Signature = self.__signature__
+        try:
+            bound = sig.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise WiringError(
+                f"Pipeline {self.name!r} called with parameters that do not fit its signature "
+                f"{self.name}{sig}: {exc}. Fix the parameter names.",
+                step=self.name,
+            ) from None
+        bound.apply_defaults()
+        hints = typing.get_type_hints(self.fn, include_extras=True)
+        for pname, value in bound.arguments.items():
+            if pname in hints and not find_refs(value) and not check_value(value, hints[pname]):
+                raise WiringError(
+                    f"Pipeline {self.name!r}, parameter {pname!r}: expected "
+                    f"{describe(hints[pname])}, found {describe(type(value))} ({_short(value)}).",
+                    step=self.name,
+                    parameter=pname,
+                    expected=hints[pname],
+                    actual=type(value),
+                )
+        return dict(bound.arguments)
+
+    def plan(self, *args: P.args, **kwargs: P.kwargs) -> Plan:
+        """Run the body once with these parameter values and return the traced ``Plan``."""
+        if _TRACER.get() is not None:
+            raise PlanningError(
+                f"Pipeline {self.name!r}: .plan() was called while another pipeline is being "
+                f"planned. Call the pipeline itself ({self.name}(...)) to nest it."
+            )
+        params = self._bind(args, kwargs)
+        tracer = _Tracer()
+        token = _TRACER.set(tracer)
+        try:
+            output = self.fn(**params)  # type: ignore[call-arg]
+        finally:
+            _TRACER.reset(token)
+        _check_output(self.name, output)
+        for name in dict.fromkeys(r.node for r in find_refs(output)):
+            tracer.nodes[name].persist = True
+        return Plan(self.name, params, tracer.nodes, output)
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        tracer = _TRACER.get()
+        if tracer is not None:
+            if not isinstance(tracer, _Tracer):
+                raise PlanningError(f"Pipeline {self.name!r} called inside an unknown tracer")
+            params = self._bind(args, kwargs)
+            tracer.enter(self.name)
+            try:
+                result: R = self.fn(**params)  # type: ignore[call-arg]
+            finally:
+                tracer.leave()
+            return result
+        return self.plan(*args, **kwargs).run().output  # type: ignore[no-any-return]
+
+    def __repr__(self) -> str:
+        return f"<mk.Pipeline {self.name}>"
+
+
+def _check_output(name: str, output: Any) -> None:
+    stack = [output]
+    while stack:
+        item = stack.pop()
+        if item is None or isinstance(item, (Ref, str, bytes, int, float, bool)):
+            continue
+        if isinstance(item, (list, tuple)):
+            stack.extend(item)
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, Step):
+            raise PlanningError(
+                f"Pipeline {name!r} returned the step {item.name!r} itself instead of calling "
+                f"it. Return {item.name}(...)."
+            )
+
+
+@overload
+def pipeline(fn: Callable[P, R], /) -> Pipeline[P, R]: ...
+
+
+@overload
+def pipeline(*, name: str | None = None) -> Callable[[Callable[P, R]], Pipeline[P, R]]: ...
+
+
+def pipeline(
+    fn: Callable[P, R] | None = None, /, *, name: str | None = None
+) -> Pipeline[P, R] | Callable[[Callable[P, R]], Pipeline[P, R]]:
+    """Declare a function whose body wires steps together into a pipeline."""
+    if fn is not None:
+        return Pipeline(fn, name)
+
+    def decorate(f: Callable[P, R]) -> Pipeline[P, R]:
+        return Pipeline(f, name)
+
+    return decorate

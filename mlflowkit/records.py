@@ -1,0 +1,109 @@
+"""Plain records of runs and step runs, shared by the scheduler, the store and the CLI.
+
+Invariant: records hold only JSON-able data (str, int, float, bool, None, lists and dicts of
+those), so they round-trip through ``to_dict``/``from_dict`` unchanged and any store can keep them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Literal
+
+__all__ = ["CacheEntry", "RunRecord", "StepRun"]
+
+StepStatus = Literal["cached", "executed", "failed", "skipped"]
+RunStatus = Literal["running", "succeeded", "failed"]
+
+
+@dataclass
+class StepRun:
+    """What happened to one step call in one run.
+
+    ``inputs`` maps each parameter name to the content digest of what was passed;
+    ``step`` is the step's identity (``module:qualname``), ``name`` its display name in the plan.
+    """
+
+    name: str
+    key: str | None = None
+    status: StepStatus = "skipped"
+    attempts: int = 0
+    duration_s: float = 0.0
+    output_digest: str | None = None
+    error: str | None = None
+    step: str = ""
+    code_digest: str | None = None
+    inputs: dict[str, str] = field(default_factory=dict)
+    started_at: float | None = None
+    traceback: str | None = None
+
+    @property
+    def cached(self) -> bool:
+        """True when the output came from the cache instead of executing."""
+        return self.status == "cached"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StepRun:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@dataclass
+class RunRecord:
+    """One run of a plan: its steps in topological order, environment and output template.
+
+    ``output`` is the pipeline's return structure with every Ref replaced by
+    ``{"$digest": "<hex>"}`` (plain values kept as they are, when JSON-able).
+    """
+
+    id: str
+    pipeline: str
+    params: dict[str, Any] = field(default_factory=dict)
+    status: RunStatus = "running"
+    started_at: float = 0.0
+    finished_at: float | None = None
+    steps: list[StepRun] = field(default_factory=list)
+    environment: dict[str, Any] = field(default_factory=dict)
+    output: Any = None
+    executor: str = "local"
+    pins: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunRecord:
+        names = {f.name for f in fields(cls)}
+        kwargs = {k: v for k, v in data.items() if k in names}
+        kwargs["steps"] = [StepRun.from_dict(s) for s in data.get("steps", [])]
+        return cls(**kwargs)
+
+
+@dataclass
+class CacheEntry:
+    """A cache entry: the step call with this key produced the value with ``output_digest``.
+
+    ``stored`` is False for outputs that were deliberately not persisted (derived views such as
+    ``ref[0]`` that can be recomputed from their parent); ``meta`` holds small facts about the
+    value known without loading it (e.g. ``{"len": 3, "type": "builtins.list"}``).
+    """
+
+    key: str
+    output_digest: str
+    step: str = ""
+    stored: bool = True
+    size: int | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+    created_at: float = 0.0
+    run_id: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CacheEntry:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})

@@ -1,0 +1,119 @@
+"""``mk.Run``: the record of one run, and its output loaded on first access.
+
+Invariant: a ``Run`` never loads an output value until ``.output`` is read; then each value
+comes from memory when the run happened in this process, else from the store by digest.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from mlflowkit.errors import StoreError
+from mlflowkit.records import RunRecord, StepRun
+
+if TYPE_CHECKING:
+    from mlflowkit.store.base import ArtifactStore
+
+__all__ = ["Run"]
+
+_UNSET: Any = object()
+
+
+class Run:
+    """One run of a plan.
+
+    Attributes
+    ----------
+    id, status:
+        The run id and ``"succeeded"`` / ``"failed"``.
+    steps:
+        ``mk.StepRun`` records in topological order.
+    record:
+        The full ``RunRecord`` (environment, params, timings), as written to the store.
+    """
+
+    def __init__(
+        self,
+        record: RunRecord,
+        store: ArtifactStore | None,
+        output_template: Any = _UNSET,
+        values: dict[str, Any] | None = None,
+    ) -> None:
+        self.record = record
+        self.store = store
+        self._template = record.output if output_template is _UNSET else output_template
+        self._values = values or {}
+        self._output: Any = _UNSET
+
+    @property
+    def id(self) -> str:
+        return self.record.id
+
+    @property
+    def status(self) -> str:
+        return self.record.status
+
+    @property
+    def steps(self) -> list[StepRun]:
+        return self.record.steps
+
+    def step(self, name: str) -> StepRun:
+        """The record of the step call ``name``."""
+        for s in self.record.steps:
+            if s.name == name:
+                return s
+        names = [s.name for s in self.record.steps]
+        raise KeyError(f"no step call named {name!r} in run {self.id}; the run has {names}")
+
+    @property
+    def output(self) -> Any:
+        """The pipeline's return value, loaded on first access."""
+        if self._output is _UNSET:
+            self._output = self._load(self._template)
+        return self._output
+
+    def _load_digest(self, digest: str, node: str | None) -> Any:
+        if node is not None and node in self._values:
+            return self._values[node]
+        if self.store is None:
+            raise StoreError(
+                f"Run {self.id}: output {digest[:12]} is not in memory and the run has no "
+                f"store to load it from.",
+                digest=digest,
+            )
+        return self.store.get(digest)
+
+    def _load(self, template: Any) -> Any:
+        from mlflowkit.plan import Ref
+
+        if isinstance(template, Ref):
+            digest = self._digest_of(template.node)
+            return self._load_digest(digest, template.node)
+        if isinstance(template, dict):
+            if set(template) == {"$digest"}:
+                return self._load_digest(template["$digest"], None)
+            if set(template) == {"$value"}:
+                return template["$value"]
+            return {k: self._load(v) for k, v in template.items()}
+        if isinstance(template, (list, tuple)):
+            return type(template)(self._load(v) for v in template)
+        return template
+
+    def _digest_of(self, node: str) -> str:
+        for s in self.record.steps:
+            if s.name == node and s.output_digest:
+                return s.output_digest
+        raise StoreError(f"Run {self.id}: step {node!r} produced no output (status not ok)")
+
+    def __repr__(self) -> str:
+        executed = sum(s.status == "executed" for s in self.steps)
+        cached = sum(s.status == "cached" for s in self.steps)
+        return (
+            f"<mk.Run {self.id} {self.status}: {len(self.steps)} steps, "
+            f"{executed} executed, {cached} cached>"
+        )
+
+    def _repr_html_(self) -> str:
+        from mlflowkit.display import run_html
+
+        return run_html(self)

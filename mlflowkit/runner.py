@@ -1,0 +1,226 @@
+"""Running and explaining plans: open the store and executor, walk, record, report.
+
+Invariants
+----------
+* A run record is written when the run starts (status ``running``) and again when it ends,
+  so a crash leaves a trace; cache entries written by finished steps survive any crash, and
+  running again resumes from them.
+* Every step that asks for a GPU is checked against the executor *before* anything runs.
+* A failed step makes ``run_plan`` raise ``RunFailed`` chained to the step's own exception, with
+  its (remote) traceback text in the message.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import secrets
+import subprocess
+import sys
+import time
+from typing import TYPE_CHECKING, Any
+
+from mlflowkit.cache import KeyMaker
+from mlflowkit.errors import ExecutorError, RunFailed
+from mlflowkit.executors import get as get_executor
+from mlflowkit.executors.base import Executor, InMemory
+from mlflowkit.plan import Ref
+from mlflowkit.records import RunRecord
+from mlflowkit.run import Run
+from mlflowkit.scheduler import Progress, walk
+
+if TYPE_CHECKING:
+    from mlflowkit.plan import Plan
+    from mlflowkit.store.base import ArtifactStore
+
+__all__ = ["environment", "explain_plan", "new_run_id", "open_store", "run_plan"]
+
+
+def new_run_id() -> str:
+    """A time-sortable unique run id, e.g. ``20261129-060102-3fa2c1d9``."""
+    return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(4)
+
+
+def open_store(store: Any) -> ArtifactStore:
+    """A store from a ``Store``, a URL, or None (``$MLFLOWKIT_STORE`` or ``./.mlflowkit``)."""
+    from mlflowkit.store import open_store as _open
+
+    return _open(store)
+
+
+_GIT: dict[str, str | None] = {}
+
+
+def _git_commit(cwd: str) -> str | None:
+    if cwd not in _GIT:
+        try:
+            out = subprocess.run(
+                ["git", "rev-parse", "HEAD"],
+                cwd=cwd,
+                capture_output=True,
+                text=True,
+                timeout=5,
+                check=False,
+            )
+            _GIT[cwd] = out.stdout.strip() if out.returncode == 0 else None
+        except (OSError, subprocess.SubprocessError):
+            _GIT[cwd] = None
+    return _GIT[cwd]
+
+
+def environment(packages: dict[str, str]) -> dict[str, Any]:
+    """What a run record keeps about where it ran."""
+    from mlflowkit import __version__
+
+    return {
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "mlflowkit": __version__,
+        "packages": dict(sorted(packages.items())),
+        "git_commit": _git_commit(os.getcwd()),
+        "argv": list(sys.argv),
+    }
+
+
+def _output_record(template: Any, digests: dict[str, str]) -> Any:
+    if isinstance(template, Ref):
+        digest = digests.get(template.node)
+        return {"$digest": digest} if digest else None
+    if isinstance(template, dict):
+        return {str(k): _output_record(v, digests) for k, v in template.items()}
+    if isinstance(template, (list, tuple)):
+        return [_output_record(v, digests) for v in template]
+    if template is None or isinstance(template, (str, int, float, bool)):
+        return template
+    return {"$value": repr(template)}
+
+
+def _check_placement(plan: Plan, executor: Executor) -> None:
+    gpus = executor.capabilities.gpus
+    for node in plan.nodes.values():
+        wanted = node.step.hints.gpus
+        if wanted > 0 and wanted > gpus:
+            raise ExecutorError(
+                f"Step {node.name!r} asks for resources={dict(node.step.hints.resources)}, "
+                f"but the {executor.name!r} executor offers {gpus} GPU(s). Nothing was run. "
+                f"Fix: run with executor='gpu' (pip install 'mlflowkit[gpu]' on a machine with "
+                f"a CUDA GPU) or on a Dask cluster whose workers declare a 'gpu' resource; or "
+                f"remove the resources hint to run it on the CPU.",
+                executor=executor.name,
+                step=node.name,
+            )
+
+
+def _progress(progress: bool | None) -> Progress:
+    if progress is False:
+        return Progress()
+    from mlflowkit.display import make_progress
+
+    return make_progress(progress)
+
+
+def run_plan(
+    plan: Plan,
+    executor: Any = "local",
+    store: Any = None,
+    *,
+    max_workers: int | None = None,
+    progress: bool | None = None,
+    force: bool | list[str] = False,
+) -> Run:
+    """Execute ``plan`` on ``executor`` with ``store``; see ``Plan.run``."""
+    the_store = open_store(store)
+    if isinstance(executor, Executor):
+        ex = executor
+        owned = False
+    else:
+        options: dict[str, Any] = {}
+        if max_workers is not None:
+            options["max_workers"] = max_workers
+        ex = get_executor(executor, **options)
+        owned = True
+    if isinstance(force, (list, tuple, set)):
+        unknown = [f for f in force if f not in plan.nodes]
+        if unknown:
+            raise ExecutorError(
+                f"force= names step calls that are not in the plan: {unknown}; the plan has "
+                f"{plan.steps}."
+            )
+        force_set: bool | set[str] = set(force)
+    else:
+        force_set = bool(force)
+    run_id = new_run_id()
+    record = RunRecord(
+        id=run_id,
+        pipeline=plan.pipeline,
+        params={k: _jsonable(v) for k, v in plan.params.items()},
+        started_at=time.time(),
+        executor=ex.name,
+    )
+    keys = KeyMaker()
+    ex.start(the_store)
+    try:
+        _check_placement(plan, ex)
+        the_store.put_run(record)
+        result = walk(
+            plan.nodes,
+            plan.output_nodes(),
+            ex,
+            the_store,
+            run_id=run_id,
+            force=force_set,
+            progress=_progress(progress),
+            keys=keys,
+        )
+    finally:
+        if owned:
+            ex.shutdown()
+    record.steps = [result.records[name] for name in result.order]
+    record.finished_at = time.time()
+    record.status = "failed" if result.failure is not None else "succeeded"
+    record.environment = environment(result.packages)
+    record.output = _output_record(plan.output, result.digests)
+    the_store.put_run(record)
+    values = {
+        name: handle.value
+        for name, handle in result.handles.items()
+        if isinstance(handle, InMemory)
+    }
+    run = Run(record, the_store, plan.output, values)
+    if result.failure is not None:
+        failure = result.failure
+        failed = next((s for s in record.steps if s.status == "failed"), None)
+        name = failed.name if failed else failure.name
+        err = failure.error
+        text = f"{type(err).__name__}: {err}" if err is not None else "unknown error"
+        tb = (
+            f"\n\nTraceback of the step (where it ran):\n{failure.traceback}"
+            if failure.traceback
+            else ""
+        )
+        raise RunFailed(
+            f"Run {run_id} of pipeline {plan.pipeline!r} failed at step {name!r}: {text}. "
+            f"Finished steps are cached; fix the step and run again to resume.{tb}",
+            run=run,
+            step=name,
+        ) from err
+    return run
+
+
+def _jsonable(value: Any) -> Any:
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    return repr(value)
+
+
+def explain_plan(plan: Plan, store: Any = None) -> list[dict[str, Any]]:
+    """Per step call: ``hit``/``execute`` and why, compared with the last run of that step."""
+    from mlflowkit.explain import explain
+
+    return explain(plan, open_store(store), KeyMaker())

@@ -1,0 +1,246 @@
+"""Running one task where it executes: resolve inputs, call, check, hash, store, report.
+
+Invariants
+----------
+* ``execute`` never raises for a failure of the user's function: it returns a failed
+  ``TaskResult`` carrying the exception and its traceback text (so it can cross processes).
+* Retries re-run the function only (not input loading); ``retry_delay`` doubles each attempt.
+* The output is checked against the step's return annotation, hashed, and, when asked, written
+  to the store *before* the cache entry, so a cache entry never points at a missing object.
+* ``mk.current()`` and ``mk.rng()`` read a context variable set for the duration of the call.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+import traceback
+from collections.abc import Callable
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from mlflowkit.errors import MlflowkitError, TypeCheckError
+from mlflowkit.executors.base import Derived, InMemory, Input, Stored, Task, TaskResult
+from mlflowkit.records import CacheEntry
+from mlflowkit.wiring import check_value, describe
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from mlflowkit.step import Step
+    from mlflowkit.store.base import ArtifactStore
+
+__all__ = ["StepContext", "call_step", "current", "execute", "resolve_template", "rng"]
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """What a running step can know about itself (``mk.current()``)."""
+
+    name: str
+    run_id: str
+    key: str
+    attempt: int = 1
+
+
+_CURRENT: ContextVar[StepContext | None] = ContextVar("mlflowkit_current", default=None)
+
+
+def current() -> StepContext:
+    """The step call running in this thread: its name, run id and cache key.
+
+    Raises
+    ------
+    MlflowkitError
+        When called outside a running step.
+    """
+    ctx = _CURRENT.get()
+    if ctx is None:
+        raise MlflowkitError(
+            "mk.current() was called outside a running step: expected to be inside a step "
+            "executed by a run, found none. Call it from a step function during plan.run()."
+        )
+    return ctx
+
+
+def rng() -> np.random.Generator:
+    """A ``numpy.random.Generator`` seeded from the running step's cache key.
+
+    The same inputs give the same random stream, on any machine and executor.
+    """
+    import numpy as np
+
+    ctx = current()
+    return np.random.default_rng(int(ctx.key[:32], 16))
+
+
+# ---------------------------------------------------------------------------------------------
+def resolve_template(template: Any, resolve: Callable[[Any], Any]) -> Any:
+    """Replace every ``Input`` in an argument template by ``resolve(input.handle)``."""
+    if isinstance(template, Input):
+        return resolve(template.handle)
+    if type(template) in (list, tuple):
+        return type(template)(resolve_template(t, resolve) for t in template)
+    if type(template) is dict:
+        return {k: resolve_template(v, resolve) for k, v in template.items()}
+    if type(template) in (set, frozenset):
+        return type(template)(resolve_template(t, resolve) for t in template)
+    return template
+
+
+def local_resolver(store: ArtifactStore | None) -> Callable[[Any], Any]:
+    """A resolver for handles valid in this process: in-memory, stored and derived values."""
+
+    def resolve(handle: Any) -> Any:
+        if isinstance(handle, InMemory):
+            return handle.value
+        if isinstance(handle, Stored):
+            if store is None:
+                raise MlflowkitError(f"value {handle.digest[:12]} is stored but no store is open")
+            return store.get(handle.digest)
+        if isinstance(handle, Derived):
+            return call_step(handle.step, resolve_template(handle.args, resolve))
+        raise TypeError(f"cannot resolve a value handle of type {type(handle).__name__}")
+
+    return resolve
+
+
+def call_step(step: Step[Any, Any], arguments: dict[str, Any]) -> Any:
+    """Call ``step.fn`` with bound ``arguments`` (parameter name → value)."""
+    args: list[Any] = []
+    kwargs: dict[str, Any] = {}
+    for pname, param in step.signature.parameters.items():
+        if pname not in arguments:
+            continue
+        value = arguments[pname]
+        kind = param.kind
+        if (
+            kind is inspect.Parameter.POSITIONAL_ONLY
+            or kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
+        ):
+            args.append(value)
+        elif kind is inspect.Parameter.VAR_POSITIONAL:
+            args.extend(value)
+        elif kind is inspect.Parameter.KEYWORD_ONLY:
+            kwargs[pname] = value
+        else:
+            kwargs.update(value)
+    return step.fn(*args, **kwargs)
+
+
+def _meta(value: Any) -> dict[str, Any]:
+    if isinstance(value, (list, tuple)):
+        return {"len": len(value)}
+    return {}
+
+
+def execute(
+    task: Task,
+    store: ArtifactStore | None,
+    resolve: Callable[[Any], Any] | None = None,
+    *,
+    keep_value: bool = True,
+) -> TaskResult:
+    """Run one task here and report what happened.
+
+    Parameters
+    ----------
+    task:
+        The step call, its key and its argument template.
+    store:
+        Where outputs and cache entries are written (may be None for ``cache=False`` work).
+    resolve:
+        Turns value handles into values; defaults to ``local_resolver(store)``.
+    keep_value:
+        Put the output in the result as ``InMemory``; executors that keep values elsewhere
+        pass False and attach their own handle.
+    """
+    from mlflowkit.hashing import hash_value
+
+    started = time.time()
+    t0 = time.perf_counter()
+    step = task.step
+    if resolve is None:
+        resolve = local_resolver(store)
+    attempts = 0
+    try:
+        arguments = resolve_template(task.args, resolve)
+    except BaseException as exc:  # inputs could not be loaded (corrupt, missing): report it
+        return TaskResult(
+            task.name,
+            False,
+            attempts=0,
+            duration_s=time.perf_counter() - t0,
+            started_at=started,
+            error=exc,
+            traceback=traceback.format_exc(),
+        )
+    retries = step.hints.retries
+    delay = step.hints.retry_delay
+    while True:
+        attempts += 1
+        token = _CURRENT.set(StepContext(task.name, task.run_id, task.key, attempts))
+        try:
+            output = call_step(step, arguments)
+        except Exception as exc:
+            if attempts <= retries:
+                if delay > 0:
+                    time.sleep(delay * 2 ** (attempts - 1))
+                continue
+            return TaskResult(
+                task.name,
+                False,
+                attempts=attempts,
+                duration_s=time.perf_counter() - t0,
+                started_at=started,
+                error=exc,
+                traceback=traceback.format_exc(),
+            )
+        finally:
+            _CURRENT.reset(token)
+        break
+    try:
+        expected = step.type_hints().get("return")
+        if expected is not None and not check_value(output, expected):
+            raise TypeCheckError(
+                f"Step {task.name!r} returned {describe(type(output))}, but its return "
+                f"annotation says {describe(expected)}. Fix the function or its annotation.",
+                step=task.name,
+            )
+        digest = hash_value(output)
+        if store is not None and task.store_value:
+            store.put(output, digest, serializer=step.identity.serializer)
+        meta = _meta(output)
+        if store is not None and task.cache_entry:
+            store.put_cache(
+                CacheEntry(
+                    key=task.key,
+                    output_digest=digest,
+                    step=step.qualified_name,
+                    stored=task.store_value,
+                    meta=meta,
+                    created_at=time.time(),
+                    run_id=task.run_id,
+                )
+            )
+    except Exception as exc:
+        return TaskResult(
+            task.name,
+            False,
+            attempts=attempts,
+            duration_s=time.perf_counter() - t0,
+            started_at=started,
+            error=exc,
+            traceback=traceback.format_exc(),
+        )
+    return TaskResult(
+        task.name,
+        True,
+        output_digest=digest,
+        value=InMemory(output) if keep_value else None,
+        attempts=attempts,
+        duration_s=time.perf_counter() - t0,
+        started_at=started,
+        meta=meta,
+    )

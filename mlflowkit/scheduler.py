@@ -1,0 +1,396 @@
+"""The scheduler: one thread walking a plan's graph, fed by completion events.
+
+Invariants
+----------
+* All scheduling state lives in one ``_Walk`` object on the calling thread; executors only
+  ever put ``TaskResult``\\ s on its queue (through ``on_done``) — they never touch the state.
+* A node is processed once all its dependencies finished; its key is computed from their
+  *content* digests. Hit → its output is a handle (nothing is loaded). Miss → one task.
+* A key reached twice in one run executes once; the second call waits for the first.
+* After the first failure nothing new is submitted; tasks in flight finish; the rest are
+  ``skipped``. A corrupt stored input makes its producer re-execute, then the consumer retries.
+* The scheduler does no I/O of its own: it talks to the store and the executor through their
+  contracts only, and imports neither a concrete executor nor a concrete store.
+"""
+
+from __future__ import annotations
+
+import queue
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from mlflowkit.cache import KeyMaker
+from mlflowkit.errors import CorruptObjectError, ExecutorError
+from mlflowkit.executors.base import Derived, Input, Stored, Task, TaskResult
+from mlflowkit.plan import _OPS, Node, Ref, find_refs
+from mlflowkit.records import StepRun
+
+if TYPE_CHECKING:
+    from mlflowkit.executors.base import Executor
+    from mlflowkit.store.base import ArtifactStore
+
+__all__ = ["Progress", "WalkResult", "walk"]
+
+
+class Progress:
+    """Receives progress events; the default does nothing (``display.py`` draws bars)."""
+
+    def start(self, total: int) -> None:
+        """A run with ``total`` step calls starts."""
+
+    def grow(self, extra: int) -> None:
+        """A run-time fan-out added ``extra`` step calls."""
+
+    def advance(self, name: str, status: str) -> None:
+        """Step call ``name`` ended with ``status``."""
+
+    def finish(self) -> None:
+        """The run ended."""
+
+
+@dataclass
+class WalkResult:
+    """Outcome of walking a plan: per-node records, digests and value handles."""
+
+    records: dict[str, StepRun]
+    order: list[str]
+    digests: dict[str, str]
+    handles: dict[str, Any]
+    failure: TaskResult | None
+    packages: dict[str, str]
+
+
+def _to_input(template: Any, digests: dict[str, str], handles: dict[str, Any]) -> Any:
+    """Replace each Ref in a template by an ``Input`` carrying its digest and handle."""
+    if isinstance(template, Ref):
+        name = template.node
+        return Input(name, digests[name], handles[name])
+    if type(template) in (list, tuple, set, frozenset):
+        return type(template)(_to_input(t, digests, handles) for t in template)
+    if type(template) is dict:
+        return {k: _to_input(v, digests, handles) for k, v in template.items()}
+    return template
+
+
+class _Walk:
+    def __init__(
+        self,
+        nodes: dict[str, Node],
+        executor: Executor,
+        store: ArtifactStore | None,
+        run_id: str,
+        force: bool | set[str],
+        progress: Progress,
+        keys: KeyMaker,
+    ) -> None:
+        self.nodes = dict(nodes)
+        self.order = list(nodes)
+        self.executor = executor
+        self.store = store
+        self.run_id = run_id
+        self.force = force
+        self.progress = progress
+        self.keys = keys
+        self.events: queue.SimpleQueue[TaskResult] = queue.SimpleQueue()
+        self.remaining: dict[str, int] = {}
+        self.dependents: dict[str, list[str]] = {name: [] for name in nodes}
+        self.digests: dict[str, str] = {}
+        self.handles: dict[str, Any] = {}
+        self.meta: dict[str, dict[str, Any]] = {}
+        self.records: dict[str, StepRun] = {}
+        self.ready: deque[str] = deque()
+        self.inflight: dict[str, str] = {}  # node -> key
+        self.by_key: dict[str, str] = {}  # key in flight -> node executing it
+        self.key_waiters: dict[str, list[str]] = {}
+        self.rerun_waiters: dict[str, list[str]] = {}
+        self.failure: TaskResult | None = None
+        self.packages: dict[str, str] = {}
+        self.const_digests: dict[tuple[str, str], str] = {}
+        for name, node in nodes.items():
+            self.remaining[name] = len(node.deps)
+            for dep in node.deps:
+                self.dependents[dep].append(name)
+            if not node.deps:
+                self.ready.append(name)
+
+    # ------------------------------------------------------------------------------------
+    def run(self) -> WalkResult:
+        on_done = self.events.put
+        while True:
+            while self.ready and self.failure is None:
+                self._process(self.ready.popleft(), on_done)
+            if not self.inflight:
+                break
+            if self.events.empty():
+                self.executor.flush()
+            self._finish(self.events.get())
+        for name in self.order:
+            if name not in self.records:
+                node = self.nodes[name]
+                self.records[name] = StepRun(
+                    name=name, status="skipped", step=node.step.qualified_name
+                )
+                self.progress.advance(name, "skipped")
+        return WalkResult(
+            self.records, self.order, self.digests, self.handles, self.failure, self.packages
+        )
+
+    def _forced(self, name: str) -> bool:
+        return self.force is True or (isinstance(self.force, set) and name in self.force)
+
+    def _process(self, name: str, on_done: Callable[[TaskResult], None]) -> None:
+        node = self.nodes[name]
+        if node.kind == "map":
+            self._expand(node)
+            return
+        step = node.step
+        args = _to_input(node.args, self.digests, self.handles) if node.deps else node.args
+        inputs: dict[str, str] = {}
+        for pname, template in args.items():
+            if isinstance(template, Input):
+                inputs[pname] = template.digest
+            else:
+                memo = (name, pname)
+                digest = self.const_digests.get(memo)
+                if digest is None:
+                    digest = self.keys.input_digest(template)
+                    if not node.deps or not find_refs(node.args[pname]):
+                        self.const_digests[memo] = digest
+                inputs[pname] = digest
+        key = self.keys.key(step, inputs)
+        code, packages = self.keys.code(step)
+        if packages:
+            self.packages.update(packages)
+        node.key = key
+        record = StepRun(
+            name=name, key=key, step=step.qualified_name, code_digest=code, inputs=inputs
+        )
+        self.records[name] = record
+        cacheable = step.identity.cache and self.store is not None
+        if cacheable and not self._forced(name):
+            entry = self.store.get_cache(key)  # type: ignore[union-attr]
+            if entry is not None:
+                record.status = "cached"
+                record.output_digest = entry.output_digest
+                self.digests[name] = entry.output_digest
+                self.meta[name] = entry.meta
+                self.handles[name] = (
+                    Stored(entry.output_digest) if entry.stored else Derived(step, args)
+                )
+                self.progress.advance(name, "cached")
+                self._complete(name)
+                return
+        if key in self.by_key:  # the same call is already executing in this run
+            self.key_waiters.setdefault(key, []).append(name)
+            return
+        persist = node.persist and self.store is not None
+        task = Task(
+            name=name,
+            step=step,
+            key=key,
+            run_id=self.run_id,
+            args=args,
+            store_value=persist and (step.identity.cache or name in self._outputs),
+            cache_entry=cacheable,
+        )
+        if node.kind == "derived" and not persist:
+            task.store_value = False
+        self.inflight[name] = key
+        self.by_key[key] = name
+        record.started_at = time.time()
+        try:
+            self.executor.submit(task, on_done)
+        except Exception as exc:  # the executor refused the task (e.g. no GPU for it)
+            self.inflight.pop(name)
+            self.by_key.pop(key, None)
+            self._fail(name, TaskResult(name, False, attempts=0, error=exc))
+
+    _outputs: frozenset[str] = frozenset()
+
+    def _finish(self, result: TaskResult) -> None:
+        name = result.name
+        key = self.inflight.pop(name)
+        self.by_key.pop(key, None)
+        record = self.records[name]
+        record.attempts = result.attempts
+        record.duration_s = result.duration_s
+        if result.started_at:
+            record.started_at = result.started_at
+        if not result.ok:
+            if isinstance(result.error, CorruptObjectError) and self._heal(name, result.error):
+                return
+            self._fail(name, result)
+            for waiter in self.key_waiters.pop(key, []):
+                self._fail(waiter, result)
+            return
+        assert result.output_digest is not None
+        record.status = "cached" if result.cached else "executed"
+        record.output_digest = result.output_digest
+        self.digests[name] = result.output_digest
+        self.handles[name] = result.value
+        self.meta[name] = result.meta
+        self.progress.advance(name, record.status)
+        self._complete(name)
+        for waiter in self.key_waiters.pop(key, []):
+            wrec = self.records[waiter]
+            wrec.status = "cached"
+            wrec.output_digest = result.output_digest
+            self.digests[waiter] = result.output_digest
+            self.handles[waiter] = result.value
+            self.meta[waiter] = result.meta
+            self.progress.advance(waiter, "cached")
+            self._complete(waiter)
+
+    def _fail(self, name: str, result: TaskResult) -> None:
+        record = self.records[name]
+        record.status = "failed"
+        record.attempts = result.attempts
+        err = result.error
+        record.error = f"{type(err).__name__}: {err}" if err is not None else "failed"
+        record.traceback = result.traceback
+        self.progress.advance(name, "failed")
+        if self.failure is None:
+            self.failure = result
+
+    def _complete(self, name: str) -> None:
+        waiters = self.rerun_waiters.pop(name, None)
+        for dep in waiters if waiters is not None else self.dependents[name]:
+            self.remaining[dep] -= 1
+            if self.remaining[dep] == 0:
+                self.ready.append(dep)
+
+    def _heal(self, consumer: str, error: CorruptObjectError) -> bool:
+        """A stored input was corrupt: re-execute its producer(s), then retry ``consumer``."""
+        producers = [
+            n
+            for n in self.nodes[consumer].deps
+            if self.digests.get(n) == error.digest and self.records[n].status == "cached"
+        ]
+        if not producers or self.store is None:
+            return False
+        for producer in producers:
+            key = self.records[producer].key
+            if key is not None:
+                self.store.drop_cache(key)
+            self.force = (
+                self.force
+                if self.force is True
+                else (set(self.force) if isinstance(self.force, set) else set()) | {producer}
+            )
+            self.rerun_waiters.setdefault(producer, []).append(consumer)
+            self.remaining[consumer] += 1
+            self.ready.append(producer)
+        del self.records[consumer]
+        return True
+
+    def _expand(self, node: Node) -> None:
+        """Fan out a ``map`` node now that the lists it maps over are known."""
+        lengths: dict[str, int] = {}
+        for pname, source in node.fan.items():
+            if isinstance(source, Ref):
+                meta = self.meta.get(source.node, {})
+                if "len" not in meta:
+                    err = ExecutorError(
+                        f"Step {node.name!r} maps over the output of {source.node!r}, which is "
+                        f"not a list or tuple (no length was reported). Return a list from "
+                        f"{source.node!r}.",
+                        step=node.name,
+                    )
+                    self.records[node.name] = StepRun(name=node.name, step=node.step.qualified_name)
+                    self._fail(node.name, TaskResult(node.name, False, attempts=0, error=err))
+                    return
+                lengths[pname] = int(meta["len"])
+            else:
+                lengths[pname] = len(source)
+        if len(set(lengths.values())) > 1:
+            err = ExecutorError(
+                f"Step {node.name!r} maps over lists of different lengths {lengths}: expected "
+                f"equal lengths to zip them. Make the inputs the same length.",
+                step=node.name,
+            )
+            self.records[node.name] = StepRun(name=node.name, step=node.step.qualified_name)
+            self._fail(node.name, TaskResult(node.name, False, attempts=0, error=err))
+            return
+        n = next(iter(lengths.values())) if lengths else 0
+        new: list[Node] = []
+        elems: list[Ref[Any]] = []
+        for i in range(n):
+            args: dict[str, Any] = {}
+            for pname, value in node.args.items():
+                if pname not in node.fan:
+                    args[pname] = value
+                elif isinstance(value, Ref):
+                    item_name = f"{value.node}.{i}"
+                    if item_name not in self.nodes:
+                        item = Node(
+                            item_name,
+                            _OPS["getitem"],
+                            "derived",
+                            {"obj": value, "key": i},
+                            (value.node,),
+                            Any,
+                            node.location,
+                            persist=False,
+                        )
+                        new.append(item)
+                        self.nodes[item_name] = item
+                    args[pname] = Ref(item_name, Any, None)  # type: ignore[arg-type]
+                else:
+                    args[pname] = value[i]
+            deps = tuple(dict.fromkeys(r.node for r in find_refs(args)))
+            elem = Node(f"{node.name}[{i}]", node.step, "step", args, deps, Any, node.location)
+            new.append(elem)
+            self.nodes[elem.name] = elem
+            elems.append(Ref(elem.name, Any, None))  # type: ignore[arg-type]
+        gather = Node(
+            node.name,
+            _OPS["gather"],
+            "derived",
+            {"items": tuple(elems)},
+            tuple(e.node for e in elems),
+            node.out_type,
+            node.location,
+            persist=node.persist,
+        )
+        self.nodes[node.name] = gather
+        position = self.order.index(node.name)
+        self.order[position:position] = [m.name for m in new]
+        self.progress.grow(len(new))
+        for m in new:
+            self.dependents.setdefault(m.name, [])
+            self.remaining[m.name] = sum(
+                1 for d in m.deps if d not in self.digests or d in self.inflight
+            )
+            for dep in m.deps:
+                self.dependents.setdefault(dep, []).append(m.name)
+        # the gather waits for the elements it collects
+        self.remaining[node.name] = len(gather.deps)
+        for m in new:
+            if self.remaining[m.name] == 0:
+                self.ready.append(m.name)
+        if not gather.deps:
+            self.ready.append(node.name)
+
+
+def walk(
+    nodes: dict[str, Node],
+    outputs: list[str],
+    executor: Executor,
+    store: ArtifactStore | None,
+    *,
+    run_id: str,
+    force: bool | set[str] = False,
+    progress: Progress | None = None,
+    keys: KeyMaker | None = None,
+) -> WalkResult:
+    """Walk the graph of ``nodes``, executing misses on ``executor``; see module docstring."""
+    state = _Walk(nodes, executor, store, run_id, force, progress or Progress(), keys or KeyMaker())
+    state._outputs = frozenset(outputs)
+    state.progress.start(len(nodes))
+    try:
+        return state.run()
+    finally:
+        state.progress.finish()

@@ -1,0 +1,101 @@
+"""The artifact-store contract the cache, the scheduler and the executors talk to.
+
+Layer 3: contracts only, no implementation. ``mlflowkit.store.fsspec.Store`` implements it.
+
+Invariants every implementation keeps:
+
+* Objects are addressed by the *content digest* of the value (``mk.hash_value``); ``put`` is
+  idempotent and atomic: a reader sees either nothing or the whole object, never part of one.
+* ``get`` verifies the object's bytes before deserializing; a corrupt object is set aside,
+  its cache entries dropped, and ``CorruptObjectError`` raised. It is never returned.
+* Cache entries map a step call's key to its output digest. ``get_cache`` returns ``None`` for a
+  missing entry, and for an entry whose stored object is missing (so the step re-executes).
+* The files under the store URL are the source of truth; any local index can be rebuilt.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    import networkx as nx
+
+    from mlflowkit.records import CacheEntry, RunRecord
+
+__all__ = ["ArtifactStore"]
+
+
+@runtime_checkable
+class ArtifactStore(Protocol):
+    """What the rest of mlflowkit needs from a store."""
+
+    url: str
+
+    # objects -------------------------------------------------------------------------------
+    def has(self, digest: str) -> bool:
+        """Whether an object with this content digest is stored."""
+        ...
+
+    def get(self, digest: str) -> Any:
+        """Load, verify and deserialize the object with this digest."""
+        ...
+
+    def put(self, value: Any, digest: str | None = None, *, serializer: str | None = None) -> str:
+        """Store ``value`` (atomically, once) and return its content digest.
+
+        ``digest`` may be given when the caller already hashed the value.
+        """
+        ...
+
+    # cache ---------------------------------------------------------------------------------
+    def get_cache(self, key: str) -> CacheEntry | None:
+        """The cache entry for ``key``, or None (missing, corrupt, or its object is gone)."""
+        ...
+
+    def put_cache(self, entry: CacheEntry) -> None:
+        """Record atomically that the call with ``entry.key`` produced ``entry.output_digest``."""
+        ...
+
+    def drop_cache(self, key: str) -> None:
+        """Forget a cache entry (used when its object turned out corrupt)."""
+        ...
+
+    def lock(self, key: str, timeout: float = ...) -> AbstractContextManager[bool]:
+        """A bounded single-flight lock on a key; yields True when acquired.
+
+        A holder that crashed cannot wedge it: a lock older than its lease is broken.
+        """
+        ...
+
+    # runs and lineage ----------------------------------------------------------------------
+    def put_run(self, record: RunRecord) -> None:
+        """Write (or overwrite) a run record atomically."""
+        ...
+
+    def runs(self) -> list[RunRecord]:
+        """All run records, newest first."""
+        ...
+
+    def run(self, run_id: str) -> RunRecord:
+        """One run record (a unique prefix of the id is enough)."""
+        ...
+
+    def lineage(self, digest: str) -> nx.DiGraph:
+        """Artifacts, step runs and runs upstream of ``digest``, across runs."""
+        ...
+
+    def verify(self) -> list[str]:
+        """Re-hash every stored object; return (and set aside) the corrupt ones."""
+        ...
+
+    def gc(
+        self, *, keep_last: int = ..., pins: Iterator[str] | None = None, dry_run: bool = ...
+    ) -> Any:
+        """Delete what neither recent runs nor pins reference."""
+        ...
+
+    def du(self) -> dict[str, Any]:
+        """Disk usage summary."""
+        ...

@@ -1,0 +1,172 @@
+"""Type compatibility of step wiring, decided while planning.
+
+Invariants
+----------
+* ``compatible(actual, expected)`` answers "can a value whose static type is ``actual`` be
+  passed where ``expected`` is annotated?" for type *hints*, not values. It is reflexive,
+  ``Any`` (or a missing annotation) is compatible both ways, and it never raises: forms it cannot
+  reason about are accepted (the run-time return check still guards them).
+* ``check_value(value, expected)`` checks a concrete value with beartype (PEP 484's implicit
+  numeric tower on: an ``int`` is accepted where ``float`` is annotated).
+"""
+
+from __future__ import annotations
+
+import collections.abc as cabc
+import types
+import typing
+from typing import Any, TypeVar, Union
+
+__all__ = ["check_value", "compatible", "describe"]
+
+_NONE_TYPE = type(None)
+_UNION_TYPES: tuple[Any, ...] = (Union, types.UnionType)
+
+# PEP 484 numeric tower: int is acceptable where float or complex is expected.
+_TOWER: dict[type, tuple[type, ...]] = {float: (int,), complex: (int, float)}
+
+
+def describe(hint: Any) -> str:
+    """A short human-readable name of a type hint."""
+    if hint is Any:
+        return "Any"
+    if hint is _NONE_TYPE or hint is None:
+        return "None"
+    if isinstance(hint, type) and not typing.get_args(hint):
+        mod = hint.__module__
+        return hint.__qualname__ if mod in ("builtins", "typing") else f"{mod}.{hint.__qualname__}"
+    text = repr(hint)
+    return text.replace("typing.", "")
+
+
+def _strip(hint: Any) -> Any:
+    """Remove Annotated, NewType and TypeVar wrappers; map None to NoneType."""
+    while True:
+        if hint is None:
+            return _NONE_TYPE
+        origin = typing.get_origin(hint)
+        if origin is typing.Annotated:
+            hint = typing.get_args(hint)[0]
+            continue
+        if isinstance(hint, TypeVar):
+            if hint.__bound__ is not None:
+                hint = hint.__bound__
+                continue
+            if hint.__constraints__:
+                hint = Union[hint.__constraints__]  # noqa: UP007 - built from a tuple at run time
+                continue
+            return Any
+        supertype = getattr(hint, "__supertype__", None)  # typing.NewType
+        if supertype is not None:
+            hint = supertype
+            continue
+        if isinstance(hint, (str, typing.ForwardRef)):
+            return Any
+        return hint
+
+
+def _is_union(hint: Any) -> bool:
+    return typing.get_origin(hint) in _UNION_TYPES
+
+
+def _origin_class(hint: Any) -> Any:
+    origin = typing.get_origin(hint)
+    if origin is None:
+        return hint
+    return origin
+
+
+def _subclass(actual: Any, expected: Any) -> bool:
+    if actual is expected or expected is object:
+        return True
+    try:
+        if issubclass(actual, expected):
+            return True
+    except TypeError:
+        return True  # a form issubclass cannot decide (protocols with members, ...): accept
+    return any(actual is t for t in _TOWER.get(expected, ()))
+
+
+def compatible(actual: Any, expected: Any) -> bool:
+    """Whether a value statically typed ``actual`` fits a parameter annotated ``expected``."""
+    actual = _strip(actual)
+    expected = _strip(expected)
+    if expected is Any or actual is Any or expected is object:
+        return True
+    if actual == expected:
+        return True
+    if _is_union(actual):
+        return all(compatible(a, expected) for a in typing.get_args(actual))
+    if _is_union(expected):
+        return any(compatible(actual, e) for e in typing.get_args(expected))
+    a_origin, e_origin = typing.get_origin(actual), typing.get_origin(expected)
+    if a_origin is typing.Literal:
+        values = typing.get_args(actual)
+        if e_origin is typing.Literal:
+            return set(values) <= set(typing.get_args(expected))
+        return all(compatible(type(v), expected) for v in values)
+    if e_origin is typing.Literal:
+        return False  # a general type is not known to be one of the literal values
+    if expected is type or e_origin is type:
+        return actual is type or typing.get_origin(actual) is type or a_origin is type
+    if e_origin is cabc.Callable or expected is cabc.Callable:
+        return _subclass(_origin_class(actual), cabc.Callable)
+    a_cls, e_cls = _origin_class(actual), _origin_class(expected)
+    if not isinstance(a_cls, type) or not isinstance(e_cls, type):
+        return True  # typing forms we do not reason about
+    if not _subclass(a_cls, e_cls):
+        return False
+    a_args, e_args = typing.get_args(actual), typing.get_args(expected)
+    if not a_args or not e_args:
+        return True
+    if issubclass(e_cls, tuple) and issubclass(a_cls, tuple):
+        return _tuple_compatible(a_args, e_args)
+    if issubclass(a_cls, tuple) and not issubclass(e_cls, tuple):
+        # tuple[int, str] passed as Sequence[T]: each element must fit T
+        target = e_args[0]
+        elems = a_args[:1] if len(a_args) == 2 and a_args[1] is Ellipsis else a_args
+        return all(compatible(a, target) for a in elems)
+    if len(a_args) != len(e_args):
+        # e.g. Mapping[K, V] vs a one-arg subclass: only compare the last (value) parameter
+        return compatible(a_args[-1], e_args[-1])
+    return all(compatible(a, e) for a, e in zip(a_args, e_args, strict=True) if a is not Ellipsis)
+
+
+def _tuple_compatible(a_args: tuple[Any, ...], e_args: tuple[Any, ...]) -> bool:
+    a_var = len(a_args) == 2 and a_args[1] is Ellipsis
+    e_var = len(e_args) == 2 and e_args[1] is Ellipsis
+    if e_var:
+        elems = a_args[:1] if a_var else a_args
+        return all(compatible(a, e_args[0]) for a in elems)
+    if a_var:
+        return all(compatible(a_args[0], e) for e in e_args)
+    if a_args == ((),) or e_args == ((),):
+        return a_args == e_args
+    return len(a_args) == len(e_args) and all(
+        compatible(a, e) for a, e in zip(a_args, e_args, strict=True)
+    )
+
+
+_CONF: Any = None
+
+
+def check_value(value: Any, expected: Any) -> bool:
+    """Whether the concrete ``value`` satisfies the annotation ``expected`` (beartype)."""
+    global _CONF
+    expected_s = _strip(expected)
+    if expected_s is Any or expected_s is object:
+        return True
+    from beartype import BeartypeConf
+    from beartype.door import is_bearable
+    from beartype.roar import BeartypeException
+
+    if _CONF is None:
+        _CONF = BeartypeConf(is_pep484_tower=True)
+    try:
+        return bool(is_bearable(value, expected, conf=_CONF))
+    except BeartypeException:
+        # beartype cannot check this hint; fall back to the class when there is one
+        cls = _origin_class(expected_s)
+        if isinstance(cls, type):
+            return isinstance(value, cls)
+        return True

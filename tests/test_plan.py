@@ -1,0 +1,206 @@
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import networkx as nx
+import numpy as np
+import pytest
+from numpy.typing import NDArray
+
+import mlflowkit as mk
+from tests.resources import dag_basic
+
+
+def test_planning_records_nodes_in_topological_order_and_runs_nothing() -> None:
+    dag_basic.CALLS.clear()
+    plan = dag_basic.train.plan(n=50)
+    assert dag_basic.CALLS == []
+    assert plan.steps == ["make_data", "make_data.0", "make_data.1", "fit", "score"]
+    g = plan.graph
+    assert isinstance(g, nx.DiGraph)
+    assert next(iter(nx.topological_sort(g))) == "make_data"
+    assert set(g.predecessors("fit")) == {"make_data.0", "make_data.1"}
+    assert g.nodes["fit"]["step"] is dag_basic.fit
+
+
+def test_repeated_calls_are_numbered_and_map_elements_indexed() -> None:
+    @mk.pipeline
+    def p() -> Any:
+        a = dag_basic.inc(1)
+        b = dag_basic.inc(a)
+        c = dag_basic.inc(b)
+        sq = dag_basic.square.map(x=[1, 2])
+        return c, sq
+
+    plan = p.plan()
+    assert plan.steps[:3] == ["inc", "inc-2", "inc-3"]
+    assert "square[0]" in plan.steps and "square[1]" in plan.steps and "square" in plan.steps
+
+
+def test_nested_pipelines_prefix_their_steps() -> None:
+    @mk.pipeline
+    def prep(n: int) -> Any:
+        return dag_basic.inc(n)
+
+    @mk.pipeline
+    def outer() -> Any:
+        a = prep(1)
+        return dag_basic.square(a)
+
+    plan = outer.plan()
+    assert plan.steps == ["prep.inc", "square"]
+    assert plan.nodes["square"].deps == ("prep.inc",)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        lambda r: bool(r),
+        lambda r: len(r),
+        lambda r: [x for x in r],
+        lambda r: r == 3,
+        lambda r: r + 1,
+        lambda r: f"{r}",
+        lambda r: 3 in r,
+    ],
+)
+def test_ref_in_control_flow_raises_planning_error_naming_step_and_line(body: Any) -> None:
+    @mk.pipeline
+    def p() -> Any:
+        r = dag_basic.inc(1)
+        body(r)
+        return r
+
+    with pytest.raises(mk.PlanningError) as info:
+        p.plan()
+    assert info.value.step == "inc"
+    assert "test_plan.py" in str(info.value)
+
+
+class Pair(NamedTuple):
+    a: int
+    b: int
+
+
+def test_tuple_unpacking_getitem_and_getattr_make_derived_nodes() -> None:
+    @mk.step
+    def pair() -> Pair:
+        return Pair(1, 2)
+
+    @mk.step
+    def d() -> dict[str, int]:
+        return {"k": 3}
+
+    @mk.pipeline
+    def p() -> Any:
+        x, y = pair()
+        return x, y, d()["k"], pair().a
+
+    plan = p.plan()
+    assert "pair.0" in plan.steps and "pair.1" in plan.steps and "d.k" in plan.steps
+    assert "pair-2.a" in plan.steps
+    assert p() == (1, 2, 3, 1)
+
+
+def test_plan_renders_mermaid_and_dot() -> None:
+    plan = dag_basic.train.plan()
+    mermaid = plan.to_mermaid()
+    assert mermaid.startswith("flowchart TD") and mermaid.count("-->") == 7
+    dot = plan.to_dot()
+    assert dot.startswith('digraph "train"') and '"fit" -> "score";' in dot
+
+
+def test_pipeline_returns_structures_and_none() -> None:
+    @mk.pipeline
+    def p() -> Any:
+        return {"a": dag_basic.inc(1), "b": [dag_basic.inc(2), "x"], "c": None}
+
+    assert p() == {"a": 2, "b": [3, "x"], "c": None}
+
+    @mk.pipeline
+    def nothing() -> None:
+        dag_basic.inc(1)
+
+    assert nothing() is None
+
+
+def test_map_over_a_planning_time_list_zips_and_broadcasts() -> None:
+    @mk.step
+    def affine(x: int, a: int, b: int) -> int:
+        return a * x + b
+
+    @mk.pipeline
+    def p() -> Any:
+        return affine.map(x=[1, 2, 3], a=[10, 20, 30], b=1)
+
+    assert p() == [11, 41, 91]
+
+
+def test_map_with_unequal_lists_is_a_wiring_error() -> None:
+    @mk.pipeline
+    def p() -> Any:
+        return dag_basic.square.map(x=[1, 2], y=[1])
+
+    with pytest.raises(mk.WiringError, match="equal"):
+        p.plan()
+
+
+def test_map_over_a_ref_fans_out_at_run_time(tmp_path: Any) -> None:
+    run = dag_basic.fan.plan(n=6).run(store=str(tmp_path))
+    assert run.output == sum(i * i for i in range(6))
+    names = [s.name for s in run.steps]
+    assert "square[5]" in names and "split.5" in names
+    again = dag_basic.fan.plan(n=6).run(store=str(tmp_path))
+    assert all(s.status == "cached" for s in again.steps)
+
+
+def test_ten_thousand_step_chain_plans_and_runs_without_recursion_error() -> None:
+    @mk.step(cache=False)
+    def step_inc(x: int) -> int:
+        return x + 1
+
+    @mk.pipeline
+    def long(n: int) -> Any:
+        x = step_inc(0)
+        for _ in range(n - 1):
+            x = step_inc(x)
+        return x
+
+    plan = long.plan(n=10_000)
+    assert len(plan.steps) == 10_000
+    assert plan.run(store="memory://chain10k", progress=False).output == 10_000
+    assert len(plan.to_mermaid().splitlines()) > 10_000
+
+
+def test_pipeline_parameters_are_checked() -> None:
+    with pytest.raises(mk.WiringError, match="alpha"):
+        dag_basic.train.plan(alpha="big")  # type: ignore[arg-type]
+    with pytest.raises(mk.WiringError, match="nope"):
+        dag_basic.train.plan(nope=1)  # type: ignore[call-arg]
+
+
+def test_returning_a_step_itself_is_a_planning_error() -> None:
+    @mk.pipeline
+    def p() -> Any:
+        return dag_basic.inc
+
+    with pytest.raises(mk.PlanningError, match="returned the step"):
+        p.plan()
+
+
+def test_ndarray_wiring_is_checked_by_dtype() -> None:
+    @mk.step
+    def ints() -> NDArray[np.int64]:
+        return np.arange(3)
+
+    @mk.step
+    def wants_floats(x: NDArray[np.float64]) -> float:
+        return float(x.sum())
+
+    @mk.pipeline
+    def p() -> Any:
+        return wants_floats(ints())
+
+    with pytest.raises(mk.WiringError) as info:
+        p.plan()
+    assert info.value.parameter == "x" and info.value.step == "wants_floats"

@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import mlflowkit as mk
+
+# The curated public surface (API.md). Changing it is a deliberate act: update this list.
+PUBLIC = [
+    "CorruptObjectError",
+    "Dir",
+    "Executor",
+    "ExecutorError",
+    "File",
+    "HashingError",
+    "MlflowkitError",
+    "Pipeline",
+    "Plan",
+    "PlanningError",
+    "Ref",
+    "Run",
+    "RunFailed",
+    "SerializationError",
+    "Step",
+    "StepRun",
+    "Store",
+    "StoreError",
+    "TypeCheckError",
+    "WiringError",
+    "__version__",
+    "current",
+    "executors",
+    "hash_value",
+    "pipeline",
+    "register_hasher",
+    "rng",
+    "step",
+]
+
+
+def test_all_is_pinned_and_every_name_resolves() -> None:
+    assert sorted(mk.__all__) == sorted(PUBLIC)
+    for name in PUBLIC:
+        assert getattr(mk, name) is not None
+
+
+def test_error_tree() -> None:
+    for name in (
+        "PlanningError",
+        "WiringError",
+        "TypeCheckError",
+        "HashingError",
+        "SerializationError",
+        "StoreError",
+        "ExecutorError",
+        "RunFailed",
+    ):
+        assert issubclass(getattr(mk, name), mk.MlflowkitError)
+    assert issubclass(mk.WiringError, mk.PlanningError)
+    assert issubclass(mk.CorruptObjectError, mk.StoreError)
+
+
+def test_import_is_light() -> None:
+    code = (
+        "import sys, json, mlflowkit\n"
+        "heavy = ['dask', 'distributed', 'cupy', 'numba', 'pandas', 'pyarrow', 'sklearn', 'rich']\n"
+        "print(json.dumps([m for m in heavy if m in sys.modules]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout) == []

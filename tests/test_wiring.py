@@ -1,0 +1,159 @@
+from __future__ import annotations
+
+import collections.abc as cabc
+from typing import Annotated, Any, Literal, Optional, TypeVar, Union
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from numpy.typing import NDArray
+
+import mlflowkit as mk
+from mlflowkit.wiring import check_value, compatible
+from tests.resources import dag_basic
+
+BASE = [int, float, complex, bool, str, bytes, type(None), list, dict, tuple, np.ndarray]
+
+
+def _hints(depth: int = 2) -> st.SearchStrategy[Any]:
+    leaves = st.sampled_from([int, float, bool, str, bytes, type(None), Any])
+    return st.recursive(
+        leaves,
+        lambda inner: st.one_of(
+            inner.map(lambda t: list[t]),  # type: ignore[valid-type]
+            st.tuples(inner, inner).map(lambda ab: dict[ab[0], ab[1]]),  # type: ignore[misc]
+            st.tuples(inner, inner).map(lambda ab: Union[ab[0], ab[1]]),  # noqa: UP007
+            inner.map(lambda t: Optional[t]),  # noqa: UP045
+            inner.map(lambda t: Annotated[t, "meta"]),
+            st.lists(inner, min_size=1, max_size=3).map(
+                lambda ts: tuple.__class_getitem__(tuple(ts))
+            ),
+        ),
+        max_leaves=5,
+    )
+
+
+@given(_hints())
+def test_compatibility_is_reflexive(hint: Any) -> None:
+    assert compatible(hint, hint)
+
+
+@given(_hints())
+def test_any_is_compatible_both_ways(hint: Any) -> None:
+    assert compatible(hint, Any) and compatible(Any, hint)
+
+
+@given(_hints(), _hints())
+def test_a_union_accepts_each_member(a: Any, b: Any) -> None:
+    assert compatible(a, Union[a, b])  # noqa: UP007
+    assert compatible(b, a | b if hasattr(a, "__or__") and hasattr(b, "__or__") else Union[a, b])  # noqa: UP007
+
+
+@given(_hints(), _hints())
+def test_a_union_fits_only_where_every_member_fits(a: Any, b: Any) -> None:
+    assert compatible(Union[a, b], Union[a, b])  # noqa: UP007
+    if not compatible(b, a):
+        assert not compatible(Union[a, b], a)  # noqa: UP007
+
+
+@given(_hints())
+def test_annotated_is_transparent(hint: Any) -> None:
+    assert compatible(Annotated[hint, "x"], hint) and compatible(hint, Annotated[hint, "x"])
+
+
+@given(st.sampled_from(BASE), st.sampled_from(BASE))
+def test_class_compatibility_follows_subclassing_and_the_numeric_tower(a: type, b: type) -> None:
+    expected = issubclass(a, b) or (b is float and a is int) or (b is complex and a in (int, float))
+    assert compatible(a, b) == expected
+
+
+@given(st.sampled_from([int, float, str]), st.sampled_from([int, float, str]))
+def test_generic_containers_compare_their_parameters(a: type, b: type) -> None:
+    assert compatible(list[a], list[b]) == compatible(a, b)  # type: ignore[valid-type]
+    assert compatible(dict[str, a], dict[str, b]) == compatible(a, b)  # type: ignore[valid-type]
+
+
+def test_specific_rules() -> None:
+    T = TypeVar("T", bound=float)
+    assert compatible(int, T) and not compatible(str, T)
+    assert compatible(Optional[int], Optional[float])  # noqa: UP045
+    assert not compatible(Optional[int], int)  # noqa: UP045
+    assert compatible(int | None, Optional[int])  # noqa: UP045
+    assert compatible(NDArray[np.float64], NDArray[np.floating[Any]])
+    assert not compatible(NDArray[np.int64], NDArray[np.float64])
+    assert compatible(NDArray[np.float64], np.ndarray)
+    assert compatible(tuple[int, int], tuple[int, ...])
+    assert not compatible(tuple[int, str], tuple[int, ...])
+    assert compatible(list[int], cabc.Sequence[int])
+    assert compatible(Literal[1, 2], int) and compatible(Literal["a"], Literal["a", "b"])
+    assert not compatible(int, Literal[1])
+    assert compatible(type(dag_basic.inc.fn), cabc.Callable)
+
+
+def test_value_checks_use_the_numeric_tower() -> None:
+    assert check_value(1, float) and not check_value("1", float)
+    assert check_value([1, 2], list[int]) and not check_value(["a"], list[int])
+    assert check_value(np.zeros(2), NDArray[np.float64])
+    assert not check_value(np.zeros(2, dtype=np.int32), NDArray[np.float64])
+
+
+def test_wiring_errors_name_step_parameter_types_and_line_before_anything_runs() -> None:
+    ran: list[str] = []
+
+    @mk.step
+    def produce() -> str:
+        ran.append("produce")
+        return "x"
+
+    @mk.step
+    def consume(x: int) -> int:
+        ran.append("consume")
+        return x
+
+    @mk.pipeline
+    def p() -> Any:
+        return consume(produce())
+
+    with pytest.raises(mk.WiringError) as info:
+        p()
+    err = info.value
+    assert ran == []
+    assert err.step == "consume" and err.parameter == "x"
+    assert err.expected is int and err.actual is str
+    assert err.location is not None and "test_wiring.py" in err.location
+    assert "expected int, found str" in str(err)
+
+
+@pytest.mark.parametrize(
+    ("call", "needle"),
+    [
+        (lambda: dag_basic.inc(), "missing"),
+        (lambda: dag_basic.inc(1, 2), "too many"),
+        (lambda: dag_basic.inc(1, y=2), "unexpected keyword"),
+        (lambda: dag_basic.inc(1, x=2), "multiple values"),
+        (lambda: dag_basic.inc("one"), "expected int, found str"),
+    ],
+)
+def test_unknown_missing_duplicate_and_mistyped_arguments(call: Any, needle: str) -> None:
+    @mk.pipeline
+    def p() -> Any:
+        return call()
+
+    with pytest.raises(mk.WiringError, match=needle):
+        p.plan()
+
+
+def test_return_values_are_checked_at_run_time(tmp_path: Any) -> None:
+    @mk.step
+    def liar() -> int:
+        return "not an int"  # type: ignore[return-value]
+
+    @mk.pipeline
+    def p() -> Any:
+        return liar()
+
+    with pytest.raises(mk.RunFailed) as info:
+        p.plan().run(store=str(tmp_path))
+    assert isinstance(info.value.__cause__, mk.TypeCheckError)
+    assert info.value.run.step("liar").status == "failed"
