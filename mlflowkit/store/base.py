@@ -15,7 +15,7 @@ Invariants every implementation keeps:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -91,9 +91,18 @@ class ArtifactStore(Protocol):
         ...
 
     def gc(
-        self, *, keep_last: int = ..., pins: Iterator[str] | None = None, dry_run: bool = ...
+        self,
+        *,
+        keep_last: int = ...,
+        pins: Iterable[str] | None = None,
+        older_than: float | None = None,
+        dry_run: bool = ...,
     ) -> Any:
         """Delete what neither recent runs nor pins reference."""
+        ...
+
+    def sync(self) -> None:
+        """Make every write so far durable and visible to index queries."""
         ...
 
     def du(self) -> dict[str, Any]:

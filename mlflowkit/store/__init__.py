@@ -1,0 +1,27 @@
+"""The artifact store: content-addressed objects, cache entries, run records and lineage.
+
+``Store`` implements the :class:`~mlflowkit.store.base.ArtifactStore` contract on any fsspec
+filesystem. Importing this package stays light: fsspec, pandas, pyarrow and networkx are
+imported only when a store is opened or a value of theirs is seen.
+"""
+
+from mlflowkit.store.base import ArtifactStore
+from mlflowkit.store.fsspec import GcReport, ObjectInfo, Store, open_store
+from mlflowkit.store.serializers import (
+    Serializer,
+    register_serializer,
+    serializer_names,
+    unregister_serializer,
+)
+
+__all__ = [
+    "ArtifactStore",
+    "GcReport",
+    "ObjectInfo",
+    "Serializer",
+    "Store",
+    "open_store",
+    "register_serializer",
+    "serializer_names",
+    "unregister_serializer",
+]

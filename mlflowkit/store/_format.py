@@ -1,0 +1,137 @@
+"""The on-disk formats of a store: object files, cache-entry files, run-record references.
+
+Object file (little-endian)::
+
+    "MKOB" | u16 format version (1) | u16 len(name) | u64 len(payload) | 32 B BLAKE3(payload)
+    | serializer name (ASCII) | u32 CRC-32 of everything before it | payload
+
+Cache-entry file (valid JSON, written byte for byte in this shape)::
+
+    {"checksum":"<64 hex: BLAKE3 of the entry's JSON bytes>","entry":<CacheEntry JSON>}
+
+Invariants:
+
+* A header is trusted only after its CRC-32 matches; a payload only after its length and its
+  BLAKE3 match the header. Anything else raises :class:`CorruptFile` (never a half result).
+* A cache-entry file decodes to an entry only when its checksum matches the exact bytes of the
+  entry JSON; anything else decodes to None.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+from collections.abc import Iterator
+from typing import Any
+
+import blake3
+
+from mlflowkit.errors import StoreError
+from mlflowkit.records import CacheEntry
+
+__all__ = [
+    "HEAD_MAX",
+    "CorruptFile",
+    "decode_entry",
+    "encode_entry",
+    "pack_header",
+    "parse_header",
+    "payload_blake3",
+    "template_digests",
+]
+
+_MAGIC = b"MKOB"
+_FORMAT = 1
+_FIXED = struct.Struct("<4sHHQ32s")
+_CRC = struct.Struct("<I")
+HEAD_MAX = _FIXED.size + 64 + _CRC.size
+_ENTRY_HEAD = b'{"checksum":"'
+_ENTRY_MID = b'","entry":'
+_ENTRY_RAW = len(_ENTRY_HEAD) + 64 + len(_ENTRY_MID)
+_PARALLEL_HASH_BYTES = 4 << 20
+
+
+class CorruptFile(Exception):
+    """An object file does not pass its integrity checks (the reason is the message)."""
+
+
+def payload_blake3(data: bytes | bytearray | memoryview) -> bytes:
+    """The 32-byte BLAKE3 of a payload (multi-threaded for large ones)."""
+    threads = blake3.blake3.AUTO if len(data) >= _PARALLEL_HASH_BYTES else 1
+    return bytes(blake3.blake3(data, max_threads=threads).digest())
+
+
+def pack_header(name: str, payload: bytes) -> bytes:
+    """The header to write before ``payload`` serialized with ``name``."""
+    raw = name.encode("ascii")
+    head = _FIXED.pack(_MAGIC, _FORMAT, len(raw), len(payload), payload_blake3(payload)) + raw
+    return head + _CRC.pack(zlib.crc32(head))
+
+
+def parse_header(buf: bytes) -> tuple[str, int, bytes, int]:
+    """``(serializer, payload length, payload BLAKE3, header length)``, or raise ``CorruptFile``."""
+    if len(buf) < _FIXED.size:
+        raise CorruptFile(f"file is {len(buf)} bytes, shorter than an object header")
+    magic, version, name_len, payload_len, checksum = _FIXED.unpack_from(buf)
+    if magic != _MAGIC:
+        raise CorruptFile("bad magic bytes")
+    end = _FIXED.size + name_len
+    if len(buf) < end + _CRC.size:
+        raise CorruptFile("truncated header")
+    (crc,) = _CRC.unpack_from(buf, end)
+    if crc != zlib.crc32(buf[:end]):
+        raise CorruptFile("header checksum mismatch")
+    if version != _FORMAT:
+        raise CorruptFile(f"unknown object format version {version}")
+    return buf[_FIXED.size : end].decode("ascii"), payload_len, checksum, end + _CRC.size
+
+
+def encode_entry(entry: CacheEntry) -> bytes:
+    """The bytes of a cache-entry file.
+
+    Raises
+    ------
+    StoreError
+        The entry holds something JSON cannot write (its ``meta``, usually).
+    """
+    try:
+        raw = json.dumps(entry.to_dict(), sort_keys=True, separators=(",", ":")).encode()
+    except (TypeError, ValueError) as exc:
+        raise StoreError(
+            f"cache entry {entry.key} is not JSON-able ({exc}); its meta must hold only str, "
+            "int, float, bool, None and lists/dicts of those"
+        ) from exc
+    return b"".join((_ENTRY_HEAD, blake3.blake3(raw).hexdigest().encode(), _ENTRY_MID, raw, b"}"))
+
+
+def decode_entry(data: bytes) -> CacheEntry | None:
+    """The entry in a cache-entry file, or None when the file is damaged in any way."""
+    if not (data.startswith(_ENTRY_HEAD) and data[_ENTRY_RAW - len(_ENTRY_MID) : _ENTRY_RAW]
+            == _ENTRY_MID and data.endswith(b"}")):  # fmt: skip
+        return None
+    raw = data[_ENTRY_RAW:-1]
+    if (
+        blake3.blake3(raw).hexdigest().encode()
+        != data[len(_ENTRY_HEAD) : _ENTRY_RAW - len(_ENTRY_MID)]
+    ):
+        return None
+    try:
+        fields = json.loads(raw)
+        return CacheEntry.from_dict(fields) if isinstance(fields, dict) else None
+    except (ValueError, TypeError):
+        return None
+
+
+def template_digests(template: Any) -> Iterator[str]:
+    """Digests referenced by a run's output template (``{"$digest": ...}`` leaves)."""
+    if isinstance(template, dict):
+        d = template.get("$digest")
+        if isinstance(d, str) and len(template) == 1:
+            yield d
+            return
+        for v in template.values():
+            yield from template_digests(v)
+    elif isinstance(template, list):
+        for v in template:
+            yield from template_digests(v)

@@ -1,0 +1,401 @@
+"""File operations of a store, for a local disk (plain ``os`` calls) and any fsspec filesystem.
+
+The store never goes through a second filesystem layer of its own: a local folder is worked on
+with ``os`` directly (the cache lookup is on the hot path), anything else through the fsspec
+filesystem the URL names.
+
+Invariants:
+
+* ``write_atomic`` never leaves a partial file at the target path. Locally: write to
+  ``<root>/tmp/<unique>.tmp``, flush, ``fsync`` (when durable), ``os.replace`` onto the target,
+  and ``fsync`` the target's directory (when durable). On other filesystems: one ``pipe_file``
+  (a single PUT on object stores).
+* Temp files are only ever created under ``<root>/tmp/`` and never read; ``sweep_tmp`` deletes
+  those older than a bound.
+* ``read`` returns ``None`` for a missing file and never a partial one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import errno
+import itertools
+import os
+import secrets
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["FileStat", "FsspecIO", "LocalIO"]
+
+_counter = itertools.count()
+
+
+@dataclass(frozen=True)
+class FileStat:
+    """A listed file: path relative to the listed folder, size, change stamp, mtime."""
+
+    name: str
+    size: int
+    stamp: str
+    mtime: float
+
+
+class LocalIO:
+    """File operations on a local folder with plain ``os`` calls."""
+
+    local = True
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self.tmpdir = os.path.join(root, "tmp")
+
+    # reading ---------------------------------------------------------------------------------
+    def read(self, path: str) -> bytes | None:
+        """The whole file, or None when it does not exist."""
+        try:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        except FileNotFoundError:
+            return None
+        try:
+            chunks = []
+            while chunk := os.read(fd, 1 << 20):
+                chunks.append(chunk)
+        finally:
+            os.close(fd)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def read_split(self, path: str, head: int) -> tuple[bytes, Any] | None:
+        """``(first bytes, opened file)`` for reading an object's header and then its payload.
+
+        Returns the first ``head`` bytes (fewer for a shorter file) and the open file positioned
+        after them; the caller closes it. None when the file does not exist.
+        """
+        try:
+            f = open(path, "rb", buffering=0)  # noqa: SIM115 - handed to the caller
+        except FileNotFoundError:
+            return None
+        return f.read(head) or b"", f
+
+    def exists(self, path: str) -> bool:
+        """Whether the file exists."""
+        return os.path.exists(path)
+
+    def size(self, path: str) -> int | None:
+        """The file's size, or None."""
+        try:
+            return os.stat(path).st_size
+        except FileNotFoundError:
+            return None
+
+    def age(self, path: str) -> float | None:
+        """Seconds since the file was modified, or None."""
+        try:
+            return time.time() - os.stat(path).st_mtime
+        except FileNotFoundError:
+            return None
+
+    def stamp(self, path: str) -> str:
+        """A fingerprint that changes when the file is rewritten."""
+        st = os.stat(path)
+        return f"{st.st_mtime_ns}:{st.st_ino}"
+
+    def listdir(self, folder: str) -> list[FileStat]:
+        """Files directly in ``folder`` (none when it does not exist)."""
+        out = []
+        try:
+            with os.scandir(folder) as it:
+                for e in it:
+                    if not e.is_file(follow_symlinks=False):
+                        continue
+                    try:
+                        st = e.stat(follow_symlinks=False)
+                    except FileNotFoundError:
+                        continue
+                    out.append(
+                        FileStat(e.name, st.st_size, f"{st.st_mtime_ns}:{st.st_ino}", st.st_mtime)
+                    )
+        except FileNotFoundError:
+            return []
+        return out
+
+    def walk(self, folder: str) -> list[FileStat]:
+        """Files one level of subfolders below ``folder`` (the ``ab/<name>`` fan-out)."""
+        out = []
+        try:
+            subs = [e.name for e in os.scandir(folder) if e.is_dir(follow_symlinks=False)]
+        except FileNotFoundError:
+            return []
+        for sub in sorted(subs):
+            for f in self.listdir(os.path.join(folder, sub)):
+                out.append(FileStat(f"{sub}/{f.name}", f.size, f.stamp, f.mtime))
+        return out
+
+    # writing ---------------------------------------------------------------------------------
+    def write_atomic(
+        self, path: str, parts: Iterable[bytes | bytearray | memoryview], durable: bool
+    ) -> None:
+        """Write ``parts`` to ``path`` so that readers see all of it or nothing."""
+        tmp = f"{self.tmpdir}/{os.getpid()}-{next(_counter)}-{secrets.token_hex(4)}.tmp"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+        try:
+            fd = os.open(tmp, flags, 0o666)
+        except FileNotFoundError:
+            os.makedirs(self.tmpdir, exist_ok=True)
+            fd = os.open(tmp, flags, 0o666)
+        try:
+            try:
+                for part in parts:
+                    view = memoryview(part).cast("B")
+                    while view:
+                        view = view[os.write(fd, view) :]
+                if durable:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+            try:
+                os.replace(tmp, path)
+            except FileNotFoundError:
+                parent = os.path.dirname(path)
+                os.makedirs(parent, exist_ok=True)
+                if durable:
+                    _fsync_dir(os.path.dirname(parent))
+                os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(tmp)
+            raise
+        if durable:
+            _fsync_dir(os.path.dirname(path))
+
+    def replace(self, path: str, data: bytes) -> None:
+        """Atomically rewrite a small file (no fsync: used for lock leases)."""
+        self.write_atomic(path, [data], durable=False)
+
+    def create_exclusive(self, path: str, data: bytes) -> bool:
+        """Create ``path`` with ``data`` (``O_EXCL``); False when it exists."""
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+        try:
+            fd = os.open(path, flags, 0o666)
+        except FileExistsError:
+            return False
+        except FileNotFoundError:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            return self.create_exclusive(path, data)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+        return True
+
+    def remove(self, path: str) -> bool:
+        """Delete a file; True when it existed."""
+        try:
+            os.remove(path)
+        except FileNotFoundError:
+            return False
+        return True
+
+    def move(self, src: str, dst: str) -> bool:
+        """Move a file (over ``dst``); False when ``src`` is gone."""
+        try:
+            os.replace(src, dst)
+        except FileNotFoundError:
+            if not os.path.exists(src):
+                return False
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
+            os.replace(src, dst)
+        return True
+
+    def rename_new(self, src: str, dst: str) -> bool:
+        """Move ``src`` to a fresh name; False when ``src`` is gone."""
+        return self.move(src, dst)
+
+    def restore(self, src: str, dst: str) -> bool:
+        """Move ``src`` back to ``dst`` unless ``dst`` exists (``link`` is exclusive)."""
+        try:
+            os.link(src, dst)
+        except FileExistsError:
+            return False
+        except FileNotFoundError:
+            return False
+        os.remove(src)
+        return True
+
+    def makedirs(self, folder: str) -> None:
+        """Create ``folder`` and its parents."""
+        os.makedirs(folder, exist_ok=True)
+
+
+def _fsync_dir(folder: str) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except (FileNotFoundError, PermissionError, IsADirectoryError):
+        return  # platforms that cannot open a directory (Windows) have no directory fsync
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        # some filesystems do not support fsync on directories; the rename is still atomic
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF, errno.EACCES):
+            raise
+    finally:
+        os.close(fd)
+
+
+_STAMP_KEYS = ("mtime", "LastModified", "last_modified", "ETag", "etag", "md5", "created")
+
+
+def _info_time(info: dict[str, Any]) -> float | None:
+    for k in ("mtime", "LastModified", "last_modified", "created", "modified"):
+        v = info.get(k)
+        if isinstance(v, (int, float)):
+            return float(v)
+        if isinstance(v, _dt.datetime):
+            return v.timestamp()
+    return None
+
+
+def _info_stamp(info: dict[str, Any]) -> str:
+    return "|".join(str(info[k]) for k in _STAMP_KEYS if k in info)
+
+
+class FsspecIO:
+    """File operations through an fsspec filesystem (memory, object stores, ...)."""
+
+    local = False
+    _exclusive = threading.Lock()
+
+    def __init__(self, fs: Any, root: str) -> None:
+        self.fs = fs
+        self.root = root
+
+    def read(self, path: str) -> bytes | None:
+        """The whole file, or None when it does not exist."""
+        try:
+            data: bytes = self.fs.cat_file(path)
+        except FileNotFoundError:
+            return None
+        return data
+
+    def read_split(self, path: str, head: int) -> tuple[bytes, Any] | None:
+        """The whole file as ``(bytes, None)``; see :meth:`LocalIO.read_split`."""
+        data = self.read(path)
+        return None if data is None else (data, None)
+
+    def exists(self, path: str) -> bool:
+        """Whether the file exists."""
+        return bool(self.fs.exists(path))
+
+    def _info(self, path: str) -> dict[str, Any] | None:
+        try:
+            info: dict[str, Any] = self.fs.info(path)
+        except FileNotFoundError:
+            return None
+        return info
+
+    def size(self, path: str) -> int | None:
+        """The file's size, or None."""
+        info = self._info(path)
+        return None if info is None else int(info.get("size") or 0)
+
+    def age(self, path: str) -> float | None:
+        """Seconds since the file was modified (0 when the filesystem does not say), or None."""
+        info = self._info(path)
+        if info is None:
+            return None
+        t = _info_time(info)
+        return 0.0 if t is None else time.time() - t
+
+    def stamp(self, path: str) -> str:
+        """A fingerprint that changes when the file is rewritten (may be empty)."""
+        info = self._info(path)
+        return "" if info is None else _info_stamp(info)
+
+    def _stats(self, entries: Iterable[dict[str, Any]], base: str) -> list[FileStat]:
+        out = []
+        prefix = base.rstrip("/") + "/"
+        for info in entries:
+            if info.get("type") not in ("file", None):
+                continue
+            name = str(info["name"])
+            rel = name[len(prefix) :] if name.startswith(prefix) else name.rsplit("/", 1)[-1]
+            t = _info_time(info)
+            out.append(
+                FileStat(rel, int(info.get("size") or 0), _info_stamp(info), t or time.time())
+            )
+        return out
+
+    def listdir(self, folder: str) -> list[FileStat]:
+        """Files directly in ``folder``."""
+        try:
+            entries = self.fs.ls(folder, detail=True, refresh=True)
+        except FileNotFoundError:
+            return []
+        except TypeError:  # filesystems whose ls takes no refresh argument
+            entries = self.fs.ls(folder, detail=True)
+        return self._stats(entries, folder)
+
+    def walk(self, folder: str) -> list[FileStat]:
+        """Files below ``folder`` (any depth, relative names)."""
+        try:
+            found = self.fs.find(folder, detail=True)
+        except FileNotFoundError:
+            return []
+        return sorted(self._stats(found.values(), folder), key=lambda f: f.name)
+
+    def write_atomic(
+        self, path: str, parts: Iterable[bytes | bytearray | memoryview], durable: bool
+    ) -> None:
+        """One ``pipe_file`` of the joined parts (a single PUT on object stores)."""
+        data = b"".join(bytes(p) if not isinstance(p, bytes) else p for p in parts)
+        try:
+            self.fs.pipe_file(path, data)
+        except FileNotFoundError:
+            self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+            self.fs.pipe_file(path, data)
+
+    def replace(self, path: str, data: bytes) -> None:
+        """Rewrite a small file."""
+        self.write_atomic(path, [data], durable=False)
+
+    def create_exclusive(self, path: str, data: bytes) -> bool:
+        """Best effort: create unless it exists, then read back to confirm we won."""
+        with self._exclusive:
+            if self.fs.exists(path):
+                return False
+            self.write_atomic(path, [data], durable=False)
+        return self.read(path) == data
+
+    def remove(self, path: str) -> bool:
+        """Delete a file; True when it existed."""
+        try:
+            self.fs.rm_file(path)
+        except FileNotFoundError:
+            return False
+        return True
+
+    def move(self, src: str, dst: str) -> bool:
+        """Move a file; False when ``src`` is gone."""
+        try:
+            self.fs.mv(src, dst)
+        except FileNotFoundError:
+            return False
+        return True
+
+    def rename_new(self, src: str, dst: str) -> bool:
+        """Move ``src`` to a fresh name; False when ``src`` is gone."""
+        return self.move(src, dst)
+
+    def restore(self, src: str, dst: str) -> bool:
+        """Move ``src`` back to ``dst`` unless ``dst`` exists (best effort)."""
+        with self._exclusive:
+            if self.fs.exists(dst):
+                return False
+            return self.move(src, dst)
+
+    def makedirs(self, folder: str) -> None:
+        """Create ``folder`` where the filesystem has folders."""
+        self.fs.makedirs(folder, exist_ok=True)

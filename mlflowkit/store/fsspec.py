@@ -1,0 +1,871 @@
+"""``Store``: the artifact store on any fsspec filesystem (local folder, ``memory://``, S3, ...).
+
+Layout under the store URL::
+
+    objects/ab/<digest>      object: header + payload (see below)
+    cache/ab/<key>.json      cache entry: {"checksum": "<blake3 of entry>", "entry": {...}}
+    runs/<run_id>.json       run record (RunRecord.to_dict() as JSON)
+    locks/<key>.lock         single-flight lock: pid, host, token, lease expiry
+    quarantine/<digest>.<t>  objects that failed their integrity check, set aside
+    tmp/                     temp files of in-flight local writes (swept when old)
+    index.sqlite             query index (local stores; remote ones keep it in a cache folder)
+
+The object and cache-entry file formats are described in ``mlflowkit.store._format``.
+
+Invariants:
+
+* Objects are addressed by the content digest of their value (``hash_value``); ``put`` skips
+  digests already present and writes atomically (see ``_io``), so a reader sees a whole object
+  or none.
+* ``get`` checks the header and the payload's BLAKE3 *before* deserializing. A mismatch moves
+  the object to ``quarantine/``, drops the cache entries pointing at it and raises
+  :class:`~mlflowkit.errors.CorruptObjectError`: a corrupt object is never returned.
+* A cache entry carries the BLAKE3 of its own JSON; a corrupt entry reads as missing (and is
+  removed), and so does an entry whose stored object is gone.
+* The files are the truth; ``index.sqlite`` is rebuilt from them when missing or replaced, and
+  run rows are re-synced from a listing of ``runs/`` before every query.
+* Durability is a group commit. Every write is atomic at once (temp file + rename), so a
+  crashed or killed process never leaves a half-written file behind a real name. With
+  ``durable=True`` (the default) the data reaches stable storage in batches: a background
+  flush within ``sync_interval`` seconds of a write, and ``sync()`` (called at the end of
+  every run) returns only once everything written so far is on disk. A power failure inside
+  that window can lose the newest files but never makes a wrong one readable: every object
+  and cache entry carries a checksum that is verified on read. With ``durable=False`` nothing
+  is fsynced.
+* Index rows for new objects and cache entries are buffered and written in one transaction
+  (at the next query, ``sync()``, or within ``sync_interval``); the files stay the truth.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import re
+import shutil
+import tempfile
+import threading
+import time
+import weakref
+from collections.abc import Iterable
+from contextlib import AbstractContextManager
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+import blake3
+
+from mlflowkit.errors import CorruptObjectError, StoreError
+from mlflowkit.records import CacheEntry, RunRecord
+from mlflowkit.store import serializers
+from mlflowkit.store._format import (
+    HEAD_MAX,
+    CorruptFile,
+    decode_entry,
+    encode_entry,
+    pack_header,
+    parse_header,
+    payload_blake3,
+    template_digests,
+)
+from mlflowkit.store._io import FileStat, FsspecIO, LocalIO
+from mlflowkit.store.base import ArtifactStore
+from mlflowkit.store.index import Index, ObjectRow, RunFile
+from mlflowkit.store.locks import DEFAULT_LEASE_S, hold
+
+if TYPE_CHECKING:
+    import networkx as nx
+
+__all__ = ["DEFAULT_URL", "GcReport", "ObjectInfo", "Store", "open_store"]
+
+DEFAULT_URL = ".mlflowkit"
+TMP_MAX_AGE_S = 30 * 60.0  # a temp file older than this belongs to a writer that died
+DEFAULT_LOCK_TIMEOUT_S = 300.0
+RUNNING_GRACE_S = 24 * 3600.0  # gc keeps runs marked running for this long (then: crashed)
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{1,199}")
+_LOCK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,119}")
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """What an object's header says, read without loading the payload."""
+
+    digest: str
+    serializer: str
+    size: int
+    payload_size: int
+    payload_blake3: str
+
+
+@dataclass(frozen=True)
+class GcReport:
+    """What :meth:`Store.gc` deleted (or would delete, with ``dry_run``)."""
+
+    objects_deleted: int
+    objects_kept: int
+    cache_deleted: int
+    cache_kept: int
+    bytes_freed: int
+    tmp_deleted: int
+    quarantine_deleted: int
+    dry_run: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        """The report as a plain dict."""
+        return asdict(self)
+
+
+_memory_indexes: dict[str, str] = {}
+_memory_lock = threading.Lock()
+
+
+def _index_path(url: str, local_root: str | None, protocol: str) -> str:
+    if local_root is not None:
+        return os.path.join(local_root, "index.sqlite")
+    name = blake3.blake3(url.encode()).hexdigest()[:32] + ".sqlite"
+    if protocol == "memory":
+        # a memory filesystem lives and dies with this process: so does its index
+        with _memory_lock:
+            if url not in _memory_indexes:
+                folder = tempfile.mkdtemp(prefix="mlflowkit-index-")
+                atexit.register(shutil.rmtree, folder, ignore_errors=True)
+                _memory_indexes[url] = os.path.join(folder, name)
+            return _memory_indexes[url]
+    base = os.environ.get("MLFLOWKIT_CACHE_DIR") or os.path.join(
+        os.path.expanduser("~"), ".cache", "mlflowkit"
+    )
+    return os.path.join(base, "index", name)
+
+
+class Store:
+    """The artifact store: objects, cache entries, run records, locks, lineage.
+
+    Parameters
+    ----------
+    url:
+        A local folder, ``file://`` URL or any fsspec URL (``memory://x``, ``s3://bucket/p``).
+        Default: ``$MLFLOWKIT_STORE``, else ``./.mlflowkit`` (made absolute at construction).
+    durable:
+        Flush written files to stable storage on local disks (default), as a group commit:
+        in the background within ``sync_interval`` seconds, and fully at ``sync()`` (the end of
+        every run). ``False`` never flushes: writes stay atomic and verified, but a power
+        failure may lose the most recent ones; for throwaway stores.
+    sync_interval:
+        Seconds between a write and its background flush (index rows and, if durable, data).
+    lock_lease:
+        Seconds a single-flight lock stays valid without its holder's heartbeat.
+    **storage_options:
+        Passed to the fsspec filesystem (credentials, endpoint, ...).
+    """
+
+    url: str
+
+    def __init__(
+        self,
+        url: str | os.PathLike[str] | None = None,
+        *,
+        durable: bool = True,
+        lock_lease: float = DEFAULT_LEASE_S,
+        sync_interval: float = 1.0,
+        **storage_options: Any,
+    ) -> None:
+        from fsspec.core import url_to_fs
+        from fsspec.implementations.local import LocalFileSystem
+
+        if url is None:
+            url = os.environ.get("MLFLOWKIT_STORE") or DEFAULT_URL
+        url = os.fspath(url)
+        try:
+            fs, path = url_to_fs(url, **storage_options)
+        except (ValueError, ImportError) as exc:
+            raise StoreError(
+                f"cannot open store {url!r}: {exc}. Expected a folder or an fsspec URL such "
+                "as 'memory://name' or 's3://bucket/prefix' (with its fsspec backend installed).",
+                url=url,
+            ) from exc
+        self.durable = durable
+        self.lock_lease = lock_lease
+        self.sync_interval = sync_interval
+        self._pending_objects: list[ObjectRow] = []
+        self._pending_cache: list[tuple[CacheEntry, int]] = []
+        self._dirty = False
+        self._flush_timer: threading.Timer | None = None
+        self._pending_lock = threading.Lock()
+        self._storage_options = storage_options
+        self._io: LocalIO | FsspecIO
+        if isinstance(fs, LocalFileSystem):
+            root = os.path.abspath(path)
+            self.url = root
+            self._io = LocalIO(root)
+            try:
+                for area in ("objects", "cache", "runs", "locks", "quarantine", "tmp"):
+                    os.makedirs(os.path.join(root, area), exist_ok=True)
+            except OSError as exc:
+                raise StoreError(
+                    f"cannot create a store at {root}: {exc}. Expected a writable folder "
+                    "(or a path where one can be created); pass another url or set "
+                    "$MLFLOWKIT_STORE.",
+                    url=root,
+                ) from exc
+        else:
+            root = path.rstrip("/")
+            self.url = fs.unstrip_protocol(root)
+            self._io = FsspecIO(fs, root)
+        self.root = root
+        protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+        self._index_file = _index_path(self.url, root if self._io.local else None, protocol)
+        self._index: Index | None = None
+        self._index_lock = threading.Lock()
+        self._finalizer: weakref.finalize[Any, Any] | None = None
+        if self._io.local:
+            self.sweep_tmp()
+        _OPEN_STORES.add(self)
+
+    def __repr__(self) -> str:
+        return f"Store({self.url!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (
+            _reopen,
+            (self.url, self.durable, self.lock_lease, self._storage_options, self.sync_interval),
+        )
+
+    # group commit ----------------------------------------------------------------------------
+    def _written(
+        self, objects: ObjectRow | None = None, cache: tuple[CacheEntry, int] | None = None
+    ) -> None:
+        """Note a completed write: buffer its index row and schedule a background flush."""
+        with self._pending_lock:
+            if objects is not None:
+                self._pending_objects.append(objects)
+            if cache is not None:
+                self._pending_cache.append(cache)
+            self._dirty = self._dirty or (self.durable and self._io.local)
+            if self._flush_timer is None:
+                timer = threading.Timer(self.sync_interval, self._background_flush)
+                timer.daemon = True
+                self._flush_timer = timer
+                timer.start()
+
+    def _background_flush(self) -> None:
+        with self._pending_lock:
+            self._flush_timer = None
+        try:
+            self.sync()
+        except Exception:
+            return
+
+    def _flush_index(self) -> None:
+        with self._pending_lock:
+            objects, self._pending_objects = self._pending_objects, []
+            caches, self._pending_cache = self._pending_cache, []
+        if objects or caches:
+            self._idx(flush=False).add_batch(objects, caches)
+
+    def sync(self) -> None:
+        """Write buffered index rows and, when ``durable``, flush written files to disk."""
+        self._flush_index()
+        with self._pending_lock:
+            dirty, self._dirty = self._dirty, False
+        if dirty:
+            _sync_filesystem(self.root)
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Sync, then close the index connections (they reopen on demand)."""
+        self.sync()
+        with self._pending_lock:
+            if self._flush_timer is not None:
+                self._flush_timer.cancel()
+                self._flush_timer = None
+        with self._index_lock:
+            if self._index is not None:
+                self._index.close()
+                self._index = None
+            if self._finalizer is not None:
+                self._finalizer.detach()
+                self._finalizer = None
+
+    # paths -----------------------------------------------------------------------------------
+    def _check(self, name: str, what: str) -> str:
+        if not isinstance(name, str) or _NAME.fullmatch(name) is None:
+            raise StoreError(
+                f"invalid {what} {name!r}: expected 2 to 200 characters from [A-Za-z0-9_.-] "
+                f"(a hex digest), starting with a letter or digit",
+                digest=name if isinstance(name, str) else None,
+                url=self.url,
+            )
+        return name
+
+    def _object_path(self, digest: str) -> str:
+        self._check(digest, "digest")
+        return f"{self.root}/objects/{digest[:2]}/{digest}"
+
+    def _cache_path(self, key: str) -> str:
+        self._check(key, "cache key")
+        return f"{self.root}/cache/{key[:2]}/{key}.json"
+
+    def _run_path(self, run_id: str) -> str:
+        self._check(run_id, "run id")
+        return f"{self.root}/runs/{run_id}.json"
+
+    # index -----------------------------------------------------------------------------------
+    def _idx(self, *, fresh: bool = False, flush: bool = True) -> Index:
+        """The index, opened (and rebuilt from the files) on first use or when replaced.
+
+        Buffered rows are written first (``flush``), so every query sees every finished write.
+        """
+        if flush and (self._pending_objects or self._pending_cache):
+            self._flush_index()
+        idx = self._index
+        if idx is not None and not (fresh and self._io.local and idx.replaced()):
+            return idx
+        with self._index_lock:
+            if self._index is not None and self._index is not idx:
+                return self._index
+            if idx is not None:
+                idx.close()
+            idx = Index(self._index_file)
+            if not idx.is_built():
+                self._rebuild(idx, clear=False)
+            self._index = idx
+            if self._finalizer is not None:
+                self._finalizer.detach()
+            self._finalizer = weakref.finalize(self, idx.close)
+        return idx
+
+    def _scan(
+        self,
+    ) -> tuple[list[ObjectRow], list[tuple[CacheEntry, int]], list[tuple[RunFile, str]]]:
+        """Read the files: object headers, cache entries and run records."""
+        objects = []
+        for f in self._io.walk(f"{self.root}/objects"):
+            digest = f.name.rsplit("/", 1)[-1]
+            got = self._read_header(f"{self.root}/objects/{f.name}")
+            if got is not None:
+                objects.append(ObjectRow(digest, f.size, got[0], f.mtime))
+        caches = []
+        for f in self._io.walk(f"{self.root}/cache"):
+            data = self._io.read(f"{self.root}/cache/{f.name}")
+            entry = decode_entry(data) if data is not None else None
+            if entry is not None:
+                caches.append((entry, f.size))
+        runs = []
+        for rf in self._run_files():
+            data = self._io.read(self._run_path(rf.run_id))
+            if data is not None:
+                runs.append((rf, data.decode("utf-8", "replace")))
+        return objects, caches, runs
+
+    def _rebuild(self, idx: Index, *, clear: bool) -> None:
+        objects, caches, runs = self._scan()
+        idx.rebuild(objects, caches, runs, clear=clear)
+
+    def reindex(self) -> dict[str, int]:
+        """Rebuild the index from the files; return how many of each it found."""
+        idx = self._idx(fresh=True)
+        objects, caches, runs = self._scan()
+        idx.rebuild(objects, caches, runs, clear=True)
+        return {"objects": len(objects), "cache": len(caches), "runs": len(runs)}
+
+    # objects ---------------------------------------------------------------------------------
+    def has(self, digest: str) -> bool:
+        """Whether an object with this content digest is stored (a cheap existence check)."""
+        return self._io.exists(self._object_path(digest))
+
+    def put(self, value: Any, digest: str | None = None, *, serializer: str | None = None) -> str:
+        """Store ``value`` once, atomically; return its content digest.
+
+        Parameters
+        ----------
+        value:
+            Any value a serializer can write (see :mod:`mlflowkit.store.serializers`).
+        digest:
+            The value's content digest when the caller already has it (else it is computed).
+        serializer:
+            Force this serializer by name instead of choosing one by type.
+
+        Raises
+        ------
+        SerializationError
+            No serializer could write the value.
+        """
+        if digest is None:
+            from mlflowkit.hashing import hash_value
+
+            digest = hash_value(value)
+        path = self._object_path(digest)
+        if self._io.exists(path):
+            return digest
+        name, payload = serializers.dumps(value, serializer)
+        if not isinstance(payload, bytes):
+            payload = bytes(payload)
+        header = pack_header(name, payload)
+        self._io.write_atomic(path, (header, payload), False)
+        self._written(objects=ObjectRow(digest, len(header) + len(payload), name, time.time()))
+        return digest
+
+    def _read_header(self, path: str) -> tuple[str, int, bytes, int] | None:
+        got = self._io.read_split(path, HEAD_MAX)
+        if got is None:
+            return None
+        first, f = got
+        if f is not None:
+            f.close()
+        try:
+            return parse_header(first)
+        except CorruptFile:
+            return None
+
+    def _load_payload(self, path: str) -> tuple[str, bytes] | None:
+        """``(serializer, payload)`` after every integrity check; None when missing."""
+        got = self._io.read_split(path, 1 << 16)
+        if got is None:
+            return None
+        first, f = got
+        try:
+            name, size, checksum, head = parse_header(first)
+            if f is None or len(first) < 1 << 16:
+                payload = first[head:]
+            else:
+                f.seek(head)
+                payload = f.readall()
+        finally:
+            if f is not None:
+                f.close()
+        if len(payload) != size:
+            raise CorruptFile(f"payload is {len(payload)} bytes, the header says {size}")
+        if payload_blake3(payload) != checksum:
+            raise CorruptFile("payload BLAKE3 does not match the header")
+        return name, payload
+
+    def get(self, digest: str) -> Any:
+        """Load, verify and deserialize the object with this digest.
+
+        Raises
+        ------
+        CorruptObjectError
+            The object failed its integrity check; it was quarantined, its cache entries
+            dropped, and the step that made it will execute again on the next run.
+        StoreError
+            No object with this digest is stored.
+        SerializationError
+            The serializer named in the header is not registered here or failed.
+        """
+        path = self._object_path(digest)
+        try:
+            got = self._load_payload(path)
+        except CorruptFile as exc:
+            self._quarantine(digest)
+            raise CorruptObjectError(
+                f"object {digest} in store {self.url} is corrupt ({exc}); it was moved to "
+                "quarantine/ and its cache entries dropped, so the step that produced it will "
+                "execute again on the next run.",
+                digest=digest,
+                url=self.url,
+            ) from None
+        if got is None:
+            raise StoreError(
+                f"no object {digest} in store {self.url}: it was never stored here, or was "
+                "removed by gc. Run the pipeline again to recompute it.",
+                digest=digest,
+                url=self.url,
+            )
+        return serializers.loads(*got)
+
+    def info(self, digest: str) -> ObjectInfo:
+        """The object's header facts (serializer, sizes, payload BLAKE3) without loading it."""
+        path = self._object_path(digest)
+        got = self._io.read_split(path, HEAD_MAX)
+        if got is None:
+            raise StoreError(f"no object {digest} in store {self.url}", digest=digest)
+        first, f = got
+        if f is not None:
+            f.close()
+        try:
+            name, size, checksum, head = parse_header(first)
+        except CorruptFile as exc:
+            raise CorruptObjectError(
+                f"object {digest} has a corrupt header ({exc}); run store.verify() to set it aside",
+                digest=digest,
+                url=self.url,
+            ) from None
+        return ObjectInfo(digest, name, head + size, size, checksum.hex())
+
+    def _quarantine(self, digest: str) -> None:
+        src = self._object_path(digest)
+        dst = f"{self.root}/quarantine/{digest}.{time.time_ns()}"
+        self._io.move(src, dst)
+        idx = self._idx()
+        keys = idx.cache_keys_for(digest)
+        for key in keys:
+            self._io.remove(self._cache_path(key))
+        idx.remove_cache(keys)
+        idx.remove_objects([digest])
+
+    # cache -----------------------------------------------------------------------------------
+    def get_cache(self, key: str) -> CacheEntry | None:
+        """The cache entry for ``key``; None when missing, corrupt, or its object is gone."""
+        path = self._cache_path(key)
+        data = self._io.read(path)
+        if data is None:
+            return None
+        entry = decode_entry(data)
+        if entry is None or entry.key != key:
+            self._io.remove(path)
+            return None
+        if entry.stored and not self._io.exists(self._object_path(entry.output_digest)):
+            return None
+        return entry
+
+    def put_cache(self, entry: CacheEntry) -> None:
+        """Record, atomically, that the call with ``entry.key`` gave ``entry.output_digest``."""
+        path = self._cache_path(entry.key)
+        self._check(entry.output_digest, "output digest")
+        data = encode_entry(entry)
+        self._io.write_atomic(path, (data,), False)
+        self._written(cache=(entry, len(data)))
+
+    def drop_cache(self, key: str) -> None:
+        """Forget the cache entry for ``key`` (no error when there is none)."""
+        self._io.remove(self._cache_path(key))
+        self._idx().remove_cache([key])
+
+    def lock(
+        self, key: str, timeout: float = DEFAULT_LOCK_TIMEOUT_S
+    ) -> AbstractContextManager[bool]:
+        """A single-flight lock on ``key``: ``with store.lock(key) as acquired: ...``.
+
+        Yields True once acquired, False after ``timeout`` seconds. A holder that died (its pid
+        is gone on this host, or its lease of ``lock_lease`` seconds ran out) is broken.
+        """
+        name = key if _LOCK_NAME.fullmatch(key) else blake3.blake3(key.encode()).hexdigest()
+        return hold(
+            self._io, f"{self.root}/locks/{name}.lock", timeout=timeout, lease=self.lock_lease
+        )
+
+    # runs ------------------------------------------------------------------------------------
+    def put_run(self, record: RunRecord) -> None:
+        """Write (or overwrite) a run record atomically."""
+        path = self._run_path(record.id)
+        try:
+            text = json.dumps(record.to_dict(), sort_keys=True)
+        except (TypeError, ValueError) as exc:
+            raise StoreError(
+                f"run record {record.id} is not JSON-able ({exc}); records hold only str, int, "
+                "float, bool, None and lists/dicts of those (str keys)",
+                url=self.url,
+            ) from exc
+        data = text.encode()
+        self._io.write_atomic(path, (data,), False)
+        if self.durable and self._io.local:
+            with self._pending_lock:
+                self._dirty = True
+        stamp = self._io.stamp(path) if self._io.local else ""
+        self._idx().put_run(RunFile(record.id, len(data), stamp), text)
+
+    def _run_files(self) -> list[RunFile]:
+        return [
+            RunFile(f.name[:-5], f.size, f.stamp)
+            for f in self._io.listdir(f"{self.root}/runs")
+            if f.name.endswith(".json") and _NAME.fullmatch(f.name[:-5])
+        ]
+
+    def _synced(self) -> Index:
+        idx = self._idx(fresh=True)
+
+        def read(run_id: str) -> str | None:
+            data = self._io.read(self._run_path(run_id))
+            return None if data is None else data.decode("utf-8", "replace")
+
+        idx.sync_runs(self._run_files(), read)
+        return idx
+
+    def runs(self) -> list[RunRecord]:
+        """All (readable) run records, newest first."""
+        return self._synced().run_records()
+
+    def run(self, run_id: str) -> RunRecord:
+        """One run record, by id or by a unique prefix of it.
+
+        Raises
+        ------
+        StoreError
+            No run matches, or the prefix matches several (the candidates are listed).
+        """
+        idx = self._synced()
+        ids = idx.run_ids(run_id)
+        if run_id in ids:
+            ids = [run_id]
+        if not ids:
+            recent = idx.run_ids("")[:5]
+            hint = f"recent runs: {', '.join(recent)}" if recent else "the store has no runs"
+            raise StoreError(f"no run {run_id!r} in store {self.url}; {hint}", url=self.url)
+        if len(ids) > 1:
+            shown = ", ".join(ids[:10]) + (f", … ({len(ids)} in all)" if len(ids) > 10 else "")
+            raise StoreError(
+                f"run id prefix {run_id!r} is ambiguous: it matches {shown}; give more characters",
+                url=self.url,
+            )
+        data = self._io.read(self._run_path(ids[0]))
+        try:
+            return RunRecord.from_dict(json.loads(data or b""))
+        except (ValueError, TypeError, KeyError) as exc:
+            raise StoreError(
+                f"run record {ids[0]} in store {self.url} is unreadable ({exc}); delete "
+                f"runs/{ids[0]}.json",
+                url=self.url,
+            ) from exc
+
+    def lineage(self, digest: str) -> nx.DiGraph:
+        """Artifacts, step runs and runs upstream of ``digest``, across runs.
+
+        ``digest`` may be a unique prefix of a known digest. See
+        :func:`mlflowkit.lineage.build_lineage` for the graph's nodes and attributes.
+        """
+        from mlflowkit.lineage import build_lineage
+
+        idx = self._synced()
+        run_ids = idx.upstream_runs(digest)
+        if not run_ids and not (_NAME.fullmatch(digest) and self.has(digest)):
+            found = idx.digests_with_prefix(digest)
+            if len(found) > 1:
+                raise StoreError(
+                    f"digest prefix {digest!r} is ambiguous: {', '.join(found[:10])}",
+                    digest=digest,
+                    url=self.url,
+                )
+            if not found:
+                raise StoreError(
+                    f"no run produced, and the store does not hold, digest {digest!r} "
+                    f"(store {self.url}); check the digest with `mlflowkit runs show`",
+                    digest=digest,
+                    url=self.url,
+                )
+            digest = found[0]
+            run_ids = idx.upstream_runs(digest)
+        return build_lineage(idx.run_records(run_ids), digest)
+
+    # maintenance -----------------------------------------------------------------------------
+    def sweep_tmp(self, max_age: float = TMP_MAX_AGE_S) -> int:
+        """Delete temp files older than ``max_age`` seconds (left by crashed writers)."""
+        now = time.time()
+        removed = 0
+        for f in self._io.listdir(f"{self.root}/tmp"):
+            if now - f.mtime > max_age and self._io.remove(f"{self.root}/tmp/{f.name}"):
+                removed += 1
+        return removed
+
+    def verify(self) -> list[str]:
+        """Re-hash every stored object's payload; quarantine and return the corrupt digests."""
+        corrupt = []
+        for f in self._io.walk(f"{self.root}/objects"):
+            digest = f.name.rsplit("/", 1)[-1]
+            if _NAME.fullmatch(digest) is None:
+                continue
+            try:
+                self._load_payload(self._object_path(digest))
+            except CorruptFile:
+                self._quarantine(digest)
+                corrupt.append(digest)
+        return sorted(corrupt)
+
+    def gc(
+        self,
+        *,
+        keep_last: int = 10,
+        pins: Iterable[str] | None = None,
+        older_than: float | None = None,
+        dry_run: bool = False,
+    ) -> GcReport:
+        """Delete objects and cache entries that neither recent runs nor pins reference.
+
+        Parameters
+        ----------
+        keep_last:
+            Keep everything the newest ``keep_last`` runs reference (their steps' keys,
+            inputs and outputs, and their output template), plus runs still marked running
+            that started less than a day ago.
+        pins:
+            Digests to keep regardless; the ``pins`` of every run record are kept too.
+        older_than:
+            Only delete files at least this many seconds old (protects a run in flight
+            elsewhere that has not written its record yet).
+        dry_run:
+            Report what would be deleted, delete nothing.
+
+        Notes
+        -----
+        Run records are kept (they are small); an old run's output may no longer load.
+        Quarantined objects and stale temp files are deleted too.
+        """
+        if keep_last < 0:
+            raise StoreError(f"keep_last must be >= 0, got {keep_last}", url=self.url)
+        records = self.runs()
+        now = time.time()
+        live: set[str] = set(pins or ())
+        live_keys: set[str] = set()
+        for i, record in enumerate(records):
+            live.update(record.pins)
+            in_flight = record.status == "running" and now - record.started_at < RUNNING_GRACE_S
+            if i >= keep_last and not in_flight:
+                continue
+            live.update(template_digests(record.output))
+            for s in record.steps:
+                live.update(d for d in s.inputs.values() if isinstance(d, str))
+                if s.output_digest:
+                    live.add(s.output_digest)
+                if s.key:
+                    live_keys.add(s.key)
+        idx = self._idx()
+        for d in list(live):
+            live_keys.update(idx.cache_keys_for(d))
+
+        def young(f: FileStat) -> bool:
+            return older_than is not None and now - f.mtime < older_than
+
+        freed = 0
+        dead_keys: list[str] = []
+        cache_kept = 0
+        for f in self._io.walk(f"{self.root}/cache"):
+            key = f.name.rsplit("/", 1)[-1].removesuffix(".json")
+            if key in live_keys or young(f):
+                cache_kept += 1
+                data = self._io.read(f"{self.root}/cache/{f.name}")
+                entry = decode_entry(data) if data is not None else None
+                if entry is not None:
+                    live.add(entry.output_digest)
+                continue
+            dead_keys.append(key)
+            freed += f.size
+            if not dry_run:
+                self._io.remove(f"{self.root}/cache/{f.name}")
+        dead_objects: list[str] = []
+        objects_kept = 0
+        for f in self._io.walk(f"{self.root}/objects"):
+            digest = f.name.rsplit("/", 1)[-1]
+            if digest in live or young(f):
+                objects_kept += 1
+                continue
+            dead_objects.append(digest)
+            freed += f.size
+            if not dry_run:
+                self._io.remove(f"{self.root}/objects/{f.name}")
+        quarantined = self._io.listdir(f"{self.root}/quarantine")
+        stale_tmp = [
+            f for f in self._io.listdir(f"{self.root}/tmp") if now - f.mtime > TMP_MAX_AGE_S
+        ]
+        freed += sum(f.size for f in quarantined) + sum(f.size for f in stale_tmp)
+        if not dry_run:
+            for f in quarantined:
+                self._io.remove(f"{self.root}/quarantine/{f.name}")
+            for f in stale_tmp:
+                self._io.remove(f"{self.root}/tmp/{f.name}")
+            idx.remove_cache(dead_keys)
+            idx.remove_objects(dead_objects)
+        return GcReport(
+            objects_deleted=len(dead_objects),
+            objects_kept=objects_kept,
+            cache_deleted=len(dead_keys),
+            cache_kept=cache_kept,
+            bytes_freed=freed,
+            tmp_deleted=len(stale_tmp),
+            quarantine_deleted=len(quarantined),
+            dry_run=dry_run,
+        )
+
+    def du(self) -> dict[str, Any]:
+        """Counts and bytes per area: objects, cache, runs (indexed), quarantine, tmp, total."""
+        usage: dict[str, Any] = dict(self._synced().usage())
+        for area in ("quarantine", "tmp"):
+            files = self._io.listdir(f"{self.root}/{area}")
+            usage[area] = {"count": len(files), "bytes": sum(f.size for f in files)}
+        usage["total"] = {
+            "count": sum(v["count"] for v in usage.values()),
+            "bytes": sum(v["bytes"] for v in usage.values()),
+        }
+        return usage
+
+
+def _reopen(
+    url: str,
+    durable: bool,
+    lock_lease: float,
+    storage_options: dict[str, Any],
+    sync_interval: float = 1.0,
+) -> Store:
+    return Store(
+        url,
+        durable=durable,
+        lock_lease=lock_lease,
+        sync_interval=sync_interval,
+        **storage_options,
+    )
+
+
+#: Stores of this process, synced at interpreter exit so no buffered index row is lost.
+_OPEN_STORES: weakref.WeakSet[Store] = weakref.WeakSet()
+
+
+@atexit.register
+def _sync_open_stores() -> None:
+    for store in list(_OPEN_STORES):
+        try:
+            store.sync()
+        except Exception:
+            continue
+
+
+_SYNCFS: Any = None
+
+
+def _sync_filesystem(path: str) -> None:
+    """Flush the filesystem holding ``path`` to stable storage (``syncfs``, else ``sync``)."""
+    global _SYNCFS
+    if _SYNCFS is None:
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            _SYNCFS = libc.syncfs
+        except (OSError, AttributeError):
+            _SYNCFS = False
+    if _SYNCFS:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            fd = -1
+        if fd >= 0:
+            try:
+                if _SYNCFS(fd) == 0:
+                    return
+            finally:
+                os.close(fd)
+    os.sync()
+
+
+def open_store(
+    store: Store | str | os.PathLike[str] | None = None, **storage_options: Any
+) -> Store:
+    """A store from a ``Store`` (returned as is), a URL or path, or None (the default store).
+
+    ``storage_options`` go to a store opened from a URL. Another implementation of
+    :class:`~mlflowkit.store.base.ArtifactStore` (a test double, a plugin) is returned unchanged.
+
+    Raises
+    ------
+    StoreError
+        ``store`` is none of these.
+    """
+    if store is None or isinstance(store, (str, os.PathLike)):
+        return Store(store, **storage_options)
+    if isinstance(store, (Store, ArtifactStore)):  # another implementation: as it is
+        return store
+    raise StoreError(
+        f"expected a Store, a URL string or None for store=, got {type(store).__qualname__}"
+    )

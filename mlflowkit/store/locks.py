@@ -1,0 +1,230 @@
+"""Single-flight locks with a lease, kept as small files under ``<store>/locks/``.
+
+A lock file is created exclusively (``O_EXCL`` on a local disk) and holds who owns it: pid,
+host, a random token, when it was taken and when its lease expires. While the lock is held, a
+heartbeat thread pushes the expiry forward every third of the lease.
+
+Invariants:
+
+* At most one holder at a time on a local disk: creation is exclusive, and a holder removes
+  the file only if it still holds its own token.
+* A crashed holder cannot wedge a lock: its lease runs out (at most ``lease`` seconds after its
+  last heartbeat), and on the same host a lock whose pid is no longer alive is stale at once.
+* A stale lock is broken by renaming it aside and checking that what was renamed is the stale
+  holder's file (not a fresh lock taken meanwhile, which is put back).
+* On object stores (no exclusive create) the lock is best effort: write, then read back the
+  token. Two processes may rarely both proceed; the store stays correct (writes are atomic and
+  idempotent), only work is duplicated.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Protocol
+
+__all__ = ["DEFAULT_LEASE_S", "Holder", "LockIO", "hold"]
+
+DEFAULT_LEASE_S = 60.0
+_HOST = socket.gethostname()
+
+
+class LockIO(Protocol):
+    """The few file operations a lock needs from a store backend."""
+
+    def create_exclusive(self, path: str, data: bytes) -> bool:
+        """Create ``path`` with ``data`` unless it exists; True when created here."""
+        ...
+
+    def read(self, path: str) -> bytes | None:
+        """The file's bytes, or None when it does not exist."""
+        ...
+
+    def remove(self, path: str) -> bool:
+        """Delete the file; True when it existed."""
+        ...
+
+    def rename_new(self, src: str, dst: str) -> bool:
+        """Move ``src`` to a fresh ``dst``; False when ``src`` is gone."""
+        ...
+
+    def restore(self, src: str, dst: str) -> bool:
+        """Move ``src`` back to ``dst`` unless ``dst`` exists; True when moved."""
+        ...
+
+    def replace(self, path: str, data: bytes) -> None:
+        """Atomically write ``data`` at ``path`` (over any previous content)."""
+        ...
+
+    def age(self, path: str) -> float | None:
+        """Seconds since the file was last modified, or None when it does not exist."""
+        ...
+
+
+@dataclass(frozen=True)
+class Holder:
+    """What a lock file says about its owner."""
+
+    token: str
+    pid: int
+    host: str
+    acquired_at: float
+    expires_at: float
+
+    def encode(self) -> bytes:
+        """The lock file's content."""
+        return json.dumps(self.__dict__).encode()
+
+    @classmethod
+    def decode(cls, data: bytes) -> Holder | None:
+        """Parse a lock file; None when it is empty or unreadable (being written, or junk)."""
+        try:
+            raw = json.loads(data)
+            return cls(
+                token=str(raw["token"]),
+                pid=int(raw["pid"]),
+                host=str(raw["host"]),
+                acquired_at=float(raw["acquired_at"]),
+                expires_at=float(raw["expires_at"]),
+            )
+        except (ValueError, TypeError, KeyError):
+            return None
+
+    def stale(self, now: float) -> bool:
+        """Whether the lease ran out, or the owner is a dead process on this host."""
+        if self.expires_at < now:
+            return True
+        return self.host == _HOST and not _pid_alive(self.pid)
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    except OSError:  # platforms without signal 0: trust the lease alone
+        return True
+    return True
+
+
+def _new_holder(token: str, lease: float) -> Holder:
+    now = time.time()
+    return Holder(token=token, pid=os.getpid(), host=_HOST, acquired_at=now, expires_at=now + lease)
+
+
+class _Heartbeat(threading.Thread):
+    """Pushes the lease of a held lock forward until stopped (or until the lock was lost)."""
+
+    def __init__(self, io: LockIO, path: str, holder: Holder, lease: float) -> None:
+        super().__init__(name=f"mlflowkit-lock-heartbeat:{os.path.basename(path)}", daemon=True)
+        self._io, self._path, self._holder, self._lease = io, path, holder, lease
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.wait(self._lease / 3):
+            current = Holder.decode(self._io.read(self._path) or b"")
+            if current is None or current.token != self._holder.token:
+                return  # broken by someone else: nothing left to refresh
+            refreshed = Holder(
+                token=self._holder.token,
+                pid=self._holder.pid,
+                host=self._holder.host,
+                acquired_at=self._holder.acquired_at,
+                expires_at=time.time() + self._lease,
+            )
+            self._io.replace(self._path, refreshed.encode())
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        if self.is_alive() and threading.current_thread() is not self:
+            self.join()
+
+
+def _break(io: LockIO, path: str, stale: Holder | None) -> None:
+    aside = f"{path}.broken-{secrets.token_hex(8)}"
+    if not io.rename_new(path, aside):
+        return  # someone else broke (or released) it first
+    moved = Holder.decode(io.read(aside) or b"")
+    same = (moved is None and stale is None) or (
+        moved is not None and stale is not None and moved.token == stale.token
+    )
+    if same or (moved is not None and moved.stale(time.time())):
+        io.remove(aside)
+        return
+    # we moved a fresh lock taken after our look: put it back (unless yet another exists)
+    if not io.restore(aside, path):
+        io.remove(aside)
+
+
+@contextmanager
+def hold(
+    io: LockIO,
+    path: str,
+    *,
+    timeout: float,
+    lease: float = DEFAULT_LEASE_S,
+    poll: float = 0.005,
+) -> Iterator[bool]:
+    """Hold the lock at ``path`` for the ``with`` block; yield whether it was acquired.
+
+    Parameters
+    ----------
+    io:
+        The store backend's file operations.
+    path:
+        The lock file.
+    timeout:
+        Give up (and yield False) after this many seconds; ``0`` tries once.
+    lease:
+        Seconds a lock stays valid without a heartbeat.
+    poll:
+        First wait between attempts; doubles up to a quarter of a second.
+    """
+    token = secrets.token_hex(16)
+    deadline = time.monotonic() + max(timeout, 0.0)
+    delay = poll
+    holder = _new_holder(token, lease)
+    while True:
+        holder = _new_holder(token, lease)
+        if io.create_exclusive(path, holder.encode()):
+            break
+        data = io.read(path)
+        if data is None:
+            continue  # released between our attempt and our look: try again at once
+        current = Holder.decode(data)
+        if current is None:
+            # empty or junk: being written right now, or left by a crash mid-write
+            age = io.age(path)
+            if age is not None and age > lease:
+                _break(io, path, None)
+                continue
+        elif current.stale(time.time()):
+            _break(io, path, current)
+            continue
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            yield False
+            return
+        time.sleep(min(delay, remaining))
+        delay = min(delay * 2, 0.25)
+
+    heartbeat = _Heartbeat(io, path, holder, lease)
+    heartbeat.start()
+    try:
+        yield True
+    finally:
+        heartbeat.stop()
+        current = Holder.decode(io.read(path) or b"")
+        if current is not None and current.token == token:
+            io.remove(path)

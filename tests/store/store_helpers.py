@@ -1,0 +1,66 @@
+"""Helpers shared by the store tests, importable by spawned worker processes too."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from typing import Any
+
+import blake3
+
+
+def fake_digest(label: str) -> str:
+    """A 64-hex digest standing in for a content digest in tests that pass ``digest=``."""
+    return blake3.blake3(label.encode()).hexdigest()
+
+
+def write_many(url: str, worker: int, count: int) -> int:
+    """Worker process: write objects, cache entries and runs into one shared store."""
+    from mlflowkit.records import CacheEntry, RunRecord, StepRun
+    from mlflowkit.store import Store
+
+    with Store(url) as store:
+        for i in range(count):
+            shared = fake_digest(f"shared-{i}")
+            store.put(i, digest=shared)  # every worker writes these: idempotent
+            own = fake_digest(f"w{worker}-{i}")
+            store.put([worker, i], digest=own)
+            key = fake_digest(f"key-w{worker}-{i}")
+            store.put_cache(CacheEntry(key=key, output_digest=own, step="m:f"))
+            assert store.get_cache(key) is not None
+            step = StepRun(name="f", key=key, status="executed", output_digest=own)
+            record = RunRecord(
+                id=f"w{worker}-{i:03d}", pipeline="p", started_at=time.time(), steps=[step]
+            )
+            store.put_run(record)
+            if i % 10 == 0:
+                store.runs()
+                store.du()
+    return count
+
+
+def hold_lock_forever(url: str, key: str, ready: Any) -> None:
+    """Worker process: take the lock, say so, then wait to be killed."""
+    from mlflowkit.store import Store
+
+    store = Store(url)
+    with store.lock(key, timeout=10) as acquired:
+        ready.put((os.getpid(), acquired))
+        while True:
+            time.sleep(0.1)
+
+
+def take_lock_briefly(url: str, key: str, hold_s: float, out: Any) -> None:
+    """Worker process: take the lock, note the interval it was held, release it."""
+    from mlflowkit.store import Store
+
+    with Store(url) as store, store.lock(key, timeout=60) as acquired:
+        start = time.time()
+        time.sleep(hold_s)
+        out.put((acquired, start, time.time()))
+
+
+def kill(pid: int) -> None:
+    """SIGKILL a process (no cleanup handlers run)."""
+    os.kill(pid, signal.SIGKILL)
