@@ -190,6 +190,164 @@ def plan(
     _guard(debug, go)
 
 
+def _open(store: str | None) -> Any:
+    return mk.Store(store) if store else mk.Store()
+
+
+def _table(title: str, columns: list[str], rows: list[list[str]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in columns:
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*row)
+    Console(width=max(100, len(" ".join(columns)) + 20)).print(table)
+
+
+_STORE_OPTION = click.option(
+    "--store", default=None, help="Store URL (default $MLFLOWKIT_STORE or ./.mlflowkit)."
+)
+_DEBUG_OPTION = click.option("--debug", is_flag=True, help="Show full tracebacks.")
+
+
+@main.group()
+def runs() -> None:
+    """List and show run records."""
+
+
+@runs.command("list")
+@_STORE_OPTION
+@click.option("-n", "--limit", default=20, show_default=True, help="How many runs to show.")
+@_DEBUG_OPTION
+def runs_list(store: str | None, limit: int, debug: bool) -> None:
+    """The most recent runs, newest first."""
+
+    def go() -> None:
+        import time as _time
+
+        rows = []
+        for rec in _open(store).runs()[:limit]:
+            executed = sum(s.status == "executed" for s in rec.steps)
+            cached = sum(s.status == "cached" for s in rec.steps)
+            when = _time.strftime("%Y-%m-%d %H:%M:%S", _time.localtime(rec.started_at))
+            rows.append(
+                [rec.id, rec.pipeline, rec.status, when, f"{executed} run / {cached} cached"]
+            )
+        _table("runs", ["id", "pipeline", "status", "started", "steps"], rows)
+
+    _guard(debug, go)
+
+
+@runs.command("show")
+@click.argument("run_id")
+@_STORE_OPTION
+@_DEBUG_OPTION
+def runs_show(run_id: str, store: str | None, debug: bool) -> None:
+    """Steps, statuses and digests of one run (a unique id prefix is enough)."""
+
+    def go() -> None:
+        rec = _open(store).run(run_id)
+        click.echo(f"run {rec.id}  pipeline {rec.pipeline}  {rec.status}  params {rec.params}")
+        env = rec.environment
+        click.echo(
+            f"python {env.get('python')}  mlflowkit {env.get('mlflowkit')}  "
+            f"git {env.get('git_commit') or '-'}"
+        )
+        rows = [
+            [
+                s.name,
+                s.status,
+                str(s.attempts),
+                f"{s.duration_s * 1000:.1f} ms",
+                (s.output_digest or "")[:16],
+                s.error or "",
+            ]
+            for s in rec.steps
+        ]
+        _table(
+            f"steps of {rec.id}",
+            ["step", "status", "attempts", "duration", "output", "error"],
+            rows,
+        )
+
+    _guard(debug, go)
+
+
+@main.command()
+@click.argument("digest")
+@_STORE_OPTION
+@_DEBUG_OPTION
+def lineage(digest: str, store: str | None, debug: bool) -> None:
+    """Everything upstream of an artifact: the steps and runs that made it."""
+
+    def go() -> None:
+        graph = _open(store).lineage(digest)
+        for node, data in graph.nodes(data=True):
+            kind = data.get("kind", "?")
+            preds = ", ".join(str(p) for p in graph.predecessors(node))
+            click.echo(f"{kind:<8} {node}" + (f"  <- {preds}" if preds else ""))
+
+    _guard(debug, go)
+
+
+@main.group("store")
+def store_group() -> None:
+    """Check, clean and measure the artifact store."""
+
+
+@store_group.command("verify")
+@_STORE_OPTION
+@_DEBUG_OPTION
+def store_verify(store: str | None, debug: bool) -> None:
+    """Re-hash every stored object; set aside and list the corrupt ones."""
+
+    def go() -> None:
+        bad = _open(store).verify()
+        if bad:
+            for digest in bad:
+                click.echo(f"corrupt: {digest}")
+            raise click.ClickException(
+                f"{len(bad)} corrupt object(s) set aside; the steps that made them re-execute "
+                f"on the next run"
+            )
+        click.echo("all objects verified")
+
+    _guard(debug, go)
+
+
+@store_group.command("gc")
+@_STORE_OPTION
+@click.option("--keep-last", default=10, show_default=True, help="Keep what the last N runs use.")
+@click.option("--pin", "pins", multiple=True, help="A digest to keep (repeatable).")
+@click.option("--dry-run", is_flag=True, help="Only say what would be deleted.")
+@_DEBUG_OPTION
+def store_gc(
+    store: str | None, keep_last: int, pins: tuple[str, ...], dry_run: bool, debug: bool
+) -> None:
+    """Delete objects and cache entries that neither recent runs nor pins use."""
+
+    def go() -> None:
+        summary = _open(store).gc(keep_last=keep_last, pins=list(pins), dry_run=dry_run)
+        click.echo(str(summary))
+
+    _guard(debug, go)
+
+
+@store_group.command("du")
+@_STORE_OPTION
+@_DEBUG_OPTION
+def store_du(store: str | None, debug: bool) -> None:
+    """Disk usage of the store by area."""
+
+    def go() -> None:
+        usage = _open(store).du()
+        click.echo(json.dumps(usage, indent=2, default=str))
+
+    _guard(debug, go)
+
+
 @main.command()
 def executors() -> None:
     """List the executors that can be used here."""

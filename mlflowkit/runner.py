@@ -183,6 +183,7 @@ def run_plan(
     record.environment = environment(result.packages)
     record.output = _output_record(plan.output, result.digests)
     the_store.put_run(record)
+    the_store.sync()  # the run's results are on stable storage before it reports success
     values = {
         name: handle.value
         for name, handle in result.handles.items()
@@ -194,7 +195,7 @@ def run_plan(
         failed = next((s for s in record.steps if s.status == "failed"), None)
         name = failed.name if failed else failure.name
         err = failure.error
-        text = f"{type(err).__name__}: {err}" if err is not None else "unknown error"
+        text = f"{type(err).__name__}: {err}".rstrip(". ") if err is not None else "unknown error"
         tb = (
             f"\n\nTraceback of the step (where it ran):\n{failure.traceback}"
             if failure.traceback

@@ -368,6 +368,8 @@ class _Walk:
                 self.dependents.setdefault(dep, []).append(m.name)
         # the gather waits for the elements it collects
         self.remaining[node.name] = len(gather.deps)
+        for elem_name in gather.deps:
+            self.dependents[elem_name].append(node.name)
         for m in new:
             if self.remaining[m.name] == 0:
                 self.ready.append(m.name)
