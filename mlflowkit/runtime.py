@@ -156,17 +156,13 @@ def execute(
         Put the output in the result as ``InMemory``; executors that keep values elsewhere
         pass False and attach their own handle.
     """
-    from mlflowkit.hashing import hash_value
-
     started = time.time()
     t0 = time.perf_counter()
-    step = task.step
     if resolve is None:
         resolve = local_resolver(store)
-    attempts = 0
     try:
         arguments = resolve_template(task.args, resolve)
-    except BaseException as exc:  # inputs could not be loaded (corrupt, missing): report it
+    except Exception as exc:  # inputs could not be loaded (corrupt, missing): report it
         return TaskResult(
             task.name,
             False,
@@ -176,6 +172,44 @@ def execute(
             error=exc,
             traceback=traceback.format_exc(),
         )
+    if task.single_flight and store is not None:
+        # Two runs on one store reaching the same call: one executes, the other waits and
+        # takes its result. A crashed holder's lock expires, and a lock that cannot be had in
+        # time only costs duplicate work, never a wrong result (writes are idempotent).
+        with store.lock(task.key, timeout=SINGLE_FLIGHT_WAIT_S):
+            entry = store.get_cache(task.key)
+            if entry is not None:
+                return TaskResult(
+                    task.name,
+                    True,
+                    output_digest=entry.output_digest,
+                    value=Stored(entry.output_digest) if entry.stored else None,
+                    attempts=0,
+                    duration_s=time.perf_counter() - t0,
+                    started_at=started,
+                    meta=dict(entry.meta),
+                    cached=True,
+                )
+            return _run(task, store, arguments, started, t0, keep_value)
+    return _run(task, store, arguments, started, t0, keep_value)
+
+
+#: How long a step waits for another run executing the same call before doing it itself.
+SINGLE_FLIGHT_WAIT_S = 6 * 3600.0
+
+
+def _run(
+    task: Task,
+    store: ArtifactStore | None,
+    arguments: dict[str, Any],
+    started: float,
+    t0: float,
+    keep_value: bool,
+) -> TaskResult:
+    from mlflowkit.hashing import hash_value
+
+    step = task.step
+    attempts = 0
     retries = step.hints.retries
     delay = step.hints.retry_delay
     while True:

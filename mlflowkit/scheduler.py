@@ -198,6 +198,7 @@ class _Walk:
         )
         if node.kind == "derived" and not persist:
             task.store_value = False
+        task.single_flight = cacheable and node.kind == "step" and not self._forced(name)
         self.inflight[name] = key
         self.by_key[key] = name
         record.started_at = time.time()

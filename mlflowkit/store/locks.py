@@ -2,7 +2,7 @@
 
 A lock file is created exclusively (``O_EXCL`` on a local disk) and holds who owns it: pid,
 host, a random token, when it was taken and when its lease expires. While the lock is held, a
-heartbeat thread pushes the expiry forward every third of the lease.
+shared heartbeat thread pushes the expiry forward every third of the lease.
 
 Invariants:
 
@@ -123,32 +123,66 @@ def _new_holder(token: str, lease: float) -> Holder:
     return Holder(token=token, pid=os.getpid(), host=_HOST, acquired_at=now, expires_at=now + lease)
 
 
-class _Heartbeat(threading.Thread):
-    """Pushes the lease of a held lock forward until stopped (or until the lock was lost)."""
+class _Heartbeats:
+    """One daemon thread per process that pushes forward the leases of every held lock.
 
-    def __init__(self, io: LockIO, path: str, holder: Holder, lease: float) -> None:
-        super().__init__(name=f"mlflowkit-lock-heartbeat:{os.path.basename(path)}", daemon=True)
-        self._io, self._path, self._holder, self._lease = io, path, holder, lease
-        self._stop_event = threading.Event()
+    Holding a lock then costs one exclusive create and one remove, with no thread per lock:
+    single-flight stays cheap enough to wrap every step execution.
+    """
 
-    def run(self) -> None:
-        while not self._stop_event.wait(self._lease / 3):
-            current = Holder.decode(self._io.read(self._path) or b"")
-            if current is None or current.token != self._holder.token:
-                return  # broken by someone else: nothing left to refresh
-            refreshed = Holder(
-                token=self._holder.token,
-                pid=self._holder.pid,
-                host=self._holder.host,
-                acquired_at=self._holder.acquired_at,
-                expires_at=time.time() + self._lease,
-            )
-            self._io.replace(self._path, refreshed.encode())
+    def __init__(self) -> None:
+        self._held: dict[tuple[int, str], tuple[LockIO, Holder, float]] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pid = os.getpid()
 
-    def stop(self) -> None:
-        self._stop_event.set()
-        if self.is_alive() and threading.current_thread() is not self:
-            self.join()
+    def add(self, io: LockIO, path: str, holder: Holder, lease: float) -> None:
+        with self._lock:
+            if self._pid != os.getpid():  # forked: the parent's thread does not exist here
+                self._held, self._thread, self._pid = {}, None, os.getpid()
+            self._held[(id(io), path)] = (io, holder, lease)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, name="mlflowkit-lock-heartbeat", daemon=True
+                )
+                self._thread.start()
+
+    def remove(self, io: LockIO, path: str) -> None:
+        with self._lock:
+            self._held.pop((id(io), path), None)
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                items = list(self._held.items())
+            interval = min((lease / 3 for _, (_, _, lease) in items), default=DEFAULT_LEASE_S / 3)
+            self._wake.wait(interval)
+            now = time.time()
+            for (_, path), (io, holder, lease) in items:
+                if holder.expires_at - now > 2 * lease / 3:
+                    continue  # taken less than a third of a lease ago
+                with self._lock:
+                    if self._held.get((id(io), path), (None, None))[1] is not holder:
+                        continue  # released meanwhile
+                current = Holder.decode(io.read(path) or b"")
+                if current is None or current.token != holder.token:
+                    self.remove(io, path)  # broken by someone else: nothing left to refresh
+                    continue
+                refreshed = Holder(
+                    token=holder.token,
+                    pid=holder.pid,
+                    host=holder.host,
+                    acquired_at=holder.acquired_at,
+                    expires_at=time.time() + lease,
+                )
+                io.replace(path, refreshed.encode())
+                with self._lock:
+                    if (id(io), path) in self._held:
+                        self._held[(id(io), path)] = (io, refreshed, lease)
+
+
+_HEARTBEATS = _Heartbeats()
 
 
 def _break(io: LockIO, path: str, stale: Holder | None) -> None:
@@ -219,12 +253,11 @@ def hold(
         time.sleep(min(delay, remaining))
         delay = min(delay * 2, 0.25)
 
-    heartbeat = _Heartbeat(io, path, holder, lease)
-    heartbeat.start()
+    _HEARTBEATS.add(io, path, holder, lease)
     try:
         yield True
     finally:
-        heartbeat.stop()
+        _HEARTBEATS.remove(io, path)
         current = Holder.decode(io.read(path) or b"")
         if current is not None and current.token == token:
             io.remove(path)
