@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from blake3 import blake3
+
 from mlflowkit.executors.base import Input
 
 if TYPE_CHECKING:
@@ -88,8 +90,15 @@ class KeyMaker:
         return hash_value(template)
 
     def key(self, step: Step[Any, Any], inputs: dict[str, str]) -> str:
-        """The cache key of a call of ``step`` with these input digests."""
-        from mlflowkit.hashing import hash_value
+        """The cache key of a call of ``step`` with these input digests.
 
+        Every field is a name, a hex digest or a version string (none contains a newline or
+        a tab), so joining them with those separators, parameters and packages sorted, is an
+        unambiguous encoding, and much cheaper than the general value encoding.
+        """
         code, packages = self.code(step)
-        return hash_value((KEY_VERSION, step.qualified_name, code, inputs, packages))
+        parts = [KEY_VERSION, step.qualified_name, code]
+        parts.extend(f"{name}\t{digest}" for name, digest in sorted(inputs.items()))
+        parts.append("packages")
+        parts.extend(f"{dist}\t{version}" for dist, version in sorted(packages.items()))
+        return blake3("\n".join(parts).encode()).hexdigest()

@@ -42,12 +42,30 @@ class StepRun:
         return self.status == "cached"
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # written by hand: dataclasses.asdict deep-copies every field, and a run record of a
+        # 10,000-step plan is serialized on every run
+        return {
+            "name": self.name,
+            "key": self.key,
+            "status": self.status,
+            "attempts": self.attempts,
+            "duration_s": self.duration_s,
+            "output_digest": self.output_digest,
+            "error": self.error,
+            "step": self.step,
+            "code_digest": self.code_digest,
+            "inputs": dict(self.inputs),
+            "started_at": self.started_at,
+            "traceback": self.traceback,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> StepRun:
-        names = {f.name for f in fields(cls)}
+        names = _STEP_FIELDS
         return cls(**{k: v for k, v in data.items() if k in names})
+
+
+_STEP_FIELDS = frozenset(f.name for f in fields(StepRun))
 
 
 @dataclass
@@ -71,7 +89,8 @@ class RunRecord:
     pins: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "steps"}
+        data["steps"] = [s.to_dict() for s in self.steps]
         return data
 
     @classmethod

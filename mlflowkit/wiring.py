@@ -150,21 +150,32 @@ def _tuple_compatible(a_args: tuple[Any, ...], e_args: tuple[Any, ...]) -> bool:
 _CONF: Any = None
 
 
+_IS_BEARABLE: Any = None
+_BEARTYPE_EXCEPTION: Any = None
+
+
 def check_value(value: Any, expected: Any) -> bool:
     """Whether the concrete ``value`` satisfies the annotation ``expected`` (beartype)."""
-    global _CONF
+    global _CONF, _IS_BEARABLE, _BEARTYPE_EXCEPTION
+    if type(expected) is type:  # a plain class: the common case, decided without beartype
+        if expected is object:
+            return True
+        if expected in _TOWER:
+            return isinstance(value, (expected, *_TOWER[expected]))
+        return isinstance(value, expected)
     expected_s = _strip(expected)
     if expected_s is Any or expected_s is object:
         return True
-    from beartype import BeartypeConf
-    from beartype.door import is_bearable
-    from beartype.roar import BeartypeException
+    if _IS_BEARABLE is None:
+        from beartype import BeartypeConf
+        from beartype.door import is_bearable
+        from beartype.roar import BeartypeException
 
-    if _CONF is None:
         _CONF = BeartypeConf(is_pep484_tower=True)
+        _IS_BEARABLE, _BEARTYPE_EXCEPTION = is_bearable, BeartypeException
     try:
-        return bool(is_bearable(value, expected, conf=_CONF))
-    except BeartypeException:
+        return bool(_IS_BEARABLE(value, expected, conf=_CONF))
+    except _BEARTYPE_EXCEPTION:
         # beartype cannot check this hint; fall back to the class when there is one
         cls = _origin_class(expected_s)
         if isinstance(cls, type):

@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+from dataclasses import fields
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mlflowkit.records import CacheEntry, RunRecord, StepRun
+
+_text = st.text(max_size=20)
+_steps = st.builds(
+    StepRun,
+    name=_text,
+    key=st.none() | _text,
+    status=st.sampled_from(["cached", "executed", "failed", "skipped"]),
+    attempts=st.integers(0, 5),
+    duration_s=st.floats(0, 1e6, allow_nan=False),
+    output_digest=st.none() | _text,
+    error=st.none() | _text,
+    step=_text,
+    code_digest=st.none() | _text,
+    inputs=st.dictionaries(_text, _text, max_size=3),
+    started_at=st.none() | st.floats(0, 2e9, allow_nan=False),
+    traceback=st.none() | _text,
+)
+
+
+def test_step_run_to_dict_covers_every_field() -> None:
+    assert set(StepRun("a").to_dict()) == {f.name for f in fields(StepRun)}
+
+
+@given(st.lists(_steps, max_size=4), st.dictionaries(_text, st.integers(), max_size=3))
+def test_run_records_round_trip(steps: list[StepRun], params: dict[str, int]) -> None:
+    record = RunRecord(id="r1", pipeline="p", params=params, steps=steps, status="succeeded")
+    data = record.to_dict()
+    assert set(data) == {f.name for f in fields(RunRecord)}
+    assert RunRecord.from_dict(data) == record
+    assert data["steps"] is not record.steps
+
+
+def test_cache_entries_round_trip() -> None:
+    entry = CacheEntry(key="k" * 64, output_digest="d" * 64, meta={"len": 3}, stored=False)
+    assert CacheEntry.from_dict(entry.to_dict()) == entry
+
+
+def test_cached_property() -> None:
+    assert StepRun("a", status="cached").cached
+    assert not StepRun("a", status="executed").cached
