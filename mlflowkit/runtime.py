@@ -13,6 +13,7 @@ Invariants
 from __future__ import annotations
 
 import inspect
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -90,20 +91,41 @@ def resolve_template(template: Any, resolve: Callable[[Any], Any]) -> Any:
 
 
 def local_resolver(store: ArtifactStore | None) -> Callable[[Any], Any]:
-    """A resolver for handles valid in this process: in-memory, stored and derived values."""
+    """A resolver for handles valid in this process: in-memory, stored and derived values.
+
+    A stored or derived value is loaded once per resolver (one run on one executor) and then
+    shared by every step that consumes it, instead of being read from the store again.
+    """
+    loaded: dict[Any, Any] = {}
+    lock = threading.Lock()
 
     def resolve(handle: Any) -> Any:
         if isinstance(handle, InMemory):
             return handle.value
         if isinstance(handle, Stored):
+            memo = loaded.get(handle.digest, _MISSING)
+            if memo is not _MISSING:
+                return memo
             if store is None:
                 raise MlflowkitError(f"value {handle.digest[:12]} is stored but no store is open")
-            return store.get(handle.digest)
+            value = store.get(handle.digest)
+            with lock:
+                loaded[handle.digest] = value
+            return value
         if isinstance(handle, Derived):
-            return call_step(handle.step, resolve_template(handle.args, resolve))
+            memo = loaded.get(id(handle), _MISSING)
+            if memo is not _MISSING and memo[0] is handle:
+                return memo[1]
+            value = call_step(handle.step, resolve_template(handle.args, resolve))
+            with lock:
+                loaded[id(handle)] = (handle, value)
+            return value
         raise TypeError(f"cannot resolve a value handle of type {type(handle).__name__}")
 
     return resolve
+
+
+_MISSING = object()
 
 
 def call_step(step: Step[Any, Any], arguments: dict[str, Any]) -> Any:
