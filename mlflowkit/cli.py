@@ -1,7 +1,7 @@
 """The ``mlflowkit`` command line, built on the public API only.
 
-Invariant: a user error prints one clear message (what, where, how to fix) and exits 2;
-``--debug`` shows the full traceback instead.
+Invariant: an error prints one clear message (what, where, how to fix) and exits with status
+1 (2 for a malformed command line); ``--debug`` shows the full traceback instead.
 """
 
 from __future__ import annotations
@@ -44,13 +44,23 @@ def load_pipeline(target: str) -> mk.Pipeline[Any, Any]:
             _fail(f"cannot load {source!r} as a Python module")
         module = importlib.util.module_from_spec(spec)
         sys.modules[module_name] = module
-        spec.loader.exec_module(module)
+        try:
+            spec.loader.exec_module(module)
+        except Exception as exc:
+            raise _UserCodeError(f"importing {source!r} failed", exc) from exc
     else:
         sys.path.insert(0, os.getcwd())
         try:
             module = importlib.import_module(source)
-        except ImportError as exc:
-            _fail(f"cannot import module {source!r}: {exc}. Give a file path or a module name")
+        except ModuleNotFoundError as exc:
+            if exc.name and source.startswith(exc.name):
+                _fail(
+                    f"cannot import module {source!r}: {exc}. Give a file path (e.g. "
+                    f"pipelines.py:train) or an importable module name"
+                )
+            raise _UserCodeError(f"importing {source!r} failed", exc) from exc
+        except Exception as exc:
+            raise _UserCodeError(f"importing {source!r} failed", exc) from exc
     obj = getattr(module, attr, None)
     if obj is None:
         found = sorted(n for n, v in vars(module).items() if isinstance(v, mk.Pipeline))
@@ -76,7 +86,11 @@ def _parse_value(raw: str, hint: Any, name: str) -> Any:
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if hint is not None and not check_value(value, hint):
-        _fail(f"parameter {name!r}: expected {describe(hint)}, found {raw!r}")
+        example = {int: "3", float: "0.5", bool: "true", str: "text"}.get(hint, "<JSON value>")
+        _fail(
+            f"parameter {name!r}: expected {describe(hint)}, found {raw!r} (in -p {name}={raw}). "
+            f"Pass e.g. -p {name}={example}; values are parsed as JSON"
+        )
     return value
 
 
@@ -101,76 +115,230 @@ def parse_params(pipe: mk.Pipeline[Any, Any], params: tuple[str, ...]) -> dict[s
     return out
 
 
+class _UserCodeError(Exception):
+    """The user's module raised while it was imported."""
+
+    def __init__(self, what: str, cause: BaseException) -> None:
+        super().__init__(what)
+        self.what = what
+        self.cause = cause
+
+
+_DEBUG_HINT = "(run again with --debug for the full traceback)"
+_STEP_TRACEBACK = "\n\nTraceback of the step (where it ran):\n"
+
+
+def _where(exc: BaseException) -> str:
+    """`` (at file:line)`` of the innermost frame of ``exc``'s traceback outside mlflowkit."""
+    import traceback
+
+    package = os.path.dirname(os.path.abspath(mk.__file__))
+    frames = [
+        f
+        for f in traceback.extract_tb(exc.__traceback__)
+        if not os.path.abspath(f.filename).startswith(package + os.sep)
+        and "importlib" not in f.filename
+    ]
+    return f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
+
+
+def _step_line(traceback_text: str) -> str:
+    """The last ``File "...", line N, in f`` of a step's traceback text, as ``file:N in f``."""
+    found = ""
+    for line in traceback_text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith('File "'):
+            path, _, rest = stripped[len('File "') :].partition('", line ')
+            number, _, func = rest.partition(", in ")
+            found = f"{path}:{number} in {func}"
+    return found
+
+
+def _message(exc: mk.MlflowkitError) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    head, sep, tb = text.partition(_STEP_TRACEBACK)
+    if sep:  # a failed step: its own error, and the line of the step that raised it
+        line = _step_line(tb)
+        text = head + (f"\n  raised at {line}" if line else "")
+    return f"{text}\n{_DEBUG_HINT}"
+
+
 def _guard(debug: bool, fn: Callable[[], None]) -> None:
+    """Run a command body; turn errors into one clear message, or re-raise with --debug."""
     try:
         fn()
+    except (click.ClickException, click.exceptions.Exit, click.Abort):
+        raise
     except mk.MlflowkitError as exc:
         if debug:
             raise
-        raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
+        raise click.ClickException(_message(exc)) from None
+    except _UserCodeError as exc:
+        if debug:
+            raise exc.cause from None
+        cause = exc.cause
+        raise click.ClickException(
+            f"{exc.what}: {type(cause).__name__}: {cause}{_where(cause)}\n{_DEBUG_HINT}"
+        ) from None
+    except Exception as exc:  # user code raised while planning (the pipeline body)
+        if debug:
+            raise
+        raise click.ClickException(
+            f"{type(exc).__name__}: {exc}{_where(exc)}\n{_DEBUG_HINT}"
+        ) from None
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+_EPILOG = """\b
+Examples:
+  mlflowkit plan examples/digits.py:digits            the DAG, nothing runs
+  mlflowkit plan examples/digits.py:digits --explain  what would hit the cache, and why
+  mlflowkit run examples/digits.py:digits -p seed=1   run it (results in ./.mlflowkit)
+  mlflowkit runs list                                 recent runs
+  mlflowkit runs show RUN_ID                          steps, statuses and digests of a run
+  mlflowkit lineage DIGEST                            what an artifact was made from
+
+The store is ./.mlflowkit unless --store URL or $MLFLOWKIT_STORE says otherwise.
+Errors print one message; add --debug for the full traceback."""
+
+
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    epilog=_EPILOG,
+)
 @click.version_option(mk.__version__, prog_name="mlflowkit")
 def main() -> None:
-    """mlflowkit: typed, cached, reproducible ML pipelines."""
+    """mlflowkit: typed, cached, reproducible ML pipelines from plain Python functions.
+
+    A pipeline is named as FILE.py:PIPELINE or package.module:PIPELINE.
+    """
 
 
-@main.command()
+_PARAM_HELP = (
+    "A pipeline parameter as name=value (repeatable). Values are parsed as JSON where they "
+    'can be (3, 0.5, true, [1, 2], "text") and checked against the annotations.'
+)
+
+
+def _short_repr(value: Any, limit: int = 400) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
+def _digests(template: Any) -> list[str]:
+    """The ``{"$digest": ...}`` entries of a run record's output template, in order."""
+    if isinstance(template, dict):
+        if set(template) == {"$digest"}:
+            return [str(template["$digest"])]
+        return [d for v in template.values() for d in _digests(v)]
+    if isinstance(template, list):
+        return [d for v in template for d in _digests(v)]
+    return []
+
+
+@main.command(short_help="Run a pipeline and record the run.")
 @click.argument("target")
-@click.option("-p", "--param", "params", multiple=True, help="Pipeline parameter name=value.")
-@click.option("--executor", default="local", show_default=True, help="Executor name.")
-@click.option("--store", default=None, help="Store URL (default $MLFLOWKIT_STORE or ./.mlflowkit).")
+@click.option("-p", "--param", "params", multiple=True, metavar="NAME=VALUE", help=_PARAM_HELP)
+@click.option(
+    "--executor",
+    default="local",
+    show_default=True,
+    metavar="NAME",
+    help="Where steps run: local, threads, processes, dask, gpu or a plugin's name "
+    "(see `mlflowkit executors`).",
+)
+@click.option(
+    "--max-workers",
+    type=int,
+    default=None,
+    metavar="N",
+    help="Workers for threads, processes or dask.",
+)
+@click.option(
+    "--store", default=None, metavar="URL", help="Store (default $MLFLOWKIT_STORE or ./.mlflowkit)."
+)
 @click.option("--force", is_flag=True, help="Re-execute every step despite the cache.")
-@click.option("--progress/--no-progress", default=None, help="Show a progress bar.")
+@click.option(
+    "--progress/--no-progress", default=None, help="Show a progress bar (default: on a terminal)."
+)
 @click.option("--debug", is_flag=True, help="Show full tracebacks.")
 def run(
     target: str,
     params: tuple[str, ...],
     executor: str,
+    max_workers: int | None,
     store: str | None,
     force: bool,
     progress: bool | None,
     debug: bool,
 ) -> None:
-    """Run a pipeline: TARGET is FILE.py:PIPELINE or package.module:PIPELINE."""
+    """Run a pipeline and record the run in the store.
+
+    TARGET is FILE.py:PIPELINE or package.module:PIPELINE, e.g. examples/digits.py:digits.
+    Steps whose results are in the store are not executed again. The command prints the
+    pipeline's output, where the run record is, and the digests of the outputs.
+    """
 
     def go() -> None:
         pipe = load_pipeline(target)
         values = parse_params(pipe, params)
         the_store = mk.Store(store) if store else mk.Store()
         result = pipe.plan(**values).run(
-            executor=executor, store=the_store, force=force, progress=progress
+            executor=executor,
+            store=the_store,
+            force=force,
+            progress=progress,
+            max_workers=max_workers,
         )
         executed = sum(s.status == "executed" for s in result.steps)
         cached = sum(s.status == "cached" for s in result.steps)
-        click.echo(f"run {result.id} {result.status}: {executed} executed, {cached} cached")
-        click.echo(f"output: {result.output!r}")
-        click.echo(f"store: {the_store.url}  (mlflowkit runs show {result.id})")
+        record = result.record
+        took = f" in {record.finished_at - record.started_at:.2f} s" if record.finished_at else ""
+        opt = f" --store {store}" if store else ""
+        click.echo(f"run {result.id} {result.status}{took}: {executed} executed, {cached} cached")
+        click.echo(f"output: {_short_repr(result.output)}")
+        click.echo(f"record: {the_store.url.rstrip('/')}/runs/{result.id}.json")
+        digests = _digests(record.output)
+        for digest in digests:
+            click.echo(f"output digest: {digest}")
+        click.echo(f"next:   mlflowkit runs show {result.id}{opt}")
+        if digests:
+            click.echo(f"        mlflowkit lineage {digests[0][:12]}{opt}")
 
     _guard(debug, go)
 
 
-@main.command()
+@main.command(short_help="Show a pipeline's DAG without running it.")
 @click.argument("target")
-@click.option("-p", "--param", "params", multiple=True, help="Pipeline parameter name=value.")
+@click.option("-p", "--param", "params", multiple=True, metavar="NAME=VALUE", help=_PARAM_HELP)
 @click.option(
     "--format",
     "fmt",
     type=click.Choice(["text", "mermaid", "dot"]),
     default="text",
     show_default=True,
-    help="Output format.",
+    help="text: one step call per line with its inputs; mermaid or dot: a graph to render.",
 )
 @click.option(
-    "--explain", "explain_", is_flag=True, help="Say for each step: cache hit or execute, and why."
+    "--explain",
+    "explain_",
+    is_flag=True,
+    help="For each step call: would a run now hit the cache or execute, and why.",
 )
-@click.option("--store", default=None, help="Store URL for --explain.")
+@click.option(
+    "--store",
+    default=None,
+    metavar="URL",
+    help="Store to explain against (default $MLFLOWKIT_STORE or ./.mlflowkit).",
+)
 @click.option("--debug", is_flag=True, help="Show full tracebacks.")
 def plan(
     target: str, params: tuple[str, ...], fmt: str, explain_: bool, store: str | None, debug: bool
 ) -> None:
-    """Show the plan of a pipeline without running it."""
+    """Show the plan of a pipeline: its step calls and how they are wired. Nothing runs.
+
+    TARGET is FILE.py:PIPELINE or package.module:PIPELINE. Render the graph with e.g.
+    `mlflowkit plan pipe.py:train --format dot | dot -Tsvg > train.svg`.
+    """
 
     def go() -> None:
         pipe = load_pipeline(target)
@@ -207,14 +375,21 @@ def _table(title: str, columns: list[str], rows: list[list[str]]) -> None:
 
 
 _STORE_OPTION = click.option(
-    "--store", default=None, help="Store URL (default $MLFLOWKIT_STORE or ./.mlflowkit)."
+    "--store",
+    default=None,
+    metavar="URL",
+    help="Store folder or fsspec URL (default $MLFLOWKIT_STORE or ./.mlflowkit).",
 )
 _DEBUG_OPTION = click.option("--debug", is_flag=True, help="Show full tracebacks.")
 
 
-@main.group()
+@main.group(short_help="List and show run records.")
 def runs() -> None:
-    """List and show run records."""
+    """List and show the run records of a store.
+
+    Every `mlflowkit run` and `plan.run()` writes one: parameters, each step call's status,
+    cache key and output digest, and the environment it ran in.
+    """
 
 
 @runs.command("list")
@@ -275,24 +450,68 @@ def runs_show(run_id: str, store: str | None, debug: bool) -> None:
     _guard(debug, go)
 
 
-@main.command()
+@main.command(short_help="Show what an artifact was made from.")
 @click.argument("digest")
 @_STORE_OPTION
 @_DEBUG_OPTION
 def lineage(digest: str, store: str | None, debug: bool) -> None:
-    """Everything upstream of an artifact: the steps and runs that made it."""
+    """Everything upstream of an artifact: the step runs that made it, their inputs, and so on.
+
+    DIGEST is an output digest (a unique prefix is enough), as shown by `mlflowkit run` and
+    `mlflowkit runs show`. Each artifact is shown once; repeats say "(see above)".
+    """
 
     def go() -> None:
         graph = _open(store).lineage(digest)
-        for node, data in graph.nodes(data=True):
-            kind = data.get("kind", "?")
-            preds = ", ".join(str(p) for p in graph.predecessors(node))
-            click.echo(f"{kind:<8} {node}" + (f"  <- {preds}" if preds else ""))
+        artifacts = [n for n, d in graph.nodes(data=True) if d.get("kind") == "artifact"]
+        matching = [n for n in artifacts if str(n).startswith(digest)]
+        _print_lineage(graph, (matching or artifacts)[0])
 
     _guard(debug, go)
 
 
-@main.group("store")
+def _print_lineage(graph: Any, root: str) -> None:
+    from rich.console import Console
+    from rich.text import Text
+    from rich.tree import Tree
+
+    def artifact(node: str, param: str | None) -> Text:
+        names = graph.nodes[node].get("names") or []
+        text = Text(f"{param} = " if param else "")
+        text.append(node[:16], style="bold")
+        text.append(f"  from {', '.join(names)}" if names else "  (an input value)")
+        return text
+
+    tree = Tree(artifact(root, None))
+    shown = {root}
+    stack: list[tuple[Any, str]] = [(tree, root)]
+    while stack:
+        branch, node = stack.pop()
+        producers = [p for p in graph.predecessors(node) if graph.nodes[p].get("kind") == "step"]
+        for producer in sorted(producers, key=str):
+            data = graph.nodes[producer]
+            label = Text(f"step {data['name']}", style="cyan")
+            label.append(f"  {data['status']} in run {data['run_id']}")
+            step_branch = branch.add(label)
+            inputs = [
+                (p, graph.edges[p, producer].get("param"))
+                for p in graph.predecessors(producer)
+                if graph.nodes[p].get("kind") == "artifact"
+            ]
+            for src, param in sorted(inputs, key=lambda item: str(item[1])):
+                child = step_branch.add(artifact(src, param))
+                upstream = any(
+                    graph.nodes[p].get("kind") == "step" for p in graph.predecessors(src)
+                )
+                if src in shown and upstream:
+                    child.label.append("  (see above)", style="dim")
+                    continue
+                shown.add(src)
+                stack.append((child, src))
+    Console(width=120).print(tree)
+
+
+@main.group("store", short_help="Check, clean and measure the artifact store.")
 def store_group() -> None:
     """Check, clean and measure the artifact store."""
 
@@ -329,28 +548,59 @@ def store_gc(
     """Delete objects and cache entries that neither recent runs nor pins use."""
 
     def go() -> None:
-        summary = _open(store).gc(keep_last=keep_last, pins=list(pins), dry_run=dry_run)
-        click.echo(str(summary))
+        r = _open(store).gc(keep_last=keep_last, pins=list(pins), dry_run=dry_run)
+        verb = "would delete" if dry_run else "deleted"
+        click.echo(
+            f"{verb} {r.objects_deleted} object(s) and {r.cache_deleted} cache entries "
+            f"({_size(r.bytes_freed)}); kept {r.objects_kept} object(s) and {r.cache_kept} "
+            f"cache entries"
+        )
+        if r.quarantine_deleted or r.tmp_deleted:
+            click.echo(
+                f"{verb} {r.quarantine_deleted} quarantined object(s) and {r.tmp_deleted} "
+                f"stale temporary file(s)"
+            )
 
     _guard(debug, go)
+
+
+def _size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"  # pragma: no cover - the loop always returns
 
 
 @store_group.command("du")
 @_STORE_OPTION
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @_DEBUG_OPTION
-def store_du(store: str | None, debug: bool) -> None:
-    """Disk usage of the store by area."""
+def store_du(store: str | None, as_json: bool, debug: bool) -> None:
+    """Disk usage of the store by area: objects, cache entries, runs, quarantine, tmp."""
 
     def go() -> None:
-        usage = _open(store).du()
-        click.echo(json.dumps(usage, indent=2, default=str))
+        the_store = _open(store)
+        usage = the_store.du()
+        if as_json:
+            click.echo(json.dumps(usage, indent=2, default=str))
+            return
+        rows = [
+            [area, str(v.get("count", "")), _size(int(v.get("bytes", 0)))]
+            for area, v in usage.items()
+        ]
+        _table(f"store {the_store.url}", ["area", "count", "size"], rows)
 
     _guard(debug, go)
 
 
-@main.command()
+@main.command(short_help="List the executors that can be used here.")
 def executors() -> None:
-    """List the executors that can be used here."""
+    """List the executors that can be used here: built-ins whose requirements are installed
+    (dask needs `pip install 'mlflowkit[dask]'`, gpu needs `pip install 'mlflowkit[gpu]'` and
+    a CUDA device) and plugins registered under the `mlflowkit.executors` entry point group.
+    """
     for name in mk.executors.available():
         click.echo(name)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from mlflowkit.cache import KeyMaker
+from mlflowkit.errors import HashingError
 from mlflowkit.executors.base import Input
 from mlflowkit.plan import Ref
 from mlflowkit.records import RunRecord, StepRun
@@ -30,6 +31,11 @@ class Explanation(list):  # type: ignore[type-arg]
         for e in self:
             lines.append(f"{e['step']:<{width}}  {e['action']:<7}  {e['why']}")
         return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        from mlflowkit.display import explanation_html  # notebooks only; display is above
+
+        return explanation_html(self)
 
 
 def _replace_refs(template: Any, digests: dict[str, str]) -> Any:
@@ -79,7 +85,15 @@ def explain(plan: Plan, store: ArtifactStore, keys: KeyMaker) -> Explanation:
             out.append(entry)
             continue
         args = _replace_refs(node.args, digests)
-        inputs = {p: keys.input_digest(t) for p, t in args.items()}
+        inputs: dict[str, str] = {}
+        for pname, template in args.items():
+            try:
+                inputs[pname] = keys.input_digest(template)
+            except HashingError as exc:  # say which step call and parameter
+                raise HashingError(
+                    f"Step {name!r}, parameter {pname!r} (at {node.location}): {exc}",
+                    type_name=exc.type_name,
+                ) from exc
         key = keys.key(node.step, inputs)
         code, packages = keys.code(node.step)
         entry["key"] = key
@@ -103,6 +117,12 @@ def explain(plan: Plan, store: ArtifactStore, keys: KeyMaker) -> Explanation:
             continue
         old, old_run = prev
         reasons: list[str] = []
+        if old.step and old.step != node.step.qualified_name:
+            reasons.append(
+                f"step identity changed ({old.step} -> {node.step.qualified_name}): the "
+                f"function was renamed or moved, or its module was run as a script before "
+                f"(__main__) and is imported now"
+            )
         if old.code_digest != code:
             what = "version" if node.step.identity.version else "code"
             reasons.append(f"{what} changed ({_short(old.code_digest)} -> {_short(code)})")

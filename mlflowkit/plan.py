@@ -13,6 +13,7 @@ Invariants
 
 from __future__ import annotations
 
+import difflib
 import functools
 import inspect
 import os
@@ -29,6 +30,7 @@ from mlflowkit.wiring import check_value, compatible, describe
 if TYPE_CHECKING:
     import networkx as nx
 
+    from mlflowkit.display import PlanView
     from mlflowkit.run import Run
 
 __all__ = ["Node", "Pipeline", "Plan", "Ref", "pipeline"]
@@ -327,9 +329,10 @@ class _Tracer:
             bound = step.signature.bind(*args, **kwargs)
         except TypeError as exc:
             params = ", ".join(step.signature.parameters)
+            hint = _did_you_mean(kwargs, step.signature)
             raise WiringError(
                 f"Step {step.name!r} called with arguments that do not fit its signature "
-                f"({step.name}({params})) at {loc}: {exc}. Fix the call's arguments.",
+                f"({step.name}({params})) at {loc}: {exc}.{hint} Fix the call's arguments.",
                 step=step.name,
                 location=loc,
             ) from None
@@ -535,6 +538,20 @@ class _Tracer:
         self._prefix.pop()
 
 
+def _did_you_mean(kwargs: dict[str, Any], sig: inspect.Signature) -> str:
+    """`` Did you mean 'alpha'?`` for keyword arguments that are close to a parameter name."""
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values()):
+        return ""
+    known = list(sig.parameters)
+    hints = []
+    for given in kwargs:
+        if given not in sig.parameters:
+            close = difflib.get_close_matches(given, known, n=1)
+            if close:
+                hints.append(f"{close[0]!r} instead of {given!r}")
+    return f" Did you mean {', '.join(hints)}?" if hints else ""
+
+
 def _short(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
@@ -634,6 +651,18 @@ class Plan:
 
         return explain_plan(self, store)
 
+    def show(self, store: Any = None) -> PlanView:
+        """A picture of the DAG for notebooks.
+
+        Without ``store`` the step calls are drawn unmarked. With a store (a ``Store`` or a
+        URL), each call is coloured by ``explain(store)``: *cached* or *will execute*, with
+        the reason as its tooltip. In a notebook the returned object renders as the picture;
+        ``.svg()`` gives the SVG text.
+        """
+        from mlflowkit.display import PlanView
+
+        return PlanView(self, None if store is None else self.explain(store))
+
     def _repr_html_(self) -> str:
         from mlflowkit.display import plan_html
 
@@ -654,18 +683,24 @@ class Pipeline(Generic[P, R]):
         try:
             bound = sig.bind(*args, **kwargs)
         except TypeError as exc:
+            loc = _user_location()
+            hint = _did_you_mean(kwargs, sig)
             raise WiringError(
                 f"Pipeline {self.name!r} called with parameters that do not fit its signature "
-                f"{self.name}{sig}: {exc}. Fix the parameter names.",
+                f"{self.name}{sig} at {loc}: {exc}.{hint} Fix the parameter names.",
                 step=self.name,
+                location=loc,
             ) from None
         bound.apply_defaults()
         hints = typing.get_type_hints(self.fn, include_extras=True)
         for pname, value in bound.arguments.items():
             if pname in hints and not find_refs(value) and not check_value(value, hints[pname]):
+                loc = _user_location()
                 raise WiringError(
-                    f"Pipeline {self.name!r}, parameter {pname!r}: expected "
-                    f"{describe(hints[pname])}, found {describe(type(value))} ({_short(value)}).",
+                    f"Pipeline {self.name!r}, parameter {pname!r} (at {loc}): expected "
+                    f"{describe(hints[pname])}, found {describe(type(value))} ({_short(value)}). "
+                    f"Pass a value of the annotated type.",
+                    location=loc,
                     step=self.name,
                     parameter=pname,
                     expected=hints[pname],

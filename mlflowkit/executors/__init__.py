@@ -95,7 +95,8 @@ def _resolve(name: str) -> Any:
         if not _importable(modules):
             missing = [m for m in modules if importlib.util.find_spec(m) is None]
             raise ExecutorError(
-                f"Executor {name!r} needs {', '.join(missing)}, which is not installed. "
+                f"Executor {name!r} needs {' and '.join(missing)}, which "
+                f"{'are' if len(missing) > 1 else 'is'} not installed here. "
                 f"Install it with: pip install 'mlflowkit[{extra}]'.",
                 executor=name,
             )
