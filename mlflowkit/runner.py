@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from mlflowkit.cache import KeyMaker
 from mlflowkit.errors import ExecutorError, RunFailed
 from mlflowkit.executors import get as get_executor
-from mlflowkit.executors.base import Executor, InMemory
+from mlflowkit.executors.base import Executor, InMemory, TaskResult
 from mlflowkit.plan import Ref
 from mlflowkit.records import RunRecord
 from mlflowkit.run import Run
@@ -161,6 +161,7 @@ def run_plan(
     )
     keys = KeyMaker()
     ex.start(the_store)
+    background_error: BaseException | None = None
     try:
         _check_placement(plan, ex)
         the_store.put_run(record)
@@ -174,9 +175,15 @@ def run_plan(
             progress=_progress(progress),
             keys=keys,
         )
+        try:
+            ex.wait()  # background writes must be done before the run is called finished
+        except Exception as exc:
+            background_error = exc
     finally:
         if owned:
             ex.shutdown()
+    if background_error is not None and result.failure is None:
+        result.failure = TaskResult("<background write>", False, attempts=0, error=background_error)
     record.steps = [result.records[name] for name in result.order]
     record.finished_at = time.time()
     record.status = "failed" if result.failure is not None else "succeeded"

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from mlflowkit.cache import KeyMaker
-from mlflowkit.errors import CorruptObjectError, ExecutorError
+from mlflowkit.errors import CorruptObjectError, ExecutorError, HashingError, MlflowkitError
 from mlflowkit.executors.base import Derived, Input, Stored, Task, TaskResult
 from mlflowkit.plan import _OPS, Node, Ref, find_refs
 from mlflowkit.records import StepRun
@@ -148,23 +148,12 @@ class _Walk:
             return
         step = node.step
         args = _to_input(node.args, self.digests, self.handles) if node.deps else node.args
-        inputs: dict[str, str] = {}
-        for pname, template in args.items():
-            if isinstance(template, Input):
-                inputs[pname] = template.digest
-            else:
-                memo = (name, pname)
-                digest = self.const_digests.get(memo)
-                if digest is None:
-                    digest = self.keys.input_digest(template)
-                    if not node.deps or not find_refs(node.args[pname]):
-                        self.const_digests[memo] = digest
-                inputs[pname] = digest
-        key = self.keys.key(step, inputs)
-        code, packages = self.keys.code(step)
-        if packages:
-            self.packages.update(packages)
-        node.key = key
+        try:
+            inputs, key, code = self._key(name, node, args)
+        except MlflowkitError as exc:  # an unhashable input, unreadable code: fail this call
+            self.records[name] = StepRun(name=name, step=step.qualified_name)
+            self._fail(name, TaskResult(name, False, attempts=0, error=exc))
+            return
         record = StepRun(
             name=name, key=key, step=step.qualified_name, code_digest=code, inputs=inputs
         )
@@ -208,6 +197,34 @@ class _Walk:
             self.inflight.pop(name)
             self.by_key.pop(key, None)
             self._fail(name, TaskResult(name, False, attempts=0, error=exc))
+
+    def _key(self, name: str, node: Node, args: dict[str, Any]) -> tuple[dict[str, str], str, str]:
+        """Input digests, cache key and code digest of one step call."""
+        step = node.step
+        inputs: dict[str, str] = {}
+        for pname, template in args.items():
+            if isinstance(template, Input):
+                inputs[pname] = template.digest
+            else:
+                memo = (name, pname)
+                digest = self.const_digests.get(memo)
+                if digest is None:
+                    try:
+                        digest = self.keys.input_digest(template)
+                    except HashingError as exc:  # say which step call and parameter
+                        raise HashingError(
+                            f"Step {name!r}, parameter {pname!r} (at {node.location}): {exc}",
+                            type_name=exc.type_name,
+                        ) from exc
+                    if not node.deps or not find_refs(node.args[pname]):
+                        self.const_digests[memo] = digest
+                inputs[pname] = digest
+        key = self.keys.key(step, inputs)
+        code, packages = self.keys.code(step)
+        if packages:
+            self.packages.update(packages)
+        node.key = key
+        return inputs, key, code
 
     _outputs: frozenset[str] = frozenset()
 

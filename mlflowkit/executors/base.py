@@ -166,6 +166,13 @@ class Executor(abc.ABC):
         here; the scheduler calls it before it waits for the next completion.
         """
 
+    def wait(self) -> None:  # noqa: B027 - optional hook
+        """Block until work still running in the background (e.g. store writes) is done.
+
+        The runner calls it before it records a run as finished; an error raised here (a
+        failed background write) fails the run.
+        """
+
     def shutdown(self) -> None:  # noqa: B027 - optional hook
         """Release workers and connections; called once after the run."""
 
