@@ -130,7 +130,13 @@ def run_plan(
     progress: bool | None = None,
     force: bool | list[str] = False,
 ) -> Run:
-    """Execute ``plan`` on ``executor`` with ``store``; see ``Plan.run``."""
+    """Execute ``plan`` on ``executor`` with ``store``; see ``Plan.run``.
+
+    An executor given by name is started and shut down here, and the run returns only once
+    its background work (e.g. the gpu executor's store writes) is done. An ``Executor``
+    instance belongs to the caller: it is started but not shut down, and background work may
+    still be going on when the run returns; call its ``wait()`` (or ``shutdown()``) to be sure.
+    """
     the_store = open_store(store)
     if isinstance(executor, Executor):
         ex = executor
@@ -175,10 +181,13 @@ def run_plan(
             progress=_progress(progress),
             keys=keys,
         )
-        try:
-            ex.wait()  # background writes must be done before the run is called finished
-        except Exception as exc:
-            background_error = exc
+        if owned:
+            # background writes must be done before the run is called finished; an executor
+            # instance passed in belongs to the caller, who waits for it (ex.wait/shutdown)
+            try:
+                ex.wait()
+            except Exception as exc:
+                background_error = exc
     finally:
         if owned:
             ex.shutdown()
@@ -199,8 +208,8 @@ def run_plan(
     run = Run(record, the_store, plan.output, values)
     if result.failure is not None:
         failure = result.failure
-        failed = next((s for s in record.steps if s.status == "failed"), None)
-        name = failed.name if failed else failure.name
+        # name the step whose exception is chained: the first failure that arrived
+        name = failure.name
         err = failure.error
         text = f"{type(err).__name__}: {err}".rstrip(". ") if err is not None else "unknown error"
         tb = (

@@ -7,6 +7,8 @@ Invariants
 * Retries re-run the function only (not input loading); ``retry_delay`` doubles each attempt.
 * The output is checked against the step's return annotation, hashed, and, when asked, written
   to the store *before* the cache entry, so a cache entry never points at a missing object.
+  An executor may take over that write (``execute(..., write=...)``, e.g. to write in the
+  background); it must keep the same order (``write_output`` does).
 * ``mk.current()`` and ``mk.rng()`` read a context variable set for the duration of the call.
 """
 
@@ -32,7 +34,16 @@ if TYPE_CHECKING:
     from mlflowkit.step import Step
     from mlflowkit.store.base import ArtifactStore
 
-__all__ = ["StepContext", "call_step", "current", "execute", "resolve_template", "rng"]
+__all__ = [
+    "StepContext",
+    "Writer",
+    "call_step",
+    "current",
+    "execute",
+    "resolve_template",
+    "rng",
+    "write_output",
+]
 
 
 @dataclass(frozen=True)
@@ -151,6 +162,35 @@ def call_step(step: Step[Any, Any], arguments: dict[str, Any]) -> Any:
     return step.fn(*args, **kwargs)
 
 
+#: ``write(task, output, digest, meta)``: persist a finished task's output and cache entry.
+Writer = Callable[[Task, Any, str, dict[str, Any]], None]
+
+
+def write_output(
+    task: Task, store: ArtifactStore | None, output: Any, digest: str, meta: dict[str, Any]
+) -> None:
+    """Write ``output`` (when ``task.store_value``), *then* its cache entry (``task.cache_entry``).
+
+    The object is written before the entry, so a cache entry never points at a missing object.
+    """
+    if store is None:
+        return
+    if task.store_value:
+        store.put(output, digest, serializer=task.step.identity.serializer)
+    if task.cache_entry:
+        store.put_cache(
+            CacheEntry(
+                key=task.key,
+                output_digest=digest,
+                step=task.step.qualified_name,
+                stored=task.store_value,
+                meta=meta,
+                created_at=time.time(),
+                run_id=task.run_id,
+            )
+        )
+
+
 def _meta(value: Any) -> dict[str, Any]:
     if isinstance(value, (list, tuple)):
         return {"len": len(value)}
@@ -163,6 +203,7 @@ def execute(
     resolve: Callable[[Any], Any] | None = None,
     *,
     keep_value: bool = True,
+    write: Writer | None = None,
 ) -> TaskResult:
     """Run one task here and report what happened.
 
@@ -177,6 +218,9 @@ def execute(
     keep_value:
         Put the output in the result as ``InMemory``; executors that keep values elsewhere
         pass False and attach their own handle.
+    write:
+        Persists the output and its cache entry once the output is checked and hashed;
+        defaults to writing both to ``store`` right away (``write_output``).
     """
     started = time.time()
     t0 = time.perf_counter()
@@ -212,8 +256,8 @@ def execute(
                     meta=dict(entry.meta),
                     cached=True,
                 )
-            return _run(task, store, arguments, started, t0, keep_value)
-    return _run(task, store, arguments, started, t0, keep_value)
+            return _run(task, store, arguments, started, t0, keep_value, write)
+    return _run(task, store, arguments, started, t0, keep_value, write)
 
 
 #: How long a step waits for another run executing the same call before doing it itself.
@@ -227,6 +271,7 @@ def _run(
     started: float,
     t0: float,
     keep_value: bool,
+    write: Writer | None = None,
 ) -> TaskResult:
     from mlflowkit.hashing import hash_value
 
@@ -265,21 +310,11 @@ def _run(
                 step=task.name,
             )
         digest = hash_value(output)
-        if store is not None and task.store_value:
-            store.put(output, digest, serializer=step.identity.serializer)
         meta = _meta(output)
-        if store is not None and task.cache_entry:
-            store.put_cache(
-                CacheEntry(
-                    key=task.key,
-                    output_digest=digest,
-                    step=step.qualified_name,
-                    stored=task.store_value,
-                    meta=meta,
-                    created_at=time.time(),
-                    run_id=task.run_id,
-                )
-            )
+        if write is None:
+            write_output(task, store, output, digest, meta)
+        else:
+            write(task, output, digest, meta)
     except Exception as exc:
         return TaskResult(
             task.name,

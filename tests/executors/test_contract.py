@@ -1,0 +1,39 @@
+"""The shipped executor contract suite, run against every built-in executor and the double."""
+
+from __future__ import annotations
+
+import pytest
+
+import mlflowkit as mk
+from mlflowkit.executors.base import Executor
+from mlflowkit.testing import ExecutorContract, InMemoryExecutor
+
+
+class TestLocal(ExecutorContract):
+    def make_executor(self) -> Executor:
+        return mk.executors.get("local")
+
+
+class TestThreads(ExecutorContract):
+    def make_executor(self) -> Executor:
+        return mk.executors.get("threads", max_workers=4)
+
+
+class TestProcesses(ExecutorContract):
+    def make_executor(self) -> Executor:
+        return mk.executors.get("processes", max_workers=2)
+
+
+class TestInMemory(ExecutorContract):
+    def make_executor(self) -> Executor:
+        return InMemoryExecutor()
+
+
+@pytest.mark.dask
+class TestDask(ExecutorContract):
+    @pytest.fixture(autouse=True)
+    def _address(self, dask_address: str) -> None:
+        self.address = dask_address
+
+    def make_executor(self) -> Executor:
+        return mk.executors.get("dask", address=self.address)
