@@ -780,8 +780,17 @@ class Store:
         )
 
     def du(self) -> dict[str, Any]:
-        """Counts and bytes per area: objects, cache, runs (indexed), quarantine, tmp, total."""
-        usage: dict[str, Any] = dict(self._synced().usage())
+        """Counts and bytes per area: objects, cache, runs, quarantine, tmp, total.
+
+        Read from the files themselves (the truth), so it is right even after a writer was
+        killed before its index rows were written.
+        """
+        usage: dict[str, Any] = {}
+        for area in ("objects", "cache"):
+            files = [f for f in self._io.walk(f"{self.root}/{area}") if not _is_temp(f.name)]
+            usage[area] = {"count": len(files), "bytes": sum(f.size for f in files)}
+        runs = [f for f in self._io.listdir(f"{self.root}/runs") if f.name.endswith(".json")]
+        usage["runs"] = {"count": len(runs), "bytes": sum(f.size for f in runs)}
         for area in ("quarantine", "tmp"):
             files = self._io.listdir(f"{self.root}/{area}")
             usage[area] = {"count": len(files), "bytes": sum(f.size for f in files)}
@@ -790,6 +799,10 @@ class Store:
             "bytes": sum(v["bytes"] for v in usage.values()),
         }
         return usage
+
+
+def _is_temp(name: str) -> bool:
+    return name.endswith(".tmp") or ".broken-" in name
 
 
 def _reopen(

@@ -33,6 +33,8 @@ from typing import Protocol
 __all__ = ["DEFAULT_LEASE_S", "Holder", "LockIO", "hold"]
 
 DEFAULT_LEASE_S = 60.0
+#: Seconds after which a lock file with no readable holder record counts as abandoned.
+EMPTY_GRACE_S = 2.0
 _HOST = socket.gethostname()
 
 
@@ -142,6 +144,7 @@ class _Heartbeats:
             if self._pid != os.getpid():  # forked: the parent's thread does not exist here
                 self._held, self._thread, self._pid = {}, None, os.getpid()
             self._held[(id(io), path)] = (io, holder, lease)
+            self._wake.set()  # the loop recomputes its interval for this lease
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(
                     target=self._run, name="mlflowkit-lock-heartbeat", daemon=True
@@ -158,6 +161,9 @@ class _Heartbeats:
                 items = list(self._held.items())
             interval = min((lease / 3 for _, (_, _, lease) in items), default=DEFAULT_LEASE_S / 3)
             self._wake.wait(interval)
+            self._wake.clear()
+            with self._lock:
+                items = list(self._held.items())
             now = time.time()
             for (_, path), (io, holder, lease) in items:
                 if holder.expires_at - now > 2 * lease / 3:
@@ -240,7 +246,9 @@ def hold(
         if current is None:
             # empty or junk: being written right now, or left by a crash mid-write
             age = io.age(path)
-            if age is not None and age > lease:
+            # writing a holder record takes microseconds: a file still empty after a short
+            # grace was left by a process killed between creating and writing it
+            if age is not None and age > min(lease, EMPTY_GRACE_S):
                 _break(io, path, None)
                 continue
         elif current.stale(time.time()):
