@@ -41,6 +41,7 @@ class Run:
     ) -> None:
         self.record = record
         self.store = store
+        self._live = output_template is not _UNSET  # the plan's template, with Refs
         self._template = record.output if output_template is _UNSET else output_template
         self._values = values or {}
         self._output: Any = _UNSET
@@ -86,18 +87,30 @@ class Run:
     def _load(self, template: Any) -> Any:
         from mlflowkit.plan import Ref
 
+        if not self._live:
+            return self._decode(template)
         if isinstance(template, Ref):
             digest = self._digest_of(template.node)
             return self._load_digest(digest, template.node)
-        if isinstance(template, dict):
-            if set(template) == {"$digest"}:
-                return self._load_digest(template["$digest"], None)
-            if set(template) == {"$value"}:
-                return template["$value"]
+        if type(template) is dict:
             return {k: self._load(v) for k, v in template.items()}
-        if isinstance(template, (list, tuple)):
+        if type(template) in (list, tuple):
             return type(template)(self._load(v) for v in template)
         return template
+
+    def _decode(self, data: Any) -> Any:
+        """Rebuild the output from a run record's JSON form (see ``runner._output_record``)."""
+        if isinstance(data, list):
+            return [self._decode(v) for v in data]
+        if isinstance(data, dict):
+            if set(data) == {"$digest"}:
+                return self._load_digest(data["$digest"], None)
+            if set(data) == {"$tuple"}:
+                return tuple(self._decode(v) for v in data["$tuple"])
+            if set(data) == {"$dict"}:
+                return {self._decode(k): self._decode(v) for k, v in data["$dict"]}
+            return {k: self._decode(v) for k, v in data.items()}
+        return data
 
     def _digest_of(self, node: str) -> str:
         for s in self.record.steps:

@@ -12,6 +12,7 @@ Invariants
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import secrets
@@ -84,17 +85,34 @@ def environment(packages: dict[str, str]) -> dict[str, Any]:
     }
 
 
-def _output_record(template: Any, digests: dict[str, str]) -> Any:
+def _output_record(template: Any, digests: dict[str, str], store: ArtifactStore) -> Any:
+    """The pipeline's return structure as JSON that ``Run`` decodes back to equal types.
+
+    Refs become ``{"$digest": d}``; tuples ``{"$tuple": [...]}``; dicts whose keys are not
+    all plain strings ``{"$dict": [[k, v], ...]}``; other constants that JSON cannot hold
+    exactly are stored as objects and referenced by digest.
+    """
     if isinstance(template, Ref):
         digest = digests.get(template.node)
         return {"$digest": digest} if digest else None
-    if isinstance(template, dict):
-        return {str(k): _output_record(v, digests) for k, v in template.items()}
-    if isinstance(template, (list, tuple)):
-        return [_output_record(v, digests) for v in template]
-    if template is None or isinstance(template, (str, int, float, bool)):
+    if type(template) is tuple:
+        return {"$tuple": [_output_record(v, digests, store) for v in template]}
+    if type(template) is list:
+        return [_output_record(v, digests, store) for v in template]
+    if type(template) is dict:
+        if all(type(k) is str and not k.startswith("$") for k in template):
+            return {k: _output_record(v, digests, store) for k, v in template.items()}
+        return {
+            "$dict": [
+                [_output_record(k, digests, store), _output_record(v, digests, store)]
+                for k, v in template.items()
+            ]
+        }
+    if template is None or type(template) in (str, int, bool):
         return template
-    return {"$value": repr(template)}
+    if type(template) is float and math.isfinite(template):
+        return template
+    return {"$digest": store.put(template)}
 
 
 def _check_placement(plan: Plan, executor: Executor) -> None:
@@ -197,7 +215,7 @@ def run_plan(
     record.finished_at = time.time()
     record.status = "failed" if result.failure is not None else "succeeded"
     record.environment = environment(result.packages)
-    record.output = _output_record(plan.output, result.digests)
+    record.output = _output_record(plan.output, result.digests, the_store)
     the_store.put_run(record)
     the_store.sync()  # the run's results are on stable storage before it reports success
     values = {
