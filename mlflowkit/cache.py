@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from blake3 import blake3
 
 from mlflowkit.executors.base import Input
+from mlflowkit.templates import leaves, map_leaves
 
 if TYPE_CHECKING:
     from mlflowkit.step import Step
@@ -36,26 +37,6 @@ class Upstream:
 
     def __mlflowkit_hash__(self) -> tuple[str, str]:
         return ("mlflowkit.upstream", self.digest)
-
-
-def _has_input(template: Any) -> bool:
-    if isinstance(template, Input):
-        return True
-    if isinstance(template, (list, tuple, set, frozenset)):
-        return any(_has_input(t) for t in template)
-    if isinstance(template, dict):
-        return any(_has_input(v) for v in template.values())
-    return False
-
-
-def _as_upstream(template: Any) -> Any:
-    if isinstance(template, Input):
-        return Upstream(template.digest)
-    if type(template) in (list, tuple, set, frozenset):
-        return type(template)(_as_upstream(t) for t in template)
-    if type(template) is dict:
-        return {k: _as_upstream(v) for k, v in template.items()}
-    return template
 
 
 class KeyMaker:
@@ -85,8 +66,8 @@ class KeyMaker:
 
         if isinstance(template, Input):
             return template.digest
-        if _has_input(template):
-            return hash_value(_as_upstream(template))
+        if leaves(template, Input):
+            return hash_value(map_leaves(template, Input, lambda item: Upstream(item.digest)))
         return hash_value(template)
 
     def key(self, step: Step[Any, Any], inputs: dict[str, str]) -> str:

@@ -14,6 +14,7 @@ from mlflowkit.errors import HashingError
 from mlflowkit.executors.base import Input
 from mlflowkit.plan import Ref
 from mlflowkit.records import RunRecord, StepRun
+from mlflowkit.templates import map_leaves
 
 if TYPE_CHECKING:
     from mlflowkit.plan import Plan
@@ -39,13 +40,7 @@ class Explanation(list):  # type: ignore[type-arg]
 
 
 def _replace_refs(template: Any, digests: dict[str, str]) -> Any:
-    if isinstance(template, Ref):
-        return Input(template.node, digests[template.node], None)
-    if type(template) in (list, tuple, set, frozenset):
-        return type(template)(_replace_refs(t, digests) for t in template)
-    if type(template) is dict:
-        return {k: _replace_refs(v, digests) for k, v in template.items()}
-    return template
+    return map_leaves(template, Ref, lambda ref: Input(ref.node, digests[ref.node], None))
 
 
 def _previous(records: list[RunRecord], pipeline: str) -> dict[str, tuple[StepRun, RunRecord]]:

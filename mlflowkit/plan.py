@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
 from mlflowkit.errors import PlanningError, WiringError
 from mlflowkit.step import _TRACER, Step
+from mlflowkit.templates import leaves
 from mlflowkit.wiring import check_value, compatible, describe
 
 if TYPE_CHECKING:
@@ -280,17 +281,7 @@ def _is_listlike(hint: Any) -> bool:
 
 def find_refs(template: Any) -> list[Ref[Any]]:
     """All Refs inside an argument template (lists, tuples, sets, dicts), in order."""
-    found: list[Ref[Any]] = []
-    stack = [template]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, Ref):
-            found.append(item)
-        elif isinstance(item, (list, tuple, set, frozenset)):
-            stack.extend(reversed(list(item)))
-        elif isinstance(item, dict):
-            stack.extend(reversed(list(item.values())))
-    return found
+    return leaves(template, Ref)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from mlflowkit.errors import MlflowkitError, TypeCheckError
 from mlflowkit.executors.base import Derived, InMemory, Input, Stored, Task, TaskResult
 from mlflowkit.records import CacheEntry
+from mlflowkit.templates import map_leaves
 from mlflowkit.wiring import check_value, describe
 
 if TYPE_CHECKING:
@@ -90,15 +91,7 @@ def rng() -> np.random.Generator:
 # ---------------------------------------------------------------------------------------------
 def resolve_template(template: Any, resolve: Callable[[Any], Any]) -> Any:
     """Replace every ``Input`` in an argument template by ``resolve(input.handle)``."""
-    if isinstance(template, Input):
-        return resolve(template.handle)
-    if type(template) in (list, tuple):
-        return type(template)(resolve_template(t, resolve) for t in template)
-    if type(template) is dict:
-        return {k: resolve_template(v, resolve) for k, v in template.items()}
-    if type(template) in (set, frozenset):
-        return type(template)(resolve_template(t, resolve) for t in template)
-    return template
+    return map_leaves(template, Input, lambda item: resolve(item.handle))
 
 
 def local_resolver(store: ArtifactStore | None) -> Callable[[Any], Any]:

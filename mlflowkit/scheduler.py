@@ -27,6 +27,7 @@ from mlflowkit.errors import CorruptObjectError, ExecutorError, HashingError, Ml
 from mlflowkit.executors.base import Derived, Input, Stored, Task, TaskResult
 from mlflowkit.plan import _OPS, Node, Ref, find_refs
 from mlflowkit.records import StepRun
+from mlflowkit.templates import map_leaves
 
 if TYPE_CHECKING:
     from mlflowkit.executors.base import Executor
@@ -65,14 +66,9 @@ class WalkResult:
 
 def _to_input(template: Any, digests: dict[str, str], handles: dict[str, Any]) -> Any:
     """Replace each Ref in a template by an ``Input`` carrying its digest and handle."""
-    if isinstance(template, Ref):
-        name = template.node
-        return Input(name, digests[name], handles[name])
-    if type(template) in (list, tuple, set, frozenset):
-        return type(template)(_to_input(t, digests, handles) for t in template)
-    if type(template) is dict:
-        return {k: _to_input(v, digests, handles) for k, v in template.items()}
-    return template
+    return map_leaves(
+        template, Ref, lambda ref: Input(ref.node, digests[ref.node], handles[ref.node])
+    )
 
 
 class _Walk:

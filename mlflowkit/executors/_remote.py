@@ -18,6 +18,7 @@ import pickle
 from typing import TYPE_CHECKING, Any
 
 from mlflowkit.executors.base import Derived, Input, Stored
+from mlflowkit.templates import leaves
 
 if TYPE_CHECKING:
     from mlflowkit.executors.base import Task
@@ -73,13 +74,7 @@ def portable_error(exc: BaseException | None) -> BaseException | None:
 
 def location_free(template: Any) -> bool:
     """Whether every ``Input`` in ``template`` can be resolved in any process with the store."""
-    if isinstance(template, Input):
-        return _handle_location_free(template.handle)
-    if isinstance(template, (list, tuple, set, frozenset)):
-        return all(location_free(t) for t in template)
-    if isinstance(template, dict):
-        return all(location_free(v) for v in template.values())
-    return True
+    return all(_handle_location_free(item.handle) for item in leaves(template, Input))
 
 
 def _handle_location_free(handle: Any) -> bool:

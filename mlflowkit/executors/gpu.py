@@ -100,6 +100,7 @@ from mlflowkit.executors.base import (
 from mlflowkit.plan import _OPS
 from mlflowkit.runtime import Writer, call_step, execute, local_resolver, resolve_template
 from mlflowkit.runtime import write_output as _write_output
+from mlflowkit.templates import leaves
 
 if TYPE_CHECKING:
     from mlflowkit.store.base import ArtifactStore
@@ -312,14 +313,7 @@ def _is_derived(task: Task) -> bool:
 
 def _inputs(template: Any) -> Iterator[Input]:
     """The ``Input``\\ s of an argument template (as ``resolve_template`` walks it)."""
-    if isinstance(template, Input):
-        yield template
-    elif type(template) in (list, tuple, set, frozenset):
-        for item in template:
-            yield from _inputs(item)
-    elif type(template) is dict:
-        for item in template.values():
-            yield from _inputs(item)
+    return iter(leaves(template, Input))
 
 
 def _nbytes(value: Any) -> int:

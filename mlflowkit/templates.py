@@ -1,0 +1,61 @@
+"""Argument templates: plain values with placeholders (``Ref``, ``Input``) nested inside.
+
+A step call's arguments may hold upstream values anywhere inside lists, tuples (named tuples
+too), sets and dicts. Planning records them as ``Ref``\\ s, the scheduler turns them into
+``Input``\\ s, and the place a task runs turns those into values. Every one of these passes
+walks templates the same way, through the two functions here.
+
+Invariant: ``leaves`` visits exactly the placeholders that ``map_leaves`` replaces, so the
+dependencies recorded for a call are always the values it receives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["leaves", "map_leaves"]
+
+_SEQUENCES = (list, set, frozenset)
+
+
+def map_leaves(template: Any, leaf: type | tuple[type, ...], fn: Callable[[Any], Any]) -> Any:
+    """A copy of ``template`` with every instance of ``leaf`` replaced by ``fn(instance)``.
+
+    Mutable containers (lists, sets, dicts) are always copied, so a step that mutates its
+    argument never changes the plan; immutable ones without a placeholder are kept as they are.
+    """
+    if isinstance(template, leaf):
+        return fn(template)
+    kind = type(template)
+    if kind in _SEQUENCES or kind is tuple:
+        items = [map_leaves(t, leaf, fn) for t in template]
+        if kind in (tuple, frozenset) and all(a is b for a, b in zip(items, template, strict=True)):
+            return template
+        return kind(items)
+    if kind is dict:
+        return {k: map_leaves(v, leaf, fn) for k, v in template.items()}
+    if isinstance(template, tuple) and hasattr(kind, "_make"):  # named tuples
+        return kind._make(map_leaves(t, leaf, fn) for t in template)
+    return template
+
+
+def leaves(template: Any, leaf: type | tuple[type, ...]) -> list[Any]:
+    """Every instance of ``leaf`` inside ``template``, in order (without recursion limits)."""
+    found: list[Any] = []
+    stack = [template]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, leaf):
+            found.append(item)
+            continue
+        kind = type(item)
+        if (
+            kind in _SEQUENCES
+            or kind is tuple
+            or (isinstance(item, tuple) and hasattr(kind, "_make"))
+        ):
+            stack.extend(reversed(list(item)))
+        elif kind is dict:
+            stack.extend(reversed(list(item.values())))
+    return found

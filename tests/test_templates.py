@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mlflowkit.templates import leaves, map_leaves
+
+
+class Leaf:
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+
+class Point(NamedTuple):
+    x: Any
+    y: Any
+
+
+def _templates() -> st.SearchStrategy[Any]:
+    base = st.one_of(st.integers(), st.text(max_size=3), st.builds(Leaf, st.integers(0, 9)))
+    return st.recursive(
+        base,
+        lambda inner: st.one_of(
+            st.lists(inner, max_size=3),
+            st.lists(inner, max_size=3).map(tuple),
+            st.dictionaries(st.text(max_size=2), inner, max_size=3),
+            st.tuples(inner, inner).map(lambda t: Point(*t)),
+        ),
+        max_leaves=8,
+    )
+
+
+class Marker:
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+
+@given(_templates())
+def test_map_replaces_exactly_the_leaves_found(template: Any) -> None:
+    found = leaves(template, Leaf)
+    mapped = map_leaves(template, Leaf, lambda leaf: Marker(leaf.n))
+    assert leaves(mapped, Leaf) == []
+    assert [m.n for m in leaves(mapped, Marker)] == [leaf.n for leaf in found]
+
+
+def test_named_tuples_sets_and_copies() -> None:
+    a, b = Leaf(1), Leaf(2)
+    template = {"p": Point(a, [b, 3]), "s": frozenset({4}), "l": [5]}
+    assert leaves(template, Leaf) == [a, b]
+    mapped = map_leaves(template, Leaf, lambda leaf: leaf.n * 10)
+    assert mapped == {"p": Point(10, [20, 3]), "s": frozenset({4}), "l": [5]}
+    assert type(mapped["p"]) is Point
+    assert mapped["l"] is not template["l"]  # mutable containers are copied
+    assert mapped["s"] is template["s"]  # immutable ones without leaves are kept
+
+
+def test_deep_templates_are_walked_without_recursion_limits() -> None:
+    deep: Any = Leaf(0)
+    for _ in range(5000):
+        deep = [deep]
+    assert len(leaves(deep, Leaf)) == 1
