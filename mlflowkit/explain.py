@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from mlflowkit.cache import KeyMaker
 from mlflowkit.errors import HashingError
 from mlflowkit.executors.base import Input
-from mlflowkit.plan import Ref
+from mlflowkit.plan import _OPS, Node, Ref
 from mlflowkit.records import RunRecord, StepRun
 from mlflowkit.templates import map_leaves
 
@@ -55,6 +55,18 @@ def _previous(records: list[RunRecord], pipeline: str) -> dict[str, tuple[StepRu
     return latest
 
 
+def _item_digest(node: Node, metas: dict[str, dict[str, Any]]) -> str | None:
+    """The digest of ``parent[i]`` from the items its parent reported, as the scheduler does."""
+    if node.kind != "derived" or node.step is not _OPS["getitem"]:
+        return None
+    index = node.args.get("key")
+    items = metas.get(node.deps[0], {}).get("items")
+    if items is None or type(index) is not int or not -len(items) <= index < len(items):
+        return None
+    digest: str | None = items[index][0]
+    return digest
+
+
 def _short(digest: str | None) -> str:
     return digest[:10] if digest else "none"
 
@@ -62,6 +74,7 @@ def _short(digest: str | None) -> str:
 def explain(plan: Plan, store: ArtifactStore, keys: KeyMaker) -> Explanation:
     """Explain each step call of ``plan`` against ``store``; see the module docstring."""
     digests: dict[str, str] = {}
+    metas: dict[str, dict[str, Any]] = {}
     executing: dict[str, str] = {}  # node -> first upstream cause
     previous = _previous(store.runs(), plan.pipeline)
     out = Explanation()
@@ -93,9 +106,17 @@ def explain(plan: Plan, store: ArtifactStore, keys: KeyMaker) -> Explanation:
         code, packages = keys.code(node.step)
         entry["key"] = key
         node.key = key
+        item = _item_digest(node, metas)
+        if item is not None and not node.persist:
+            digests[name] = item
+            metas[name] = {}
+            entry.update(action="hit", why="an item of a stored result (no work of its own)")
+            out.append(entry)
+            continue
         hit = store.get_cache(key) if node.step.identity.cache else None
         if hit is not None:
             digests[name] = hit.output_digest
+            metas[name] = hit.meta
             entry.update(action="hit", why="same code, inputs and packages as a stored result")
             out.append(entry)
             continue

@@ -414,7 +414,16 @@ class _Tracer:
         name = self._unique_derived(f"{parent.node}.{suffix}")
         args = {"obj": parent, "key" if op == "getitem" else "name": arg}
         ref = self._add(
-            Node(name, _OPS[op], "derived", args, (parent.node,), out_type, _user_location())
+            Node(
+                name,
+                _OPS[op],
+                "derived",
+                args,
+                (parent.node,),
+                out_type,
+                _user_location(),
+                persist=False,  # a view of its parent: stored only when returned
+            )
         )
         self._derived[memo_key] = ref
         return ref
@@ -471,7 +480,9 @@ class _Tracer:
             gather_args = {"items": tuple(elems)}
             deps = tuple(e.node for e in elems)
             return self._add(
-                Node(base, _OPS["gather"], "derived", gather_args, deps, out_type, loc)
+                Node(
+                    base, _OPS["gather"], "derived", gather_args, deps, out_type, loc, persist=False
+                )
             )
         # fan-out decided at run time: check the broadcast and element types now
         for pname, value in kwargs.items():
@@ -519,7 +530,9 @@ class _Tracer:
                 location=loc,
             )
         deps = tuple(dict.fromkeys(r.node for r in find_refs(kwargs)))
-        return self._add(Node(base, step, "map", dict(kwargs), deps, out_type, loc, fan=fan))
+        return self._add(
+            Node(base, step, "map", dict(kwargs), deps, out_type, loc, persist=False, fan=fan)
+        )
 
     # nested pipelines ---------------------------------------------------------------------
     def enter(self, prefix: str) -> None:

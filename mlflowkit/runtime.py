@@ -184,10 +184,38 @@ def write_output(
         )
 
 
+#: Lists and tuples up to this length report the digest of each item (see ``_meta``).
+MAX_ITEM_DIGESTS = 100_000
+#: Items bigger than this are not hashed a second time for ``_meta``.
+MAX_ITEM_BYTES = 16 * 2**20
+
+
 def _meta(value: Any) -> dict[str, Any]:
-    if isinstance(value, (list, tuple)):
-        return {"len": len(value)}
-    return {}
+    """Small facts about an output that the scheduler can use without loading it.
+
+    For a list or tuple: its length, and for each item its content digest and (for nested
+    lists and tuples) length. The scheduler answers ``ref[i]`` and the elements of a run-time
+    fan-out from these, without a task per item; a cached run does so without loading the
+    value. Items larger than ``MAX_ITEM_BYTES`` get no digest (they go through a task).
+    """
+    if not isinstance(value, (list, tuple)):
+        return {}
+    meta: dict[str, Any] = {"len": len(value)}
+    if len(value) <= MAX_ITEM_DIGESTS:
+        from mlflowkit.hashing import hash_value
+
+        items: list[list[Any]] = []
+        for item in value:
+            nbytes = getattr(item, "nbytes", 0)
+            digest = (
+                hash_value(item)
+                if not (isinstance(nbytes, int) and nbytes > MAX_ITEM_BYTES)
+                else None
+            )
+            length = len(item) if isinstance(item, (list, tuple)) else None
+            items.append([digest, length])
+        meta["items"] = items
+    return meta
 
 
 def execute(

@@ -144,6 +144,13 @@ class _Walk:
             return
         step = node.step
         args = _to_input(node.args, self.digests, self.handles) if node.deps else node.args
+        if (
+            node.kind == "derived"
+            and step is _OPS["getitem"]
+            and not node.persist  # a returned item goes through a task, which stores it
+            and self._item(name, node, args)
+        ):
+            return
         try:
             inputs, key, code = self._key(name, node, args)
         except MlflowkitError as exc:  # an unhashable input, unreadable code: fail this call
@@ -193,6 +200,39 @@ class _Walk:
             self.inflight.pop(name)
             self.by_key.pop(key, None)
             self._fail(name, TaskResult(name, False, attempts=0, error=exc))
+
+    def _item(self, name: str, node: Node, args: dict[str, Any]) -> bool:
+        """Answer ``parent[i]`` from the item digests the parent reported; True if done.
+
+        No task and no cache entry: the item's digest is known, and its value is a cheap
+        ``Derived`` view of the parent's, resolved only by a step that executes.
+        """
+        parent = node.deps[0]
+        index = node.args.get("key")
+        items = self.meta.get(parent, {}).get("items")
+        if items is None or type(index) is not int or not -len(items) <= index < len(items):
+            return False
+        digest, length = items[index]
+        if digest is None:
+            return False
+        inputs, key, code = self._key(name, node, args)
+        cached = self.records[parent].status == "cached"
+        self.records[name] = StepRun(
+            name=name,
+            key=key,
+            step=node.step.qualified_name,
+            status="cached" if cached else "executed",
+            attempts=0 if cached else 1,
+            output_digest=digest,
+            code_digest=code,
+            inputs=inputs,
+        )
+        self.digests[name] = digest
+        self.handles[name] = Derived(node.step, args)
+        self.meta[name] = {} if length is None else {"len": length}
+        self.progress.advance(name, self.records[name].status)
+        self._complete(name)
+        return True
 
     def _key(self, name: str, node: Node, args: dict[str, Any]) -> tuple[dict[str, str], str, str]:
         """Input digests, cache key and code digest of one step call."""

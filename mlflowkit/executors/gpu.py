@@ -312,8 +312,11 @@ def _is_derived(task: Task) -> bool:
 
 
 def _inputs(template: Any) -> Iterator[Input]:
-    """The ``Input``\\ s of an argument template (as ``resolve_template`` walks it)."""
-    return iter(leaves(template, Input))
+    """The ``Input``\\ s of an argument template, also those inside ``Derived`` views."""
+    for item in leaves(template, Input):
+        yield item
+        if isinstance(item.handle, Derived):
+            yield from _inputs(item.handle.args)
 
 
 def _nbytes(value: Any) -> int:
@@ -601,10 +604,13 @@ class GpuExecutor(Executor):
                     )
                 return self._convert(store.get(handle.digest), target, ("stored", handle.digest))
             if isinstance(handle, Derived):
-                value = call_step(handle.step, resolve_template(handle.args, resolve))
+                # a view (``parent[i]``): take it from the parent where the parent is, then
+                # move only the view itself, never the whole parent
+                value = call_step(handle.step, resolve_template(handle.args, as_is))
                 return self._convert(value, target, None)
             raise TypeError(f"cannot resolve a value handle of type {type(handle).__name__}")
 
+        as_is = resolve if target == _AS_IS else self._resolver(_AS_IS)
         return resolve
 
     def _convert(self, value: Any, target: int, source: Any) -> Any:
