@@ -1,0 +1,290 @@
+"""Presenting results: the console table, JSON lines, and the generated part of the docs page.
+
+One table, one line per workload variant and tool: median, range, unit, repetitions, and on
+mlflowkit's lines the ratio to the best peer and the target (measured / target, met or
+missed). Notes (why a tool is not applicable, an error, a shortened series) are numbered
+footnotes under the table.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from typing import Any
+
+from benchmarks.core import Row
+from benchmarks.targets import TARGETS, assess
+
+__all__ = [
+    "BEGIN_MARK",
+    "END_MARK",
+    "markdown_section",
+    "text_report",
+    "update_markdown",
+    "write_json_lines",
+]
+
+#: typographic signs of the tables, written as escapes (they look like "x" and "-" in code)
+TIMES = "\u00d7"
+DASH = "\u2013"
+
+BEGIN_MARK = "<!-- BEGIN GENERATED RESULTS (python -m benchmarks --markdown ...) -->"
+END_MARK = "<!-- END GENERATED RESULTS -->"
+
+_HEADERS = (
+    "workload",
+    "variant",
+    "tool",
+    "median",
+    f"min{DASH}max",
+    "unit",
+    "reps",
+    "mlflowkit / best peer",
+    "target",
+)
+
+
+def fmt(x: float | None) -> str:
+    """A number with about three significant digits."""
+    if x is None:
+        return DASH
+    if x == float("inf"):
+        return "inf"
+    ax = abs(x)
+    if ax >= 100:
+        return f"{x:,.0f}"
+    if ax >= 10:
+        return f"{x:.1f}"
+    if ax >= 1:
+        return f"{x:.2f}"
+    return f"{x:.3g}"
+
+
+def _ratio_cell(row: Row) -> str:
+    if row.ratio is None:
+        return ""
+    return f"{row.ratio:.2f}{TIMES} vs {row.best_peer}"
+
+
+def _target_cell(row: Row) -> str:
+    if row.kind != "mlflowkit":
+        return ""
+    if row.row_id not in TARGETS:
+        return ""
+    result = assess(row.row_id, row.median)
+    if result is None:
+        return f"{TARGETS[row.row_id].text()}: not measured"
+    target, ratio, met = result
+    verdict = "met" if met else "MISSED"
+    return f"{target.text()}: {ratio:.2f}{TIMES} of target, {verdict}"
+
+
+def _cells(rows: list[Row]) -> tuple[list[list[str]], list[str]]:
+    """Table cells per row, and the footnotes they refer to."""
+    notes: list[str] = []
+    table: list[list[str]] = []
+    previous: tuple[str, str] | None = None
+    for row in rows:
+        mark = ""
+        if row.notes:
+            if row.notes not in notes:
+                notes.append(row.notes)
+            mark = f" [{notes.index(row.notes) + 1}]"
+        if row.status == "ok":
+            median = fmt(row.median)
+            spread = f"{fmt(row.min)}{DASH}{fmt(row.max)}"
+        else:
+            median, spread = row.status, ""
+        where = (f"{row.workload} {row.name}", row.variant)
+        shown = ("", "") if where == previous else where
+        previous = where
+        table.append(
+            [
+                shown[0],
+                shown[1],
+                row.tool + mark,
+                median,
+                spread,
+                row.unit,
+                str(len(row.values)) if row.status == "ok" else "",
+                _ratio_cell(row),
+                _target_cell(row),
+            ]
+        )
+    return table, notes
+
+
+def _target_rows(rows: list[Row]) -> list[list[str]]:
+    out = []
+    for target in TARGETS.values():
+        mine = [r for r in rows if r.row_id == target.row_id and r.kind == "mlflowkit"]
+        for row in mine:
+            result = assess(row.row_id, row.median)
+            if result is None:
+                verdict, measured, ratio = f"not measured ({row.status})", DASH, DASH
+            else:
+                _, r, met = result
+                verdict = "met" if met else "MISSED"
+                measured, ratio = fmt(row.median), f"{r:.2f}{TIMES}"
+            best = ""
+            if row.best_peer:
+                peer = next(p for p in rows if p.row_id == row.row_id and p.tool == row.best_peer)
+                best = f"{row.best_peer}: {fmt(peer.median)}"
+            out.append(
+                [
+                    f"{row.workload} {row.name} — {row.variant}"
+                    + ("" if row.tool == "mlflowkit" else f" ({row.tool})"),
+                    target.text(),
+                    f"{measured} {target.unit}",
+                    ratio,
+                    verdict,
+                    best,
+                    target.peer,
+                ]
+            )
+    return out
+
+
+_TARGET_HEADERS = (
+    "metric",
+    "target",
+    "mlflowkit",
+    "measured / target",
+    "verdict",
+    "best peer here",
+    "set against",
+)
+
+
+def _plain(headers: Iterable[str], table: list[list[str]]) -> str:
+    headers = list(headers)
+    widths = [max(len(h), *(len(r[i]) for r in table)) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    lines.append("  ".join("-" * w for w in widths))
+    for r in table:
+        if r[0]:
+            lines.append("")
+        lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    return "\n".join(lines)
+
+
+def _md(headers: Iterable[str], table: list[list[str]]) -> str:
+    headers = list(headers)
+    esc = [[c.replace("|", "\\|") for c in r] for r in table]
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in esc]
+    return "\n".join(lines)
+
+
+def text_report(rows: list[Row], machine: dict[str, Any]) -> str:
+    """The console report: results table, footnotes, targets."""
+    table, notes = _cells(rows)
+    parts = [_machine_line(machine), "", _plain(_HEADERS, table)]
+    if notes:
+        parts += ["", "Notes:"] + [f"  [{i}] {n}" for i, n in enumerate(notes, 1)]
+    targets = _target_rows(rows)
+    if targets:
+        parts += ["", "Targets (mlflowkit):", _plain(_TARGET_HEADERS, targets)]
+    return "\n".join(parts)
+
+
+def _machine_line(machine: dict[str, Any]) -> str:
+    return (
+        f"Machine: {machine['cpu']}, {machine['cores']} cores, {machine['ram_gib']} GiB RAM, "
+        f"{machine['os']}, {machine['python']}"
+    )
+
+
+def markdown_section(rows: list[Row], machine: dict[str, Any], command: str) -> str:
+    """The generated part of ``docs/benchmarks.md`` (between the markers)."""
+    table, notes = _cells(rows)
+    packages = ", ".join(f"{k} {v}" for k, v in machine["packages"].items())
+    parts = [
+        BEGIN_MARK,
+        "",
+        "## Latest results",
+        "",
+        f"Generated by `{command}` on {machine['date']}.",
+        "",
+        "| machine | |",
+        "|---|---|",
+        f"| CPU | {machine['cpu']} |",
+        f"| cores | {machine['cores']} |",
+        f"| memory | {machine['ram_gib']} GiB |",
+        f"| OS | {machine['os']} |",
+        f"| Python | {machine['python']} |",
+        f"| packages | {packages} |",
+        "",
+        "### Results",
+        "",
+        _md(_HEADERS, table),
+    ]
+    if notes:
+        parts += ["", "Notes:", ""] + [f"{i}. {n}" for i, n in enumerate(notes, 1)]
+    targets = _target_rows(rows)
+    if targets:
+        parts += ["", "### Targets", "", _md(_TARGET_HEADERS, targets)]
+    parts += ["", END_MARK, ""]
+    return "\n".join(parts)
+
+
+def update_markdown(path: str, section: str) -> None:
+    """Replace the generated section of ``path`` (or append it), keeping the rest of the page."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        text = "# Benchmarks\n\n"
+    start, end = text.find(BEGIN_MARK), text.find(END_MARK)
+    if start != -1 and end > start:
+        text = text[:start] + section + text[end + len(END_MARK) :].lstrip("\n")
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def row_record(row: Row) -> dict[str, Any]:
+    """One JSON line: a measurement (a workload variant for one tool)."""
+    record: dict[str, Any] = {
+        "type": "result",
+        "workload": row.workload,
+        "workload_name": row.name,
+        "variant": row.variant,
+        "row_id": row.row_id,
+        "tool": row.tool,
+        "kind": row.kind,
+        "status": row.status,
+        "n": row.n,
+        "unit": row.unit,
+        "median": row.median,
+        "min": row.min,
+        "max": row.max,
+        "reps": len(row.values),
+        "values": row.values,
+        "notes": row.notes,
+        "higher_is_better": row.higher_is_better,
+    }
+    if row.kind == "mlflowkit":
+        record["ratio_to_best_peer"] = row.ratio
+        record["best_peer"] = row.best_peer
+        result = assess(row.row_id, row.median)
+        if result is not None:
+            target, ratio, met = result
+            record["target"] = {"bound": target.bound, "value": target.value, "unit": target.unit}
+            record["target_ratio"] = ratio
+            record["target_met"] = met
+    return record
+
+
+def write_json_lines(path: str, rows: list[Row], header: dict[str, Any]) -> None:
+    """A header line (machine, settings) and one line per measurement."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(json.dumps({"type": "machine", **header}, ensure_ascii=False) + "\n")
+        for row in rows:
+            f.write(json.dumps(row_record(row), ensure_ascii=False) + "\n")
