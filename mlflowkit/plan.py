@@ -43,12 +43,18 @@ T = TypeVar("T")
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
+_OURS: dict[str, bool] = {}
+
+
 def _user_location() -> str:
     """``file:line`` of the innermost frame outside mlflowkit (the user's source line)."""
     frame = sys._getframe(1)
     while frame is not None:
         filename = frame.f_code.co_filename
-        if not os.path.abspath(filename).startswith(_PACKAGE_DIR + os.sep):
+        ours = _OURS.get(filename)
+        if ours is None:
+            ours = _OURS[filename] = os.path.abspath(filename).startswith(_PACKAGE_DIR + os.sep)
+        if not ours:
             return f"{filename}:{frame.f_lineno}"
         frame = frame.f_back  # type: ignore[assignment]
     return "<unknown>"

@@ -6,7 +6,7 @@ those), so they round-trip through ``to_dict``/``from_dict`` unchanged and any s
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 __all__ = ["CacheEntry", "RunRecord", "StepRun"]
@@ -120,7 +120,16 @@ class CacheEntry:
     run_id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {
+            "key": self.key,
+            "output_digest": self.output_digest,
+            "step": self.step,
+            "stored": self.stored,
+            "size": self.size,
+            "meta": dict(self.meta),
+            "created_at": self.created_at,
+            "run_id": self.run_id,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CacheEntry:

@@ -16,7 +16,6 @@ import math
 import os
 import platform
 import secrets
-import subprocess
 import sys
 import time
 from typing import TYPE_CHECKING, Any
@@ -53,20 +52,59 @@ _GIT: dict[str, str | None] = {}
 
 
 def _git_commit(cwd: str) -> str | None:
-    if cwd not in _GIT:
-        try:
-            out = subprocess.run(
-                ["git", "rev-parse", "HEAD"],
-                cwd=cwd,
-                capture_output=True,
-                text=True,
-                timeout=5,
-                check=False,
-            )
-            _GIT[cwd] = out.stdout.strip() if out.returncode == 0 else None
-        except (OSError, subprocess.SubprocessError):
-            _GIT[cwd] = None
-    return _GIT[cwd]
+    """The commit checked out in the git work tree holding ``cwd``, read from ``.git``.
+
+    Read directly (HEAD, then the loose ref or ``packed-refs``) rather than by starting a
+    ``git`` process: it costs microseconds instead of milliseconds on every run.
+    """
+    if cwd in _GIT:
+        return _GIT[cwd]
+    commit = None
+    folder = os.path.abspath(cwd)
+    while True:
+        dotgit = os.path.join(folder, ".git")
+        if os.path.exists(dotgit):
+            commit = _read_head(dotgit)
+            break
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            break
+        folder = parent
+    _GIT[cwd] = commit
+    return commit
+
+
+def _read_head(dotgit: str) -> str | None:
+    try:
+        if os.path.isfile(dotgit):  # a worktree or submodule: "gitdir: <path>"
+            with open(dotgit) as f:
+                target = f.read().strip().removeprefix("gitdir:").strip()
+            dotgit = os.path.join(os.path.dirname(dotgit), target)
+        with open(os.path.join(dotgit, "HEAD")) as f:
+            head = f.read().strip()
+        if not head.startswith("ref:"):
+            return head or None  # a detached HEAD holds the commit itself
+        ref = head.removeprefix("ref:").strip()
+        common = dotgit
+        commondir = os.path.join(dotgit, "commondir")
+        if os.path.exists(commondir):
+            with open(commondir) as f:
+                common = os.path.join(dotgit, f.read().strip())
+        for base in (dotgit, common):
+            loose = os.path.join(base, ref)
+            if os.path.exists(loose):
+                with open(loose) as f:
+                    return f.read().strip() or None
+        packed = os.path.join(common, "packed-refs")
+        if os.path.exists(packed):
+            with open(packed) as f:
+                for line in f:
+                    sha, _, name = line.strip().partition(" ")
+                    if name == ref:
+                        return sha
+    except OSError:
+        return None
+    return None  # a branch without commits yet
 
 
 def environment(packages: dict[str, str]) -> dict[str, Any]:
@@ -217,7 +255,6 @@ def run_plan(
     record.environment = environment(result.packages)
     record.output = _output_record(plan.output, result.digests, the_store)
     the_store.put_run(record)
-    the_store.sync()  # the run's results are on stable storage before it reports success
     values = {
         name: handle.value
         for name, handle in result.handles.items()

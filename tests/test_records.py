@@ -40,6 +40,7 @@ def test_run_records_round_trip(steps: list[StepRun], params: dict[str, int]) ->
 
 def test_cache_entries_round_trip() -> None:
     entry = CacheEntry(key="k" * 64, output_digest="d" * 64, meta={"len": 3}, stored=False)
+    assert set(entry.to_dict()) == {f.name for f in fields(CacheEntry)}
     assert CacheEntry.from_dict(entry.to_dict()) == entry
 
 

@@ -47,6 +47,8 @@ import functools
 import importlib
 import importlib.util
 import inspect
+import linecache
+import re
 import sys
 import sysconfig
 import textwrap
@@ -199,10 +201,33 @@ def _shallow(code: types.CodeType) -> bytes:
     return b"ast:" + blake3.blake3(_dump(node)).digest()
 
 
+_DEF_LINE = re.compile(r"^(\s*def\s)|(\s*async\s+def\s)|(.*(?<!\w)lambda(:|\s))|^(\s*@)")
+
+
+def _source_lines(code: types.CodeType) -> tuple[list[str], int]:
+    """The source lines of a code object's block and its first line number.
+
+    What ``inspect.getsourcelines`` gives, read straight from ``linecache`` (which also holds
+    notebook cells): ``inspect`` first searches every loaded module for the file's module,
+    which costs milliseconds per call in a large program.
+    """
+    linecache.checkcache(code.co_filename)  # a file edited since it was cached is re-read
+    lines = linecache.getlines(code.co_filename)
+    if not lines:
+        found, first = inspect.getsourcelines(code)  # loaders that need the module's globals
+        return found, first
+    lnum = code.co_firstlineno - 1
+    while lnum > 0 and lnum < len(lines) and not _DEF_LINE.match(lines[lnum]):
+        lnum -= 1
+    if lnum >= len(lines):
+        raise OSError("source line out of range")
+    return inspect.getblock(lines[lnum:]), lnum + 1
+
+
 def _syntax_tree(code: types.CodeType) -> ast.AST | None:
     try:
-        lines, first = inspect.getsourcelines(code)
-    except (OSError, TypeError):
+        lines, first = _source_lines(code)
+    except (OSError, TypeError, IndexError):
         return None
     text = "".join(lines)
     dedented = textwrap.dedent(text)

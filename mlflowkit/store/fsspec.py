@@ -27,8 +27,8 @@ Invariants:
 * Durability is a group commit. Every write is atomic at once (temp file + rename), so a
   crashed or killed process never leaves a half-written file behind a real name. With
   ``durable=True`` (the default) the data reaches stable storage in batches: a background
-  flush within ``sync_interval`` seconds of a write, and ``sync()`` (called at the end of
-  every run) returns only once everything written so far is on disk. A power failure inside
+  flush within ``sync_interval`` seconds of a write and at interpreter exit, and ``sync()``
+  returns only once everything written so far is on disk. A power failure inside
   that window can lose the newest files but never makes a wrong one readable: every object
   and cache entry carries a checksum that is verified on read. With ``durable=False`` nothing
   is fsynced.
@@ -147,8 +147,8 @@ class Store:
         Default: ``$MLFLOWKIT_STORE``, else ``./.mlflowkit`` (made absolute at construction).
     durable:
         Flush written files to stable storage on local disks (default), as a group commit:
-        in the background within ``sync_interval`` seconds, and fully at ``sync()`` (the end of
-        every run). ``False`` never flushes: writes stay atomic and verified, but a power
+        in the background within ``sync_interval`` seconds and at interpreter exit, and at
+        once on ``sync()``. ``False`` never flushes: writes stay atomic and verified, but a power
         failure may lose the most recent ones; for throwaway stores.
     sync_interval:
         Seconds between a write and its background flush (index rows and, if durable, data).
@@ -169,20 +169,24 @@ class Store:
         sync_interval: float = 1.0,
         **storage_options: Any,
     ) -> None:
-        from fsspec.core import url_to_fs
-        from fsspec.implementations.local import LocalFileSystem
-
         if url is None:
             url = os.environ.get("MLFLOWKIT_STORE") or DEFAULT_URL
         url = os.fspath(url)
-        try:
-            fs, path = url_to_fs(url, **storage_options)
-        except (ValueError, ImportError) as exc:
-            raise StoreError(
-                f"cannot open store {url!r}: {exc}. Expected a folder or an fsspec URL such "
-                "as 'memory://name' or 's3://bucket/prefix' (with its fsspec backend installed).",
-                url=url,
-            ) from exc
+        fs: Any = None
+        if "://" in url or "::" in url or storage_options:
+            from fsspec.core import url_to_fs
+
+            try:
+                fs, path = url_to_fs(url, **storage_options)
+            except (ValueError, ImportError) as exc:
+                raise StoreError(
+                    f"cannot open store {url!r}: {exc}. Expected a folder or an fsspec URL "
+                    "such as 'memory://name' or 's3://bucket/prefix' (with its fsspec backend "
+                    "installed).",
+                    url=url,
+                ) from exc
+        else:
+            path = url  # a plain folder: no need to import fsspec at all
         self.durable = durable
         self.lock_lease = lock_lease
         self.sync_interval = sync_interval
@@ -193,7 +197,7 @@ class Store:
         self._pending_lock = threading.Lock()
         self._storage_options = storage_options
         self._io: LocalIO | FsspecIO
-        if isinstance(fs, LocalFileSystem):
+        if fs is None or _is_local_fs(fs):
             root = os.path.abspath(path)
             self.url = root
             self._io = LocalIO(root)
@@ -212,7 +216,10 @@ class Store:
             self.url = fs.unstrip_protocol(root)
             self._io = FsspecIO(fs, root)
         self.root = root
-        protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+        if fs is None:
+            protocol = "file"
+        else:
+            protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
         self._index_file = _index_path(self.url, root if self._io.local else None, protocol)
         self._index: Index | None = None
         self._index_lock = threading.Lock()
@@ -567,7 +574,7 @@ class Store:
             with self._pending_lock:
                 self._dirty = True
         stamp = self._io.stamp(path) if self._io.local else ""
-        self._idx().put_run(RunFile(record.id, len(data), stamp), text)
+        self._idx().put_run(RunFile(record.id, len(data), stamp), text, record)
 
     def _run_files(self) -> list[RunFile]:
         return [
@@ -799,6 +806,12 @@ class Store:
             "bytes": sum(v["bytes"] for v in usage.values()),
         }
         return usage
+
+
+def _is_local_fs(fs: Any) -> bool:
+    from fsspec.implementations.local import LocalFileSystem
+
+    return isinstance(fs, LocalFileSystem)
 
 
 def _is_temp(name: str) -> bool:

@@ -310,9 +310,9 @@ class Index:
 
         self.write(apply)
 
-    def put_run(self, run_file: RunFile, text: str) -> None:
-        """Record a run file just written."""
-        self.write(lambda conn: _insert_run(conn, run_file, text))
+    def put_run(self, run_file: RunFile, text: str, record: RunRecord | None = None) -> None:
+        """Record a run file just written (``record``: its parsed form, when at hand)."""
+        self.write(lambda conn: _insert_run(conn, run_file, text, record))
 
     def run_records(self, run_ids: Iterable[str] | None = None) -> list[RunRecord]:
         """Run records, newest first (all of them, or those with the given ids)."""
@@ -451,8 +451,11 @@ def _insert_cache(conn: sqlite3.Connection, entry: CacheEntry, file_size: int) -
     )
 
 
-def _insert_run(conn: sqlite3.Connection, run_file: RunFile, text: str) -> None:
-    record = _parse_run(text)
+def _insert_run(
+    conn: sqlite3.Connection, run_file: RunFile, text: str, record: RunRecord | None = None
+) -> None:
+    if record is None:
+        record = _parse_run(text)
     if record is None:
         return
     conn.execute(

@@ -138,13 +138,15 @@ class _Heartbeats:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
+        self._interval = float("inf")  # the loop's current wait
 
     def add(self, io: LockIO, path: str, holder: Holder, lease: float) -> None:
         with self._lock:
             if self._pid != os.getpid():  # forked: the parent's thread does not exist here
                 self._held, self._thread, self._pid = {}, None, os.getpid()
             self._held[(id(io), path)] = (io, holder, lease)
-            self._wake.set()  # the loop recomputes its interval for this lease
+            if lease / 3 < self._interval:
+                self._wake.set()  # a shorter lease: the loop must wake sooner from now on
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(
                     target=self._run, name="mlflowkit-lock-heartbeat", daemon=True
@@ -160,6 +162,8 @@ class _Heartbeats:
             with self._lock:
                 items = list(self._held.items())
             interval = min((lease / 3 for _, (_, _, lease) in items), default=DEFAULT_LEASE_S / 3)
+            with self._lock:
+                self._interval = interval
             self._wake.wait(interval)
             self._wake.clear()
             with self._lock:
