@@ -285,6 +285,52 @@ def _is_listlike(hint: Any) -> bool:
     )
 
 
+def _simple_parameters(step: Step[Any, Any]) -> tuple[tuple[str, Any], ...] | None:
+    """``(name, default)`` of each parameter when all are plain positional-or-keyword ones."""
+    memo = step.__dict__.get("_simple_parameters", _UNSET)
+    if memo is not _UNSET:
+        return memo  # type: ignore[no-any-return]
+    params = step.signature.parameters.values()
+    simple = (
+        tuple((p.name, p.default) for p in params)
+        if all(p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD for p in params)
+        else None
+    )
+    object.__setattr__(step, "_simple_parameters", simple)  # a memo on the frozen step
+    return simple
+
+
+_UNSET = object()
+
+
+def _fast_bind(
+    step: Step[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> dict[str, Any] | None:
+    """``Signature.bind`` + ``apply_defaults`` for the common simple case, else None.
+
+    Anything unusual (too many, unknown, duplicate or missing arguments) returns None so that
+    the general path binds it and explains the mistake.
+    """
+    params = _simple_parameters(step)
+    if params is None or len(args) > len(params):
+        return None
+    bound: dict[str, Any] = {}
+    for (name, _), value in zip(params, args, strict=False):
+        bound[name] = value
+    used = 0
+    for name, default in params[len(args) :]:
+        if name in kwargs:
+            bound[name] = kwargs[name]
+            used += 1
+        elif default is inspect.Parameter.empty:
+            return None
+        else:
+            bound[name] = default
+    if used != len(kwargs):
+        return None
+    return bound
+
+
 def find_refs(template: Any) -> list[Ref[Any]]:
     """All Refs inside an argument template (lists, tuples, sets, dicts), in order."""
     return leaves(template, Ref)
@@ -322,6 +368,9 @@ class _Tracer:
     def _bind(
         self, step: Step[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any], loc: str
     ) -> dict[str, Any]:
+        fast = _fast_bind(step, args, kwargs)
+        if fast is not None:
+            return fast
         try:
             bound = step.signature.bind(*args, **kwargs)
         except TypeError as exc:

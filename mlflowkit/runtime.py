@@ -91,7 +91,20 @@ def rng() -> np.random.Generator:
 # ---------------------------------------------------------------------------------------------
 def resolve_template(template: Any, resolve: Callable[[Any], Any]) -> Any:
     """Replace every ``Input`` in an argument template by ``resolve(input.handle)``."""
+    if type(template) is dict:  # the arguments of a call: most are an Input or a plain scalar
+        out = {}
+        for name, value in template.items():
+            if type(value) is Input:
+                out[name] = resolve(value.handle)
+            elif type(value) in _SCALARS:
+                out[name] = value
+            else:
+                out[name] = map_leaves(value, Input, lambda item: resolve(item.handle))
+        return out
     return map_leaves(template, Input, lambda item: resolve(item.handle))
+
+
+_SCALARS = frozenset({int, float, str, bool, bytes, type(None)})
 
 
 def local_resolver(store: ArtifactStore | None) -> Callable[[Any], Any]:

@@ -66,9 +66,23 @@ class WalkResult:
 
 def _to_input(template: Any, digests: dict[str, str], handles: dict[str, Any]) -> Any:
     """Replace each Ref in a template by an ``Input`` carrying its digest and handle."""
-    return map_leaves(
-        template, Ref, lambda ref: Input(ref.node, digests[ref.node], handles[ref.node])
-    )
+
+    def make(ref: Ref[Any]) -> Input:
+        return Input(ref.node, digests[ref.node], handles[ref.node])
+
+    if type(template) is dict:  # the arguments of a call: most are a Ref or a plain scalar
+        return {
+            name: make(value)
+            if type(value) is Ref
+            else value
+            if type(value) in _SCALARS
+            else map_leaves(value, Ref, make)
+            for name, value in template.items()
+        }
+    return map_leaves(template, Ref, make)
+
+
+_SCALARS = frozenset({int, float, str, bool, bytes, type(None)})
 
 
 class _Walk:

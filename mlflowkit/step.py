@@ -219,6 +219,13 @@ class Step(Generic[P, R]):
     @property
     def qualified_name(self) -> str:
         """``module:qualname`` — the step's identity for caching (not its display name)."""
+        memo: str | None = self.__dict__.get("_qualified_name")
+        if memo is None:
+            memo = self._qualify()
+            object.__setattr__(self, "_qualified_name", memo)
+        return memo
+
+    def _qualify(self) -> str:
         fn = self.fn
         module = getattr(fn, "__module__", None) or "__unknown__"
         qual = getattr(fn, "__qualname__", None) or self.name

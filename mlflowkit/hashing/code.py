@@ -221,7 +221,39 @@ def _source_lines(code: types.CodeType) -> tuple[list[str], int]:
         lnum -= 1
     if lnum >= len(lines):
         raise OSError("source line out of range")
-    return inspect.getblock(lines[lnum:]), lnum + 1
+    block = _indented_block(lines, lnum)
+    try:
+        ast.parse(textwrap.dedent("".join(block)))
+    except SyntaxError:  # an unusual layout: let the tokenizer find the block's end
+        block = inspect.getblock(lines[lnum:])
+    return block, lnum + 1
+
+
+def _indented_block(lines: list[str], start: int) -> list[str]:
+    """The lines of the block starting at ``start``: up to the next line indented no deeper.
+
+    A cheap stand-in for ``inspect.getblock`` (which tokenizes); the caller checks the result
+    parses and falls back to ``getblock`` when it does not (e.g. a signature split over lines
+    that are indented less than the ``def``).
+    """
+    first = lines[start]
+    indent = len(first) - len(first.lstrip())
+    end = start + 1
+    body_seen = False
+    while end < len(lines):
+        line = lines[end]
+        stripped = line.strip()
+        if stripped and not stripped.startswith("#"):
+            if len(line) - len(line.lstrip()) <= indent and body_seen:
+                break
+            if len(line) - len(line.lstrip()) > indent:
+                body_seen = True
+            elif not stripped.startswith((")", "]", "}", "@", "def ", "async ", "class ")):
+                break  # before the body only decorators and the signature sit this far left
+        end += 1
+    while end > start + 1 and not lines[end - 1].strip():
+        end -= 1
+    return lines[start:end]
 
 
 def _syntax_tree(code: types.CodeType) -> ast.AST | None:

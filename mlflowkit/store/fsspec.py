@@ -573,8 +573,8 @@ class Store:
         if self.durable and self._io.local:
             with self._pending_lock:
                 self._dirty = True
-        stamp = self._io.stamp(path) if self._io.local else ""
-        self._idx().put_run(RunFile(record.id, len(data), stamp), text, record)
+        # no index row here: every query re-syncs run rows from a listing of runs/ first, so
+        # the (per-step) indexing work is done only when someone asks, not on every run
 
     def _run_files(self) -> list[RunFile]:
         return [

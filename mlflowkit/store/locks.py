@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -35,7 +34,7 @@ __all__ = ["DEFAULT_LEASE_S", "Holder", "LockIO", "hold"]
 DEFAULT_LEASE_S = 60.0
 #: Seconds after which a lock file with no readable holder record counts as abandoned.
 EMPTY_GRACE_S = 2.0
-_HOST = socket.gethostname()
+_HOST = os.uname().nodename if hasattr(os, "uname") else os.environ.get("COMPUTERNAME", "")
 
 
 class LockIO(Protocol):
