@@ -156,9 +156,17 @@ _IS_BEARABLE: Any = None
 _BEARTYPE_EXCEPTION: Any = None
 
 
+_SEQUENCE_ORIGINS = (list, set, frozenset, cabc.Sequence, cabc.MutableSequence, cabc.Set)
+_MAPPING_ORIGINS = (dict, cabc.Mapping, cabc.MutableMapping)
+
+
 def check_value(value: Any, expected: Any) -> bool:
-    """Whether the concrete ``value`` satisfies the annotation ``expected`` (beartype)."""
-    global _CONF, _IS_BEARABLE, _BEARTYPE_EXCEPTION
+    """Whether the concrete ``value`` satisfies the annotation ``expected``.
+
+    Every element of a list, set, tuple or dict is checked (not a sample of them: a wrong
+    value that passed would be cached for good); other hints (arrays by dtype, protocols,
+    literals, ...) are checked by beartype.
+    """
     if type(expected) is type:  # a plain class: the common case, decided without beartype
         if expected is object:
             return True
@@ -168,6 +176,31 @@ def check_value(value: Any, expected: Any) -> bool:
     expected_s = _strip(expected)
     if expected_s is Any or expected_s is object:
         return True
+    if _is_union(expected_s):
+        return any(check_value(value, member) for member in typing.get_args(expected_s))
+    origin = typing.get_origin(expected_s)
+    args = typing.get_args(expected_s)
+    if args and origin is tuple:
+        if not isinstance(value, tuple):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(check_value(v, args[0]) for v in value)
+        if args == ((),):
+            return len(value) == 0
+        return len(value) == len(args) and all(
+            check_value(v, a) for v, a in zip(value, args, strict=True)
+        )
+    if args and origin in _SEQUENCE_ORIGINS and not isinstance(value, (str, bytes)):
+        return isinstance(value, origin) and all(check_value(v, args[0]) for v in value)
+    if len(args) == 2 and origin in _MAPPING_ORIGINS:
+        return isinstance(value, origin) and all(
+            check_value(k, args[0]) and check_value(v, args[1]) for k, v in value.items()
+        )
+    return _bearable(value, expected, expected_s)
+
+
+def _bearable(value: Any, expected: Any, expected_s: Any) -> bool:
+    global _CONF, _IS_BEARABLE, _BEARTYPE_EXCEPTION
     if _IS_BEARABLE is None:
         from beartype import BeartypeConf
         from beartype.door import is_bearable

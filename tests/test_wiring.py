@@ -157,3 +157,13 @@ def test_return_values_are_checked_at_run_time(tmp_path: Any) -> None:
         p.plan().run(store=str(tmp_path))
     assert isinstance(info.value.__cause__, mk.TypeCheckError)
     assert info.value.run.step("liar").status == "failed"
+
+
+def test_every_element_of_a_returned_container_is_checked() -> None:
+    bad_last = [*range(50), "fifty"]
+    assert all(not check_value(bad_last, list[int]) for _ in range(20))  # never by chance
+    assert not check_value({"a": 1.0, "b": "x"}, dict[str, float])
+    assert not check_value((1, "a"), tuple[int, ...])
+    assert check_value({"a": 1, "b": 2.5}, dict[str, float])
+    assert check_value([[1, 2], [3]], list[list[int]])
+    assert not check_value([[1, 2], ["3"]], list[list[int]])

@@ -87,6 +87,18 @@ _SKIP_MEMBERS = frozenset(
         "__annotate__",
         "__annotate_func__",
         "__annotations_cache__",
+        # added to a class at run time, not written by its author: pickle/copyreg caches
+        # __slotnames__ on the class the first time an instance is pickled
+        "__slotnames__",
+        "__abstractmethods__",
+        "_is_protocol",
+        "__protocol_attrs__",
+        "__non_callable_proto_members__",
+        "__subclasshook__",
+        "_abc_registry",
+        "_abc_cache",
+        "_abc_negative_cache",
+        "_abc_negative_cache_version",
     }
 )
 _SKIP_FIELDS = frozenset({"kind", "type_comment", "type_ignores"})

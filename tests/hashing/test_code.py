@@ -300,3 +300,22 @@ def test_digests_are_equal_across_processes_and_hash_seeds() -> None:
             cwd=str(ROOT),
         )
         assert out.stdout.strip() == expected
+
+
+def test_pickling_an_instance_does_not_change_its_class_digest() -> None:
+    """pickle caches ``__slotnames__`` on a class; that must not move any code digest."""
+    import copyreg
+
+    from mlflowkit.hashing import code_digest as digest_of
+
+    class Model:
+        def __init__(self, w: float) -> None:
+            self.w = w
+
+    def train(n: int) -> Model:
+        return Model(float(n))
+
+    before = digest_of(train)
+    copyreg._slotnames(Model)  # what pickling an instance does to its class
+    assert "__slotnames__" in Model.__dict__
+    assert digest_of(train) == before
