@@ -96,9 +96,14 @@ def build_lineage(records: Iterable[RunRecord], digest: str) -> nx.DiGraph:
             attrs["names"] = sorted({*attrs["names"], s.name})
             if s.key:
                 attrs["keys"] = sorted({*attrs["keys"], s.key})
-            for param, src in sorted(s.inputs.items()):
-                if not isinstance(src, str):
-                    continue
+            sources = [
+                (param, src)
+                for param, src in sorted(s.inputs.items())
+                if isinstance(src, str) and param not in s.upstream
+            ]
+            # a structure of upstream values (a list of Refs, a fan-out's gather): each value
+            sources += [(p, src) for p, srcs in sorted(s.upstream.items()) for src in srcs]
+            for param, src in sources:
                 _add_artifact(graph, src)
                 graph.nodes[src]["params"] = sorted({*graph.nodes[src]["params"], param})
                 graph.add_edge(src, node, kind="input", param=param)

@@ -19,7 +19,8 @@ RunStatus = Literal["running", "succeeded", "failed"]
 class StepRun:
     """What happened to one step call in one run.
 
-    ``inputs`` maps each parameter name to the content digest of what was passed;
+    ``inputs`` maps each parameter name to the content digest of what was passed (for a
+    structure holding upstream values, ``upstream`` lists their digests);
     ``step`` is the step's identity (``module:qualname``), ``name`` its display name in the plan.
     """
 
@@ -35,6 +36,9 @@ class StepRun:
     inputs: dict[str, str] = field(default_factory=dict)
     started_at: float | None = None
     traceback: str | None = None
+    #: for a parameter given a structure holding upstream values (``[a, b]``, a gather): the
+    #: digests of those values, in order; lineage follows them
+    upstream: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def cached(self) -> bool:
@@ -57,6 +61,7 @@ class StepRun:
             "inputs": dict(self.inputs),
             "started_at": self.started_at,
             "traceback": self.traceback,
+            "upstream": {k: list(v) for k, v in self.upstream.items()},
         }
 
     @classmethod

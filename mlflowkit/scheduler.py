@@ -27,7 +27,7 @@ from mlflowkit.errors import CorruptObjectError, ExecutorError, HashingError, Ml
 from mlflowkit.executors.base import Derived, Input, Stored, Task, TaskResult
 from mlflowkit.plan import _OPS, Node, Ref, find_refs
 from mlflowkit.records import StepRun
-from mlflowkit.templates import map_leaves
+from mlflowkit.templates import leaves, map_leaves
 
 if TYPE_CHECKING:
     from mlflowkit.executors.base import Executor
@@ -83,6 +83,18 @@ def _to_input(template: Any, digests: dict[str, str], handles: dict[str, Any]) -
 
 
 _SCALARS = frozenset({int, float, str, bool, bytes, type(None)})
+
+
+def _nested_upstream(args: dict[str, Any]) -> dict[str, list[str]]:
+    """Digests of the upstream values nested in structures, per parameter (for lineage)."""
+    out: dict[str, list[str]] = {}
+    for pname, template in args.items():
+        if type(template) is Input or type(template) in _SCALARS:
+            continue
+        found = leaves(template, Input)
+        if found:
+            out[pname] = [item.digest for item in found]
+    return out
 
 
 class _Walk:
@@ -172,7 +184,12 @@ class _Walk:
             self._fail(name, TaskResult(name, False, attempts=0, error=exc))
             return
         record = StepRun(
-            name=name, key=key, step=step.qualified_name, code_digest=code, inputs=inputs
+            name=name,
+            key=key,
+            step=step.qualified_name,
+            code_digest=code,
+            inputs=inputs,
+            upstream=_nested_upstream(args),
         )
         self.records[name] = record
         cacheable = step.identity.cache and self.store is not None

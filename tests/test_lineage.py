@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import networkx as nx
 
 from mlflowkit.lineage import build_lineage
@@ -106,3 +108,15 @@ def test_diamond_is_walked_once() -> None:
     assert sum(1 for _, k in g.nodes(data="kind") if k == "step") == 4
     assert g.in_degree(("r", "a")) == 0
     assert g.out_degree("A") == 2
+
+
+def test_lineage_follows_a_run_time_fan_out_to_its_source(tmp_path: Path) -> None:
+    import mlflowkit as mk
+    from tests.resources import dag_basic
+
+    store = mk.Store(str(tmp_path / "fan"))
+    run = dag_basic.fan.plan(n=4).run(store=store, progress=False)
+    graph = store.lineage(run.step("total").output_digest or "")
+    steps = {data["name"] for _, data in graph.nodes(data=True) if data.get("kind") == "step"}
+    assert {"total", "square", "split"} <= steps  # through the gather, back to the source
+    assert {f"square[{i}]" for i in range(4)} <= steps
