@@ -67,6 +67,52 @@ def _item_digest(node: Node, metas: dict[str, dict[str, Any]]) -> str | None:
     return digest
 
 
+def _explain_map(
+    node: Node,
+    digests: dict[str, str],
+    metas: dict[str, dict[str, Any]],
+    keys: KeyMaker,
+    store: ArtifactStore,
+) -> tuple[str, str, str | None] | None:
+    """Expand a run-time fan-out from the item digests of its stored list, as a run would.
+
+    Returns ``(action, why, output digest or None)``, or None when the list's items are not
+    known without loading it.
+    """
+    items_for: dict[str, list[str]] = {}
+    for pname, source in node.fan.items():
+        if isinstance(source, Ref):
+            items = metas.get(source.node, {}).get("items")
+            if items is None or any(digest is None for digest, _ in items):
+                return None
+            items_for[pname] = [digest for digest, _ in items]
+        else:
+            items_for[pname] = [keys.input_digest(_replace_refs(v, digests)) for v in source]
+    lengths = {len(v) for v in items_for.values()}
+    if len(lengths) != 1:
+        return None
+    n = lengths.pop()
+    broadcast = {
+        pname: keys.input_digest(_replace_refs(value, digests))
+        for pname, value in node.args.items()
+        if pname not in node.fan
+    }
+    outputs: list[str] = []
+    for i in range(n):
+        inputs = {**broadcast, **{p: items[i] for p, items in items_for.items()}}
+        hit = store.get_cache(keys.key(node.step, inputs))
+        if hit is not None:
+            outputs.append(hit.output_digest)
+    if len(outputs) < n:
+        return "execute", f"{n - len(outputs)} of {n} fan-out elements will execute", None
+    elems = tuple(Input(f"{node.name}[{i}]", d, None) for i, d in enumerate(outputs))
+    gathered = store.get_cache(keys.key(_OPS["gather"], {"items": keys.input_digest(elems)}))
+    if gathered is None:
+        return "execute", f"all {n} fan-out elements are stored; collecting them again", None
+    metas[node.name] = gathered.meta
+    return "hit", f"all {n} fan-out elements are stored", gathered.output_digest
+
+
 def _short(digest: str | None) -> str:
     return digest[:10] if digest else "none"
 
@@ -81,14 +127,34 @@ def explain(plan: Plan, store: ArtifactStore, keys: KeyMaker) -> Explanation:
     for name, node in plan.nodes.items():
         entry: dict[str, Any] = {"step": name, "key": None}
         blocked = next((d for d in node.deps if d in executing or d not in digests), None)
+        if not node.step.identity.cache:
+            entry.update(action="execute", why="cache=False: always executes")
+            executing[name] = name
+            out.append(entry)
+            continue
+        if node.kind == "map" and blocked is None:
+            found = _explain_map(node, digests, metas, keys, store)
+            if found is not None:
+                action, why, digest = found
+                entry.update(action=action, why=why)
+                if digest is None:
+                    executing[name] = name
+                else:
+                    digests[name] = digest
+                out.append(entry)
+                continue
         if node.kind == "map":
-            entry.update(action="execute", why="fan-out over a list known only at run time")
+            entry.update(action="execute", why="fan-out over a list not in the store yet")
             executing[name] = name
             out.append(entry)
             continue
         if blocked is not None:
             cause = executing.get(blocked, blocked)
-            entry.update(action="execute", why=f"upstream step {cause!r} will execute")
+            entry.update(
+                action="execute",
+                why=f"upstream step {cause!r} will execute; this one executes unless that "
+                "gives the same output again (early cutoff)",
+            )
             executing[name] = cause
             out.append(entry)
             continue
@@ -122,10 +188,6 @@ def explain(plan: Plan, store: ArtifactStore, keys: KeyMaker) -> Explanation:
             continue
         executing[name] = name
         entry["action"] = "execute"
-        if not node.step.identity.cache:
-            entry["why"] = "cache=False: always executes"
-            out.append(entry)
-            continue
         prev = previous.get(name)
         if prev is None:
             entry["why"] = "no earlier run of this step call in the store"

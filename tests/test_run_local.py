@@ -217,3 +217,15 @@ def test_run_output_is_loaded_from_the_store_by_a_later_reader(store: Any) -> No
     record = store.run(run.id)
     reloaded = mk.Run(record, store)
     assert reloaded.output == run.output == float(sum(range(100)))
+
+
+def test_explain_sees_through_a_run_time_fan_out_and_cache_false(store: Any) -> None:
+    plan = dag_basic.fan.plan(n=5)
+    before = {e["step"]: e["action"] for e in plan.explain(store)}
+    assert before["square"] == "execute"
+    plan.run(store=store, progress=False)
+    after = {e["step"]: e for e in dag_basic.fan.plan(n=5).explain(store)}
+    assert after["square"]["action"] == "hit", after["square"]
+    assert after["total"]["action"] == "hit"
+    uncached = dag_runs.uncached.plan().explain(store)
+    assert uncached[0]["why"] == "cache=False: always executes"
