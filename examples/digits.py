@@ -129,10 +129,11 @@ def main(argv: list[str] | None = None) -> int:
     run = plan.run(executor=executor)
     elapsed = time.perf_counter() - started
     result = run.output
-    executed = sum(s.status == "executed" for s in run.steps)
-    cached = sum(s.status == "cached" for s in run.steps)
+    steps = [s for s in run.steps if not s.internal]  # not the views like X_train = split[0]
+    executed = sum(s.status == "executed" for s in steps)
+    cached = sum(s.status == "cached" for s in steps)
     print(f"mlflowkit digits example — run {run.id} ({run.status}) in {elapsed:.2f} s")
-    print(f"  {len(run.steps)} step calls: {executed} executed, {cached} from cache")
+    print(f"  {len(steps)} step calls: {executed} executed, {cached} from cache")
     print()
     print(f"  {'model':<48} accuracy")
     for row in result["leaderboard"]:

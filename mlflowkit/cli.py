@@ -32,7 +32,9 @@ def load_pipeline(target: str) -> mk.Pipeline[Any, Any]:
     """Load ``FILE.py:NAME`` or ``package.module:NAME`` and return the pipeline."""
     source, sep, attr = target.rpartition(":")
     if not sep or not source or not attr:
-        _fail(f"expected FILE_OR_MODULE:PIPELINE (e.g. examples/digits.py:train), found {target!r}")
+        _fail(
+            f"expected FILE_OR_MODULE:PIPELINE (e.g. examples/digits.py:digits), found {target!r}"
+        )
     if source.endswith(".py") or os.path.exists(source):
         path = Path(source).resolve()
         if not path.exists():

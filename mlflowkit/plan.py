@@ -506,10 +506,17 @@ class _Tracer:
                 ):
                     fan[pname] = value
         if not fan:
+            refs = ", ".join(
+                f"{p}=Ref[{describe(v.type)}] (output of {v.node!r})"
+                for p, v in kwargs.items()
+                if isinstance(v, Ref)
+            )
+            found = f"; the Refs given are not lists: {refs}" if refs else ""
             raise WiringError(
                 f"{step.name}.map(...) at {loc}: expected at least one keyword argument given "
-                f"as a list or a Ref to a list, found none among {sorted(kwargs)}. "
-                f"Pass e.g. {step.name}.map(x=[1, 2, 3]).",
+                f"as a list or a Ref to a list, found none among {sorted(kwargs)}{found}. "
+                f"Pass e.g. {step.name}.map(x=[1, 2, 3]), or annotate the producing step's "
+                f"return as list[...].",
                 step=step.name,
                 location=loc,
             )

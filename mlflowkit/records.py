@@ -45,6 +45,11 @@ class StepRun:
         """True when the output came from the cache instead of executing."""
         return self.status == "cached"
 
+    @property
+    def internal(self) -> bool:
+        """True for mlflowkit's own small nodes: ``ref[i]``, ``ref.attr`` and fan-out gathers."""
+        return self.step.startswith("mlflowkit.plan:_op_")
+
     def to_dict(self) -> dict[str, Any]:
         # written by hand: dataclasses.asdict deep-copies every field, and a run record of a
         # 10,000-step plan is serialized on every run

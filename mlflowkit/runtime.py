@@ -27,7 +27,7 @@ from mlflowkit.errors import MlflowkitError, TypeCheckError
 from mlflowkit.executors.base import Derived, InMemory, Input, Stored, Task, TaskResult
 from mlflowkit.records import CacheEntry
 from mlflowkit.templates import map_leaves
-from mlflowkit.wiring import check_value, describe
+from mlflowkit.wiring import check_value, describe, describe_value, mismatch
 
 if TYPE_CHECKING:
     import numpy as np
@@ -339,8 +339,9 @@ def _run(
         expected = step.type_hints().get("return")
         if expected is not None and not check_value(output, expected):
             raise TypeCheckError(
-                f"Step {task.name!r} returned {describe(type(output))}, but its return "
-                f"annotation says {describe(expected)}. Fix the function or its annotation.",
+                f"Step {task.name!r} returned {describe_value(output)}, but its return "
+                f"annotation says {describe(expected)}{mismatch(output, expected)}. Fix the "
+                f"function or its annotation.",
                 step=task.name,
             )
         digest = hash_value(output)

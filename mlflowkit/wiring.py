@@ -199,6 +199,56 @@ def check_value(value: Any, expected: Any) -> bool:
     return _bearable(value, expected, expected_s)
 
 
+def describe_value(value: Any) -> str:
+    """The type of a value, with dtype and shape for arrays (what a type error shows)."""
+    text = describe(type(value))
+    dtype, shape = getattr(value, "dtype", None), getattr(value, "shape", None)
+    if dtype is not None and shape is not None:
+        return f"{text} of dtype {dtype} and shape {tuple(shape)}"
+    return text
+
+
+def mismatch(value: Any, expected: Any) -> str:
+    """Where in ``value`` the first element that does not fit ``expected`` is, as a clause."""
+    path = _first_mismatch(value, expected, "")
+    if not path:
+        return ""
+    where, found, wanted = path
+    return f" ({where} is {found}, expected {wanted})"
+
+
+def _first_mismatch(value: Any, expected: Any, where: str) -> tuple[str, str, str] | None:
+    expected_s = _strip(expected)
+    origin, args = typing.get_origin(expected_s), typing.get_args(expected_s)
+    items: list[tuple[str, Any, Any]] = []
+    if args and origin is tuple and isinstance(value, tuple):
+        if len(args) == 2 and args[1] is Ellipsis:
+            items = [(f"{where}[{i}]", v, args[0]) for i, v in enumerate(value)]
+        elif len(args) == len(value):
+            items = [
+                (f"{where}[{i}]", v, a) for i, (v, a) in enumerate(zip(value, args, strict=True))
+            ]
+    elif args and origin in _SEQUENCE_ORIGINS and isinstance(value, (list, tuple)):
+        items = [(f"{where}[{i}]", v, args[0]) for i, v in enumerate(value)]
+    elif len(args) == 2 and origin in _MAPPING_ORIGINS and isinstance(value, dict):
+        for k, v in value.items():
+            if not check_value(k, args[0]):
+                return f"key {k!r}{where}", describe(type(k)), describe(args[0])
+            items.append((f"{where}[{k!r}]", v, args[1]))
+    for path, item, hint in items:
+        if not check_value(item, hint):
+            deeper = _first_mismatch(item, hint, path)
+            if deeper is not None:
+                return deeper
+            return f"item {path}", f"{describe_value(item)} {_short_repr(item)}", describe(hint)
+    return None
+
+
+def _short_repr(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def _bearable(value: Any, expected: Any, expected_s: Any) -> bool:
     global _CONF, _IS_BEARABLE, _BEARTYPE_EXCEPTION
     if _IS_BEARABLE is None:

@@ -44,6 +44,11 @@ def test_cache_entries_round_trip() -> None:
     assert CacheEntry.from_dict(entry.to_dict()) == entry
 
 
+def test_internal_nodes_are_recognized() -> None:
+    assert StepRun("x.0", step="mlflowkit.plan:_op_getitem@getitem").internal
+    assert not StepRun("fit", step="my.module:fit").internal
+
+
 def test_cached_property() -> None:
     assert StepRun("a", status="cached").cached
     assert not StepRun("a", status="executed").cached

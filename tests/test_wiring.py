@@ -167,3 +167,26 @@ def test_every_element_of_a_returned_container_is_checked() -> None:
     assert check_value({"a": 1, "b": 2.5}, dict[str, float])
     assert check_value([[1, 2], [3]], list[list[int]])
     assert not check_value([[1, 2], ["3"]], list[list[int]])
+
+
+def test_a_wrong_return_value_says_which_element_and_the_dtype(tmp_path: Any) -> None:
+    @mk.step
+    def names() -> list[int]:
+        return [1, 2, "three"]  # type: ignore[list-item]
+
+    @mk.step
+    def floats() -> NDArray[np.float64]:
+        return np.arange(3)
+
+    for step, needle in (
+        (names, "item [2] is str 'three', expected int"),
+        (floats, "dtype int64"),
+    ):
+
+        @mk.pipeline
+        def p(s: Any = step) -> Any:
+            return s()
+
+        with pytest.raises(mk.RunFailed) as info:
+            p.plan().run(store=str(tmp_path), progress=False)
+        assert needle in str(info.value.__cause__)
