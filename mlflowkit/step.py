@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import inspect
 import math
+import os
 import sys
 import typing
 from collections.abc import Callable, Mapping
@@ -228,6 +229,12 @@ class Step(Generic[P, R]):
     def _qualify(self) -> str:
         fn = self.fn
         module = getattr(fn, "__module__", None) or "__unknown__"
+        if module == "__main__":
+            # a script run as `python pipeline.py` is the module `pipeline` that
+            # `mlflowkit run pipeline.py:train` imports: the same steps, the same cache
+            main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+            if main_file:
+                module = os.path.splitext(os.path.basename(main_file))[0]
         qual = getattr(fn, "__qualname__", None) or self.name
         if self.identity.name != getattr(fn, "__name__", None):
             qual = f"{qual}@{self.identity.name}"

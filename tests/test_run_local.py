@@ -229,3 +229,36 @@ def test_explain_sees_through_a_run_time_fan_out_and_cache_false(store: Any) -> 
     assert after["total"]["action"] == "hit"
     uncached = dag_runs.uncached.plan().explain(store)
     assert uncached[0]["why"] == "cache=False: always executes"
+
+
+def test_a_script_and_its_import_share_the_cache(tmp_path: Path) -> None:
+    script = tmp_path / "pipeline.py"
+    script.write_text(
+        "import sys\n"
+        "import mlflowkit as mk\n\n"
+        "@mk.step\n"
+        "def double(x: int) -> int:\n"
+        "    return 2 * x\n\n"
+        "@mk.pipeline\n"
+        "def p(x: int = 3) -> int:\n"
+        "    return double(x)\n\n"
+        "if __name__ == '__main__':\n"
+        "    run = p.plan().run(store=sys.argv[1], progress=False)\n"
+        "    print(run.steps[0].status)\n"
+    )
+    store = str(tmp_path / "s")
+    first = subprocess.run(
+        [sys.executable, str(script), store], capture_output=True, text=True, check=True
+    )
+    assert first.stdout.strip() == "executed"
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import pipeline\n"
+        "print(pipeline.p.plan().run(store=sys.argv[2], progress=False).steps[0].status)\n"
+    )
+    second = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path), store],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert second.stdout.strip() == "cached"
