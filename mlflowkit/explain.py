@@ -207,8 +207,13 @@ def explain(plan: Plan, store: ArtifactStore, keys: KeyMaker) -> Explanation:
         for pname in sorted(set(inputs) | set(old.inputs)):
             before, now = old.inputs.get(pname), inputs.get(pname)
             if before != now:
-                kind = "input" if isinstance(args.get(pname), Input) else "param"
-                reasons.append(f"{kind} {pname!r} changed ({_short(before)} -> {_short(now)})")
+                value = args.get(pname)
+                if isinstance(value, Input):
+                    reasons.append(f"input {pname!r} changed ({_short(before)} -> {_short(now)})")
+                else:
+                    shown = repr(value)
+                    now_text = f"now {shown}" if len(shown) <= 40 else _short(now)
+                    reasons.append(f"param {pname!r} changed ({now_text})")
         old_packages = old_run.environment.get("packages", {})
         for dist, version in sorted(packages.items()):
             if dist in old_packages and old_packages[dist] != version:
