@@ -79,7 +79,8 @@ def stats(x: NDArray[np.float64]) -> dict[str, float]:
 @mk.step
 def items(n: int) -> list[int]:
     _work()
-    return [int(v) for v in mk.rng().integers(0, 1000, size=n)]
+    # distinct values: two equal elements would share one cache key (and execute once)
+    return [int(v) for v in mk.rng().choice(1000, size=n, replace=False)]
 
 
 @mk.step
