@@ -5,14 +5,14 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import mlflowkit as mk
-from mlflowkit.executors.base import Executor, Task, TaskHandle, TaskResult
+from tests.executors.recorder import Recorder
 from tests.resources import dag_executors as dx
 
 pytestmark = pytest.mark.dask
@@ -25,34 +25,6 @@ def dask_ex(dask_address: str) -> Iterator[Any]:
         yield ex
     finally:
         ex.shutdown()
-
-
-class Recorder(Executor):
-    """Passes tasks through to ``inner`` and keeps every reported result."""
-
-    name = "recorder"
-
-    def __init__(self, inner: Executor) -> None:
-        self.inner = inner
-        self.capabilities = inner.capabilities
-        self.results: dict[str, TaskResult] = {}
-
-    def start(self, store: Any) -> None:
-        self.inner.start(store)
-        self.capabilities = self.inner.capabilities
-
-    def submit(self, task: Task, on_done: Callable[[TaskResult], None]) -> TaskHandle:
-        def done(result: TaskResult) -> None:
-            self.results[result.name] = result
-            on_done(result)
-
-        return self.inner.submit(task, done)
-
-    def flush(self) -> None:
-        self.inner.flush()
-
-    def wait(self) -> None:
-        self.inner.wait()
 
 
 def _per_task_ms(run: mk.Run, seconds: float) -> float:

@@ -7,16 +7,17 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import mlflowkit as mk
-from mlflowkit.executors.base import Executor, InMemory, Stored, Task, TaskHandle, TaskResult
+from mlflowkit.executors.base import InMemory, Stored
 from mlflowkit.executors.pool import ProcessExecutor
 from mlflowkit.testing import dags
+from tests.executors.recorder import Recorder
 from tests.resources import dag_executors as dx
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,33 +30,6 @@ def pool() -> Iterator[ProcessExecutor]:
         yield ex
     finally:
         ex.shutdown()
-
-
-class Recorder(Executor):
-    """Passes tasks through to ``inner`` and keeps every reported result."""
-
-    name = "recorder"
-
-    def __init__(self, inner: Executor) -> None:
-        self.inner = inner
-        self.capabilities = inner.capabilities
-        self.results: dict[str, TaskResult] = {}
-
-    def start(self, store: Any) -> None:
-        self.inner.start(store)
-
-    def submit(self, task: Task, on_done: Callable[[TaskResult], None]) -> TaskHandle:
-        def done(result: TaskResult) -> None:
-            self.results[result.name] = result
-            on_done(result)
-
-        return self.inner.submit(task, done)
-
-    def flush(self) -> None:
-        self.inner.flush()
-
-    def wait(self) -> None:
-        self.inner.wait()
 
 
 def _alive(pid: int) -> bool:
