@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import queue
 import subprocess
 import sys
 import threading
@@ -35,7 +36,7 @@ import traceback
 import weakref
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import CancelledError
 from dataclasses import replace
 from multiprocessing.connection import Connection, Pipe, wait
 from typing import TYPE_CHECKING, Any
@@ -74,41 +75,78 @@ class _FutureHandle(TaskHandle):
         return self._future.cancel()
 
 
+class _Cancellable(TaskHandle):
+    __slots__ = ("cancelled",)
+
+    def __init__(self) -> None:
+        self.cancelled = False
+
+    def cancel(self) -> bool:
+        self.cancelled = True
+        return True
+
+
 class ThreadExecutor(Executor):
-    """Run steps on a pool of threads in this process (``max_workers`` threads)."""
+    """Run steps on a pool of threads in this process (``max_workers`` threads).
+
+    The threads take tasks from one shared queue (no future per task), so a burst of small
+    ready tasks — a fan-out — costs little more than the steps themselves.
+    """
 
     name = "threads"
     capabilities = Capabilities(shares_memory=True, parallel=True)
 
     def __init__(self, max_workers: int | None = None) -> None:
         self.max_workers = max_workers or min(32, (os.cpu_count() or 1) + 4)
-        self._pool: ThreadPoolExecutor | None = None
+        self._queue: queue.SimpleQueue[tuple[Task, Callable[[TaskResult], None], Any] | None]
+        self._queue = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
         self._store: ArtifactStore | None = None
         self._resolve: Callable[[Any], Any] | None = None
 
     def start(self, store: ArtifactStore) -> None:
         self._store = store
         self._resolve = local_resolver(store)
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.max_workers, thread_name_prefix="mlflowkit")
+        if not self._threads:
+            self._threads = [
+                threading.Thread(target=self._work, name=f"mlflowkit-{i}", daemon=True)
+                for i in range(self.max_workers)
+            ]
+            for thread in self._threads:
+                thread.start()
 
-    def _run(self, task: Task, on_done: Callable[[TaskResult], None]) -> None:
-        on_done(execute(task, self._store, self._resolve))
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            task, on_done, handle = item
+            if handle.cancelled:
+                on_done(TaskResult(task.name, False, attempts=0, error=CancelledError(task.name)))
+                continue
+            try:
+                result = execute(task, self._store, self._resolve)
+            except Exception as exc:  # a failure of the machinery itself: still report once
+                result = TaskResult(task.name, False, attempts=0, error=exc)
+            on_done(result)
 
     def submit(self, task: Task, on_done: Callable[[TaskResult], None]) -> TaskHandle:
         _refuse_gpu(task, self.name)
-        if self._pool is None:
+        if not self._threads:
             self.start(self._store)  # type: ignore[arg-type]
-        assert self._pool is not None
-        return _FutureHandle(self._pool.submit(self._run, task, on_done))
+        handle = _Cancellable()
+        self._queue.put((task, on_done, handle))
+        return handle
 
     def fetch(self, handle: Any) -> Any:
         return _fetch(handle, self._store, self)
 
     def shutdown(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
+        threads, self._threads = self._threads, []
+        for _ in threads:
+            self._queue.put(None)
+        for thread in threads:
+            thread.join()
 
 
 def _fetch(handle: Any, store: ArtifactStore | None, executor: Executor) -> Any:
