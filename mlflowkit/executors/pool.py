@@ -60,19 +60,9 @@ from mlflowkit.executors.local import _refuse_gpu
 from mlflowkit.runtime import execute, local_resolver, write_output
 
 if TYPE_CHECKING:
-    from concurrent.futures import Future
-
     from mlflowkit.store.base import ArtifactStore
 
 __all__ = ["ProcessExecutor", "ThreadExecutor"]
-
-
-class _FutureHandle(TaskHandle):
-    def __init__(self, future: Future[Any]) -> None:
-        self._future = future
-
-    def cancel(self) -> bool:
-        return self._future.cancel()
 
 
 class _Cancellable(TaskHandle):
