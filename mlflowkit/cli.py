@@ -355,9 +355,21 @@ def plan(
             for name in the_plan.steps:
                 node = the_plan.nodes[name]
                 after = f"  <- {', '.join(node.deps)}" if node.deps else ""
-                click.echo(f"{name}{after}")
+                plain = [
+                    f"{p}={_short_repr(v, 30)}"
+                    for p, v in node.args.items()
+                    if not isinstance(v, mk.Ref) and not _has_ref(v)
+                ]
+                given = f"  ({', '.join(plain)})" if plain and node.kind == "step" else ""
+                click.echo(f"{name}{after}{given}")
 
     _guard(debug, go)
+
+
+def _has_ref(value: Any) -> bool:
+    from mlflowkit.plan import find_refs
+
+    return bool(find_refs(value))
 
 
 def _open(store: str | None) -> Any:

@@ -21,7 +21,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from mlflowkit.cache import KeyMaker
-from mlflowkit.errors import ExecutorError, RunFailed
+from mlflowkit.errors import ExecutorError, RunFailed, WiringError
 from mlflowkit.executors import get as get_executor
 from mlflowkit.executors.base import Executor, InMemory, TaskResult
 from mlflowkit.plan import Ref
@@ -206,9 +206,18 @@ def run_plan(
     if isinstance(force, (list, tuple, set)):
         unknown = [f for f in force if f not in plan.nodes]
         if unknown:
-            raise ExecutorError(
-                f"force= names step calls that are not in the plan: {unknown}; the plan has "
-                f"{plan.steps}."
+            import difflib
+
+            close = [
+                f"{match[0]!r} instead of {name!r}"
+                for name in unknown
+                if (match := difflib.get_close_matches(name, plan.steps, n=1))
+            ]
+            hint = f" Did you mean {', '.join(close)}?" if close else ""
+            raise WiringError(
+                f"force= names step calls that are not in the plan: {unknown}.{hint} The plan "
+                f"has {plan.steps}.",
+                parameter="force",
             )
         force_set: bool | set[str] = set(force)
     else:

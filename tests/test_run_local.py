@@ -113,8 +113,10 @@ def test_force_re_executes(store: Any, counters: Path) -> None:
     assert run.step("downstream").status == "cached"
     run = dag_runs.cutoff.plan().run(store=store, force=True)
     assert {s.status for s in run.steps} == {"executed"}
-    with pytest.raises(mk.ExecutorError, match="nope"):
+    with pytest.raises(mk.WiringError, match="nope"):
         dag_runs.cutoff.plan().run(store=store, force=["nope"])
+    with pytest.raises(mk.WiringError, match="Did you mean 'parity' instead of 'parityy'"):
+        dag_runs.cutoff.plan().run(store=store, force=["parityy"])
 
 
 def test_current_and_rng_are_seeded_from_the_key(store: Any, counters: Path) -> None:
