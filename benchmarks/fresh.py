@@ -18,7 +18,7 @@ import time
 from typing import Any
 
 from benchmarks.child import ERROR, NA, NA_STATUS, RESULT
-from benchmarks.core import Bench, Config, NotApplicable, TimedOut
+from benchmarks.core import Bench, Case, Config, NotApplicable, TimedOut
 from benchmarks.peers import fresh_dir
 
 __all__ = ["FreshProcessBench", "peak_rss_bytes", "run_child"]
@@ -104,3 +104,24 @@ def peak_rss_bytes() -> int:
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(peak if sys.platform == "darwin" else peak * 1024)
+
+
+def cached_peer_cases(module: str, **params: Any) -> tuple[Case, ...]:
+    """mlflowkit and the peers with a persistent cache, each run by ``module:child_<family>``.
+
+    The fresh-process workloads (C and D) compare the same five tools this way.
+    """
+
+    def case(tool: str, family: str, kind: str = "peer", **extra: Any) -> Case:
+        target = {"target": f"{module}:child_{family}", **params}
+        return Case(tool, family, "benchmarks.fresh:FreshProcessBench", target, kind=kind, **extra)
+
+    return (
+        case("mlflowkit", "mlflowkit", kind="mlflowkit"),
+        case("joblib.Memory", "joblib", requires=("joblib",), install="joblib"),
+        case(
+            "hamilton (with_cache)", "hamilton", requires=("hamilton",), install="apache-hamilton"
+        ),
+        case("prefect (persisted)", "prefect", requires=("prefect",), install="prefect"),
+        case("redun", "redun", requires=("redun",), install="redun"),
+    )

@@ -13,8 +13,8 @@ import os
 import time
 from typing import Any
 
-from benchmarks.core import MIB, Case, Config, Group, Metric
-from benchmarks.fresh import peak_rss_bytes
+from benchmarks.core import MIB, Config, Group, Metric
+from benchmarks.fresh import cached_peer_cases, peak_rss_bytes
 from benchmarks.peers import prefect_environment, quiet_redun
 from benchmarks.workloads import bodies
 
@@ -139,13 +139,6 @@ def groups(cfg: Config) -> list[Group]:
     """The big-input cache hit comparison."""
     nbytes = cfg.big_bytes
     size = f"{nbytes / (1 << 30):g} GiB" if nbytes >= 1 << 30 else f"{nbytes // MIB} MiB"
-    fresh = "benchmarks.fresh:FreshProcessBench"
-    here = "benchmarks.workloads.bigcache:"
-
-    def case(tool: str, family: str, kind: str = "peer", **extra: Any) -> Case:
-        params = {"target": here + f"child_{family}", "nbytes": nbytes}
-        return Case(tool, family, fresh, params, kind=kind, **extra)
-
     return [
         Group(
             "D",
@@ -156,18 +149,7 @@ def groups(cfg: Config) -> list[Group]:
                 Metric("s", "bigcache/time", "time", "s"),
                 Metric("peak_bytes", "bigcache/memory", "peak extra memory", "MiB", scale=1 / MIB),
             ),
-            (
-                case("mlflowkit", "mlflowkit", kind="mlflowkit"),
-                case("joblib.Memory", "joblib", requires=("joblib",), install="joblib"),
-                case(
-                    "hamilton (with_cache)",
-                    "hamilton",
-                    requires=("hamilton",),
-                    install="apache-hamilton",
-                ),
-                case("prefect (persisted)", "prefect", requires=("prefect",), install="prefect"),
-                case("redun", "redun", requires=("redun",), install="redun"),
-            ),
+            cached_peer_cases("benchmarks.workloads.bigcache", nbytes=nbytes),
             shared=True,
             max_reps=3,
         )

@@ -18,7 +18,8 @@ import os
 import time
 from typing import Any
 
-from benchmarks.core import Case, Config, Group, Metric
+from benchmarks.core import Config, Group, Metric
+from benchmarks.fresh import cached_peer_cases
 from benchmarks.peers import hamilton_chain_module, prefect_environment, quiet_redun
 from benchmarks.workloads import bodies
 
@@ -119,19 +120,6 @@ def child_redun(mode: str, folder: str, n: int) -> dict[str, float]:
 def groups(cfg: Config) -> list[Group]:
     """The fresh-process cached re-run comparison."""
     n = cfg.rerun_n
-    fresh = "benchmarks.fresh:FreshProcessBench"
-    here = "benchmarks.workloads.rerun:"
-
-    def case(tool: str, family: str, kind: str = "peer", **extra: Any) -> Case:
-        return Case(
-            tool,
-            family,
-            fresh,
-            {"target": here + f"child_{family}", "n": n},
-            kind=kind,
-            **extra,
-        )
-
     return [
         Group(
             "C",
@@ -142,18 +130,7 @@ def groups(cfg: Config) -> list[Group]:
                 Metric("run_s", "rerun/run", "run call", "µs/step", scale=1e6 / n),
                 Metric("process_s", "rerun/process", "whole process", "ms", scale=1e3),
             ),
-            (
-                case("mlflowkit", "mlflowkit", kind="mlflowkit"),
-                case("joblib.Memory", "joblib", requires=("joblib",), install="joblib"),
-                case(
-                    "hamilton (with_cache)",
-                    "hamilton",
-                    requires=("hamilton",),
-                    install="apache-hamilton",
-                ),
-                case("prefect (persisted)", "prefect", requires=("prefect",), install="prefect"),
-                case("redun", "redun", requires=("redun",), install="redun"),
-            ),
+            cached_peer_cases("benchmarks.workloads.rerun", n=n),
             shared=True,
         )
     ]
