@@ -12,10 +12,10 @@ Invariants
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import platform
-import secrets
 import sys
 import time
 from typing import TYPE_CHECKING, Any
@@ -38,7 +38,7 @@ __all__ = ["environment", "explain_plan", "new_run_id", "open_store", "run_plan"
 
 def new_run_id() -> str:
     """A time-sortable unique run id, e.g. ``20261129-060102-3fa2c1d9``."""
-    return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(4)
+    return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + os.urandom(4).hex()
 
 
 def open_store(store: Any) -> ArtifactStore:
@@ -107,6 +107,15 @@ def _read_head(dotgit: str) -> str | None:
     return None  # a branch without commits yet
 
 
+@functools.cache
+def _platform_text() -> str:
+    """``Linux-6.1.0-x86_64``: like ``platform.platform()`` without its ``uname -p`` subprocess."""
+    if hasattr(os, "uname"):
+        u = os.uname()
+        return f"{u.sysname}-{u.release}-{u.machine}"
+    return platform.platform()  # Windows: no subprocess there
+
+
 def environment(packages: dict[str, str]) -> dict[str, Any]:
     """What a run record keeps about where it ran."""
     from mlflowkit import __version__
@@ -114,8 +123,8 @@ def environment(packages: dict[str, str]) -> dict[str, Any]:
     return {
         "python": platform.python_version(),
         "implementation": platform.python_implementation(),
-        "platform": platform.platform(),
-        "machine": platform.machine(),
+        "platform": _platform_text(),
+        "machine": os.uname().machine if hasattr(os, "uname") else platform.machine(),
         "mlflowkit": __version__,
         "packages": dict(sorted(packages.items())),
         "git_commit": _git_commit(os.getcwd()),

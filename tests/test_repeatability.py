@@ -407,7 +407,7 @@ def test_environment_record_has_versions_packages_and_git_commit(tmp_path: Path)
     env = result["environment"]
     assert env["git_commit"] == head and len(head) == 40
     assert env["python"] == platform.python_version()
-    assert env["platform"] == platform.platform()
+    assert env["platform"] == "-".join([platform.system(), platform.release(), platform.machine()])
     assert env["packages"]["numpy"] == np.__version__  # `spaced` uses numpy
     assert env["packages"]["mlflowkit"] == mk.__version__
     # the record in the store says the same

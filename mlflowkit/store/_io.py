@@ -22,7 +22,6 @@ import datetime as _dt
 import errno
 import itertools
 import os
-import secrets
 import threading
 import time
 from collections.abc import Iterable
@@ -139,7 +138,7 @@ class LocalIO:
         self, path: str, parts: Iterable[bytes | bytearray | memoryview], durable: bool
     ) -> None:
         """Write ``parts`` to ``path`` so that readers see all of it or nothing."""
-        tmp = f"{self.tmpdir}/{os.getpid()}-{next(_counter)}-{secrets.token_hex(4)}.tmp"
+        tmp = f"{self.tmpdir}/{os.getpid()}-{next(_counter)}-{os.urandom(4).hex()}.tmp"
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
         try:
             fd = os.open(tmp, flags, 0o666)

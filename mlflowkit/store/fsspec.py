@@ -57,6 +57,7 @@ import blake3
 from mlflowkit.errors import CorruptObjectError, StoreError
 from mlflowkit.records import CacheEntry, RunRecord
 from mlflowkit.store import serializers
+from mlflowkit.store._flush import FLUSHER
 from mlflowkit.store._format import (
     HEAD_MAX,
     CorruptFile,
@@ -193,7 +194,6 @@ class Store:
         self._pending_objects: list[ObjectRow] = []
         self._pending_cache: list[tuple[CacheEntry, int]] = []
         self._dirty = False
-        self._flush_timer: threading.Timer | None = None
         self._pending_lock = threading.Lock()
         self._storage_options = storage_options
         self._io: LocalIO | FsspecIO
@@ -248,26 +248,20 @@ class Store:
             if cache is not None:
                 self._pending_cache.append(cache)
             self._dirty = self._dirty or (self.durable and self._io.local)
-            if self._flush_timer is None:
-                timer = threading.Timer(self.sync_interval, self._background_flush)
-                timer.daemon = True
-                self._flush_timer = timer
-                timer.start()
-
-    def _background_flush(self) -> None:
-        with self._pending_lock:
-            self._flush_timer = None
-        try:
-            self.sync()
-        except Exception:
-            return
+        FLUSHER.schedule(self, self.sync_interval)
 
     def _flush_index(self) -> None:
         with self._pending_lock:
             objects, self._pending_objects = self._pending_objects, []
             caches, self._pending_cache = self._pending_cache, []
         if objects or caches:
-            self._idx(flush=False).add_batch(objects, caches)
+            try:
+                self._idx(flush=False).add_batch(objects, caches)
+            except BaseException:  # keep the rows for the next flush
+                with self._pending_lock:
+                    self._pending_objects[:0] = objects
+                    self._pending_cache[:0] = caches
+                raise
 
     def sync(self) -> None:
         """Write buffered index rows and, when ``durable``, flush written files to disk."""
@@ -286,10 +280,7 @@ class Store:
     def close(self) -> None:
         """Sync, then close the index connections (they reopen on demand)."""
         self.sync()
-        with self._pending_lock:
-            if self._flush_timer is not None:
-                self._flush_timer.cancel()
-                self._flush_timer = None
+        FLUSHER.cancel(self)
         with self._index_lock:
             if self._index is not None:
                 self._index.close()
@@ -344,6 +335,7 @@ class Store:
             if self._finalizer is not None:
                 self._finalizer.detach()
             self._finalizer = weakref.finalize(self, idx.close)
+            self._finalizer.atexit = False  # at exit, _close_open_stores closes it in order
         return idx
 
     def _scan(
@@ -839,10 +831,12 @@ _OPEN_STORES: weakref.WeakSet[Store] = weakref.WeakSet()
 
 
 @atexit.register
-def _sync_open_stores() -> None:
+def _close_open_stores() -> None:
+    """At exit: stop background flushes first, then sync and close every store from here."""
+    FLUSHER.stop()
     for store in list(_OPEN_STORES):
         try:
-            store.sync()
+            store.close()
         except Exception:
             continue
 

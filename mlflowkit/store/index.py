@@ -165,12 +165,20 @@ class Index:
             conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
 
     def close(self) -> None:
-        """Close every connection this process opened (those of other threads included)."""
+        """Forget every connection; close this thread's and those of threads that have ended.
+
+        A connection of another live thread may be in use there right now (closing it under
+        that thread crashes SQLite): it is only forgotten here, and closes when that thread
+        lets go of it.
+        """
+        me = threading.get_ident()
         with self._lock:
-            conns = list(self._conns.values()) if os.getpid() == self._pid else []
+            conns = self._conns if os.getpid() == self._pid else {}
             self._conns = {}
-        for conn in conns:
-            conn.close()
+        alive = {t.ident for t in threading.enumerate()}
+        for (_, ident), conn in conns.items():
+            if ident == me or ident not in alive:
+                conn.close()
 
     def replaced(self) -> bool:
         """Whether the database file was deleted or replaced since it was opened here."""

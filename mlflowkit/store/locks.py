@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import threading
 import time
 from collections.abc import Iterator
@@ -195,7 +194,7 @@ _HEARTBEATS = _Heartbeats()
 
 
 def _break(io: LockIO, path: str, stale: Holder | None) -> None:
-    aside = f"{path}.broken-{secrets.token_hex(8)}"
+    aside = f"{path}.broken-{os.urandom(8).hex()}"
     if not io.rename_new(path, aside):
         return  # someone else broke (or released) it first
     moved = Holder.decode(io.read(aside) or b"")
@@ -234,7 +233,7 @@ def hold(
     poll:
         First wait between attempts; doubles up to a quarter of a second.
     """
-    token = secrets.token_hex(16)
+    token = os.urandom(16).hex()
     deadline = time.monotonic() + max(timeout, 0.0)
     delay = poll
     holder = _new_holder(token, lease)
