@@ -44,6 +44,8 @@ class KeyMaker:
 
     def __init__(self) -> None:
         self._code: dict[int, tuple[Step[Any, Any], str, dict[str, str]]] = {}
+        # per step: the parts of the key text before and after the inputs
+        self._frame: dict[int, tuple[Step[Any, Any], str, str]] = {}
 
     def code(self, step: Step[Any, Any]) -> tuple[str, dict[str, str]]:
         """The step's code digest (or ``version:...``) and the package versions it uses."""
@@ -77,9 +79,16 @@ class KeyMaker:
         a tab), so joining them with those separators, parameters and packages sorted, is an
         unambiguous encoding, and much cheaper than the general value encoding.
         """
-        code, packages = self.code(step)
-        parts = [KEY_VERSION, step.qualified_name, code]
-        parts.extend(f"{name}\t{digest}" for name, digest in sorted(inputs.items()))
-        parts.append("packages")
-        parts.extend(f"{dist}\t{version}" for dist, version in sorted(packages.items()))
-        return blake3("\n".join(parts).encode()).hexdigest()
+        memo = self._frame.get(id(step))
+        if memo is None or memo[0] is not step:
+            code, packages = self.code(step)
+            head = f"{KEY_VERSION}\n{step.qualified_name}\n{code}\n"
+            tail = "\n".join(["packages", *(f"{d}\t{v}" for d, v in sorted(packages.items()))])
+            memo = self._frame[id(step)] = (step, head, tail)
+        if len(inputs) == 1:
+            ((name, digest),) = inputs.items()
+            text = f"{memo[1]}{name}\t{digest}\n{memo[2]}"
+        else:
+            middle = "".join(f"{name}\t{digest}\n" for name, digest in sorted(inputs.items()))
+            text = f"{memo[1]}{middle}{memo[2]}"
+        return blake3(text.encode()).hexdigest()

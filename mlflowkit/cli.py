@@ -592,7 +592,7 @@ def _size(n: int) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @_DEBUG_OPTION
 def store_du(store: str | None, as_json: bool, debug: bool) -> None:
-    """Disk usage of the store by area: objects, cache entries, runs, quarantine, tmp."""
+    """Disk usage of the store by area: objects, cache entries, runs, packs, quarantine, tmp."""
 
     def go() -> None:
         the_store = _open(store)

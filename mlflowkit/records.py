@@ -143,5 +143,9 @@ class CacheEntry:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CacheEntry:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+        if data.keys() <= _ENTRY_FIELDS:  # the usual case: read on every cache hit
+            return cls(**data)
+        return cls(**{k: v for k, v in data.items() if k in _ENTRY_FIELDS})
+
+
+_ENTRY_FIELDS = frozenset(f.name for f in fields(CacheEntry))

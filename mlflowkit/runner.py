@@ -15,7 +15,6 @@ from __future__ import annotations
 import functools
 import math
 import os
-import platform
 import sys
 import time
 from typing import TYPE_CHECKING, Any
@@ -25,7 +24,7 @@ from mlflowkit.errors import ExecutorError, RunFailed, WiringError
 from mlflowkit.executors import get as get_executor
 from mlflowkit.executors.base import Executor, InMemory, TaskResult
 from mlflowkit.plan import Ref
-from mlflowkit.records import RunRecord
+from mlflowkit.records import CacheEntry, RunRecord
 from mlflowkit.run import Run
 from mlflowkit.scheduler import Progress, walk
 
@@ -107,13 +106,18 @@ def _read_head(dotgit: str) -> str | None:
     return None  # a branch without commits yet
 
 
+_IMPLEMENTATIONS = {"cpython": "CPython", "pypy": "PyPy"}  # as platform.python_implementation
+
+
 @functools.cache
 def _platform_text() -> str:
     """``Linux-6.1.0-x86_64``: like ``platform.platform()`` without its ``uname -p`` subprocess."""
     if hasattr(os, "uname"):
         u = os.uname()
         return f"{u.sysname}-{u.release}-{u.machine}"
-    return platform.platform()  # Windows: no subprocess there
+    import platform  # Windows: no subprocess there
+
+    return f"{platform.system()}-{platform.release()}-{platform.machine()}"
 
 
 def environment(packages: dict[str, str]) -> dict[str, Any]:
@@ -121,10 +125,10 @@ def environment(packages: dict[str, str]) -> dict[str, Any]:
     from mlflowkit import __version__
 
     return {
-        "python": platform.python_version(),
-        "implementation": platform.python_implementation(),
+        "python": sys.version.split()[0],
+        "implementation": _IMPLEMENTATIONS.get(sys.implementation.name, sys.implementation.name),
         "platform": _platform_text(),
-        "machine": os.uname().machine if hasattr(os, "uname") else platform.machine(),
+        "machine": _platform_text().rsplit("-", 1)[-1],
         "mlflowkit": __version__,
         "packages": dict(sorted(packages.items())),
         "git_commit": _git_commit(os.getcwd()),
@@ -240,6 +244,9 @@ def run_plan(
         executor=ex.name,
     )
     keys = KeyMaker()
+    pack_name = _pack_name(plan)
+    read_pack = getattr(the_store, "read_pack", None)  # an optional store feature
+    pack = read_pack(pack_name) if read_pack is not None and not force_set else {}
     ex.start(the_store)
     background_error: BaseException | None = None
     try:
@@ -254,6 +261,7 @@ def run_plan(
             force=force_set,
             progress=_progress(progress),
             keys=keys,
+            pack=pack,
         )
         if owned:
             # background writes must be done before the run is called finished; an executor
@@ -273,6 +281,8 @@ def run_plan(
     record.environment = environment(result.packages)
     record.output = _output_record(plan.output, result.digests, the_store)
     the_store.put_run(record)
+    if read_pack is not None and result.failure is None and _changed(pack, result.entries):
+        the_store.write_pack(pack_name, result.entries.values())  # type: ignore[attr-defined]
     values = {
         name: handle.value
         for name, handle in result.handles.items()
@@ -297,6 +307,20 @@ def run_plan(
             step=name,
         ) from err
     return run
+
+
+def _pack_name(plan: Plan) -> str:
+    """The cache pack of a pipeline: one per pipeline and plan size (cheap to tell apart)."""
+    from blake3 import blake3
+
+    return "p-" + blake3(f"{plan.pipeline}\n{len(plan.nodes)}".encode()).hexdigest()[:40]
+
+
+def _changed(pack: dict[str, CacheEntry], entries: dict[str, CacheEntry]) -> bool:
+    """Whether a run's entries differ from the pack it read (then the pack is rewritten)."""
+    if pack.keys() != entries.keys():
+        return True
+    return any(pack[k].output_digest != e.output_digest for k, e in entries.items())
 
 
 def _jsonable(value: Any) -> Any:

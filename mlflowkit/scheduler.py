@@ -26,7 +26,7 @@ from mlflowkit.cache import KeyMaker
 from mlflowkit.errors import CorruptObjectError, ExecutorError, HashingError, MlflowkitError
 from mlflowkit.executors.base import Derived, Input, Stored, Task, TaskResult
 from mlflowkit.plan import _OPS, Node, Ref, find_refs
-from mlflowkit.records import StepRun
+from mlflowkit.records import CacheEntry, StepRun
 from mlflowkit.templates import leaves, map_leaves
 
 if TYPE_CHECKING:
@@ -62,6 +62,8 @@ class WalkResult:
     handles: dict[str, Any]
     failure: TaskResult | None
     packages: dict[str, str]
+    #: the cache entries this run hit or wrote, by key (what the next run reads as its pack)
+    entries: dict[str, CacheEntry]
 
 
 def _to_input(template: Any, digests: dict[str, str], handles: dict[str, Any]) -> Any:
@@ -131,6 +133,9 @@ class _Walk:
         self.failure: TaskResult | None = None
         self.packages: dict[str, str] = {}
         self.const_digests: dict[tuple[str, str], str] = {}
+        self.pack: dict[str, CacheEntry] = {}  # entries read in one go, checked before use
+        self.entries: dict[str, CacheEntry] = {}
+        self.writes: dict[str, bool] = {}  # node -> whether its task stores the value
         for name, node in nodes.items():
             self.remaining[name] = len(node.deps)
             for dep in node.deps:
@@ -157,7 +162,13 @@ class _Walk:
                 )
                 self.progress.advance(name, "skipped")
         return WalkResult(
-            self.records, self.order, self.digests, self.handles, self.failure, self.packages
+            self.records,
+            self.order,
+            self.digests,
+            self.handles,
+            self.failure,
+            self.packages,
+            self.entries,
         )
 
     def _forced(self, name: str) -> bool:
@@ -194,7 +205,7 @@ class _Walk:
         self.records[name] = record
         cacheable = step.identity.cache and self.store is not None
         if cacheable and not self._forced(name):
-            entry = self.store.get_cache(key)  # type: ignore[union-attr]
+            entry = self._lookup(key)
             if entry is not None:
                 record.status = "cached"
                 record.output_digest = entry.output_digest
@@ -222,6 +233,8 @@ class _Walk:
         if node.kind == "derived" and not persist:
             task.store_value = False
         task.single_flight = cacheable and node.kind == "step" and not self._forced(name)
+        if cacheable:
+            self.writes[name] = task.store_value
         self.inflight[name] = key
         self.by_key[key] = name
         record.started_at = time.time()
@@ -231,6 +244,19 @@ class _Walk:
             self.inflight.pop(name)
             self.by_key.pop(key, None)
             self._fail(name, TaskResult(name, False, attempts=0, error=exc))
+
+    def _lookup(self, key: str) -> CacheEntry | None:
+        """The cache entry for ``key``: from the pack when its output is still there."""
+        store = self.store
+        assert store is not None
+        entry = self.pack.get(key)
+        if entry is not None and entry.stored and not store.has(entry.output_digest):
+            entry = None
+        if entry is None:
+            entry = store.get_cache(key)
+        if entry is not None:
+            self.entries[key] = entry
+        return entry
 
     def _item(self, name: str, node: Node, args: dict[str, Any]) -> bool:
         """Answer ``parent[i]`` from the item digests the parent reported; True if done.
@@ -312,6 +338,16 @@ class _Walk:
                 self._fail(waiter, result)
             return
         assert result.output_digest is not None
+        stored = self.writes.pop(name, None)
+        if stored is not None and not result.cached:  # the task wrote this entry
+            self.entries[key] = CacheEntry(
+                key=key,
+                output_digest=result.output_digest,
+                step=record.step,
+                stored=stored,
+                meta=result.meta,
+                run_id=self.run_id,
+            )
         record.status = "cached" if result.cached else "executed"
         record.output_digest = result.output_digest
         self.digests[name] = result.output_digest
@@ -360,6 +396,8 @@ class _Walk:
             key = self.records[producer].key
             if key is not None:
                 self.store.drop_cache(key)
+                self.pack.pop(key, None)
+                self.entries.pop(key, None)
             self.force = (
                 self.force
                 if self.force is True
@@ -472,10 +510,16 @@ def walk(
     force: bool | set[str] = False,
     progress: Progress | None = None,
     keys: KeyMaker | None = None,
+    pack: dict[str, CacheEntry] | None = None,
 ) -> WalkResult:
-    """Walk the graph of ``nodes``, executing misses on ``executor``; see module docstring."""
+    """Walk the graph of ``nodes``, executing misses on ``executor``; see module docstring.
+
+    ``pack`` holds cache entries read in one go (the last run's); each is used only if its
+    stored output still exists, else the store is asked as usual.
+    """
     state = _Walk(nodes, executor, store, run_id, force, progress or Progress(), keys or KeyMaker())
     state._outputs = frozenset(outputs)
+    state.pack = pack or {}
     state.progress.start(len(nodes))
     try:
         return state.run()

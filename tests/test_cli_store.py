@@ -50,12 +50,12 @@ def files(store: Any, area: str) -> list[Path]:
 
 def assert_du_matches_files(store: Any) -> dict[str, Any]:
     du = store.du()
-    for area in ("objects", "cache", "runs"):
+    for area in ("objects", "cache", "runs", "packs"):
         on_disk = files(store, area)
         assert du[area]["count"] == len(on_disk), area
         assert du[area]["bytes"] == sum(p.stat().st_size for p in on_disk), area
     assert du["total"]["count"] == sum(
-        du[a]["count"] for a in ("objects", "cache", "runs", "quarantine", "tmp")
+        du[a]["count"] for a in ("objects", "cache", "runs", "packs", "quarantine", "tmp")
     )
     return du
 

@@ -48,9 +48,9 @@ import importlib
 import importlib.util
 import inspect
 import linecache
+import os
 import re
 import sys
-import sysconfig
 import textwrap
 import threading
 import types
@@ -139,8 +139,16 @@ def _distribution(top: str) -> tuple[str, str]:
 
 @functools.lru_cache(maxsize=1)
 def _stdlib_dirs() -> tuple[str, ...]:
-    paths = sysconfig.get_paths()
-    return tuple({paths["stdlib"], paths["platstdlib"]})
+    """Folders of the standard library (without ``sysconfig``, which costs ~1.5 ms to load)."""
+    if os.name != "posix":
+        import sysconfig
+
+        paths = sysconfig.get_paths()
+        return tuple({paths["stdlib"], paths["platstdlib"]})
+    version = f"python{sys.version_info[0]}.{sys.version_info[1]}"  # as sysconfig's posix scheme
+    stdlib = os.path.join(sys.base_prefix, sys.platlibdir, version)
+    platstdlib = os.path.join(sys.exec_prefix, sys.platlibdir, version)
+    return tuple({stdlib, platstdlib, os.path.dirname(os.__file__)})
 
 
 def _in_site(path: str) -> bool:

@@ -9,12 +9,17 @@ Cache-entry file (valid JSON, written byte for byte in this shape)::
 
     {"checksum":"<64 hex: BLAKE3 of the entry's JSON bytes>","entry":<CacheEntry JSON>}
 
+Cache-pack file (the cache entries one pipeline's last run used, read in one go), the same
+shape with a list of entries::
+
+    {"checksum":"<64 hex: BLAKE3 of the list's JSON bytes>","entry":[<CacheEntry JSON>, ...]}
+
 Invariants:
 
 * A header is trusted only after its CRC-32 matches; a payload only after its length and its
   BLAKE3 match the header. Anything else raises :class:`CorruptFile` (never a half result).
-* A cache-entry file decodes to an entry only when its checksum matches the exact bytes of the
-  entry JSON; anything else decodes to None.
+* A cache-entry (or cache-pack) file decodes only when its checksum matches the exact bytes of
+  the JSON it seals; anything else decodes to None.
 """
 
 from __future__ import annotations
@@ -34,7 +39,9 @@ __all__ = [
     "HEAD_MAX",
     "CorruptFile",
     "decode_entry",
+    "decode_pack",
     "encode_entry",
+    "encode_pack",
     "pack_header",
     "parse_header",
     "payload_blake3",
@@ -102,11 +109,43 @@ def encode_entry(entry: CacheEntry) -> bytes:
             f"cache entry {entry.key} is not JSON-able ({exc}); its meta must hold only str, "
             "int, float, bool, None and lists/dicts of those"
         ) from exc
-    return b"".join((_ENTRY_HEAD, blake3.blake3(raw).hexdigest().encode(), _ENTRY_MID, raw, b"}"))
+    return _seal(raw)
 
 
 def decode_entry(data: bytes) -> CacheEntry | None:
     """The entry in a cache-entry file, or None when the file is damaged in any way."""
+    fields = _unseal(data)
+    if not isinstance(fields, dict):
+        return None
+    try:
+        return CacheEntry.from_dict(fields)
+    except TypeError:
+        return None
+
+
+def encode_pack(entries: list[CacheEntry]) -> bytes:
+    """The bytes of a cache-pack file holding ``entries`` (JSON-able: they were stored)."""
+    raw = json.dumps([e.to_dict() for e in entries], separators=(",", ":")).encode()
+    return _seal(raw)
+
+
+def decode_pack(data: bytes) -> dict[str, CacheEntry] | None:
+    """The entries of a cache-pack file by key, or None when the file is damaged in any way."""
+    items = _unseal(data)
+    if not isinstance(items, list):
+        return None
+    try:
+        return {e.key: e for e in map(CacheEntry.from_dict, items)}
+    except (TypeError, AttributeError):
+        return None
+
+
+def _seal(raw: bytes) -> bytes:
+    return b"".join((_ENTRY_HEAD, blake3.blake3(raw).hexdigest().encode(), _ENTRY_MID, raw, b"}"))
+
+
+def _unseal(data: bytes) -> Any:
+    """The JSON value sealed in ``data``, or None when the checksum or framing is wrong."""
     if not (data.startswith(_ENTRY_HEAD) and data[_ENTRY_RAW - len(_ENTRY_MID) : _ENTRY_RAW]
             == _ENTRY_MID and data.endswith(b"}")):  # fmt: skip
         return None
@@ -117,9 +156,8 @@ def decode_entry(data: bytes) -> CacheEntry | None:
     ):
         return None
     try:
-        fields = json.loads(raw)
-        return CacheEntry.from_dict(fields) if isinstance(fields, dict) else None
-    except (ValueError, TypeError):
+        return json.loads(raw)
+    except ValueError:
         return None
 
 

@@ -5,6 +5,7 @@ Layout under the store URL::
     objects/ab/<digest>      object: header + payload (see below)
     cache/ab/<key>.json      cache entry: {"checksum": "<blake3 of entry>", "entry": {...}}
     runs/<run_id>.json       run record (RunRecord.to_dict() as JSON)
+    packs/<name>.json        cache pack: the cache entries one pipeline's last run used
     locks/<key>.lock         single-flight lock: pid, host, token, lease expiry
     quarantine/<digest>.<t>  objects that failed their integrity check, set aside
     tmp/                     temp files of in-flight local writes (swept when old)
@@ -42,8 +43,6 @@ import atexit
 import json
 import os
 import re
-import shutil
-import tempfile
 import threading
 import time
 import weakref
@@ -62,7 +61,9 @@ from mlflowkit.store._format import (
     HEAD_MAX,
     CorruptFile,
     decode_entry,
+    decode_pack,
     encode_entry,
+    encode_pack,
     pack_header,
     parse_header,
     payload_blake3,
@@ -128,6 +129,9 @@ def _index_path(url: str, local_root: str | None, protocol: str) -> str:
         # a memory filesystem lives and dies with this process: so does its index
         with _memory_lock:
             if url not in _memory_indexes:
+                import shutil
+                import tempfile
+
                 folder = tempfile.mkdtemp(prefix="mlflowkit-index-")
                 atexit.register(shutil.rmtree, folder, ignore_errors=True)
                 _memory_indexes[url] = os.path.join(folder, name)
@@ -202,7 +206,7 @@ class Store:
             self.url = root
             self._io = LocalIO(root)
             try:
-                for area in ("objects", "cache", "runs", "locks", "quarantine", "tmp"):
+                for area in ("objects", "cache", "packs", "runs", "locks", "quarantine", "tmp"):
                     os.makedirs(os.path.join(root, area), exist_ok=True)
             except OSError as exc:
                 raise StoreError(
@@ -307,6 +311,10 @@ class Store:
     def _cache_path(self, key: str) -> str:
         self._check(key, "cache key")
         return f"{self.root}/cache/{key[:2]}/{key}.json"
+
+    def _pack_path(self, name: str) -> str:
+        self._check(name, "pack name")
+        return f"{self.root}/packs/{name}.json"
 
     def _run_path(self, run_id: str) -> str:
         self._check(run_id, "run id")
@@ -522,6 +530,26 @@ class Store:
             return None
         return entry
 
+    def read_pack(self, name: str) -> dict[str, CacheEntry]:
+        """The cache entries of pack ``name`` by key (empty when missing or damaged).
+
+        A pack is only a faster way to read many cache entries at once: every entry in it was
+        true when it was written, and the caller still checks that a stored output exists.
+        """
+        path = self._pack_path(name)
+        data = self._io.read(path)
+        if data is None:
+            return {}
+        entries = decode_pack(data)
+        if entries is None:
+            self._io.remove(path)
+            return {}
+        return entries
+
+    def write_pack(self, name: str, entries: Iterable[CacheEntry]) -> None:
+        """Replace pack ``name`` with ``entries``, atomically."""
+        self._io.write_atomic(self._pack_path(name), (encode_pack(list(entries)),), False)
+
     def put_cache(self, entry: CacheEntry) -> None:
         """Record, atomically, that the call with ``entry.key`` gave ``entry.output_digest``."""
         path = self._cache_path(entry.key)
@@ -553,7 +581,7 @@ class Store:
         """Write (or overwrite) a run record atomically."""
         path = self._run_path(record.id)
         try:
-            text = json.dumps(record.to_dict(), sort_keys=True)
+            text = json.dumps(record.to_dict(), separators=(",", ":"))
         except (TypeError, ValueError) as exc:
             raise StoreError(
                 f"run record {record.id} is not JSON-able ({exc}); records hold only str, int, "
@@ -701,7 +729,8 @@ class Store:
         Notes
         -----
         Run records are kept (they are small); an old run's output may no longer load.
-        Quarantined objects and stale temp files are deleted too.
+        Quarantined objects and stale temp files are deleted too, and cache packs when
+        anything else was.
         """
         if keep_last < 0:
             raise StoreError(f"keep_last must be >= 0, got {keep_last}", url=self.url)
@@ -765,6 +794,11 @@ class Store:
                 self._io.remove(f"{self.root}/quarantine/{f.name}")
             for f in stale_tmp:
                 self._io.remove(f"{self.root}/tmp/{f.name}")
+            if (
+                dead_keys or dead_objects
+            ):  # packs may list what was deleted: the next run remakes them
+                for f in self._io.listdir(f"{self.root}/packs"):
+                    self._io.remove(f"{self.root}/packs/{f.name}")
             idx.remove_cache(dead_keys)
             idx.remove_objects(dead_objects)
         return GcReport(
@@ -779,7 +813,7 @@ class Store:
         )
 
     def du(self) -> dict[str, Any]:
-        """Counts and bytes per area: objects, cache, runs, quarantine, tmp, total.
+        """Counts and bytes per area: objects, cache, runs, packs, quarantine, tmp, total.
 
         Read from the files themselves (the truth), so it is right even after a writer was
         killed before its index rows were written.
@@ -790,7 +824,7 @@ class Store:
             usage[area] = {"count": len(files), "bytes": sum(f.size for f in files)}
         runs = [f for f in self._io.listdir(f"{self.root}/runs") if f.name.endswith(".json")]
         usage["runs"] = {"count": len(runs), "bytes": sum(f.size for f in runs)}
-        for area in ("quarantine", "tmp"):
+        for area in ("packs", "quarantine", "tmp"):
             files = self._io.listdir(f"{self.root}/{area}")
             usage[area] = {"count": len(files), "bytes": sum(f.size for f in files)}
         usage["total"] = {

@@ -40,7 +40,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import pickle
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -501,6 +500,8 @@ def _ipc_load(payload: bytes) -> Any:
 
 
 def _pickle_dump(value: Any) -> bytes:
+    import pickle
+
     import cloudpickle
 
     data: bytes = cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
@@ -509,6 +510,8 @@ def _pickle_dump(value: Any) -> bytes:
 
 def _pickle_load(payload: bytes) -> Any:
     # the store verifies every payload's checksum before it gets here
+    import pickle
+
     return pickle.loads(payload)
 
 

@@ -1,0 +1,149 @@
+"""Cache packs: the entries a pipeline's last run used, read in one go by the next run."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import hypothesis.strategies as st
+import pytest
+from hypothesis import given, settings
+
+from mlflowkit.records import CacheEntry
+from mlflowkit.store import Store
+from mlflowkit.store._format import decode_pack, encode_pack
+from tests.resources import dag_runs
+
+
+@pytest.fixture
+def counters(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    d = tmp_path / "counters"
+    d.mkdir()
+    monkeypatch.setattr(dag_runs, "COUNTER_DIR", d)
+    return d
+
+
+def _packs(store: Store) -> list[Path]:
+    return sorted(Path(store.root, "packs").glob("*.json"))
+
+
+def _executions(counters: Path) -> dict[str, int]:
+    return {name: dag_runs.count(counters, name) for name in ("source", "parity", "downstream")}
+
+
+def test_a_run_writes_its_pack_and_an_unchanged_rerun_leaves_it_alone(
+    store: Store, counters: Path
+) -> None:
+    first = dag_runs.cutoff.plan(n=4).run(store=store, progress=False)
+    (pack,) = _packs(store)
+    entries = store.read_pack(pack.stem)
+    assert {s.key for s in first.steps} == set(entries)
+    assert {entries[s.key].output_digest for s in first.steps} == {
+        s.output_digest for s in first.steps
+    }
+    stamp = pack.stat().st_mtime_ns
+    again = dag_runs.cutoff.plan(n=4).run(store=store, progress=False)
+    assert [s.status for s in again.steps] == ["cached"] * 3
+    assert again.output == first.output
+    assert pack.stat().st_mtime_ns == stamp  # nothing changed: not rewritten
+
+
+def test_a_rerun_answers_hits_from_the_pack(store: Store, counters: Path) -> None:
+    first = dag_runs.cutoff.plan(n=4).run(store=store, progress=False)
+    shutil.rmtree(Path(store.root, "cache"))  # only the pack knows the entries now
+    again = dag_runs.cutoff.plan(n=4).run(store=store, progress=False)
+    assert [s.status for s in again.steps] == ["cached"] * 3
+    assert again.output == first.output
+    assert _executions(counters) == {"source": 1, "parity": 1, "downstream": 1}
+
+
+def test_a_pack_entry_whose_object_is_gone_is_not_used(store: Store, counters: Path) -> None:
+    first = dag_runs.cutoff.plan(n=4).run(store=store, progress=False)
+    gone = first.step("source").output_digest
+    assert gone is not None
+    os.remove(store._object_path(gone))
+    again = dag_runs.cutoff.plan(n=4).run(store=store, progress=False)
+    assert again.step("source").status == "executed"
+    assert again.step("source").output_digest == gone and store.has(gone)
+    assert again.output == first.output
+    # early cutoff: the same output downstream, so the rest stays cached
+    assert [again.step(n).status for n in ("parity", "downstream")] == ["cached", "cached"]
+
+
+def test_a_damaged_pack_is_removed_and_the_run_reads_the_entries(
+    store: Store, counters: Path
+) -> None:
+    first = dag_runs.cutoff.plan(n=4).run(store=store, progress=False)
+    (pack,) = _packs(store)
+    data = bytearray(pack.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    pack.write_bytes(bytes(data))
+    assert store.read_pack(pack.stem) == {}
+    assert not pack.exists()
+    again = dag_runs.cutoff.plan(n=4).run(store=store, progress=False)
+    assert [s.status for s in again.steps] == ["cached"] * 3
+    assert again.output == first.output
+    assert _packs(store) == [pack]  # remade from the entries the run read
+
+
+def test_a_changed_input_rewrites_the_pack_and_gc_drops_packs(store: Store, counters: Path) -> None:
+    dag_runs.cutoff.plan(n=4).run(store=store, progress=False)
+    (pack,) = _packs(store)
+    before = set(store.read_pack(pack.stem))
+    changed = dag_runs.cutoff.plan(n=5).run(store=store, progress=False)
+    after = set(store.read_pack(pack.stem))
+    assert after == {s.key for s in changed.steps} and after != before
+    report = store.gc(keep_last=1)
+    assert report.cache_deleted > 0
+    assert _packs(store) == []
+    assert store.du()["packs"]["count"] == 0
+
+
+def test_a_forced_run_neither_reads_nor_trusts_the_pack(store: Store, counters: Path) -> None:
+    dag_runs.cutoff.plan(n=4).run(store=store, progress=False)
+    forced = dag_runs.cutoff.plan(n=4).run(store=store, progress=False, force=True)
+    assert [s.status for s in forced.steps] == ["executed"] * 3
+    assert _executions(counters) == {"source": 2, "parity": 2, "downstream": 2}
+
+
+def test_pack_names_are_checked(store: Store) -> None:
+    from mlflowkit.errors import StoreError
+
+    with pytest.raises(StoreError, match="pack name"):
+        store.read_pack("../escape")
+
+
+_hex = st.text("0123456789abcdef", min_size=64, max_size=64)
+_meta = st.dictionaries(
+    st.text(max_size=8),
+    st.one_of(st.integers(), st.text(max_size=8), st.booleans(), st.none()),
+    max_size=3,
+)
+_entries = st.lists(
+    st.builds(
+        CacheEntry,
+        key=_hex,
+        output_digest=_hex,
+        step=st.text(max_size=20),
+        stored=st.booleans(),
+        meta=_meta,
+        created_at=st.floats(0, 2e9),
+    ),
+    max_size=8,
+    unique_by=lambda e: e.key,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(_entries, st.data())
+def test_pack_encoding_round_trips_and_any_flipped_byte_is_refused(
+    entries: list[CacheEntry], data: st.DataObject
+) -> None:
+    raw = encode_pack(entries)
+    assert decode_pack(raw) == {e.key: e for e in entries}
+    at = data.draw(st.integers(0, len(raw) - 1))
+    bit = data.draw(st.integers(0, 7))
+    flipped = bytearray(raw)
+    flipped[at] ^= 1 << bit
+    assert decode_pack(bytes(flipped)) is None
