@@ -346,6 +346,7 @@ class _Tracer:
         self.nodes: dict[str, Node] = {}
         self._counts: dict[str, int] = {}
         self._prefix: list[str] = []
+        self._scopes: dict[str, int] = {}  # calls of each nested pipeline, per scope
         self._derived: dict[tuple[str, str, Any], Ref[Any]] = {}
 
     # names ------------------------------------------------------------------------------
@@ -598,7 +599,12 @@ class _Tracer:
 
     # nested pipelines ---------------------------------------------------------------------
     def enter(self, prefix: str) -> None:
-        self._prefix.append(prefix)
+        """Prefix the following step calls with a nested pipeline's name (``prep-2.`` when it
+        is the second call of ``prep`` at this level)."""
+        scope = "".join(f"{p}." for p in self._prefix) + prefix
+        count = self._scopes.get(scope, 0) + 1
+        self._scopes[scope] = count
+        self._prefix.append(prefix if count == 1 else f"{prefix}-{count}")
 
     def leave(self) -> None:
         self._prefix.pop()

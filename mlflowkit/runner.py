@@ -106,6 +106,9 @@ def _read_head(dotgit: str) -> str | None:
     return None  # a branch without commits yet
 
 
+#: the integers a record holds as JSON numbers (others are kept exactly another way)
+_INT64_MIN, _UINT64_MAX = -(2**63), 2**64 - 1
+
 _IMPLEMENTATIONS = {"cpython": "CPython", "pypy": "PyPy"}  # as platform.python_implementation
 
 
@@ -159,7 +162,9 @@ def _output_record(template: Any, digests: dict[str, str], store: ArtifactStore)
                 for k, v in template.items()
             ]
         }
-    if template is None or type(template) in (str, int, bool):
+    if template is None or type(template) in (str, bool):
+        return template
+    if type(template) is int and _INT64_MIN <= template <= _UINT64_MAX:
         return template
     if type(template) is float and math.isfinite(template):
         return template
@@ -324,7 +329,12 @@ def _changed(pack: dict[str, CacheEntry], entries: dict[str, CacheEntry]) -> boo
 
 
 def _jsonable(value: Any) -> Any:
-    if value is None or isinstance(value, (str, int, float, bool)):
+    """A parameter as the run record shows it: JSON as is, anything else by its ``repr``."""
+    if value is None or isinstance(value, (str, bool)):
+        return value
+    if isinstance(value, int) and _INT64_MIN <= value <= _UINT64_MAX:
+        return value
+    if isinstance(value, float) and math.isfinite(value):
         return value
     if isinstance(value, (list, tuple)):
         return [_jsonable(v) for v in value]

@@ -63,6 +63,30 @@ def test_nested_pipelines_prefix_their_steps() -> None:
     assert plan.nodes["square"].deps == ("prep.inc",)
 
 
+def test_a_nested_pipeline_called_twice_numbers_its_scope() -> None:
+    @mk.pipeline
+    def prep(n: int) -> Any:
+        return dag_basic.inc(dag_basic.inc(n))
+
+    @mk.pipeline
+    def twice() -> Any:
+        return prep(prep(1))
+
+    @mk.pipeline
+    def outer() -> Any:
+        return dag_basic.square(twice())
+
+    plan = outer.plan()
+    assert plan.steps == [
+        "twice.prep.inc",
+        "twice.prep.inc-2",
+        "twice.prep-2.inc",
+        "twice.prep-2.inc-2",
+        "square",
+    ]
+    assert plan.nodes["twice.prep-2.inc"].deps == ("twice.prep.inc-2",)
+
+
 @pytest.mark.parametrize(
     "body",
     [

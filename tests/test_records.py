@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 from dataclasses import fields
+from pathlib import Path
 
 from hypothesis import given
 from hypothesis import strategies as st
 
+import mlflowkit as mk
 from mlflowkit.records import CacheEntry, RunRecord, StepRun
 
 _text = st.text(max_size=20)
@@ -52,3 +54,20 @@ def test_internal_nodes_are_recognized() -> None:
 def test_cached_property() -> None:
     assert StepRun("a", status="cached").cached
     assert not StepRun("a", status="executed").cached
+
+
+def test_parameters_json_cannot_hold_exactly_are_recorded_by_repr(tmp_path: Path) -> None:
+    from mlflowkit.runner import _jsonable
+
+    assert _jsonable({"a": float("nan"), "b": 2**70, "c": [1, 2.5, "x"], "d": None}) == {
+        "a": "nan",
+        "b": repr(2**70),
+        "c": [1, 2.5, "x"],
+        "d": None,
+    }
+    from tests.resources import dag_runs
+
+    run = dag_runs.uncached.plan(x=2**70).run(store=str(tmp_path / "store"), progress=False)
+    assert run.output == dag_runs.side_effect.fn(2**70)
+    with mk.Store(str(tmp_path / "store")) as store:
+        assert store.run(run.id).params == {"x": repr(2**70)}

@@ -24,13 +24,13 @@ Invariants:
 
 from __future__ import annotations
 
-import json
 import struct
 import zlib
 from collections.abc import Iterator
 from typing import Any
 
 import blake3
+import orjson
 
 from mlflowkit.errors import StoreError
 from mlflowkit.records import CacheEntry
@@ -103,11 +103,11 @@ def encode_entry(entry: CacheEntry) -> bytes:
         The entry holds something JSON cannot write (its ``meta``, usually).
     """
     try:
-        raw = json.dumps(entry.to_dict(), sort_keys=True, separators=(",", ":")).encode()
+        raw = orjson.dumps(entry.to_dict(), option=orjson.OPT_SORT_KEYS)
     except (TypeError, ValueError) as exc:
         raise StoreError(
             f"cache entry {entry.key} is not JSON-able ({exc}); its meta must hold only str, "
-            "int, float, bool, None and lists/dicts of those"
+            "64-bit int, float, bool, None and lists/dicts of those (str keys)"
         ) from exc
     return _seal(raw)
 
@@ -124,8 +124,17 @@ def decode_entry(data: bytes) -> CacheEntry | None:
 
 
 def encode_pack(entries: list[CacheEntry]) -> bytes:
-    """The bytes of a cache-pack file holding ``entries`` (JSON-able: they were stored)."""
-    raw = json.dumps([e.to_dict() for e in entries], separators=(",", ":")).encode()
+    """The bytes of a cache-pack file holding ``entries``.
+
+    Raises
+    ------
+    StoreError
+        An entry holds something JSON cannot write (see ``encode_entry``).
+    """
+    try:
+        raw = orjson.dumps(entries)
+    except (TypeError, ValueError) as exc:
+        raise StoreError(f"a cache pack entry is not JSON-able ({exc})") from exc
     return _seal(raw)
 
 
@@ -156,7 +165,7 @@ def _unseal(data: bytes) -> Any:
     ):
         return None
     try:
-        return json.loads(raw)
+        return orjson.loads(raw)
     except ValueError:
         return None
 

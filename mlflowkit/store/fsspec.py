@@ -52,6 +52,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 import blake3
+import orjson
 
 from mlflowkit.errors import CorruptObjectError, StoreError
 from mlflowkit.records import CacheEntry, RunRecord
@@ -581,14 +582,13 @@ class Store:
         """Write (or overwrite) a run record atomically."""
         path = self._run_path(record.id)
         try:
-            text = json.dumps(record.to_dict(), separators=(",", ":"))
+            data = orjson.dumps(record)  # dataclasses natively: ~15x faster than json.dumps
         except (TypeError, ValueError) as exc:
             raise StoreError(
                 f"run record {record.id} is not JSON-able ({exc}); records hold only str, int, "
                 "float, bool, None and lists/dicts of those (str keys)",
                 url=self.url,
             ) from exc
-        data = text.encode()
         self._io.write_atomic(path, (data,), False)
         if self.durable and self._io.local:
             with self._pending_lock:

@@ -117,7 +117,7 @@ def test_pack_names_are_checked(store: Store) -> None:
 _hex = st.text("0123456789abcdef", min_size=64, max_size=64)
 _meta = st.dictionaries(
     st.text(max_size=8),
-    st.one_of(st.integers(), st.text(max_size=8), st.booleans(), st.none()),
+    st.one_of(st.integers(-(2**63), 2**63 - 1), st.text(max_size=8), st.booleans(), st.none()),
     max_size=3,
 )
 _entries = st.lists(
@@ -147,3 +147,14 @@ def test_pack_encoding_round_trips_and_any_flipped_byte_is_refused(
     flipped = bytearray(raw)
     flipped[at] ^= 1 << bit
     assert decode_pack(bytes(flipped)) is None
+
+
+def test_an_entry_json_cannot_hold_is_refused_with_a_store_error() -> None:
+    from mlflowkit.errors import StoreError
+    from mlflowkit.store._format import encode_entry
+
+    entry = CacheEntry(key="a" * 64, output_digest="b" * 64, meta={"n": 2**70})
+    with pytest.raises(StoreError, match="not JSON-able"):
+        encode_entry(entry)
+    with pytest.raises(StoreError, match="not JSON-able"):
+        encode_pack([entry])
