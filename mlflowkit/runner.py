@@ -17,6 +17,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from typing import TYPE_CHECKING, Any
 
 from mlflowkit.cache import KeyMaker
@@ -187,6 +188,21 @@ def _check_placement(plan: Plan, executor: Executor) -> None:
             )
 
 
+def _warn_unenforced_timeouts(plan: Plan, executor: Executor) -> None:
+    """Say so when steps ask for ``timeout=`` on an executor that cannot stop a running step."""
+    if executor.capabilities.can_timeout:
+        return
+    timed = sorted({n.step.name for n in plan.nodes.values() if n.step.hints.timeout is not None})
+    if timed:
+        warnings.warn(
+            f"Step(s) {', '.join(map(repr, timed))} set timeout=, but the {executor.name!r} "
+            f"executor cannot stop a running step: the timeout is not enforced in this run. "
+            f"Run with executor='processes' or 'dask' to enforce it.",
+            UserWarning,
+            stacklevel=4,  # the caller of Plan.run
+        )
+
+
 def _progress(progress: bool | None) -> Progress:
     if progress is False:
         return Progress()
@@ -256,6 +272,7 @@ def run_plan(
     background_error: BaseException | None = None
     try:
         _check_placement(plan, ex)
+        _warn_unenforced_timeouts(plan, ex)
         the_store.put_run(record)
         result = walk(
             plan.nodes,
