@@ -331,6 +331,9 @@ def _fast_bind(
     return bound
 
 
+_SCALARS = frozenset({int, float, str, bool, bytes, type(None)})
+
+
 def find_refs(template: Any) -> list[Ref[Any]]:
     """All Refs inside an argument template (lists, tuples, sets, dicts), in order."""
     return leaves(template, Ref)
@@ -389,12 +392,18 @@ class _Tracer:
     def _check_arguments(
         self, step: Step[Any, Any], name: str, arguments: dict[str, Any], loc: str
     ) -> None:
-        hints = step.type_hints()
+        hints = step._hints()
+        simple = _simple_parameters(step) is not None
         params = step.signature.parameters
         for pname, value in arguments.items():
-            if pname not in hints:
+            expected = hints.get(pname)
+            if expected is None:
                 continue
-            expected = hints[pname]
+            if simple:  # one value per parameter
+                if type(value) is Ref and (value.type is expected or expected is Any):
+                    continue  # the common wiring: the same annotation on both ends
+                self._check_one(step, name, pname, value, expected, loc)
+                continue
             kind = params[pname].kind
             if kind is inspect.Parameter.VAR_POSITIONAL:
                 items = list(value)
@@ -450,8 +459,14 @@ class _Tracer:
     def _record(
         self, step: Step[Any, Any], name: str, arguments: dict[str, Any], loc: str
     ) -> Ref[Any]:
-        deps = tuple(dict.fromkeys(r.node for r in find_refs(arguments)))
-        out_type = step.type_hints().get("return", Any)
+        refs: list[str] = []
+        for value in arguments.values():
+            if type(value) is Ref:
+                refs.append(value.node)
+            elif type(value) not in _SCALARS:
+                refs.extend(r.node for r in find_refs(value))
+        deps = tuple(dict.fromkeys(refs))
+        out_type = step._hints().get("return", Any)
         return self._add(Node(name, step, "step", arguments, deps, out_type, loc))
 
     def derive(self, parent: Ref[Any], op: str, arg: Any, out_type: Any) -> Ref[Any]:
@@ -493,7 +508,7 @@ class _Tracer:
 
     def map(self, step: Step[Any, Any], kwargs: dict[str, Any]) -> Ref[Any]:
         loc = _user_location()
-        hints = step.type_hints()
+        hints = step._hints()
         fan: dict[str, Any] = {}
         for pname, value in kwargs.items():
             if isinstance(value, list) and not find_refs(value):

@@ -336,7 +336,7 @@ def _run(
             _CURRENT.reset(token)
         break
     try:
-        expected = step.type_hints().get("return")
+        expected = step._hints().get("return")
         if expected is not None and not check_value(output, expected):
             raise TypeCheckError(
                 f"Step {task.name!r} returned {describe_value(output)}, but its return "

@@ -266,6 +266,11 @@ class Step(Generic[P, R]):
             object.__setattr__(self, "_hints_cache", cached)
         return dict(cached)
 
+    def _hints(self) -> dict[str, Any]:
+        """``type_hints()`` without the defensive copy, for mlflowkit's own hot paths."""
+        cached: dict[str, Any] | None = self.__dict__.get("_hints_cache")
+        return cached if cached is not None else self.type_hints()
+
     # --- calling -------------------------------------------------------------------------
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         tracer = _TRACER.get()

@@ -10,9 +10,9 @@ Cache-entry file (valid JSON, written byte for byte in this shape)::
     {"checksum":"<64 hex: BLAKE3 of the entry's JSON bytes>","entry":<CacheEntry JSON>}
 
 Cache-pack file (the cache entries one pipeline's last run used, read in one go), the same
-shape with a list of entries::
+shape with a list of ``[key, output_digest, stored, meta]`` (what a cache hit needs)::
 
-    {"checksum":"<64 hex: BLAKE3 of the list's JSON bytes>","entry":[<CacheEntry JSON>, ...]}
+    {"checksum":"<64 hex: BLAKE3 of the list JSON>","entry":[["<key>","<digest>",true,{}],...]}
 
 Invariants:
 
@@ -132,7 +132,7 @@ def encode_pack(entries: list[CacheEntry]) -> bytes:
         An entry holds something JSON cannot write (see ``encode_entry``).
     """
     try:
-        raw = orjson.dumps(entries)
+        raw = orjson.dumps([(e.key, e.output_digest, e.stored, e.meta) for e in entries])
     except (TypeError, ValueError) as exc:
         raise StoreError(f"a cache pack entry is not JSON-able ({exc})") from exc
     return _seal(raw)
@@ -143,10 +143,16 @@ def decode_pack(data: bytes) -> dict[str, CacheEntry] | None:
     items = _unseal(data)
     if not isinstance(items, list):
         return None
-    try:
-        return {e.key: e for e in map(CacheEntry.from_dict, items)}
-    except (TypeError, AttributeError):
-        return None
+    out = {}
+    for item in items:
+        if not (isinstance(item, list) and len(item) == 4):
+            return None
+        key, digest, stored, meta = item
+        if not (type(key) is str and type(digest) is str and type(stored) is bool
+                and type(meta) is dict):  # fmt: skip
+            return None
+        out[key] = CacheEntry(key=key, output_digest=digest, stored=stored, meta=meta)
+    return out
 
 
 def _seal(raw: bytes) -> bytes:
