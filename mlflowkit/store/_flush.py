@@ -1,4 +1,4 @@
-"""Background flushes of this process's stores: one thread serves them all.
+"""Getting writes to stable storage: background flushes (one thread for all stores), syncfs.
 
 A store that buffered writes asks for a flush some seconds later (``schedule``); the flusher
 thread calls its ``sync()`` when that time comes. One long-lived thread (not a timer thread
@@ -18,9 +18,9 @@ import os
 import threading
 import time
 import weakref
-from typing import Protocol
+from typing import Any, Protocol
 
-__all__ = ["FLUSHER", "Flusher"]
+__all__ = ["FLUSHER", "Flusher", "sync_filesystem"]
 
 
 class _Syncable(Protocol):
@@ -103,3 +103,31 @@ FLUSHER = Flusher()
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=FLUSHER._reset)
+
+
+_SYNCFS: Any = None
+
+
+def sync_filesystem(path: str) -> None:
+    """Flush the filesystem holding ``path`` to stable storage (``syncfs``, else ``sync``)."""
+    global _SYNCFS
+    if _SYNCFS is None:
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            _SYNCFS = libc.syncfs
+        except (OSError, AttributeError):
+            _SYNCFS = False
+    if _SYNCFS:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            fd = -1
+        if fd >= 0:
+            try:
+                if _SYNCFS(fd) == 0:
+                    return
+            finally:
+                os.close(fd)
+    os.sync()

@@ -48,7 +48,7 @@ import time
 import weakref
 from collections.abc import Iterable
 from contextlib import AbstractContextManager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import blake3
@@ -57,7 +57,7 @@ import orjson
 from mlflowkit.errors import CorruptObjectError, StoreError
 from mlflowkit.records import CacheEntry, RunRecord
 from mlflowkit.store import serializers
-from mlflowkit.store._flush import FLUSHER
+from mlflowkit.store._flush import FLUSHER, sync_filesystem
 from mlflowkit.store._format import (
     HEAD_MAX,
     CorruptFile,
@@ -68,9 +68,9 @@ from mlflowkit.store._format import (
     pack_header,
     parse_header,
     payload_blake3,
-    template_digests,
 )
-from mlflowkit.store._io import FileStat, FsspecIO, LocalIO
+from mlflowkit.store._gc import GcReport
+from mlflowkit.store._io import FsspecIO, LocalIO
 from mlflowkit.store.base import ArtifactStore
 from mlflowkit.store.index import Index, ObjectRow, RunFile
 from mlflowkit.store.locks import DEFAULT_LEASE_S, hold
@@ -83,7 +83,6 @@ __all__ = ["DEFAULT_URL", "GcReport", "ObjectInfo", "Store", "open_store"]
 DEFAULT_URL = ".mlflowkit"
 TMP_MAX_AGE_S = 30 * 60.0  # a temp file older than this belongs to a writer that died
 DEFAULT_LOCK_TIMEOUT_S = 300.0
-RUNNING_GRACE_S = 24 * 3600.0  # gc keeps runs marked running for this long (then: crashed)
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{1,199}")
 _LOCK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,119}")
@@ -98,24 +97,6 @@ class ObjectInfo:
     size: int
     payload_size: int
     payload_blake3: str
-
-
-@dataclass(frozen=True)
-class GcReport:
-    """What :meth:`Store.gc` deleted (or would delete, with ``dry_run``)."""
-
-    objects_deleted: int
-    objects_kept: int
-    cache_deleted: int
-    cache_kept: int
-    bytes_freed: int
-    tmp_deleted: int
-    quarantine_deleted: int
-    dry_run: bool
-
-    def as_dict(self) -> dict[str, Any]:
-        """The report as a plain dict."""
-        return asdict(self)
 
 
 _memory_indexes: dict[str, str] = {}
@@ -274,7 +255,7 @@ class Store:
         with self._pending_lock:
             dirty, self._dirty = self._dirty, False
         if dirty:
-            _sync_filesystem(self.root)
+            sync_filesystem(self.root)
 
     def __enter__(self) -> Store:
         return self
@@ -732,85 +713,9 @@ class Store:
         Quarantined objects and stale temp files are deleted too, and cache packs when
         anything else was.
         """
-        if keep_last < 0:
-            raise StoreError(f"keep_last must be >= 0, got {keep_last}", url=self.url)
-        records = self.runs()
-        now = time.time()
-        live: set[str] = set(pins or ())
-        live_keys: set[str] = set()
-        for i, record in enumerate(records):
-            live.update(record.pins)
-            in_flight = record.status == "running" and now - record.started_at < RUNNING_GRACE_S
-            if i >= keep_last and not in_flight:
-                continue
-            live.update(template_digests(record.output))
-            for s in record.steps:
-                live.update(d for d in s.inputs.values() if isinstance(d, str))
-                if s.output_digest:
-                    live.add(s.output_digest)
-                if s.key:
-                    live_keys.add(s.key)
-        idx = self._idx()
-        for d in list(live):
-            live_keys.update(idx.cache_keys_for(d))
+        from mlflowkit.store._gc import collect
 
-        def young(f: FileStat) -> bool:
-            return older_than is not None and now - f.mtime < older_than
-
-        freed = 0
-        dead_keys: list[str] = []
-        cache_kept = 0
-        for f in self._io.walk(f"{self.root}/cache"):
-            key = f.name.rsplit("/", 1)[-1].removesuffix(".json")
-            if key in live_keys or young(f):
-                cache_kept += 1
-                data = self._io.read(f"{self.root}/cache/{f.name}")
-                entry = decode_entry(data) if data is not None else None
-                if entry is not None:
-                    live.add(entry.output_digest)
-                continue
-            dead_keys.append(key)
-            freed += f.size
-            if not dry_run:
-                self._io.remove(f"{self.root}/cache/{f.name}")
-        dead_objects: list[str] = []
-        objects_kept = 0
-        for f in self._io.walk(f"{self.root}/objects"):
-            digest = f.name.rsplit("/", 1)[-1]
-            if digest in live or young(f):
-                objects_kept += 1
-                continue
-            dead_objects.append(digest)
-            freed += f.size
-            if not dry_run:
-                self._io.remove(f"{self.root}/objects/{f.name}")
-        quarantined = self._io.listdir(f"{self.root}/quarantine")
-        stale_tmp = [
-            f for f in self._io.listdir(f"{self.root}/tmp") if now - f.mtime > TMP_MAX_AGE_S
-        ]
-        freed += sum(f.size for f in quarantined) + sum(f.size for f in stale_tmp)
-        if not dry_run:
-            for f in quarantined:
-                self._io.remove(f"{self.root}/quarantine/{f.name}")
-            for f in stale_tmp:
-                self._io.remove(f"{self.root}/tmp/{f.name}")
-            if (
-                dead_keys or dead_objects
-            ):  # packs may list what was deleted: the next run remakes them
-                for f in self._io.listdir(f"{self.root}/packs"):
-                    self._io.remove(f"{self.root}/packs/{f.name}")
-            idx.remove_cache(dead_keys)
-            idx.remove_objects(dead_objects)
-        return GcReport(
-            objects_deleted=len(dead_objects),
-            objects_kept=objects_kept,
-            cache_deleted=len(dead_keys),
-            cache_kept=cache_kept,
-            bytes_freed=freed,
-            tmp_deleted=len(stale_tmp),
-            quarantine_deleted=len(quarantined),
-            dry_run=dry_run,
-        )
+        return collect(self, keep_last=keep_last, pins=pins, older_than=older_than, dry_run=dry_run)
 
     def du(self) -> dict[str, Any]:
         """Counts and bytes per area: objects, cache, runs, packs, quarantine, tmp, total.
@@ -873,34 +778,6 @@ def _close_open_stores() -> None:
             store.close()
         except Exception:
             continue
-
-
-_SYNCFS: Any = None
-
-
-def _sync_filesystem(path: str) -> None:
-    """Flush the filesystem holding ``path`` to stable storage (``syncfs``, else ``sync``)."""
-    global _SYNCFS
-    if _SYNCFS is None:
-        try:
-            import ctypes
-
-            libc = ctypes.CDLL(None, use_errno=True)
-            _SYNCFS = libc.syncfs
-        except (OSError, AttributeError):
-            _SYNCFS = False
-    if _SYNCFS:
-        try:
-            fd = os.open(path, os.O_RDONLY)
-        except OSError:
-            fd = -1
-        if fd >= 0:
-            try:
-                if _SYNCFS(fd) == 0:
-                    return
-            finally:
-                os.close(fd)
-    os.sync()
 
 
 def open_store(

@@ -1,0 +1,135 @@
+"""Garbage collection of a store: keep what recent runs and pins reference, delete the rest.
+
+Invariants
+----------
+* What the newest ``keep_last`` runs reference (step keys, inputs, outputs, output templates),
+  runs still marked running less than a day ago, run ``pins`` and explicit pins are kept, and
+  so is every object a kept cache entry points at.
+* A dry run deletes nothing and reports what a real one would delete.
+* Cache packs are deleted whenever anything else is (they may list deleted entries; the next
+  run of each pipeline writes its pack again).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+from mlflowkit.errors import StoreError
+from mlflowkit.store._format import decode_entry, template_digests
+
+if TYPE_CHECKING:
+    from mlflowkit.store._io import FileStat
+    from mlflowkit.store.fsspec import Store
+
+__all__ = ["RUNNING_GRACE_S", "GcReport", "collect"]
+
+RUNNING_GRACE_S = 24 * 3600.0  # gc keeps runs marked running for this long (then: crashed)
+
+
+@dataclass(frozen=True)
+class GcReport:
+    """What :meth:`Store.gc` deleted (or would delete, with ``dry_run``)."""
+
+    objects_deleted: int
+    objects_kept: int
+    cache_deleted: int
+    cache_kept: int
+    bytes_freed: int
+    tmp_deleted: int
+    quarantine_deleted: int
+    dry_run: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        """The report as a plain dict."""
+        return asdict(self)
+
+
+def collect(
+    store: Store,
+    *,
+    keep_last: int,
+    pins: Iterable[str] | None,
+    older_than: float | None,
+    dry_run: bool,
+) -> GcReport:
+    """``store.gc(...)``: see :meth:`mlflowkit.store.Store.gc`."""
+    from mlflowkit.store.fsspec import TMP_MAX_AGE_S
+
+    if keep_last < 0:
+        raise StoreError(f"keep_last must be >= 0, got {keep_last}", url=store.url)
+    records = store.runs()
+    now = time.time()
+    live: set[str] = set(pins or ())
+    live_keys: set[str] = set()
+    for i, record in enumerate(records):
+        live.update(record.pins)
+        in_flight = record.status == "running" and now - record.started_at < RUNNING_GRACE_S
+        if i >= keep_last and not in_flight:
+            continue
+        live.update(template_digests(record.output))
+        for s in record.steps:
+            live.update(d for d in s.inputs.values() if isinstance(d, str))
+            if s.output_digest:
+                live.add(s.output_digest)
+            if s.key:
+                live_keys.add(s.key)
+    idx = store._idx()
+    for d in list(live):
+        live_keys.update(idx.cache_keys_for(d))
+
+    def young(f: FileStat) -> bool:
+        return older_than is not None and now - f.mtime < older_than
+
+    freed = 0
+    dead_keys: list[str] = []
+    cache_kept = 0
+    for f in store._io.walk(f"{store.root}/cache"):
+        key = f.name.rsplit("/", 1)[-1].removesuffix(".json")
+        if key in live_keys or young(f):
+            cache_kept += 1
+            data = store._io.read(f"{store.root}/cache/{f.name}")
+            entry = decode_entry(data) if data is not None else None
+            if entry is not None:
+                live.add(entry.output_digest)
+            continue
+        dead_keys.append(key)
+        freed += f.size
+        if not dry_run:
+            store._io.remove(f"{store.root}/cache/{f.name}")
+    dead_objects: list[str] = []
+    objects_kept = 0
+    for f in store._io.walk(f"{store.root}/objects"):
+        digest = f.name.rsplit("/", 1)[-1]
+        if digest in live or young(f):
+            objects_kept += 1
+            continue
+        dead_objects.append(digest)
+        freed += f.size
+        if not dry_run:
+            store._io.remove(f"{store.root}/objects/{f.name}")
+    quarantined = store._io.listdir(f"{store.root}/quarantine")
+    stale_tmp = [f for f in store._io.listdir(f"{store.root}/tmp") if now - f.mtime > TMP_MAX_AGE_S]
+    freed += sum(f.size for f in quarantined) + sum(f.size for f in stale_tmp)
+    if not dry_run:
+        for f in quarantined:
+            store._io.remove(f"{store.root}/quarantine/{f.name}")
+        for f in stale_tmp:
+            store._io.remove(f"{store.root}/tmp/{f.name}")
+        if dead_keys or dead_objects:  # packs may list what was deleted: the next run remakes them
+            for f in store._io.listdir(f"{store.root}/packs"):
+                store._io.remove(f"{store.root}/packs/{f.name}")
+        idx.remove_cache(dead_keys)
+        idx.remove_objects(dead_objects)
+    return GcReport(
+        objects_deleted=len(dead_objects),
+        objects_kept=objects_kept,
+        cache_deleted=len(dead_keys),
+        cache_kept=cache_kept,
+        bytes_freed=freed,
+        tmp_deleted=len(stale_tmp),
+        quarantine_deleted=len(quarantined),
+        dry_run=dry_run,
+    )
