@@ -13,7 +13,6 @@ Invariants
 
 from __future__ import annotations
 
-import difflib
 import functools
 import inspect
 import os
@@ -26,7 +25,17 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 from mlflowkit.errors import PlanningError, WiringError
 from mlflowkit.step import _TRACER, Step
 from mlflowkit.templates import leaves
-from mlflowkit.wiring import check_value, compatible, describe
+from mlflowkit.wiring import (
+    check_value,
+    compatible,
+    describe,
+    did_you_mean,
+    is_listlike,
+    item_type,
+    short_repr,
+    tuple_length,
+    unannotate,
+)
 
 if TYPE_CHECKING:
     import networkx as nx
@@ -142,7 +151,7 @@ class Ref(Generic[T]):
     def __getitem__(self, key: Any) -> Ref[Any]:
         if isinstance(key, Ref):
             raise self._refuse("be indexed with another Ref", "pass both to a step instead")
-        return self._tracer.derive(self, "getitem", key, _item_type(self._type, key))
+        return self._tracer.derive(self, "getitem", key, item_type(self._type, key))
 
     def __getattr__(self, name: str) -> Ref[Any]:
         if name.startswith("_"):
@@ -153,7 +162,7 @@ class Ref(Generic[T]):
         raise self._refuse(f"have attribute {name!r} set", "set it inside a step")
 
     def __iter__(self) -> Iterator[Ref[Any]]:
-        length = _tuple_length(self._type)
+        length = tuple_length(self._type)
         if length is None:
             raise self._refuse(
                 "be iterated or unpacked (its length is unknown while planning)",
@@ -239,50 +248,6 @@ _REFUSED_OPERATORS = (
 )
 for _op in _REFUSED_OPERATORS:
     setattr(Ref, _op, _refuse_op(_op))
-
-
-def _tuple_length(hint: Any) -> int | None:
-    hint = _unannotate(hint)
-    origin = typing.get_origin(hint)
-    if origin is tuple:
-        args = typing.get_args(hint)
-        if args and not (len(args) == 2 and args[1] is Ellipsis) and args != ((),):
-            return len(args)
-    fields = getattr(hint, "_fields", None)  # NamedTuple classes
-    if isinstance(hint, type) and issubclass(hint, tuple) and fields is not None:
-        return len(fields)
-    return None
-
-
-def _unannotate(hint: Any) -> Any:
-    while typing.get_origin(hint) is typing.Annotated:
-        hint = typing.get_args(hint)[0]
-    return hint
-
-
-def _item_type(hint: Any, key: Any) -> Any:
-    hint = _unannotate(hint)
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if origin is tuple and args:
-        if len(args) == 2 and args[1] is Ellipsis:
-            return args[0]
-        if isinstance(key, int) and -len(args) <= key < len(args):
-            return args[key]
-        return Any
-    if origin in (list, typing.Sequence, typing.MutableSequence) and args:
-        return args[0] if isinstance(key, int) else hint
-    if origin in (dict, typing.Mapping, typing.MutableMapping) and len(args) == 2:
-        return args[1]
-    return Any
-
-
-def _is_listlike(hint: Any) -> bool:
-    hint = _unannotate(hint)
-    origin = typing.get_origin(hint) or hint
-    return origin in (list, typing.Sequence, typing.MutableSequence, tuple) or (
-        isinstance(origin, type) and issubclass(origin, (list, tuple))
-    )
 
 
 def _simple_parameters(step: Step[Any, Any]) -> tuple[tuple[str, Any], ...] | None:
@@ -379,7 +344,7 @@ class _Tracer:
             bound = step.signature.bind(*args, **kwargs)
         except TypeError as exc:
             params = ", ".join(step.signature.parameters)
-            hint = _did_you_mean(kwargs, step.signature)
+            hint = did_you_mean(kwargs, step.signature)
             raise WiringError(
                 f"Step {step.name!r} called with arguments that do not fit its signature "
                 f"({step.name}({params})) at {loc}: {exc}.{hint} Fix the call's arguments.",
@@ -432,15 +397,15 @@ class _Tracer:
             return
         refs = find_refs(value)
         if refs:
-            if isinstance(value, (list, tuple)) and _is_listlike(expected):
-                elem_expected = _item_type(expected, 0)
+            if isinstance(value, (list, tuple)) and is_listlike(expected):
+                elem_expected = item_type(expected, 0)
                 for item in value:
                     self._check_one(step, name, pname, item, elem_expected, loc)
             return  # other nested structures with Refs: checked at run time
         if not check_value(value, expected):
             raise WiringError(
                 f"Step {name!r}, parameter {pname!r} (at {loc}): expected "
-                f"{describe(expected)}, found {describe(type(value))} ({_short(value)}). "
+                f"{describe(expected)}, found {describe(type(value))} ({short_repr(value)}). "
                 f"Pass a value of the annotated type.",
                 step=name,
                 parameter=pname,
@@ -516,10 +481,8 @@ class _Tracer:
             elif isinstance(value, list):
                 fan[pname] = value  # a planning-time list holding Refs: still fans out
             elif isinstance(value, Ref):
-                vtype = _unannotate(value.type)
-                if _is_listlike(vtype) or (
-                    vtype is Any and not _is_listlike(hints.get(pname, Any))
-                ):
+                vtype = unannotate(value.type)
+                if is_listlike(vtype) or (vtype is Any and not is_listlike(hints.get(pname, Any))):
                     fan[pname] = value
         if not fan:
             refs = ", ".join(
@@ -577,7 +540,7 @@ class _Tracer:
             expected = hints.get(pname, Any)
             if pname in fan:
                 if isinstance(value, Ref):
-                    elem = _item_type(value.type, 0)
+                    elem = item_type(value.type, 0)
                     if not compatible(elem, expected):
                         raise WiringError(
                             f"Step {base!r}, parameter {pname!r} (at {loc}): expected elements "
@@ -623,25 +586,6 @@ class _Tracer:
 
     def leave(self) -> None:
         self._prefix.pop()
-
-
-def _did_you_mean(kwargs: dict[str, Any], sig: inspect.Signature) -> str:
-    """`` Did you mean 'alpha'?`` for keyword arguments that are close to a parameter name."""
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values()):
-        return ""
-    known = list(sig.parameters)
-    hints = []
-    for given in kwargs:
-        if given not in sig.parameters:
-            close = difflib.get_close_matches(given, known, n=1)
-            if close:
-                hints.append(f"{close[0]!r} instead of {given!r}")
-    return f" Did you mean {', '.join(hints)}?" if hints else ""
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 # ---------------------------------------------------------------------------------------------
@@ -771,7 +715,7 @@ class Pipeline(Generic[P, R]):
             bound = sig.bind(*args, **kwargs)
         except TypeError as exc:
             loc = _user_location()
-            hint = _did_you_mean(kwargs, sig)
+            hint = did_you_mean(kwargs, sig)
             raise WiringError(
                 f"Pipeline {self.name!r} called with parameters that do not fit its signature "
                 f"{self.name}{sig} at {loc}: {exc}.{hint} Fix the parameter names.",
@@ -785,8 +729,8 @@ class Pipeline(Generic[P, R]):
                 loc = _user_location()
                 raise WiringError(
                     f"Pipeline {self.name!r}, parameter {pname!r} (at {loc}): expected "
-                    f"{describe(hints[pname])}, found {describe(type(value))} ({_short(value)}). "
-                    f"Pass a value of the annotated type.",
+                    f"{describe(hints[pname])}, found {describe(type(value))} "
+                    f"({short_repr(value)}). Pass a value of the annotated type.",
                     location=loc,
                     step=self.name,
                     parameter=pname,

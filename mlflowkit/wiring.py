@@ -13,11 +13,23 @@ Invariants
 from __future__ import annotations
 
 import collections.abc as cabc
+import difflib
+import inspect
 import types
 import typing
 from typing import Any, TypeVar, Union
 
-__all__ = ["check_value", "compatible", "describe"]
+__all__ = [
+    "check_value",
+    "compatible",
+    "describe",
+    "did_you_mean",
+    "is_listlike",
+    "item_type",
+    "short_repr",
+    "tuple_length",
+    "unannotate",
+]
 
 _NONE_TYPE = type(None)
 _UNION_TYPES: tuple[Any, ...] = (Union, types.UnionType)
@@ -266,3 +278,74 @@ def _bearable(value: Any, expected: Any, expected_s: Any) -> bool:
         if isinstance(cls, type):
             return isinstance(value, cls)
         return True
+
+
+# hint helpers for planning ----------------------------------------------------------------
+
+
+def tuple_length(hint: Any) -> int | None:
+    """How many items a value of this tuple hint has (None when not a fixed-length tuple)."""
+    hint = unannotate(hint)
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        args = typing.get_args(hint)
+        if args and not (len(args) == 2 and args[1] is Ellipsis) and args != ((),):
+            return len(args)
+    fields = getattr(hint, "_fields", None)  # NamedTuple classes
+    if isinstance(hint, type) and issubclass(hint, tuple) and fields is not None:
+        return len(fields)
+    return None
+
+
+def unannotate(hint: Any) -> Any:
+    """The hint inside ``Annotated[...]`` layers."""
+    while typing.get_origin(hint) is typing.Annotated:
+        hint = typing.get_args(hint)[0]
+    return hint
+
+
+def item_type(hint: Any, key: Any) -> Any:
+    """The type of ``value[key]`` for a value of this hint (Any when unknown)."""
+    hint = unannotate(hint)
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin is tuple and args:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return args[0]
+        if isinstance(key, int) and -len(args) <= key < len(args):
+            return args[key]
+        return Any
+    if origin in (list, typing.Sequence, typing.MutableSequence) and args:
+        return args[0] if isinstance(key, int) else hint
+    if origin in (dict, typing.Mapping, typing.MutableMapping) and len(args) == 2:
+        return args[1]
+    return Any
+
+
+def is_listlike(hint: Any) -> bool:
+    """Whether the hint is a list, sequence or tuple type."""
+    hint = unannotate(hint)
+    origin = typing.get_origin(hint) or hint
+    return origin in (list, typing.Sequence, typing.MutableSequence, tuple) or (
+        isinstance(origin, type) and issubclass(origin, (list, tuple))
+    )
+
+
+def did_you_mean(kwargs: dict[str, Any], sig: inspect.Signature) -> str:
+    """`` Did you mean 'alpha'?`` for keyword arguments that are close to a parameter name."""
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values()):
+        return ""
+    known = list(sig.parameters)
+    hints = []
+    for given in kwargs:
+        if given not in sig.parameters:
+            close = difflib.get_close_matches(given, known, n=1)
+            if close:
+                hints.append(f"{close[0]!r} instead of {given!r}")
+    return f" Did you mean {', '.join(hints)}?" if hints else ""
+
+
+def short_repr(value: Any) -> str:
+    """``repr(value)``, cut to 60 characters."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
