@@ -29,7 +29,8 @@ Invariants
 * ``import mlflowkit.hashing`` imports neither NumPy, pandas, pyarrow, dask, CuPy nor Numba:
   support for their types loads the first time such a value is seen.
 
-The encoding is specified in ``mlflowkit.hashing.values`` (scalars, containers, registry),
+The encoding is specified in ``mlflowkit.hashing.values`` (containers, registry; scalars in
+``mlflowkit.hashing._leaves``),
 ``mlflowkit.hashing.arrays`` (NumPy and device arrays), ``mlflowkit.hashing.frames`` (pandas,
 pyarrow) and ``mlflowkit.hashing.code`` (functions).
 """

@@ -35,16 +35,11 @@ builtins), else ``HashingError``.
 from __future__ import annotations
 
 import dataclasses
-import datetime as _dt
-import decimal
 import enum
-import fractions
 import functools
 import pathlib
-import struct
 import threading
 import types
-import uuid
 from collections import OrderedDict, defaultdict, deque
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -52,6 +47,16 @@ from typing import Any, TypeVar
 import blake3
 
 from mlflowkit.errors import HashingError, MlflowkitError
+from mlflowkit.hashing._leaves import (
+    _LEAF,
+    _Q,
+    BIG_BUFFER,
+    _enc_path,
+    _enc_str,
+    digest_bytes,
+    hash_bytes,
+    type_name,
+)
 
 __all__ = [
     "BIG_BUFFER",
@@ -70,203 +75,11 @@ __all__ = [
 
 T = TypeVar("T")
 
-#: Buffers larger than this are hashed with BLAKE3's multi-threaded mode, and ``bytes`` values
-#: at least this long are written as ``length | digest`` instead of inline.
-BIG_BUFFER = 1 << 20
-_INLINE_LIMIT = 1 << 16
 _MAX_DEPTH = 1_000_000
-
-_Q = struct.Struct("<Q").pack
-_q = struct.Struct("<q").pack
-_d = struct.Struct("<d").pack
-_NAN = _Q(0x7FF8000000000000)
-_DATE = struct.Struct("<HBB").pack
-_DATETIME = struct.Struct("<HBBBBBIB").pack
-_TIME = struct.Struct("<BBBIB").pack
-_TIMEDELTA = struct.Struct("<qqq").pack
 _blake3 = blake3.blake3
 _AUTO = blake3.blake3.AUTO
 
 Encoder = Callable[["EncodeState", Any], None]
-
-
-# --------------------------------------------------------------------------------------------
-# digests of raw bytes
-
-
-def digest_bytes(data: Any) -> bytes:
-    """BLAKE3-256 (32 bytes) of a bytes-like object, multi-threaded when it is large."""
-    if isinstance(data, memoryview) and data.format != "B":
-        data = data.cast("B") if data.c_contiguous else data.tobytes()
-    if len(data) > BIG_BUFFER:
-        return _blake3(data, max_threads=_AUTO).digest()
-    return _blake3(data).digest()
-
-
-def hash_bytes(data: Any) -> str:
-    """Plain (untagged) BLAKE3-256 hex digest of ``bytes``, ``bytearray`` or ``memoryview``:
-    ``blake3.blake3(data).hexdigest()``, multi-threaded when the data is large."""
-    return digest_bytes(data).hex()
-
-
-# --------------------------------------------------------------------------------------------
-# leaf encoders: obj -> bytes, no children
-
-
-def _enc_int(x: int) -> bytes:
-    try:
-        return b"i" + _q(x)
-    except struct.error:
-        n = (x.bit_length() + 8) // 8
-        return b"I" + _Q(n) + int.to_bytes(x, n, "little", signed=True)
-
-
-def _fbits(x: float) -> bytes:
-    return _NAN if x != x else _d(x)  # noqa: PLR0124 - the NaN test without a call
-
-
-def _enc_float(x: float) -> bytes:
-    return b"f" + (_NAN if x != x else _d(x))  # noqa: PLR0124 - NaN test, no call
-
-
-def _enc_complex(x: complex) -> bytes:
-    return b"c" + _fbits(x.real) + _fbits(x.imag)
-
-
-def _utf8(x: str) -> bytes:
-    try:
-        return x.encode()
-    except UnicodeEncodeError:  # lone surrogates: an injective, non-UTF-8 byte form
-        return x.encode("utf-8", "surrogatepass")
-
-
-def _enc_str(x: str) -> bytes:
-    data = _utf8(x)
-    return b"s" + _Q(len(data)) + data
-
-
-def _enc_bytes(x: bytes) -> bytes:
-    if len(x) < _INLINE_LIMIT:
-        return b"b" + _Q(len(x)) + x
-    return b"B" + _Q(len(x)) + digest_bytes(x)
-
-
-def _enc_bytearray(x: bytearray) -> bytes:
-    if len(x) < _INLINE_LIMIT:
-        return b"y" + _Q(len(x)) + bytes(x)
-    return b"Y" + _Q(len(x)) + digest_bytes(x)
-
-
-def _enc_memoryview(x: memoryview) -> bytes:
-    shape = x.shape or ()
-    return (
-        b"m"
-        + _enc_str(x.format)
-        + _Q(x.itemsize)
-        + _Q(len(shape))
-        + b"".join(_Q(n) for n in shape)
-        + digest_bytes(x)
-    )
-
-
-def _enc_decimal(x: decimal.Decimal) -> bytes:
-    sign, digits, exponent = x.as_tuple()
-    exp = _enc_int(exponent) if isinstance(exponent, int) else _enc_str(exponent)
-    return b"D" + bytes([sign]) + _enc_str("".join(map(str, digits))) + exp
-
-
-def _enc_timedelta_payload(x: _dt.timedelta | None) -> bytes:
-    if x is None:
-        return b"N"
-    return b"e" + _TIMEDELTA(x.days, x.seconds, x.microseconds)
-
-
-def _enc_tz(tz: _dt.tzinfo | None, at: _dt.datetime | None) -> bytes:
-    if tz is None:
-        return b"N"
-    if type(tz) is _dt.timezone:
-        return b"z" + _enc_timedelta_payload(tz.utcoffset(None)) + _enc_str(tz.tzname(None))
-    key = getattr(tz, "key", None) or getattr(tz, "zone", None)  # zoneinfo / pytz names
-    name = _enc_str(type_name(type(tz)))
-    if isinstance(key, str) and at is None:
-        return b"Z" + name + _enc_str(key)
-    offset = _enc_timedelta_payload(tz.utcoffset(at))
-    label = tz.tzname(at)
-    return (
-        b"x"
-        + name
-        + (_enc_str(key) if isinstance(key, str) else b"N")
-        + offset
-        + (_enc_str(label) if label is not None else b"N")
-    )
-
-
-def _tz_of_datetime(x: _dt.datetime) -> bytes:
-    tz = x.tzinfo
-    if tz is not None and isinstance(getattr(tz, "key", None), str):
-        return _enc_tz(tz, None)  # zoneinfo: the zone's name, not the tz database's offsets
-    return _enc_tz(tz, x)
-
-
-def _enc_datetime(x: _dt.datetime) -> bytes:
-    fields = (x.year, x.month, x.day, x.hour, x.minute, x.second, x.microsecond, x.fold)
-    return b"W" + _DATETIME(*fields) + _tz_of_datetime(x)
-
-
-def _enc_date(x: _dt.date) -> bytes:
-    return b"d" + _DATE(x.year, x.month, x.day)
-
-
-def _enc_time(x: _dt.time) -> bytes:
-    fields = (x.hour, x.minute, x.second, x.microsecond, x.fold)
-    return b"t" + _TIME(*fields) + _enc_tz(x.tzinfo, None)
-
-
-def _enc_path(x: pathlib.PurePath) -> bytes:
-    flavour = b"W" if isinstance(x, pathlib.PureWindowsPath) else b"P"
-    return b"p" + flavour + _enc_str(str(x))
-
-
-_LEAF: dict[type, Callable[[Any], bytes]] = {
-    type(None): lambda _: b"N",
-    bool: lambda x: b"T" if x else b"F",
-    int: _enc_int,
-    float: _enc_float,
-    complex: _enc_complex,
-    str: _enc_str,
-    bytes: _enc_bytes,
-    bytearray: _enc_bytearray,
-    memoryview: _enc_memoryview,
-    type(Ellipsis): lambda _: b".",
-    decimal.Decimal: _enc_decimal,
-    fractions.Fraction: lambda x: b"Q" + _enc_int(x.numerator) + _enc_int(x.denominator),
-    _dt.datetime: _enc_datetime,
-    _dt.date: _enc_date,
-    _dt.time: _enc_time,
-    _dt.timedelta: _enc_timedelta_payload,
-    uuid.UUID: lambda x: b"u" + x.bytes,
-    pathlib.PurePosixPath: _enc_path,
-    pathlib.PureWindowsPath: _enc_path,
-    pathlib.PosixPath: _enc_path,
-    pathlib.WindowsPath: _enc_path,
-    range: lambda x: b"r" + _enc_int(x.start) + _enc_int(x.stop) + _enc_int(x.step),
-    type: lambda x: b"C" + _enc_str(type_name(x)),
-}
-
-
-_TYPE_NAMES: dict[type, str] = {}
-
-
-def type_name(t: type) -> str:
-    """The qualified name ``module.qualname`` of a type (``builtins.int``, ``pkg.mod.Cls``)."""
-    name = _TYPE_NAMES.get(t)
-    if name is None:
-        module = getattr(t, "__module__", None) or "?"
-        name = f"{module}.{getattr(t, '__qualname__', t.__name__)}"
-        if len(_TYPE_NAMES) > 10_000:
-            _TYPE_NAMES.clear()
-        _TYPE_NAMES[t] = name
-    return name
 
 
 # --------------------------------------------------------------------------------------------
