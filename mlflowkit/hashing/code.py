@@ -48,26 +48,31 @@ import importlib
 import importlib.util
 import inspect
 import linecache
-import os
 import re
 import sys
 import textwrap
 import threading
 import types
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import blake3
 
 from mlflowkit.errors import HashingError
 from mlflowkit.hashing import values as _v
+from mlflowkit.hashing._origins import (
+    _STDLIB,
+    _THIRD,
+    _USER,
+    _distribution,
+    _import_kind,
+    _module_kind,
+)
 
 __all__ = ["CodeDigester", "code_digest", "package_versions"]
 
 _DIGEST_VERSION = "mlflowkit-code/1"
-_USER, _STDLIB, _THIRD = "user", "stdlib", "third-party"
-_SITE_MARKERS = ("site-packages", "dist-packages")
 _SKIP_MEMBERS = frozenset(
     {
         "__module__",
@@ -102,82 +107,6 @@ _SKIP_MEMBERS = frozenset(
     }
 )
 _SKIP_FIELDS = frozenset({"kind", "type_comment", "type_ignores"})
-
-
-# --------------------------------------------------------------------------------------------
-# where code comes from
-
-
-@functools.lru_cache(maxsize=1)
-def _distributions() -> Mapping[str, list[str]]:
-    import importlib.metadata
-
-    return importlib.metadata.packages_distributions()
-
-
-@functools.cache
-def _distribution(top: str) -> tuple[str, str]:
-    """``(distribution, version)`` providing the top-level import name ``top``.
-
-    A distribution named like the import name is taken first (cheap); the full
-    ``packages_distributions()`` map is built, once, only for the other names.
-    """
-    import importlib.metadata
-
-    try:
-        return top, importlib.metadata.version(top)
-    except (importlib.metadata.PackageNotFoundError, ValueError):
-        pass
-    for dist in sorted(_distributions().get(top, ())):
-        try:
-            return dist, importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    version = getattr(sys.modules.get(top), "__version__", None)
-    return top, version if isinstance(version, str) else "unknown"
-
-
-@functools.lru_cache(maxsize=1)
-def _stdlib_dirs() -> tuple[str, ...]:
-    """Folders of the standard library (without ``sysconfig``, which costs ~1.5 ms to load)."""
-    if os.name != "posix":
-        import sysconfig
-
-        paths = sysconfig.get_paths()
-        return tuple({paths["stdlib"], paths["platstdlib"]})
-    version = f"python{sys.version_info[0]}.{sys.version_info[1]}"  # as sysconfig's posix scheme
-    stdlib = os.path.join(sys.base_prefix, sys.platlibdir, version)
-    platstdlib = os.path.join(sys.exec_prefix, sys.platlibdir, version)
-    return tuple({stdlib, platstdlib, os.path.dirname(os.__file__)})
-
-
-def _in_site(path: str) -> bool:
-    return any(marker in path for marker in _SITE_MARKERS)
-
-
-@functools.lru_cache(maxsize=4096)
-def _module_kind(name: str) -> str:
-    """Whether the module ``name`` is user code, standard library or third-party code."""
-    top = name.partition(".")[0]
-    if top == "__main__":
-        return _USER
-    if top in sys.stdlib_module_names or top == "builtins":
-        return _STDLIB
-    if top == "mlflowkit":
-        return _THIRD
-    module = sys.modules.get(name) or sys.modules.get(top)
-    path = getattr(module, "__file__", None)
-    if path is None:
-        locations = list(getattr(module, "__path__", None) or [])
-        path = locations[0] if locations else None
-    if path is None:
-        return _import_kind(top) if module is None else _USER
-    path = str(path)
-    if _in_site(path):
-        return _THIRD
-    if path.startswith(_stdlib_dirs()):
-        return _STDLIB
-    return _USER
 
 
 def _function_module(fn: types.FunctionType) -> str:
@@ -757,27 +686,6 @@ def _walk(obj: Any, attrs: tuple[str, ...], used: list[str]) -> Any:
         obj = nxt
         used.append(attr)
     return obj
-
-
-@functools.lru_cache(maxsize=4096)
-def _import_kind(top: str) -> str:
-    """Like ``_module_kind`` for a top-level module that may not be imported yet."""
-    if top in sys.stdlib_module_names or top == "builtins":
-        return _STDLIB
-    if top == "mlflowkit":
-        return _THIRD
-    try:
-        spec = importlib.util.find_spec(top)
-    except (ImportError, ValueError):
-        return _USER
-    if spec is None:
-        return _USER
-    locations = [spec.origin or "", *(spec.submodule_search_locations or [])]
-    if any(_in_site(str(p)) for p in locations):
-        return _THIRD
-    if any(str(p).startswith(_stdlib_dirs()) for p in locations if p):
-        return _STDLIB
-    return _USER
 
 
 def _module_source_digest(module: types.ModuleType) -> str:
