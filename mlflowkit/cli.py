@@ -472,7 +472,8 @@ def lineage(digest: str, store: str | None, debug: bool) -> None:
     """Everything upstream of an artifact: the step runs that made it, their inputs, and so on.
 
     DIGEST is an output digest (a unique prefix is enough), as shown by `mlflowkit run` and
-    `mlflowkit runs show`. Each artifact is shown once; repeats say "(see above)".
+    `mlflowkit runs show`. Each artifact is shown once; repeats say "(see above)". A step call
+    that several runs executed or found cached is one entry naming those runs.
     """
 
     def go() -> None:
@@ -502,11 +503,16 @@ def _print_lineage(graph: Any, root: str) -> None:
     while stack:
         branch, node = stack.pop()
         producers = [p for p in graph.predecessors(node) if graph.nodes[p].get("kind") == "step"]
+        # one entry per step call: the runs that executed it or found it cached share it
+        calls: dict[tuple[str, str], list[Any]] = {}
         for producer in sorted(producers, key=str):
             data = graph.nodes[producer]
-            label = Text(f"step {data['name']}", style="cyan")
-            label.append(f"  {data['status']} in run {data['run_id']}")
+            calls.setdefault((data["name"], data.get("key") or str(producer)), []).append(data)
+        for (name, _), runs in calls.items():
+            label = Text(f"step {name}", style="cyan")
+            label.append(f"  {_runs_text(runs)}")
             step_branch = branch.add(label)
+            producer = (runs[0]["run_id"], name)
             inputs = [
                 (p, graph.edges[p, producer].get("param"))
                 for p in graph.predecessors(producer)
@@ -523,6 +529,18 @@ def _print_lineage(graph: Any, root: str) -> None:
                 shown.add(src)
                 stack.append((child, src))
     Console(width=120).print(tree)
+
+
+def _runs_text(runs: list[dict[str, Any]]) -> str:
+    """``executed in run A; cached in runs B, C`` (at most 3 ids per status, then a count)."""
+    by_status: dict[str, list[str]] = {}
+    for data in runs:
+        by_status.setdefault(str(data["status"]), []).append(str(data["run_id"]))
+    parts = []
+    for status, ids in by_status.items():
+        shown = ", ".join(ids[:3]) + (f" and {len(ids) - 3} more" if len(ids) > 3 else "")
+        parts.append(f"{status} in run{'s' if len(ids) > 1 else ''} {shown}")
+    return "; ".join(parts)
 
 
 @main.group("store", short_help="Check, clean and measure the artifact store.")

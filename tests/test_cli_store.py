@@ -233,6 +233,25 @@ def test_cli_lineage_shows_both_runs(tmp_path: Path, cli: CliRunner, counters: P
     assert "ffffffffffff" in bad
 
 
+def test_cli_lineage_shows_a_step_call_once_for_all_runs_that_had_it(
+    tmp_path: Path, cli: CliRunner, counters: Path
+) -> None:
+    url = str(tmp_path / "s")
+    for _ in range(3):
+        invoke(cli, "run", EVALUATION, "--store", url)
+    with mk.Store(url) as store:
+        third, second, first = store.runs()
+    final = third.steps[-1].output_digest or ""
+    out = invoke(cli, "lineage", final[:12], "--store", url)
+    assert out.count("step consume") == 1 and out.count("step produce") == 1
+    flat = " ".join(out.split())  # the terminal may wrap long lines
+    assert f"executed in run {first.id}" in flat
+    assert any(
+        f"cached in runs {a}, {b}" in flat
+        for a, b in [(second.id, third.id), (third.id, second.id)]
+    )
+
+
 def test_cli_store_verify_lists_a_flipped_object(
     tmp_path: Path, cli: CliRunner, counters: Path
 ) -> None:
