@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlflowkit.errors import MlflowkitError, TypeCheckError
 from mlflowkit.executors.base import Derived, InMemory, Input, Stored, Task, TaskResult
+from mlflowkit.hashing import hash_value
 from mlflowkit.records import CacheEntry
 from mlflowkit.templates import map_leaves
 from mlflowkit.wiring import check_value, describe, describe_value, mismatch
@@ -215,8 +216,6 @@ def _meta(value: Any) -> dict[str, Any]:
         return {}
     meta: dict[str, Any] = {"len": len(value)}
     if len(value) <= MAX_ITEM_DIGESTS:
-        from mlflowkit.hashing import hash_value
-
         items: list[list[Any]] = []
         for item in value:
             nbytes = getattr(item, "nbytes", 0)
@@ -307,8 +306,6 @@ def _run(
     keep_value: bool,
     write: Writer | None = None,
 ) -> TaskResult:
-    from mlflowkit.hashing import hash_value
-
     step = task.step
     attempts = 0
     retries = step.hints.retries

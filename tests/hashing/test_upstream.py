@@ -1,0 +1,25 @@
+"""The placeholder for upstream values in cache keys encodes exactly as its declared hash."""
+
+from __future__ import annotations
+
+import hypothesis.strategies as st
+from hypothesis import given
+
+from mlflowkit.cache import KeyMaker, Upstream
+from mlflowkit.executors.base import Input
+from mlflowkit.hashing import hash_value
+from mlflowkit.hashing.values import encode, type_name
+
+
+@given(st.text(alphabet="0123456789abcdef", max_size=64))
+def test_upstream_fast_encoder_gives_the_bytes_of_its_mlflowkit_hash(digest: str) -> None:
+    general = b"R" + encode(type_name(Upstream)) + encode(Upstream(digest).__mlflowkit_hash__())
+    assert encode(Upstream(digest)) == general
+
+
+def test_a_gathered_list_of_upstream_values_hashes_by_their_digests() -> None:
+    items = tuple(Input(f"n{i}", f"{i:064x}", None) for i in range(3))
+    expected = hash_value(tuple(Upstream(i.digest) for i in items))
+    assert KeyMaker.input_digest(items) == expected
+    changed = (*items[:2], Input("n2", "f" * 64, None))
+    assert KeyMaker.input_digest(changed) != expected
