@@ -25,6 +25,7 @@ __all__ = [
     "CorruptObjectError",
     "ExecutorError",
     "HashingError",
+    "MissingObjectError",
     "MlflowkitError",
     "PlanningError",
     "RunFailed",
@@ -106,6 +107,10 @@ class StoreError(MlflowkitError):
 
 class CorruptObjectError(StoreError):
     """A stored object failed its integrity check; it has been set aside, never returned."""
+
+
+class MissingObjectError(StoreError):
+    """No object with this digest is in the store: never stored here, or removed by gc."""
 
 
 class ExecutorError(MlflowkitError):

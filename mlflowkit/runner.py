@@ -267,7 +267,7 @@ def run_plan(
     keys = KeyMaker()
     pack_name = _pack_name(plan)
     read_pack = getattr(the_store, "read_pack", None)  # an optional store feature
-    pack = read_pack(pack_name) if read_pack is not None and not force_set else {}
+    pack = read_pack(pack_name) if read_pack is not None and force_set is not True else {}
     ex.start(the_store)
     background_error: BaseException | None = None
     try:

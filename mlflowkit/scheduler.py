@@ -8,7 +8,10 @@ Invariants
   *content* digests. Hit → its output is a handle (nothing is loaded). Miss → one task.
 * A key reached twice in one run executes once; the second call waits for the first.
 * After the first failure nothing new is submitted; tasks in flight finish; the rest are
-  ``skipped``. A corrupt stored input makes its producer re-execute, then the consumer retries.
+  ``skipped``. A corrupt or missing stored input makes its producer re-execute, then the
+  consumer retries.
+* Hits come from the pack the runner read (the last run's entries) or the store; a pack hit's
+  stored value is checked to exist only for the plan's outputs (what the caller loads).
 * The scheduler does no I/O of its own: it talks to the store and the executor through their
   contracts only, and imports neither a concrete executor nor a concrete store.
 """
@@ -18,12 +21,18 @@ from __future__ import annotations
 import queue
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from mlflowkit.cache import KeyMaker
-from mlflowkit.errors import CorruptObjectError, ExecutorError, HashingError, MlflowkitError
+from mlflowkit.errors import (
+    CorruptObjectError,
+    ExecutorError,
+    HashingError,
+    MissingObjectError,
+    MlflowkitError,
+)
 from mlflowkit.executors.base import Derived, Input, Stored, Task, TaskResult
 from mlflowkit.plan import _OPS, Node, Ref, find_refs
 from mlflowkit.records import CacheEntry, StepRun
@@ -205,7 +214,7 @@ class _Walk:
         self.records[name] = record
         cacheable = step.identity.cache and self.store is not None
         if cacheable and not self._forced(name):
-            entry = self._lookup(key)
+            entry = self._lookup(name, key)
             if entry is not None:
                 record.status = "cached"
                 record.output_digest = entry.output_digest
@@ -245,12 +254,22 @@ class _Walk:
             self.by_key.pop(key, None)
             self._fail(name, TaskResult(name, False, attempts=0, error=exc))
 
-    def _lookup(self, key: str) -> CacheEntry | None:
-        """The cache entry for ``key``: from the pack when its output is still there."""
+    def _lookup(self, name: str, key: str) -> CacheEntry | None:
+        """The cache entry for ``key``, from the pack when it lists it.
+
+        A pack entry's stored output is checked to exist only for the plan's outputs (the
+        values the caller will load); any other one that turns out to be gone when a step
+        needs it makes its producer execute again (``_heal``).
+        """
         store = self.store
         assert store is not None
         entry = self.pack.get(key)
-        if entry is not None and entry.stored and not store.has(entry.output_digest):
+        if (
+            entry is not None
+            and entry.stored
+            and name in self._outputs
+            and not store.has(entry.output_digest)
+        ):
             entry = None
         if entry is None:
             entry = store.get_cache(key)
@@ -331,7 +350,8 @@ class _Walk:
         if result.started_at:
             record.started_at = result.started_at
         if not result.ok:
-            if isinstance(result.error, CorruptObjectError) and self._heal(name, result.error):
+            err = result.error
+            if isinstance(err, (CorruptObjectError, MissingObjectError)) and self._heal(name, err):
                 return
             self._fail(name, result)
             for waiter in self.key_waiters.pop(key, []):
@@ -383,13 +403,25 @@ class _Walk:
             if self.remaining[dep] == 0:
                 self.ready.append(dep)
 
-    def _heal(self, consumer: str, error: CorruptObjectError) -> bool:
-        """A stored input was corrupt: re-execute its producer(s), then retry ``consumer``."""
-        producers = [
-            n
-            for n in self.nodes[consumer].deps
-            if self.digests.get(n) == error.digest and self.records[n].status == "cached"
-        ]
+    def _heal(self, consumer: str, error: CorruptObjectError | MissingObjectError) -> bool:
+        """A stored input was corrupt or gone: re-execute its producer(s), retry ``consumer``.
+
+        The producer is a direct upstream of ``consumer`` or, for a derived input such as an
+        item of a cached list, any cached step call whose output has that digest.
+        """
+
+        def cached_with_digest(names: Iterable[str]) -> list[str]:
+            return [
+                n
+                for n in names
+                if self.digests.get(n) == error.digest
+                and (record := self.records.get(n)) is not None
+                and record.status == "cached"
+            ]
+
+        producers = cached_with_digest(self.nodes[consumer].deps) or cached_with_digest(
+            [n for n in self.order if self.nodes[n].kind == "step"]
+        )
         if not producers or self.store is None:
             return False
         for producer in producers:

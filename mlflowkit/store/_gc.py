@@ -119,8 +119,7 @@ def collect(
         for f in stale_tmp:
             store._io.remove(f"{store.root}/tmp/{f.name}")
         if dead_keys or dead_objects:  # packs may list what was deleted: the next run remakes them
-            for f in store._io.listdir(f"{store.root}/packs"):
-                store._io.remove(f"{store.root}/packs/{f.name}")
+            store.drop_packs()
         idx.remove_cache(dead_keys)
         idx.remove_objects(dead_objects)
     return GcReport(

@@ -54,7 +54,7 @@ from typing import TYPE_CHECKING, Any
 import blake3
 import orjson
 
-from mlflowkit.errors import CorruptObjectError, StoreError
+from mlflowkit.errors import CorruptObjectError, MissingObjectError, StoreError
 from mlflowkit.records import CacheEntry, RunRecord
 from mlflowkit.store import serializers
 from mlflowkit.store._flush import FLUSHER, sync_filesystem
@@ -441,8 +441,8 @@ class Store:
         CorruptObjectError
             The object failed its integrity check; it was quarantined, its cache entries
             dropped, and the step that made it will execute again on the next run.
-        StoreError
-            No object with this digest is stored.
+        MissingObjectError
+            No object with this digest is stored (a ``StoreError``).
         SerializationError
             The serializer named in the header is not registered here or failed.
         """
@@ -459,7 +459,7 @@ class Store:
                 url=self.url,
             ) from None
         if got is None:
-            raise StoreError(
+            raise MissingObjectError(
                 f"no object {digest} in store {self.url}: it was never stored here, or was "
                 "removed by gc. Run the pipeline again to recompute it.",
                 digest=digest,
@@ -496,6 +496,7 @@ class Store:
             self._io.remove(self._cache_path(key))
         idx.remove_cache(keys)
         idx.remove_objects([digest])
+        self.drop_packs()
 
     # cache -----------------------------------------------------------------------------------
     def get_cache(self, key: str) -> CacheEntry | None:
@@ -544,6 +545,12 @@ class Store:
         """Forget the cache entry for ``key`` (no error when there is none)."""
         self._io.remove(self._cache_path(key))
         self._idx().remove_cache([key])
+        self.drop_packs()
+
+    def drop_packs(self) -> None:
+        """Delete every cache pack (they may list a dropped entry; the next runs remake them)."""
+        for f in self._io.listdir(f"{self.root}/packs"):
+            self._io.remove(f"{self.root}/packs/{f.name}")
 
     def lock(
         self, key: str, timeout: float = DEFAULT_LOCK_TIMEOUT_S

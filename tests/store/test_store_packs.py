@@ -58,17 +58,32 @@ def test_a_rerun_answers_hits_from_the_pack(store: Store, counters: Path) -> Non
     assert _executions(counters) == {"source": 1, "parity": 1, "downstream": 1}
 
 
-def test_a_pack_entry_whose_object_is_gone_is_not_used(store: Store, counters: Path) -> None:
+def test_a_gone_intermediate_is_found_when_a_step_needs_it(store: Store, counters: Path) -> None:
     first = dag_runs.cutoff.plan(n=4).run(store=store, progress=False)
     gone = first.step("source").output_digest
     assert gone is not None
     os.remove(store._object_path(gone))
+    # nothing needs the value: the run stays fully cached and loads nothing
     again = dag_runs.cutoff.plan(n=4).run(store=store, progress=False)
-    assert again.step("source").status == "executed"
-    assert again.step("source").output_digest == gone and store.has(gone)
-    assert again.output == first.output
-    # early cutoff: the same output downstream, so the rest stays cached
-    assert [again.step(n).status for n in ("parity", "downstream")] == ["cached", "cached"]
+    assert [s.status for s in again.steps] == ["cached"] * 3
+    assert again.output == first.output and not store.has(gone)
+    # parity must execute and needs it: its producer executes again first
+    forced = dag_runs.cutoff.plan(n=4).run(store=store, progress=False, force=["parity"])
+    assert forced.step("source").status == "executed" and forced.step("parity").status == "executed"
+    assert forced.step("source").output_digest == gone and store.has(gone)
+    assert forced.output == first.output
+    assert _executions(counters) == {"source": 2, "parity": 2, "downstream": 1}
+
+
+def test_a_gone_output_is_computed_again(store: Store, counters: Path) -> None:
+    first = dag_runs.cutoff.plan(n=4).run(store=store, progress=False)
+    out = first.step("downstream").output_digest
+    assert out is not None
+    os.remove(store._object_path(out))
+    again = dag_runs.cutoff.plan(n=4).run(store=store, progress=False)
+    assert again.step("downstream").status == "executed"
+    assert again.output == first.output and store.has(out)
+    assert _executions(counters) == {"source": 1, "parity": 1, "downstream": 2}
 
 
 def test_a_damaged_pack_is_removed_and_the_run_reads_the_entries(
@@ -162,3 +177,17 @@ def test_an_entry_json_cannot_hold_is_refused_with_a_store_error() -> None:
         encode_entry(entry)
     with pytest.raises(StoreError, match="not JSON-able"):
         encode_pack([entry])
+
+
+def test_a_gone_list_whose_items_a_step_needs_is_computed_again(store: Store) -> None:
+    from tests.resources import dag_basic
+
+    first = dag_basic.train.plan(n=30).run(store=store, progress=False)
+    made = first.step("make_data").output_digest
+    assert made is not None
+    os.remove(store._object_path(made))
+    # fit needs X and y, items of make_data's (gone) tuple: make_data executes again
+    again = dag_basic.train.plan(n=30).run(store=store, progress=False, force=["fit"])
+    assert again.step("make_data").status == "executed" and store.has(made)
+    assert again.step("fit").status == "executed"
+    assert again.output == first.output
