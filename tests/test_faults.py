@@ -136,7 +136,8 @@ def assert_consistent(store: Any) -> None:
         assert store.get_cache(key) is not None, key
     # every run record is readable; killed runs stay marked running
     records = store.runs()
-    assert len(records) == len(list(Path(store.root, "runs").glob("*.json")))
+    files = [*Path(store.root, "runs").glob("*.json"), *Path(store.root, "runs").glob("*.started")]
+    assert len(records) == len({p.name.rsplit(".", 1)[0] for p in files})
     assert {r.status for r in records} <= {"running", "succeeded"}
 
 

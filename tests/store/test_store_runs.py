@@ -299,3 +299,19 @@ def test_du_counts_every_area(any_store: Store) -> None:
     assert du["total"]["bytes"] == sum(
         du[a]["bytes"] for a in ("objects", "cache", "runs", "quarantine", "tmp")
     )
+
+
+def test_a_running_record_is_a_started_file_until_the_run_ends(local_store: Store) -> None:
+    runs = Path(local_store.root, "runs")
+    local_store.put_run(record("r1", 1.0, status="running"))
+    assert [p.name for p in runs.iterdir()] == ["r1.started"]
+    assert [(r.id, r.status) for r in local_store.runs()] == [("r1", "running")]
+    assert local_store.du()["runs"]["count"] == 1
+    local_store.put_run(record("r1", 1.0, status="succeeded"))
+    assert [p.name for p in runs.iterdir()] == ["r1.json"]
+    assert local_store.run("r1").status == "succeeded"
+    # a crash between the two writes leaves both: the finished record wins
+    (runs / "r1.started").write_bytes(
+        (runs / "r1.json").read_bytes().replace(b"succeeded", b"running")
+    )
+    assert [(r.id, r.status) for r in local_store.runs()] == [("r1", "succeeded")]
