@@ -153,8 +153,9 @@ def _shallow(code: types.CodeType) -> bytes:
 _DEF_LINE = re.compile(r"^(\s*def\s)|(\s*async\s+def\s)|(.*(?<!\w)lambda(:|\s))|^(\s*@)")
 
 
-def _source_lines(code: types.CodeType) -> tuple[list[str], int]:
-    """The source lines of a code object's block and its first line number.
+def _source_lines(code: types.CodeType) -> tuple[list[str], int, ast.Module | None]:
+    """The source lines of a code object's block, its first line number, and the parsed block
+    (None when it was found another way and is still to be parsed).
 
     What ``inspect.getsourcelines`` gives, read straight from ``linecache`` (which also holds
     notebook cells): ``inspect`` first searches every loaded module for the file's module,
@@ -164,7 +165,7 @@ def _source_lines(code: types.CodeType) -> tuple[list[str], int]:
     lines = linecache.getlines(code.co_filename)
     if not lines:
         found, first = inspect.getsourcelines(code)  # loaders that need the module's globals
-        return found, first
+        return found, first, None
     lnum = code.co_firstlineno - 1
     while lnum > 0 and lnum < len(lines) and not _DEF_LINE.match(lines[lnum]):
         lnum -= 1
@@ -172,10 +173,10 @@ def _source_lines(code: types.CodeType) -> tuple[list[str], int]:
         raise OSError("source line out of range")
     block = _indented_block(lines, lnum)
     try:
-        ast.parse(textwrap.dedent("".join(block)))
+        tree = ast.parse(textwrap.dedent("".join(block)))
     except SyntaxError:  # an unusual layout: let the tokenizer find the block's end
-        block = inspect.getblock(lines[lnum:])
-    return block, lnum + 1
+        return inspect.getblock(lines[lnum:]), lnum + 1, None
+    return block, lnum + 1, tree
 
 
 def _indented_block(lines: list[str], start: int) -> list[str]:
@@ -207,13 +208,13 @@ def _indented_block(lines: list[str], start: int) -> list[str]:
 
 def _syntax_tree(code: types.CodeType) -> ast.AST | None:
     try:
-        lines, first = _source_lines(code)
+        lines, first, parsed = _source_lines(code)
     except (OSError, TypeError, IndexError):
         return None
     text = "".join(lines)
     dedented = textwrap.dedent(text)
     try:
-        tree = ast.parse(dedented)
+        tree = parsed if parsed is not None else ast.parse(dedented)
     except SyntaxError:
         return None
     node: ast.AST | None
