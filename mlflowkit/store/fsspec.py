@@ -105,6 +105,28 @@ _memory_indexes: dict[str, str] = {}
 _memory_lock = threading.Lock()
 
 
+#: local store folders laid out by this process: root -> inode of its tmp/ folder
+_PREPARED: dict[str, int] = {}
+_AREAS = ("objects", "cache", "packs", "runs", "locks", "quarantine", "tmp")
+
+
+def _prepare_layout(root: str) -> None:
+    """Create the store's folders unless this process did so already.
+
+    One ``stat`` tells a folder laid out here before from one that is new or was deleted and
+    made again since (its ``tmp/`` is another inode then).
+    """
+    try:
+        ino = os.stat(os.path.join(root, "tmp")).st_ino
+    except FileNotFoundError:
+        ino = None
+    if ino is not None and _PREPARED.get(root) == ino:
+        return
+    for area in _AREAS:
+        os.makedirs(os.path.join(root, area), exist_ok=True)
+    _PREPARED[root] = os.stat(os.path.join(root, "tmp")).st_ino
+
+
 def _index_path(url: str, local_root: str | None, protocol: str) -> str:
     if local_root is not None:
         return os.path.join(local_root, "index.sqlite")
@@ -190,8 +212,7 @@ class Store:
             self.url = root
             self._io = LocalIO(root)
             try:
-                for area in ("objects", "cache", "packs", "runs", "locks", "quarantine", "tmp"):
-                    os.makedirs(os.path.join(root, area), exist_ok=True)
+                _prepare_layout(root)
             except OSError as exc:
                 raise StoreError(
                     f"cannot create a store at {root}: {exc}. Expected a writable folder "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -331,3 +332,15 @@ def test_forked_child_opens_its_own_index_connection(local_store: Store) -> None
     assert os.waitstatus_to_exitcode(status) == 0
     assert [r.id for r in local_store.runs()] == ["child", "parent"]
     assert local_store.du()["objects"]["count"] == 1
+
+
+def test_a_store_folder_removed_and_opened_again_is_laid_out_again(tmp_path: Path) -> None:
+    url = str(tmp_path / "s")
+    with Store(url) as store:
+        store.put(1, fake_digest("one"))
+    shutil.rmtree(url)
+    with Store(url) as again:
+        areas = sorted(p.name for p in Path(url).iterdir() if p.is_dir())
+        assert areas == ["cache", "locks", "objects", "packs", "quarantine", "runs", "tmp"]
+        digest = again.put(2, fake_digest("two"))
+        assert again.get(digest) == 2
