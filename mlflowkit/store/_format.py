@@ -151,7 +151,7 @@ def decode_pack(data: bytes) -> dict[str, CacheEntry] | None:
         if not (type(key) is str and type(digest) is str and type(stored) is bool
                 and type(meta) is dict):  # fmt: skip
             return None
-        out[key] = CacheEntry(key=key, output_digest=digest, stored=stored, meta=meta)
+        out[key] = CacheEntry(key, digest, "", stored, None, meta)  # positional: ~2x faster
     return out
 
 
