@@ -319,7 +319,8 @@ class _Tracer:
 
     # names ------------------------------------------------------------------------------
     def _unique(self, base: str) -> str:
-        base = "".join(f"{p}." for p in self._prefix) + base
+        if self._prefix:
+            base = "".join(f"{p}." for p in self._prefix) + base
         count = self._counts.get(base, 0) + 1
         self._counts[base] = count
         name = base if count == 1 else f"{base}-{count}"
@@ -427,7 +428,7 @@ class _Tracer:
         refs: list[str] = []
         for value in arguments.values():
             if type(value) is Ref:
-                refs.append(value.node)
+                refs.append(value._node)
             elif type(value) not in _SCALARS:
                 refs.extend(r.node for r in find_refs(value))
         deps = tuple(dict.fromkeys(refs))

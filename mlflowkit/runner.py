@@ -2,9 +2,10 @@
 
 Invariants
 ----------
-* A run record is written when the run starts (status ``running``) and again when it ends,
-  so a crash leaves a trace; cache entries written by finished steps survive any crash, and
-  running again resumes from them.
+* A run record is written when its first step starts executing (status ``running``) and
+  again when it ends, so a crash leaves a trace; a run that executes nothing (all hits)
+  writes only the final record. Cache entries written by finished steps survive any crash,
+  and running again resumes from them.
 * Every step that asks for a GPU is checked against the executor *before* anything runs.
 * A failed step makes ``run_plan`` raise ``RunFailed`` chained to the step's own exception, with
   its (remote) traceback text in the message.
@@ -273,7 +274,6 @@ def run_plan(
     try:
         _check_placement(plan, ex)
         _warn_unenforced_timeouts(plan, ex)
-        the_store.put_run(record)
         result = walk(
             plan.nodes,
             plan.output_nodes(),
@@ -284,6 +284,7 @@ def run_plan(
             progress=_progress(progress),
             keys=keys,
             pack=pack,
+            on_first_task=lambda: the_store.put_run(record),  # a trace should the run crash
         )
         if owned:
             # background writes must be done before the run is called finished; an executor

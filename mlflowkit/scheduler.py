@@ -145,6 +145,7 @@ class _Walk:
         self.pack: dict[str, CacheEntry] = {}  # entries read in one go, checked before use
         self.entries: dict[str, CacheEntry] = {}
         self.writes: dict[str, bool] = {}  # node -> whether its task stores the value
+        self.on_first_task: Callable[[], None] | None = None
         for name, node in nodes.items():
             self.remaining[name] = len(node.deps)
             for dep in node.deps:
@@ -247,6 +248,9 @@ class _Walk:
         self.inflight[name] = key
         self.by_key[key] = name
         record.started_at = time.time()
+        if self.on_first_task is not None:  # e.g. the runner records that the run is running
+            first, self.on_first_task = self.on_first_task, None
+            first()
         try:
             self.executor.submit(task, on_done)
         except Exception as exc:  # the executor refused the task (e.g. no GPU for it)
@@ -315,7 +319,7 @@ class _Walk:
         step = node.step
         inputs: dict[str, str] = {}
         for pname, template in args.items():
-            if isinstance(template, Input):
+            if type(template) is Input:
                 inputs[pname] = template.digest
             else:
                 memo = (name, pname)
@@ -543,15 +547,18 @@ def walk(
     progress: Progress | None = None,
     keys: KeyMaker | None = None,
     pack: dict[str, CacheEntry] | None = None,
+    on_first_task: Callable[[], None] | None = None,
 ) -> WalkResult:
     """Walk the graph of ``nodes``, executing misses on ``executor``; see module docstring.
 
-    ``pack`` holds cache entries read in one go (the last run's); each is used only if its
-    stored output still exists, else the store is asked as usual.
+    ``pack`` holds cache entries read in one go (the last run's); see ``_lookup``.
+    ``on_first_task`` is called once, just before the first task is submitted (never when
+    everything is a hit).
     """
     state = _Walk(nodes, executor, store, run_id, force, progress or Progress(), keys or KeyMaker())
     state._outputs = frozenset(outputs)
     state.pack = pack or {}
+    state.on_first_task = on_first_task
     state.progress.start(len(nodes))
     try:
         return state.run()
