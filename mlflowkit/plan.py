@@ -250,24 +250,6 @@ for _op in _REFUSED_OPERATORS:
     setattr(Ref, _op, _refuse_op(_op))
 
 
-def _simple_parameters(step: Step[Any, Any]) -> tuple[tuple[str, Any], ...] | None:
-    """``(name, default)`` of each parameter when all are plain positional-or-keyword ones."""
-    memo = step.__dict__.get("_simple_parameters", _UNSET)
-    if memo is not _UNSET:
-        return memo  # type: ignore[no-any-return]
-    params = step.signature.parameters.values()
-    simple = (
-        tuple((p.name, p.default) for p in params)
-        if all(p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD for p in params)
-        else None
-    )
-    object.__setattr__(step, "_simple_parameters", simple)  # a memo on the frozen step
-    return simple
-
-
-_UNSET = object()
-
-
 def _fast_bind(
     step: Step[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> dict[str, Any] | None:
@@ -276,7 +258,7 @@ def _fast_bind(
     Anything unusual (too many, unknown, duplicate or missing arguments) returns None so that
     the general path binds it and explains the mistake.
     """
-    params = _simple_parameters(step)
+    params = step._simple_parameters()
     if params is None or len(args) > len(params):
         return None
     bound: dict[str, Any] = {}
@@ -359,7 +341,7 @@ class _Tracer:
         self, step: Step[Any, Any], name: str, arguments: dict[str, Any], loc: str
     ) -> None:
         hints = step._hints()
-        simple = _simple_parameters(step) is not None
+        simple = step._simple_parameters() is not None
         params = step.signature.parameters
         for pname, value in arguments.items():
             expected = hints.get(pname)

@@ -29,6 +29,8 @@ from mlflowkit.errors import PlanningError, WiringError
 
 __all__ = ["ExecutionHints", "Step", "StepIdentity", "step"]
 
+_UNSET: Any = object()
+
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -265,6 +267,21 @@ class Step(Generic[P, R]):
                     cached[pname] = Any if isinstance(ann, str) else ann
             object.__setattr__(self, "_hints_cache", cached)
         return dict(cached)
+
+    def _simple_parameters(self) -> tuple[tuple[str, Any], ...] | None:
+        """``(name, default)`` of each parameter when all are plain positional-or-keyword ones
+        (memoized on the frozen step; None otherwise)."""
+        memo = self.__dict__.get("_simple_params", _UNSET)
+        if memo is not _UNSET:
+            return memo  # type: ignore[no-any-return]
+        params = self.signature.parameters.values()
+        simple = (
+            tuple((p.name, p.default) for p in params)
+            if all(p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD for p in params)
+            else None
+        )
+        object.__setattr__(self, "_simple_params", simple)
+        return simple
 
     def _hints(self) -> dict[str, Any]:
         """``type_hints()`` without the defensive copy, for mlflowkit's own hot paths."""
