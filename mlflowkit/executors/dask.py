@@ -30,9 +30,11 @@ Invariants
 * Dask blames every task *assigned* to a worker that dies, started or not (``KilledWorker``
   after ``distributed.scheduler.allowed-failures``). Every batch announces its start to the
   client synchronously, so: a batch that never started is sent again; a started batch of
-  several calls is split, one call per Dask task; a single started call is the culprit and
-  fails, naming the step; an input lost for good is rebuilt from its batch (same ``DaskRef``
-  id) before its consumer is sent again. Each at most ``_MAX_RESENDS`` times.
+  several calls is split, one call per Dask task; a single started call that this run had
+  already finished (its value was lost and recomputing it met the dying workers) is sent
+  again; any other single started call is the culprit and fails, naming the step; an input
+  lost for good is rebuilt from its batch (same ``DaskRef`` id) before its consumer is sent
+  again. Each at most ``_MAX_RESENDS`` times.
 * The store must be reachable from the workers (a shared folder or an object store URL); a
   process-private store (``memory://``) is refused at ``start``.
 
@@ -229,6 +231,7 @@ class DaskExecutor(Executor):
         self._client: Client | None = None
         self._cluster: Any = None
         self._store_blob: bytes | None = None
+        self._store: ArtifactStore | None = None
         self._lock = threading.RLock()
         self._pending: list[tuple[Task, Callable[[TaskResult], None]]] = []
         self._batches: dict[str, Sent] = {}  # by id (the key in DaskRef handles)
@@ -333,6 +336,7 @@ class DaskExecutor(Executor):
             )
         with self._lock:
             self._store_blob = blob
+            self._store = store
             self._batches.clear()  # values of an earlier run are not needed any more
             self._by_dask_key.clear()
         if self._client is None:
@@ -499,9 +503,13 @@ class DaskExecutor(Executor):
         try:
             status = fut.status
             if status == "finished":
-                summaries: list[TaskResult] = fut.result()
-                if self._claim(sent):
-                    self._report(sent, summaries)
+                try:
+                    summaries: list[TaskResult] = fut.result()
+                except Exception as exc:  # lost, recomputed and failed since the status read
+                    self._on_error(sent, exc, exc.__traceback__)
+                else:
+                    if self._claim(sent):
+                        self._report(sent, summaries)
             elif status == "error":
                 self._on_error(sent, fut.exception(), fut.traceback())
             elif status in ("lost", "pending"):  # its worker died before we read it: Dask
@@ -569,7 +577,22 @@ class DaskExecutor(Executor):
             return self._resend(sent, split=False)
         if len(sent.items) > 1:
             return self._resend(sent, split=True)
+        if self._finished_in_this_run(sent.first):
+            # it had finished: Dask was recomputing its lost value on workers another call
+            # killed; sent again, the worker loads what it stored (``recover``)
+            return self._resend(sent, split=False)
         return False
+
+    def _finished_in_this_run(self, task: Task) -> bool:
+        """Whether this run already stored ``task``'s output (its cache entry says so)."""
+        store = self._store
+        if store is None or not (task.cache_entry and task.store_value):
+            return False
+        try:
+            entry = store.get_cache(task.key)
+        except Exception:
+            return False
+        return entry is not None and entry.run_id == task.run_id
 
     def _resummarize(self, sent: Sent) -> bool:
         if sent.requeues >= _MAX_RESENDS or sent.future is None or sent.reported:
