@@ -19,7 +19,7 @@ from blake3 import blake3
 from mlflowkit.executors.base import Input
 from mlflowkit.hashing import code_digest, hash_value, package_versions
 from mlflowkit.hashing.values import EncodeState, encode, register_encoder
-from mlflowkit.templates import leaves, map_leaves
+from mlflowkit.templates import SCALARS, leaves, map_leaves
 
 if TYPE_CHECKING:
     from mlflowkit.step import Step
@@ -27,7 +27,6 @@ if TYPE_CHECKING:
 __all__ = ["KEY_VERSION", "KeyMaker", "Upstream"]
 
 KEY_VERSION = "mlflowkit-key/1"
-_SCALARS = frozenset({int, float, str, bool, bytes, type(None)})
 
 
 class Upstream:
@@ -78,7 +77,7 @@ class KeyMaker:
     @staticmethod
     def input_digest(template: Any) -> str:
         """Content digest of one argument: the upstream digest, or the hash of the value."""
-        if type(template) in _SCALARS:
+        if type(template) in SCALARS:
             return hash_value(template)
         if isinstance(template, Input):
             return template.digest

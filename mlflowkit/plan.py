@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
 from mlflowkit.errors import PlanningError, WiringError
 from mlflowkit.step import _TRACER, Step
-from mlflowkit.templates import leaves
+from mlflowkit.templates import SCALARS, leaves
 from mlflowkit.wiring import (
     check_value,
     compatible,
@@ -278,9 +278,6 @@ def _fast_bind(
     return bound
 
 
-_SCALARS = frozenset({int, float, str, bool, bytes, type(None)})
-
-
 def find_refs(template: Any) -> list[Ref[Any]]:
     """All Refs inside an argument template (lists, tuples, sets, dicts), in order."""
     return leaves(template, Ref)
@@ -348,8 +345,6 @@ class _Tracer:
             if expected is None:
                 continue
             if simple:  # one value per parameter
-                if type(value) is Ref and (value.type is expected or expected is Any):
-                    continue  # the common wiring: the same annotation on both ends
                 self._check_one(step, name, pname, value, expected, loc)
                 continue
             kind = params[pname].kind
@@ -411,7 +406,7 @@ class _Tracer:
         for value in arguments.values():
             if type(value) is Ref:
                 refs.append(value._node)
-            elif type(value) not in _SCALARS:
+            elif type(value) not in SCALARS:
                 refs.extend(r.node for r in find_refs(value))
         deps = tuple(dict.fromkeys(refs))
         out_type = step._hints().get("return", Any)

@@ -21,6 +21,8 @@ import time
 import warnings
 from typing import TYPE_CHECKING, Any
 
+from blake3 import blake3
+
 from mlflowkit.cache import KeyMaker
 from mlflowkit.errors import ExecutorError, RunFailed, WiringError
 from mlflowkit.executors import get as get_executor
@@ -334,8 +336,6 @@ def run_plan(
 
 def _pack_name(plan: Plan) -> str:
     """The cache pack of a pipeline: one per pipeline and plan size (cheap to tell apart)."""
-    from blake3 import blake3
-
     return "p-" + blake3(f"{plan.pipeline}\n{len(plan.nodes)}".encode()).hexdigest()[:40]
 
 

@@ -27,7 +27,7 @@ from mlflowkit.errors import MlflowkitError, TypeCheckError
 from mlflowkit.executors.base import Derived, InMemory, Input, Stored, Task, TaskResult
 from mlflowkit.hashing import hash_value
 from mlflowkit.records import CacheEntry
-from mlflowkit.templates import map_leaves
+from mlflowkit.templates import SCALARS, map_leaves
 from mlflowkit.wiring import check_value, describe, describe_value, mismatch
 
 if TYPE_CHECKING:
@@ -97,15 +97,12 @@ def resolve_template(template: Any, resolve: Callable[[Any], Any]) -> Any:
         for name, value in template.items():
             if type(value) is Input:
                 out[name] = resolve(value.handle)
-            elif type(value) in _SCALARS:
+            elif type(value) in SCALARS:
                 out[name] = value
             else:
                 out[name] = map_leaves(value, Input, lambda item: resolve(item.handle))
         return out
     return map_leaves(template, Input, lambda item: resolve(item.handle))
-
-
-_SCALARS = frozenset({int, float, str, bool, bytes, type(None)})
 
 
 def local_resolver(store: ArtifactStore | None) -> Callable[[Any], Any]:

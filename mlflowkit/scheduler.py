@@ -36,7 +36,7 @@ from mlflowkit.errors import (
 from mlflowkit.executors.base import Derived, Input, Stored, Task, TaskResult
 from mlflowkit.plan import _OPS, Node, Ref, find_refs
 from mlflowkit.records import CacheEntry, StepRun
-from mlflowkit.templates import leaves, map_leaves
+from mlflowkit.templates import SCALARS, leaves, map_leaves
 
 if TYPE_CHECKING:
     from mlflowkit.executors.base import Executor
@@ -86,21 +86,18 @@ def _to_input(template: Any, digests: dict[str, str], handles: dict[str, Any]) -
             name: make(value)
             if type(value) is Ref
             else value
-            if type(value) in _SCALARS
+            if type(value) in SCALARS
             else map_leaves(value, Ref, make)
             for name, value in template.items()
         }
     return map_leaves(template, Ref, make)
 
 
-_SCALARS = frozenset({int, float, str, bool, bytes, type(None)})
-
-
 def _nested_upstream(args: dict[str, Any]) -> dict[str, list[str]]:
     """Digests of the upstream values nested in structures, per parameter (for lineage)."""
     out: dict[str, list[str]] = {}
     for pname, template in args.items():
-        if type(template) is Input or type(template) in _SCALARS:
+        if type(template) is Input or type(template) in SCALARS:
             continue
         found = leaves(template, Input)
         if found:

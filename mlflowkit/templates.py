@@ -14,9 +14,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["leaves", "map_leaves"]
+__all__ = ["SCALARS", "leaves", "map_leaves"]
 
 _SEQUENCES = (list, set, frozenset)
+
+#: Types that never hold a placeholder: the fast paths over templates skip them by exact type.
+SCALARS = frozenset({int, float, str, bool, bytes, type(None)})
 
 
 def map_leaves(template: Any, leaf: type | tuple[type, ...], fn: Callable[[Any], Any]) -> Any:

@@ -212,13 +212,13 @@ def _syntax_tree(code: types.CodeType) -> ast.AST | None:
     except (OSError, TypeError, IndexError):
         return None
     text = "".join(lines)
-    dedented = textwrap.dedent(text)
     try:
-        tree = parsed if parsed is not None else ast.parse(dedented)
+        tree = parsed if parsed is not None else ast.parse(textwrap.dedent(text))
     except SyntaxError:
         return None
     node: ast.AST | None
     if code.co_name == "<lambda>":
+        dedented = textwrap.dedent(text)
         indent = len(text.splitlines()[0]) - len(dedented.splitlines()[0]) if text else 0
         node = _find_lambda(tree, code, first, indent)
     else:
