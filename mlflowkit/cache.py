@@ -12,6 +12,7 @@ Invariants
 
 from __future__ import annotations
 
+import struct
 from typing import TYPE_CHECKING, Any
 
 from blake3 import blake3
@@ -54,6 +55,20 @@ def _encode_upstream(st: EncodeState, x: Upstream) -> None:
 register_encoder(Upstream, _encode_upstream, subclasses=False)
 
 
+def _flat_upstream_digest(template: tuple[Input, ...] | list[Input]) -> str:
+    """``hash_value`` of a tuple or list of upstream values (a gather), encoded in one pass.
+
+    The bytes are those of the general path: the sequence head, then each ``Upstream``.
+    """
+    head = _UPSTREAM_HEAD
+    parts = b"".join([head + encode(item.digest) for item in template])
+    opener = b"(" if type(template) is tuple else b"["
+    return blake3(opener + _LENGTH(len(template)) + parts).hexdigest()
+
+
+_LENGTH = struct.Struct("<Q").pack
+
+
 class KeyMaker:
     """Computes step identities, code digests and keys, memoized for one run."""
 
@@ -81,6 +96,9 @@ class KeyMaker:
             return hash_value(template)
         if isinstance(template, Input):
             return template.digest
+        kind = type(template)
+        if (kind is tuple or kind is list) and all(type(item) is Input for item in template):
+            return _flat_upstream_digest(template) if template else hash_value(template)
         if leaves(template, Input):
             return hash_value(map_leaves(template, Input, lambda item: Upstream(item.digest)))
         return hash_value(template)

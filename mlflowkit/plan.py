@@ -489,13 +489,7 @@ class _Tracer:
                     location=loc,
                 )
             n = next(iter(lengths.values()))
-            elems: list[Ref[Any]] = []
-            for i in range(n):
-                call_kwargs = {k: (v[i] if k in fan else v) for k, v in kwargs.items()}
-                arguments = self._bind(step, (), call_kwargs, loc)
-                ename = f"{base}[{i}]"
-                self._check_arguments(step, ename, arguments, loc)
-                elems.append(self._record(step, ename, arguments, loc))
+            elems = self._elements(step, base, kwargs, fan, n, loc)
             gather_args = {"items": tuple(elems)}
             deps = tuple(e.node for e in elems)
             return self._add(
@@ -552,6 +546,57 @@ class _Tracer:
         return self._add(
             Node(base, step, "map", dict(kwargs), deps, out_type, loc, persist=False, fan=fan)
         )
+
+    def _elements(
+        self,
+        step: Step[Any, Any],
+        base: str,
+        kwargs: dict[str, Any],
+        fan: dict[str, list[Any]],
+        n: int,
+        loc: str,
+    ) -> list[Ref[Any]]:
+        """The ``n`` element calls of a map over planning-time lists, ``base[0]``, ``base[1]``, …
+
+        Binding, the broadcast arguments' checks and their dependencies are done once; each
+        element then only checks its own items. An unusual signature (or a binding error, which
+        the general path explains) binds each element on its own.
+        """
+        first = {k: (v[0] if k in fan else v) for k, v in kwargs.items()} if n else {}
+        bound = _fast_bind(step, (), first) if n else None
+        if bound is None:
+            elems: list[Ref[Any]] = []
+            for i in range(n):
+                call_kwargs = {k: (v[i] if k in fan else v) for k, v in kwargs.items()}
+                arguments = self._bind(step, (), call_kwargs, loc)
+                ename = f"{base}[{i}]"
+                self._check_arguments(step, ename, arguments, loc)
+                elems.append(self._record(step, ename, arguments, loc))
+            return elems
+        hints = step._hints()
+        broadcast = {k: v for k, v in bound.items() if k not in fan}
+        self._check_arguments(step, f"{base}[0]", broadcast, loc)
+        checks = [(pname, hints.get(pname), fan[pname]) for pname in fan]
+        out_type = hints.get("return", Any)
+        shared = bool(find_refs(broadcast))
+        nodes = self.nodes
+        elems = []
+        for i in range(n):
+            ename = f"{base}[{i}]"
+            arguments = dict(bound)
+            plain = not shared
+            for pname, expected, values in checks:
+                value = arguments[pname] = values[i]
+                if type(value) not in SCALARS:
+                    plain = False
+                if expected is not None and type(value) is not expected:
+                    self._check_one(step, ename, pname, value, expected, loc)
+            if plain:  # no upstream value among the arguments (the common case)
+                nodes[ename] = Node(ename, step, "step", arguments, (), out_type, loc)
+                elems.append(Ref(ename, out_type, self))
+            else:
+                elems.append(self._record(step, ename, arguments, loc))
+        return elems
 
     # nested pipelines ---------------------------------------------------------------------
     def enter(self, prefix: str) -> None:

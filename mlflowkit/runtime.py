@@ -58,7 +58,9 @@ class StepContext:
     attempt: int = 1
 
 
-_CURRENT: ContextVar[StepContext | None] = ContextVar("mlflowkit_current", default=None)
+#: the running task and its attempt number; ``current()`` makes the ``StepContext`` on demand
+#: (most steps never ask, and a fan-out runs thousands of calls)
+_CURRENT: ContextVar[tuple[Task, int] | None] = ContextVar("mlflowkit_current", default=None)
 
 
 def current() -> StepContext:
@@ -69,13 +71,14 @@ def current() -> StepContext:
     MlflowkitError
         When called outside a running step.
     """
-    ctx = _CURRENT.get()
-    if ctx is None:
+    running = _CURRENT.get()
+    if running is None:
         raise MlflowkitError(
             "mk.current() was called outside a running step: expected to be inside a step "
             "executed by a run, found none. Call it from a step function during plan.run()."
         )
-    return ctx
+    task, attempt = running
+    return StepContext(task.name, task.run_id, task.key, attempt)
 
 
 def rng() -> np.random.Generator:
@@ -311,7 +314,7 @@ def _run(
     delay = step.hints.retry_delay
     while True:
         attempts += 1
-        token = _CURRENT.set(StepContext(task.name, task.run_id, task.key, attempts))
+        token = _CURRENT.set((task, attempts))
         try:
             output = call_step(step, arguments)
         except Exception as exc:

@@ -32,7 +32,8 @@ def map_leaves(template: Any, leaf: type | tuple[type, ...], fn: Callable[[Any],
         return fn(template)
     kind = type(template)
     if kind in _SEQUENCES or kind is tuple:
-        items = [map_leaves(t, leaf, fn) for t in template]
+        # placeholders are tested here, not in a call per item: a gather holds thousands
+        items = [fn(t) if isinstance(t, leaf) else map_leaves(t, leaf, fn) for t in template]
         if kind in (tuple, frozenset) and all(a is b for a, b in zip(items, template, strict=True)):
             return template
         return kind(items)
@@ -58,6 +59,9 @@ def leaves(template: Any, leaf: type | tuple[type, ...]) -> list[Any]:
             or kind is tuple
             or (isinstance(item, tuple) and hasattr(kind, "_make"))
         ):
+            if all(isinstance(t, leaf) for t in item):
+                found.extend(item)  # a flat sequence of placeholders (a gather): no stack work
+                continue
             stack.extend(reversed(list(item)))
         elif kind is dict:
             stack.extend(reversed(list(item.values())))

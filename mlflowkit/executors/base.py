@@ -65,21 +65,23 @@ class Capabilities:
     parallel: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+# Value handles are never changed once made. They are not ``frozen``: a frozen dataclass costs
+# four times as much to construct, and a fan-out makes thousands of them per run.
+@dataclass(slots=True, unsafe_hash=True)
 class InMemory:
     """A value held in this process."""
 
     value: Any
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Stored:
     """A value to load from the store by digest."""
 
     digest: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Derived:
     """A cheap value to recompute: ``step.fn(**args)`` with ``args`` holding ``Input``s."""
 
@@ -87,7 +89,7 @@ class Derived:
     args: dict[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Input:
     """An upstream value inside a task's argument template."""
 

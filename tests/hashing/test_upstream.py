@@ -23,3 +23,14 @@ def test_a_gathered_list_of_upstream_values_hashes_by_their_digests() -> None:
     assert KeyMaker.input_digest(items) == expected
     changed = (*items[:2], Input("n2", "f" * 64, None))
     assert KeyMaker.input_digest(changed) != expected
+
+
+@given(
+    st.lists(st.text(alphabet="0123456789abcdef", min_size=64, max_size=64), max_size=20),
+    st.sampled_from([tuple, list]),
+)
+def test_the_one_pass_gather_digest_equals_the_general_encoding(
+    digests: list[str], kind: type
+) -> None:
+    items = kind(Input(f"n{i}", d, None) for i, d in enumerate(digests))
+    assert KeyMaker.input_digest(items) == hash_value(kind(Upstream(d) for d in digests))
