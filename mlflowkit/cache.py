@@ -63,7 +63,7 @@ def _flat_upstream_digest(template: tuple[Input, ...] | list[Input]) -> str:
     head = _UPSTREAM_HEAD
     parts = b"".join([head + encode(item.digest) for item in template])
     opener = b"(" if type(template) is tuple else b"["
-    return blake3(opener + _LENGTH(len(template)) + parts).hexdigest()
+    return blake3(opener + _LENGTH(len(template)) + parts).digest().hex()
 
 
 _LENGTH = struct.Struct("<Q").pack
@@ -122,4 +122,4 @@ class KeyMaker:
         else:
             middle = "".join(f"{name}\t{digest}\n" for name, digest in sorted(inputs.items()))
             text = f"{memo[1]}{middle}{memo[2]}"
-        return blake3(text.encode()).hexdigest()
+        return blake3(text.encode()).digest().hex()

@@ -336,7 +336,7 @@ def run_plan(
 
 def _pack_name(plan: Plan) -> str:
     """The cache pack of a pipeline: one per pipeline and plan size (cheap to tell apart)."""
-    return "p-" + blake3(f"{plan.pipeline}\n{len(plan.nodes)}".encode()).hexdigest()[:40]
+    return "p-" + blake3(f"{plan.pipeline}\n{len(plan.nodes)}".encode()).digest().hex()[:40]
 
 
 def _changed(pack: dict[str, CacheEntry], entries: dict[str, CacheEntry]) -> bool:

@@ -336,7 +336,11 @@ def _run(
         break
     try:
         expected = step._hints().get("return")
-        if expected is not None and not check_value(output, expected):
+        if (
+            expected is not None
+            and type(output) is not expected
+            and not check_value(output, expected)
+        ):
             raise TypeCheckError(
                 f"Step {task.name!r} returned {describe_value(output)}, but its return "
                 f"annotation says {describe(expected)}{mismatch(output, expected)}. Fix the "
@@ -344,11 +348,11 @@ def _run(
                 step=task.name,
             )
         digest = hash_value(output)
-        meta = _meta(output)
-        if write is None:
-            write_output(task, store, output, digest, meta)
-        else:
+        meta = _meta(output) if isinstance(output, (list, tuple)) else {}
+        if write is not None:
             write(task, output, digest, meta)
+        elif task.store_value or task.cache_entry:
+            write_output(task, store, output, digest, meta)
     except Exception as exc:
         return TaskResult(
             task.name,
@@ -359,13 +363,13 @@ def _run(
             error=exc,
             traceback=traceback.format_exc(),
         )
-    return TaskResult(
+    return TaskResult(  # positional: a fan-out makes thousands
         task.name,
         True,
-        output_digest=digest,
-        value=InMemory(output) if keep_value else None,
-        attempts=attempts,
-        duration_s=time.perf_counter() - t0,
-        started_at=started,
-        meta=meta,
+        digest,
+        InMemory(output) if keep_value else None,
+        attempts,
+        time.perf_counter() - t0,
+        started,
+        meta,
     )

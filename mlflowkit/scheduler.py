@@ -34,6 +34,7 @@ from mlflowkit.errors import (
     MlflowkitError,
 )
 from mlflowkit.executors.base import Derived, Input, Stored, Task, TaskResult
+from mlflowkit.hashing import hash_value
 from mlflowkit.plan import _OPS, Node, Ref, find_refs
 from mlflowkit.records import CacheEntry, StepRun
 from mlflowkit.templates import SCALARS, leaves, map_leaves
@@ -202,13 +203,10 @@ class _Walk:
             self._fail(name, TaskResult(name, False, attempts=0, error=exc))
             return
         record = StepRun(
-            name=name,
-            key=key,
-            step=step.qualified_name,
-            code_digest=code,
-            inputs=inputs,
-            upstream=_nested_upstream(args),
+            name, key, "skipped", 0, 0.0, None, None, step.qualified_name, code, inputs
         )
+        if not all(type(v) is Input or type(v) in SCALARS for v in args.values()):
+            record.upstream = _nested_upstream(args)
         self.records[name] = record
         cacheable = step.identity.cache and self.store is not None
         if cacheable and not self._forced(name):
@@ -229,13 +227,13 @@ class _Walk:
             return
         persist = node.persist and self.store is not None
         task = Task(
-            name=name,
-            step=step,
-            key=key,
-            run_id=self.run_id,
-            args=args,
-            store_value=persist and (step.identity.cache or name in self._outputs),
-            cache_entry=cacheable,
+            name,
+            step,
+            key,
+            self.run_id,
+            args,
+            persist and (step.identity.cache or name in self._outputs),
+            cacheable,
         )
         if node.kind == "derived" and not persist:
             task.store_value = False
@@ -318,6 +316,8 @@ class _Walk:
         for pname, template in args.items():
             if type(template) is Input:
                 inputs[pname] = template.digest
+            elif type(template) in SCALARS:  # cheap to hash: no memo
+                inputs[pname] = hash_value(template)
             else:
                 memo = (name, pname)
                 digest = self.const_digests.get(memo)

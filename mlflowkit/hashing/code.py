@@ -694,7 +694,7 @@ def _module_source_digest(module: types.ModuleType) -> str:
         source = inspect.getsource(module)
     except (OSError, TypeError):
         return "no-source"
-    return blake3.blake3(source.encode("utf-8", "surrogatepass")).hexdigest()
+    return blake3.blake3(source.encode("utf-8", "surrogatepass")).digest().hex()
 
 
 def _annotation_text(annotation: Any) -> str:
