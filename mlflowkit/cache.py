@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from blake3 import blake3
 
 from mlflowkit.executors.base import Input
-from mlflowkit.hashing import code_digest, hash_value, package_versions
+from mlflowkit.hashing import CodeDigester, hash_value
 from mlflowkit.hashing.values import EncodeState, encode, register_encoder
 from mlflowkit.templates import SCALARS, leaves, map_leaves
 
@@ -76,6 +76,7 @@ class KeyMaker:
         self._code: dict[int, tuple[Step[Any, Any], str, dict[str, str]]] = {}
         # per step: the parts of the key text before and after the inputs
         self._frame: dict[int, tuple[Step[Any, Any], str, str]] = {}
+        self._digester: CodeDigester | None = None
 
     def code(self, step: Step[Any, Any]) -> tuple[str, dict[str, str]]:
         """The step's code digest (or ``version:...``) and the package versions it uses."""
@@ -84,8 +85,10 @@ class KeyMaker:
             return memo[1], memo[2]
         if step.identity.version is not None:
             code, packages = f"version:{step.identity.version}", {}
-        else:
-            code, packages = code_digest(step.fn), dict(package_versions(step.fn))
+        else:  # one digester per run: code shared by several steps is analyzed once
+            if self._digester is None:
+                self._digester = CodeDigester()
+            code, packages = self._digester.digest(step.fn), self._digester.packages(step.fn)
         self._code[id(step)] = (step, code, packages)
         return code, packages
 

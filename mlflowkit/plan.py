@@ -295,6 +295,17 @@ class _Tracer:
         self._prefix: list[str] = []
         self._scopes: dict[str, int] = {}  # calls of each nested pipeline, per scope
         self._derived: dict[tuple[str, str, Any], Ref[Any]] = {}
+        self.closed = False
+
+    def close(self) -> dict[str, Node]:
+        """End planning and hand over the nodes.
+
+        The tracer lets go of them: its Refs (held in the nodes' arguments) point back at it,
+        and without this every plan would be a reference cycle, freed only by the cyclic
+        garbage collector.
+        """
+        nodes, self.nodes, self._derived, self.closed = self.nodes, {}, {}, True
+        return nodes
 
     # names ------------------------------------------------------------------------------
     def _unique(self, base: str) -> str:
@@ -413,6 +424,12 @@ class _Tracer:
         return self._add(Node(name, step, "step", arguments, deps, out_type, loc))
 
     def derive(self, parent: Ref[Any], op: str, arg: Any, out_type: Any) -> Ref[Any]:
+        if self.closed:
+            raise PlanningError(
+                f"Ref of step {parent.node!r} was indexed after its plan was made: expected "
+                f"Refs to be used only inside the pipeline body while it is planned. Index it "
+                f"inside the pipeline (or inside a step)."
+            )
         try:
             memo_key = (parent.node, op, arg)
             hash(memo_key)
@@ -776,10 +793,11 @@ class Pipeline(Generic[P, R]):
             output = self.fn(**params)  # type: ignore[call-arg]
         finally:
             _TRACER.reset(token)
+        nodes = tracer.close()
         _check_output(self.name, output)
         for name in dict.fromkeys(r.node for r in find_refs(output)):
-            tracer.nodes[name].persist = True
-        return Plan(self.name, params, tracer.nodes, output)
+            nodes[name].persist = True
+        return Plan(self.name, params, nodes, output)
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         tracer = _TRACER.get()

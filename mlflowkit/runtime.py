@@ -114,33 +114,43 @@ def local_resolver(store: ArtifactStore | None) -> Callable[[Any], Any]:
     A stored or derived value is loaded once per resolver (one run on one executor) and then
     shared by every step that consumes it, instead of being read from the store again.
     """
-    loaded: dict[Any, Any] = {}
-    lock = threading.Lock()
+    return _LocalResolver(store)
 
-    def resolve(handle: Any) -> Any:
+
+class _LocalResolver:
+    """``local_resolver``'s resolver: an object, not a closure calling itself, so it holds no
+    reference cycle and the values it loaded are freed as soon as it is dropped."""
+
+    __slots__ = ("loaded", "lock", "store")
+
+    def __init__(self, store: ArtifactStore | None) -> None:
+        self.store = store
+        self.loaded: dict[Any, Any] = {}
+        self.lock = threading.Lock()
+
+    def __call__(self, handle: Any) -> Any:
         if isinstance(handle, InMemory):
             return handle.value
+        loaded = self.loaded
         if isinstance(handle, Stored):
             memo = loaded.get(handle.digest, _MISSING)
             if memo is not _MISSING:
                 return memo
-            if store is None:
+            if self.store is None:
                 raise MlflowkitError(f"value {handle.digest[:12]} is stored but no store is open")
-            value = store.get(handle.digest)
-            with lock:
+            value = self.store.get(handle.digest)
+            with self.lock:
                 loaded[handle.digest] = value
             return value
         if isinstance(handle, Derived):
             memo = loaded.get(id(handle), _MISSING)
             if memo is not _MISSING and memo[0] is handle:
                 return memo[1]
-            value = call_step(handle.step, resolve_template(handle.args, resolve))
-            with lock:
+            value = call_step(handle.step, resolve_template(handle.args, self))
+            with self.lock:
                 loaded[id(handle)] = (handle, value)
             return value
         raise TypeError(f"cannot resolve a value handle of type {type(handle).__name__}")
-
-    return resolve
 
 
 _MISSING = object()

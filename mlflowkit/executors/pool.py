@@ -76,11 +76,26 @@ class _Cancellable(TaskHandle):
         return True
 
 
+#: A step whose calls all took at most this long (seconds) is *trivial* (see ThreadExecutor).
+INLINE_MAX_S = 50e-6
+#: Calls on the pool a step needs before it can be found trivial.
+INLINE_AFTER = 16
+#: A trivial step's call taking longer than this (seconds) makes it go back to the pool.
+INLINE_DEMOTE_S = 1e-3
+
+
 class ThreadExecutor(Executor):
     """Run steps on a pool of threads in this process (``max_workers`` threads).
 
     The threads take tasks from one shared queue (no future per task), so a burst of small
     ready tasks — a fan-out — costs little more than the steps themselves.
+
+    Trivial steps run in the calling thread: handing a call that takes microseconds to another
+    thread costs more than the call (and under the GIL nothing runs alongside it). A step is
+    trivial once ``INLINE_AFTER`` of its calls ran on the pool, none failed and nine in ten took
+    at most ``INLINE_MAX_S`` (pool threads wait for the GIL, so some fast calls measure slow);
+    one of its calls failing or taking more than ``INLINE_DEMOTE_S`` in the calling thread sends
+    it back to the pool for good. What this executor learned lasts as long as it does.
     """
 
     name = "threads"
@@ -93,6 +108,9 @@ class ThreadExecutor(Executor):
         self._threads: list[threading.Thread] = []
         self._store: ArtifactStore | None = None
         self._resolve: Callable[[Any], Any] | None = None
+        # per step (by identity): [calls seen on the pool, how many were fast]; None if not
+        # trivial for good
+        self._timing: dict[str, list[int] | None] = {}
 
     def start(self, store: ArtifactStore) -> None:
         self._store = store
@@ -118,10 +136,35 @@ class ThreadExecutor(Executor):
                 result = execute(task, self._store, self._resolve)
             except Exception as exc:  # a failure of the machinery itself: still report once
                 result = TaskResult(task.name, False, attempts=0, error=exc)
+            self._learn(task, result)
             on_done(result)
+
+    def _learn(self, task: Task, result: TaskResult) -> None:
+        """Count a call that ran on the pool towards its step being trivial."""
+        name = task.step.qualified_name
+        seen = self._timing.get(name, _UNSEEN)
+        if seen is None:
+            return
+        if not result.ok:
+            self._timing[name] = None
+            return
+        if seen is _UNSEEN:
+            seen = self._timing[name] = [0, 0]
+        seen[0] += 1
+        seen[1] += result.duration_s <= INLINE_MAX_S
+
+    def _trivial(self, task: Task) -> bool:
+        seen = self._timing.get(task.step.qualified_name)
+        return seen is not None and seen[0] >= INLINE_AFTER and seen[1] * 10 >= seen[0] * 9
 
     def submit(self, task: Task, on_done: Callable[[TaskResult], None]) -> TaskHandle:
         _refuse_gpu(task, self.name)
+        if self._trivial(task):
+            result = execute(task, self._store, self._resolve)
+            if not result.ok or result.duration_s > INLINE_DEMOTE_S:
+                self._timing[task.step.qualified_name] = None  # not trivial after all
+            on_done(result)
+            return DONE
         if not self._threads:
             self.start(self._store)  # type: ignore[arg-type]
         handle = _Cancellable()
@@ -137,6 +180,9 @@ class ThreadExecutor(Executor):
             self._queue.put(None)
         for thread in threads:
             thread.join()
+
+
+_UNSEEN: list[int] = []
 
 
 def _fetch(handle: Any, store: ArtifactStore | None, executor: Executor) -> Any:
