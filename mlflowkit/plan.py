@@ -508,7 +508,7 @@ class _Tracer:
             n = next(iter(lengths.values()))
             elems = self._elements(step, base, kwargs, fan, n, loc)
             gather_args = {"items": tuple(elems)}
-            deps = tuple(e.node for e in elems)
+            deps = tuple(e._node for e in elems)
             return self._add(
                 Node(
                     base, _OPS["gather"], "derived", gather_args, deps, out_type, loc, persist=False

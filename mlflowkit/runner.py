@@ -308,10 +308,11 @@ def run_plan(
     the_store.put_run(record)
     if read_pack is not None and result.failure is None and _changed(pack, result.entries):
         the_store.write_pack(pack_name, result.entries.values())  # type: ignore[attr-defined]
+    # only the outputs' values: the run must not keep every intermediate value alive
     values = {
         name: handle.value
-        for name, handle in result.handles.items()
-        if isinstance(handle, InMemory)
+        for name in plan.output_nodes()
+        if isinstance(handle := result.handles.get(name), InMemory)
     }
     run = Run(record, the_store, plan.output, values)
     if result.failure is not None:

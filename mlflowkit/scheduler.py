@@ -80,7 +80,8 @@ def _to_input(template: Any, digests: dict[str, str], handles: dict[str, Any]) -
     """Replace each Ref in a template by an ``Input`` carrying its digest and handle."""
 
     def make(ref: Ref[Any]) -> Input:
-        return Input(ref.node, digests[ref.node], handles[ref.node])
+        node = ref._node
+        return Input(node, digests[node], handles[node])
 
     if type(template) is dict:  # the arguments of a call: most are a Ref or a plain scalar
         return {
@@ -205,11 +206,14 @@ class _Walk:
         record = StepRun(
             name, key, "skipped", 0, 0.0, None, None, step.qualified_name, code, inputs
         )
-        if not all(type(v) is Input or type(v) in SCALARS for v in args.values()):
-            record.upstream = _nested_upstream(args)
+        for value in args.values():
+            if type(value) is not Input and type(value) not in SCALARS:
+                record.upstream = _nested_upstream(args)  # a structure holding upstream values
+                break
         self.records[name] = record
         cacheable = step.identity.cache and self.store is not None
-        if cacheable and not self._forced(name):
+        forced = cacheable and self._forced(name)
+        if cacheable and not forced:
             entry = self._lookup(name, key)
             if entry is not None:
                 record.status = "cached"
@@ -237,7 +241,7 @@ class _Walk:
         )
         if node.kind == "derived" and not persist:
             task.store_value = False
-        task.single_flight = cacheable and node.kind == "step" and not self._forced(name)
+        task.single_flight = cacheable and node.kind == "step" and not forced
         if cacheable:
             self.writes[name] = task.store_value
         self.inflight[name] = key
@@ -355,7 +359,7 @@ class _Walk:
             if isinstance(err, (CorruptObjectError, MissingObjectError)) and self._heal(name, err):
                 return
             self._fail(name, result)
-            for waiter in self.key_waiters.pop(key, []):
+            for waiter in self.key_waiters.pop(key, ()) if self.key_waiters else ():
                 self._fail(waiter, result)
             return
         assert result.output_digest is not None
@@ -376,7 +380,7 @@ class _Walk:
         self.meta[name] = result.meta
         self.progress.advance(name, record.status)
         self._complete(name)
-        for waiter in self.key_waiters.pop(key, []):
+        for waiter in self.key_waiters.pop(key, ()) if self.key_waiters else ():
             wrec = self.records[waiter]
             wrec.status = "cached"
             wrec.output_digest = result.output_digest
@@ -398,7 +402,7 @@ class _Walk:
             self.failure = result
 
     def _complete(self, name: str) -> None:
-        waiters = self.rerun_waiters.pop(name, None)
+        waiters = self.rerun_waiters.pop(name, None) if self.rerun_waiters else None
         for dep in waiters if waiters is not None else self.dependents[name]:
             self.remaining[dep] -= 1
             if self.remaining[dep] == 0:

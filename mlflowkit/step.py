@@ -69,11 +69,11 @@ class ExecutionHints:
     retry_delay: float = 0.0
     timeout: float | None = None
     resources: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+    #: number of GPUs asked for (0 when none); read for every call, so computed once
+    gpus: float = field(init=False, repr=False, compare=False)
 
-    @property
-    def gpus(self) -> float:
-        """Number of GPUs asked for (0 when none)."""
-        return float(self.resources.get("gpu", 0))
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "gpus", float(self.resources.get("gpu", 0)))
 
 
 def _validate(
@@ -159,6 +159,7 @@ class Step(Generic[P, R]):
     fn: Callable[P, R]
     identity: StepIdentity
     hints: ExecutionHints
+    _qualified_name: str
 
     def __init__(
         self,
@@ -199,6 +200,7 @@ class Step(Generic[P, R]):
             ),
         )
         object.__setattr__(self, "__signature__", inspect.signature(fn))
+        object.__setattr__(self, "_qualified_name", self._qualify())
         object.__setattr__(self, "_frozen", True)
 
     # --- frozen --------------------------------------------------------------------------
@@ -222,11 +224,7 @@ class Step(Generic[P, R]):
     @property
     def qualified_name(self) -> str:
         """``module:qualname`` — the step's identity for caching (not its display name)."""
-        memo: str | None = self.__dict__.get("_qualified_name")
-        if memo is None:
-            memo = self._qualify()
-            object.__setattr__(self, "_qualified_name", memo)
-        return memo
+        return self._qualified_name
 
     def _qualify(self) -> str:
         fn = self.fn
