@@ -18,8 +18,9 @@ import inspect
 import os
 import sys
 import typing
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
 from mlflowkit.errors import PlanningError, WiringError
@@ -94,7 +95,11 @@ _OPS: dict[str, Step[Any, Any]] = {
 # ---------------------------------------------------------------------------------------------
 # graph nodes and references
 # ---------------------------------------------------------------------------------------------
-@dataclass(eq=False)
+#: the ``fan`` of every node that is not a map (shared: a plan may have thousands of nodes)
+_NO_FAN: Mapping[str, Any] = MappingProxyType({})
+
+
+@dataclass(eq=False, slots=True)
 class Node:
     """One step call in a plan.
 
@@ -113,7 +118,7 @@ class Node:
     location: str
     persist: bool = True
     #: for kind == "map": the parameters fanned out over (name -> Ref or list) and broadcast ones
-    fan: dict[str, Any] = field(default_factory=dict)
+    fan: Mapping[str, Any] = field(default_factory=lambda: _NO_FAN)
     key: str | None = None
 
     @property

@@ -210,6 +210,10 @@ def write_output(
         )
 
 
+#: The meta of an output that is not a list or tuple: one shared empty dict, never changed
+#: (it is kept for every call of a run).
+NO_META: dict[str, Any] = {}
+
 #: Lists and tuples up to this length report the digest of each item (see ``_meta``).
 MAX_ITEM_DIGESTS = 100_000
 #: Items bigger than this are not hashed a second time for ``_meta``.
@@ -358,7 +362,7 @@ def _run(
                 step=task.name,
             )
         digest = hash_value(output)
-        meta = _meta(output) if isinstance(output, (list, tuple)) else {}
+        meta = _meta(output) if isinstance(output, (list, tuple)) else NO_META
         if write is not None:
             write(task, output, digest, meta)
         elif task.store_value or task.cache_entry:

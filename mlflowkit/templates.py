@@ -59,10 +59,12 @@ def leaves(template: Any, leaf: type | tuple[type, ...]) -> list[Any]:
             or kind is tuple
             or (isinstance(item, tuple) and hasattr(kind, "_make"))
         ):
-            if all(isinstance(t, leaf) for t in item):
-                found.extend(item)  # a flat sequence of placeholders (a gather): no stack work
-                continue
-            stack.extend(reversed(list(item)))
+            for t in item:  # a plain loop: a gather's tuple holds thousands of placeholders
+                if not isinstance(t, leaf):
+                    stack.extend(reversed(list(item)))
+                    break
+            else:
+                found.extend(item)  # a flat sequence of placeholders: no stack work
         elif kind is dict:
             stack.extend(reversed(list(item.values())))
     return found
