@@ -158,7 +158,7 @@ _MISSING = object()
 
 def call_step(step: Step[Any, Any], arguments: dict[str, Any]) -> Any:
     """Call ``step.fn`` with bound ``arguments`` (parameter name → value)."""
-    if step._simple_parameters() is not None:  # every parameter can be passed by name
+    if step._simple_params is not None:  # every parameter can be passed by name
         return step.fn(**arguments)
     args: list[Any] = []
     kwargs: dict[str, Any] = {}

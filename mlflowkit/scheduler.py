@@ -76,6 +76,9 @@ class WalkResult:
     entries: dict[str, CacheEntry]
 
 
+_GETITEM = _OPS["getitem"]
+
+
 def _to_input(template: Any, digests: dict[str, str], handles: dict[str, Any]) -> Any:
     """Replace each Ref in a template by an ``Input`` carrying its digest and handle."""
 
@@ -145,6 +148,7 @@ class _Walk:
         self.entries: dict[str, CacheEntry] = {}
         self.writes: dict[str, bool] = {}  # node -> whether its task stores the value
         self.on_first_task: Callable[[], None] | None = None
+        self.shows_progress = type(progress) is not Progress  # the base class does nothing
         for name, node in nodes.items():
             self.remaining[name] = len(node.deps)
             for dep in node.deps:
@@ -185,14 +189,15 @@ class _Walk:
 
     def _process(self, name: str, on_done: Callable[[TaskResult], None]) -> None:
         node = self.nodes[name]
-        if node.kind == "map":
+        kind = node.kind
+        if kind == "map":
             self._expand(node)
             return
         step = node.step
         args = _to_input(node.args, self.digests, self.handles) if node.deps else node.args
         if (
-            node.kind == "derived"
-            and step is _OPS["getitem"]
+            kind == "derived"
+            and step is _GETITEM
             and not node.persist  # a returned item goes through a task, which stores it
             and self._item(name, node, args)
         ):
@@ -204,7 +209,7 @@ class _Walk:
             self._fail(name, TaskResult(name, False, attempts=0, error=exc))
             return
         record = StepRun(
-            name, key, "skipped", 0, 0.0, None, None, step.qualified_name, code, inputs
+            name, key, "skipped", 0, 0.0, None, None, step._qualified_name, code, inputs
         )
         for value in args.values():
             if type(value) is not Input and type(value) not in SCALARS:
@@ -230,20 +235,19 @@ class _Walk:
             self.key_waiters.setdefault(key, []).append(name)
             return
         persist = node.persist and self.store is not None
+        store_value = persist and (step.identity.cache or name in self._outputs)
         task = Task(
             name,
             step,
             key,
             self.run_id,
             args,
-            persist and (step.identity.cache or name in self._outputs),
+            store_value,
             cacheable,
+            cacheable and kind == "step" and not forced,  # single flight
         )
-        if node.kind == "derived" and not persist:
-            task.store_value = False
-        task.single_flight = cacheable and node.kind == "step" and not forced
         if cacheable:
-            self.writes[name] = task.store_value
+            self.writes[name] = store_value
         self.inflight[name] = key
         self.by_key[key] = name
         record.started_at = time.time()
@@ -373,12 +377,13 @@ class _Walk:
                 meta=result.meta,
                 run_id=self.run_id,
             )
-        record.status = "cached" if result.cached else "executed"
-        record.output_digest = result.output_digest
-        self.digests[name] = result.output_digest
+        record.status = status = "cached" if result.cached else "executed"
+        record.output_digest = digest = result.output_digest
+        self.digests[name] = digest
         self.handles[name] = result.value
         self.meta[name] = result.meta
-        self.progress.advance(name, record.status)
+        if self.shows_progress:
+            self.progress.advance(name, status)
         self._complete(name)
         for waiter in self.key_waiters.pop(key, ()) if self.key_waiters else ():
             wrec = self.records[waiter]
@@ -403,9 +408,10 @@ class _Walk:
 
     def _complete(self, name: str) -> None:
         waiters = self.rerun_waiters.pop(name, None) if self.rerun_waiters else None
+        remaining = self.remaining
         for dep in waiters if waiters is not None else self.dependents[name]:
-            self.remaining[dep] -= 1
-            if self.remaining[dep] == 0:
+            left = remaining[dep] = remaining[dep] - 1
+            if left == 0:
                 self.ready.append(dep)
 
     def _heal(self, consumer: str, error: CorruptObjectError | MissingObjectError) -> bool:
@@ -487,7 +493,7 @@ class _Walk:
                     if item_name not in self.nodes:
                         item = Node(
                             item_name,
-                            _OPS["getitem"],
+                            _GETITEM,
                             "derived",
                             {"obj": value, "key": i},
                             (value.node,),

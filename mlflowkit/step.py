@@ -29,7 +29,6 @@ from mlflowkit.errors import PlanningError, WiringError
 
 __all__ = ["ExecutionHints", "Step", "StepIdentity", "step"]
 
-_UNSET: Any = object()
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -160,6 +159,7 @@ class Step(Generic[P, R]):
     identity: StepIdentity
     hints: ExecutionHints
     _qualified_name: str
+    _simple_params: tuple[tuple[str, Any], ...] | None
 
     def __init__(
         self,
@@ -199,8 +199,17 @@ class Step(Generic[P, R]):
                 resources=MappingProxyType(dict(resources or {})),
             ),
         )
-        object.__setattr__(self, "__signature__", inspect.signature(fn))
+        signature = inspect.signature(fn)
+        object.__setattr__(self, "__signature__", signature)
         object.__setattr__(self, "_qualified_name", self._qualify())
+        params = signature.parameters.values()
+        object.__setattr__(
+            self,
+            "_simple_params",
+            tuple((p.name, p.default) for p in params)
+            if all(p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD for p in params)
+            else None,
+        )
         object.__setattr__(self, "_frozen", True)
 
     # --- frozen --------------------------------------------------------------------------
@@ -268,18 +277,8 @@ class Step(Generic[P, R]):
 
     def _simple_parameters(self) -> tuple[tuple[str, Any], ...] | None:
         """``(name, default)`` of each parameter when all are plain positional-or-keyword ones
-        (memoized on the frozen step; None otherwise)."""
-        memo = self.__dict__.get("_simple_params", _UNSET)
-        if memo is not _UNSET:
-            return memo  # type: ignore[no-any-return]
-        params = self.signature.parameters.values()
-        simple = (
-            tuple((p.name, p.default) for p in params)
-            if all(p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD for p in params)
-            else None
-        )
-        object.__setattr__(self, "_simple_params", simple)
-        return simple
+        (None otherwise); computed when the step is made."""
+        return self._simple_params
 
     def _hints(self) -> dict[str, Any]:
         """``type_hints()`` without the defensive copy, for mlflowkit's own hot paths."""

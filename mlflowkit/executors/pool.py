@@ -94,8 +94,9 @@ class ThreadExecutor(Executor):
     thread costs more than the call (and under the GIL nothing runs alongside it). A step is
     trivial once ``INLINE_AFTER`` of its calls ran on the pool, none failed and nine in ten took
     at most ``INLINE_MAX_S`` (pool threads wait for the GIL, so some fast calls measure slow);
-    one of its calls failing or taking more than ``INLINE_DEMOTE_S`` in the calling thread sends
-    it back to the pool for good. What this executor learned lasts as long as it does.
+    one of its calls failing, or two in a row taking more than ``INLINE_DEMOTE_S`` in the
+    calling thread, sends it back to the pool for good. What this executor learned lasts as
+    long as it does.
     """
 
     name = "threads"
@@ -111,6 +112,8 @@ class ThreadExecutor(Executor):
         # per step (by identity): [calls seen on the pool, how many were fast]; None if not
         # trivial for good
         self._timing: dict[str, list[int] | None] = {}
+        self._inline: set[str] = set()  # the steps found trivial
+        self._slow: set[str] = set()  # trivial steps whose last call took too long
 
     def start(self, store: ArtifactStore) -> None:
         self._store = store
@@ -152,17 +155,25 @@ class ThreadExecutor(Executor):
             seen = self._timing[name] = [0, 0]
         seen[0] += 1
         seen[1] += result.duration_s <= INLINE_MAX_S
-
-    def _trivial(self, task: Task) -> bool:
-        seen = self._timing.get(task.step.qualified_name)
-        return seen is not None and seen[0] >= INLINE_AFTER and seen[1] * 10 >= seen[0] * 9
+        trivial = seen[0] >= INLINE_AFTER and seen[1] * 10 >= seen[0] * 9
+        if trivial and self._timing.get(name) is seen:  # and not demoted meanwhile
+            self._inline.add(name)
 
     def submit(self, task: Task, on_done: Callable[[TaskResult], None]) -> TaskHandle:
-        _refuse_gpu(task, self.name)
-        if self._trivial(task):
+        step = task.step
+        if step.hints.gpus:
+            _refuse_gpu(task, self.name)
+        name = step._qualified_name
+        if name in self._inline:  # trivial: run it here (see the class doc)
             result = execute(task, self._store, self._resolve)
-            if not result.ok or result.duration_s > INLINE_DEMOTE_S:
-                self._timing[task.step.qualified_name] = None  # not trivial after all
+            slow = result.duration_s > INLINE_DEMOTE_S
+            if not result.ok or (slow and name in self._slow):
+                self._inline.discard(name)  # not trivial after all
+                self._timing[name] = None
+            elif slow:  # once may be a pause (the GC, another process): twice in a row is not
+                self._slow.add(name)
+            elif self._slow:
+                self._slow.discard(name)
             on_done(result)
             return DONE
         if not self._threads:
