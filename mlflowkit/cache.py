@@ -60,10 +60,15 @@ def _flat_upstream_digest(template: tuple[Input, ...] | list[Input]) -> str:
 
     The bytes are those of the general path: the sequence head, then each ``Upstream``.
     """
+    digests = [item.digest for item in template]
+    opener = (b"(" if type(template) is tuple else b"[") + _LENGTH(len(template))
+    if digests and all(len(d) == 64 and d.isascii() for d in digests):  # hex: one join
+        sep = _UPSTREAM_HEAD + encode("0" * 64)[:-64]
+        data = opener + sep + sep.join([d.encode() for d in digests])
+        return blake3(data).digest().hex()
     head = _UPSTREAM_HEAD
-    parts = b"".join([head + encode(item.digest) for item in template])
-    opener = b"(" if type(template) is tuple else b"["
-    return blake3(opener + _LENGTH(len(template)) + parts).digest().hex()
+    parts = b"".join([head + encode(d) for d in digests])
+    return blake3(opener + parts).digest().hex()
 
 
 _LENGTH = struct.Struct("<Q").pack

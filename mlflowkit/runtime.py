@@ -102,6 +102,14 @@ def resolve_template(template: Any, resolve: Callable[[Any], Any]) -> Any:
                 out[name] = resolve(value.handle)
             elif type(value) in SCALARS:
                 out[name] = value
+            elif type(value) is tuple and all(type(item) is Input for item in value):
+                # a gather's items: in-memory values taken directly (a fan-out has thousands)
+                out[name] = tuple(
+                    [
+                        item.handle.value if type(item.handle) is InMemory else resolve(item.handle)
+                        for item in value
+                    ]
+                )
             else:
                 out[name] = map_leaves(value, Input, lambda item: resolve(item.handle))
         return out

@@ -26,7 +26,10 @@ def test_a_gathered_list_of_upstream_values_hashes_by_their_digests() -> None:
 
 
 @given(
-    st.lists(st.text(alphabet="0123456789abcdef", min_size=64, max_size=64), max_size=20),
+    st.lists(
+        st.text(alphabet="0123456789abcdef", min_size=64, max_size=64) | st.text(max_size=70),
+        max_size=20,
+    ),
     st.sampled_from([tuple, list]),
 )
 def test_the_one_pass_gather_digest_equals_the_general_encoding(
