@@ -265,3 +265,46 @@ def test_a_script_and_its_import_share_the_cache(tmp_path: Path) -> None:
         check=True,
     )
     assert second.stdout.strip() == "cached"
+
+
+@mk.step(cache=False)
+def _freeze_count() -> int:
+    import gc
+
+    return gc.get_freeze_count()
+
+
+@mk.pipeline
+def _freeze_probe() -> int:
+    return _freeze_count()
+
+
+def test_a_run_sets_the_heap_aside_from_the_gc_and_hands_it_back(store: Any) -> None:
+    import gc
+
+    assert gc.get_freeze_count() == 0
+    inside = _freeze_probe.plan().run(store=store, progress=False).output
+    assert inside > 0  # what existed before the run was frozen while it ran
+    assert gc.get_freeze_count() == 0  # and given back to the collector after it
+
+
+def test_a_run_leaves_objects_frozen_by_someone_else_alone(store: Any) -> None:
+    import gc
+
+    gc.freeze()
+    try:
+        before = gc.get_freeze_count()  # (frozen objects that die leave the count)
+        assert 0 < _freeze_probe.plan().run(store=store, progress=False).output <= before
+        assert 0 < gc.get_freeze_count() <= before  # the run did not unfreeze them
+    finally:
+        gc.unfreeze()
+
+
+def test_a_run_with_the_gc_disabled_freezes_nothing(store: Any) -> None:
+    import gc
+
+    gc.disable()
+    try:
+        assert _freeze_probe.plan().run(store=store, progress=False).output == 0
+    finally:
+        gc.enable()
