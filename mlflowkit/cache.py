@@ -80,7 +80,7 @@ class KeyMaker:
     def __init__(self) -> None:
         self._code: dict[int, tuple[Step[Any, Any], str, dict[str, str]]] = {}
         # per step: the parts of the key text before and after the inputs
-        self._frame: dict[int, tuple[Step[Any, Any], str, str]] = {}
+        self._frame: dict[int, tuple[Step[Any, Any], Any, str]] = {}
         self._digester: CodeDigester | None = None
 
     def code(self, step: Step[Any, Any]) -> tuple[str, dict[str, str]]:
@@ -123,11 +123,14 @@ class KeyMaker:
             code, packages = self.code(step)
             head = f"{KEY_VERSION}\n{step.qualified_name}\n{code}\n"
             tail = "\n".join(["packages", *(f"{d}\t{v}" for d, v in sorted(packages.items()))])
-            memo = self._frame[id(step)] = (step, head, tail)
+            # the head is hashed once per step; each key continues from a copy of that state
+            memo = self._frame[id(step)] = (step, blake3(head.encode()), tail)
         if len(inputs) == 1:
             ((name, digest),) = inputs.items()
-            text = f"{memo[1]}{name}\t{digest}\n{memo[2]}"
+            text = f"{name}\t{digest}\n{memo[2]}"
         else:
             middle = "".join(f"{name}\t{digest}\n" for name, digest in sorted(inputs.items()))
-            text = f"{memo[1]}{middle}{memo[2]}"
-        return blake3(text.encode()).digest().hex()
+            text = f"{middle}{memo[2]}"
+        hasher = memo[1].copy()
+        hasher.update(text.encode())
+        return hasher.digest().hex()

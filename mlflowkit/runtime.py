@@ -332,15 +332,14 @@ def _run(
 ) -> TaskResult:
     step = task.step
     attempts = 0
-    retries = step.hints.retries
-    delay = step.hints.retry_delay
     while True:
         attempts += 1
         token = _CURRENT.set((task, attempts))
         try:
             output = call_step(step, arguments)
         except Exception as exc:
-            if attempts <= retries:
+            if attempts <= step.hints.retries:
+                delay = step.hints.retry_delay
                 if delay > 0:
                     time.sleep(delay * 2 ** (attempts - 1))
                 continue
