@@ -19,8 +19,7 @@ import os
 import sys
 import typing
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
-from types import MappingProxyType
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
 from mlflowkit.errors import PlanningError, WiringError
@@ -95,8 +94,24 @@ _OPS: dict[str, Step[Any, Any]] = {
 # ---------------------------------------------------------------------------------------------
 # graph nodes and references
 # ---------------------------------------------------------------------------------------------
-#: the ``fan`` of every node that is not a map (shared: a plan may have thousands of nodes)
-_NO_FAN: Mapping[str, Any] = MappingProxyType({})
+class _NoFan(Mapping[str, Any]):
+    """The ``fan`` of every node that is not a map: empty, immutable and hashable, so it can
+    be the field's default (one object shared by the thousands of nodes a plan may have)."""
+
+    def __getitem__(self, key: str) -> Any:
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+    def __hash__(self) -> int:
+        return 0
+
+
+_NO_FAN: Mapping[str, Any] = _NoFan()
 
 
 @dataclass(eq=False, slots=True)
@@ -118,7 +133,7 @@ class Node:
     location: str
     persist: bool = True
     #: for kind == "map": the parameters fanned out over (name -> Ref or list) and broadcast ones
-    fan: Mapping[str, Any] = field(default_factory=lambda: _NO_FAN)
+    fan: Mapping[str, Any] = _NO_FAN
     key: str | None = None
 
     @property

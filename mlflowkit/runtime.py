@@ -336,7 +336,11 @@ def _run(
         attempts += 1
         token = _CURRENT.set((task, attempts))
         try:
-            output = call_step(step, arguments)
+            output = (
+                step.fn(**arguments)  # call_step's common case, without the extra call
+                if step._simple_params is not None
+                else call_step(step, arguments)
+            )
         except Exception as exc:
             if attempts <= step.hints.retries:
                 delay = step.hints.retry_delay
