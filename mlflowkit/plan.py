@@ -269,6 +269,20 @@ _REFUSED_OPERATORS = (
 for _op in _REFUSED_OPERATORS:
     setattr(Ref, _op, _refuse_op(_op))
 
+_SET_NODE = vars(Ref)["_node"].__set__
+_SET_TYPE = vars(Ref)["_type"].__set__
+_SET_TRACER = vars(Ref)["_tracer"].__set__
+
+
+def _new_ref(node: str, type_: Any, tracer: _Tracer) -> Ref[Any]:
+    """``Ref(node, type_, tracer)`` without the call to ``__init__`` (a third cheaper; a plan
+    of a 1000-wide map makes a thousand)."""
+    ref: Ref[Any] = object.__new__(Ref)
+    _SET_NODE(ref, node)
+    _SET_TYPE(ref, type_)
+    _SET_TRACER(ref, tracer)
+    return ref
+
 
 def _fast_bind(
     step: Step[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -342,7 +356,7 @@ class _Tracer:
 
     def _add(self, node: Node) -> Ref[Any]:
         self.nodes[node.name] = node
-        return Ref(node.name, node.out_type, self)
+        return _new_ref(node.name, node.out_type, self)
 
     # recording --------------------------------------------------------------------------
     def _bind(
@@ -630,7 +644,7 @@ class _Tracer:
                     self._check_one(step, ename, pname, value, expected, loc)
             if plain:  # no upstream value among the arguments (the common case)
                 nodes[ename] = Node(ename, step, "step", arguments, (), out_type, loc)
-                elems.append(Ref(ename, out_type, self))
+                elems.append(_new_ref(ename, out_type, self))
             else:
                 elems.append(self._record(step, ename, arguments, loc))
         return elems

@@ -156,12 +156,15 @@ class _Walk:
         self.writes: dict[str, bool] = {}  # node -> whether its task stores the value
         self.on_first_task: Callable[[], None] | None = None
         self.shows_progress = type(progress) is not Progress  # the base class does nothing
+        remaining, dependents, ready = self.remaining, self.dependents, self.ready
         for name, node in nodes.items():
-            self.remaining[name] = len(node.deps)
-            for dep in node.deps:
-                self.dependents[dep].append(name)
-            if not node.deps:
-                self.ready.append(name)
+            deps = node.deps
+            remaining[name] = len(deps)
+            if deps:
+                for dep in deps:
+                    dependents[dep].append(name)
+            else:
+                ready.append(name)
 
     # ------------------------------------------------------------------------------------
     def run(self) -> WalkResult:

@@ -61,7 +61,10 @@ def leaves(template: Any, leaf: type | tuple[type, ...]) -> list[Any]:
         ):
             for t in item:  # a plain loop: a gather's tuple holds thousands of placeholders
                 if not isinstance(t, leaf):
-                    stack.extend(reversed(list(item)))
+                    # plain scalars hold no placeholder: not worth a trip through the stack
+                    stack.extend(
+                        reversed([t for t in item if isinstance(t, leaf) or type(t) not in SCALARS])
+                    )
                     break
             else:
                 found.extend(item)  # a flat sequence of placeholders: no stack work
