@@ -12,6 +12,7 @@ Invariants
 
 from __future__ import annotations
 
+import operator
 import struct
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +21,7 @@ from blake3 import blake3
 from mlflowkit.executors.base import Input
 from mlflowkit.hashing import CodeDigester, hash_value
 from mlflowkit.hashing.values import EncodeState, encode, register_encoder
-from mlflowkit.templates import SCALARS, leaves, map_leaves
+from mlflowkit.templates import SCALARS, all_of_type, leaves, map_leaves
 
 if TYPE_CHECKING:
     from mlflowkit.step import Step
@@ -60,11 +61,11 @@ def _flat_upstream_digest(template: tuple[Input, ...] | list[Input]) -> str:
 
     The bytes are those of the general path: the sequence head, then each ``Upstream``.
     """
-    digests = [item.digest for item in template]
+    digests = list(map(_DIGEST, template))
     opener = (b"(" if type(template) is tuple else b"[") + _LENGTH(len(template))
-    if digests and all(len(d) == 64 and d.isascii() for d in digests):  # hex: one join
-        sep = _UPSTREAM_HEAD + encode("0" * 64)[:-64]
-        data = opener + sep + sep.join([d.encode() for d in digests])
+    if digests and set(map(len, digests)) == {64} and "".join(digests).isascii():
+        # hex digests: every item is the same separator (head, string tag, length) + digest
+        data = opener + _SEP64 + _SEP64.join(map(str.encode, digests))
         return blake3(data).digest().hex()
     head = _UPSTREAM_HEAD
     parts = b"".join([head + encode(d) for d in digests])
@@ -72,6 +73,8 @@ def _flat_upstream_digest(template: tuple[Input, ...] | list[Input]) -> str:
 
 
 _LENGTH = struct.Struct("<Q").pack
+_SEP64 = _UPSTREAM_HEAD + encode("0" * 64)[:-64]
+_DIGEST = operator.attrgetter("digest")
 
 
 class KeyMaker:
@@ -105,7 +108,7 @@ class KeyMaker:
         if isinstance(template, Input):
             return template.digest
         kind = type(template)
-        if (kind is tuple or kind is list) and all(type(item) is Input for item in template):
+        if (kind is tuple or kind is list) and all_of_type(template, Input):
             return _flat_upstream_digest(template) if template else hash_value(template)
         if leaves(template, Input):
             return hash_value(map_leaves(template, Input, lambda item: Upstream(item.digest)))

@@ -27,7 +27,7 @@ from mlflowkit.errors import MlflowkitError, TypeCheckError
 from mlflowkit.executors.base import Derived, InMemory, Input, Stored, Task, TaskResult
 from mlflowkit.hashing import hash_value
 from mlflowkit.records import CacheEntry
-from mlflowkit.templates import SCALARS, map_leaves
+from mlflowkit.templates import SCALARS, all_of_type, map_leaves
 from mlflowkit.wiring import check_value, describe, describe_value, mismatch
 
 if TYPE_CHECKING:
@@ -102,7 +102,7 @@ def resolve_template(template: Any, resolve: Callable[[Any], Any]) -> Any:
                 out[name] = resolve(value.handle)
             elif type(value) in SCALARS:
                 out[name] = value
-            elif type(value) is tuple and all(type(item) is Input for item in value):
+            elif type(value) is tuple and all_of_type(value, Input):
                 # a gather's items: in-memory values taken directly (a fan-out has thousands)
                 out[name] = tuple(
                     [

@@ -14,12 +14,21 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["SCALARS", "leaves", "map_leaves"]
+__all__ = ["SCALARS", "all_of_type", "leaves", "map_leaves"]
 
 _SEQUENCES = (list, set, frozenset)
 
 #: Types that never hold a placeholder: the fast paths over templates skip them by exact type.
 SCALARS = frozenset({int, float, str, bool, bytes, type(None)})
+
+
+def all_of_type(items: tuple[Any, ...] | list[Any], kind: type) -> bool:
+    """Whether every item's type is exactly ``kind`` (True when empty).
+
+    Done in C (``map``, ``set``): a generator expression costs ~50 ns an item, and a gather's
+    tuple has thousands.
+    """
+    return not items or (type(items[0]) is kind and set(map(type, items)) == {kind})
 
 
 def map_leaves(template: Any, leaf: type | tuple[type, ...], fn: Callable[[Any], Any]) -> Any:

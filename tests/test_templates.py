@@ -61,3 +61,17 @@ def test_deep_templates_are_walked_without_recursion_limits() -> None:
     for _ in range(5000):
         deep = [deep]
     assert len(leaves(deep, Leaf)) == 1
+
+
+def test_all_of_type_checks_exact_types() -> None:
+    from mlflowkit.templates import all_of_type
+
+    class Sub(int):
+        pass
+
+    assert all_of_type((), int) and all_of_type([], str)
+    assert all_of_type((1, 2, 3), int)
+    assert not all_of_type((1, 2, "3"), int)
+    assert not all_of_type(("1", 2), int)
+    assert not all_of_type((1, Sub(2)), int)  # exact types only, as the fast paths need
+    assert not all_of_type((True, 1), int)
