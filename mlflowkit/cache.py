@@ -83,7 +83,7 @@ class KeyMaker:
     def __init__(self) -> None:
         self._code: dict[int, tuple[Step[Any, Any], str, dict[str, str]]] = {}
         # per step: the parts of the key text before and after the inputs
-        self._frame: dict[int, tuple[Step[Any, Any], Any, str]] = {}
+        self._frame: dict[int, tuple[Step[Any, Any], Any, str, str, dict[str, str]]] = {}
         self._digester: CodeDigester | None = None
 
     def code(self, step: Step[Any, Any]) -> tuple[str, dict[str, str]]:
@@ -121,13 +121,19 @@ class KeyMaker:
         a tab), so joining them with those separators, parameters and packages sorted, is an
         unambiguous encoding, and much cheaper than the general value encoding.
         """
+        return self.key_and_code(step, inputs)[0]
+
+    def key_and_code(
+        self, step: Step[Any, Any], inputs: dict[str, str]
+    ) -> tuple[str, str, dict[str, str]]:
+        """``key(step, inputs)`` with ``code(step)`` (code digest, packages), in one call."""
         memo = self._frame.get(id(step))
         if memo is None or memo[0] is not step:
             code, packages = self.code(step)
             head = f"{KEY_VERSION}\n{step.qualified_name}\n{code}\n"
             tail = "\n".join(["packages", *(f"{d}\t{v}" for d, v in sorted(packages.items()))])
             # the head is hashed once per step; each key continues from a copy of that state
-            memo = self._frame[id(step)] = (step, blake3(head.encode()), tail)
+            memo = self._frame[id(step)] = (step, blake3(head.encode()), tail, code, packages)
         if len(inputs) == 1:
             ((name, digest),) = inputs.items()
             text = f"{name}\t{digest}\n{memo[2]}"
@@ -136,4 +142,4 @@ class KeyMaker:
             text = f"{middle}{memo[2]}"
         hasher = memo[1].copy()
         hasher.update(text.encode())
-        return hasher.digest().hex()
+        return hasher.digest().hex(), memo[3], memo[4]

@@ -360,7 +360,7 @@ def _run(
             _CURRENT.reset(token)
         break
     try:
-        expected = step._hints().get("return")
+        expected = (step.__dict__.get("_hints_cache") or step._hints()).get("return")
         if (
             expected is not None
             and type(output) is not expected

@@ -352,8 +352,7 @@ class _Walk:
                     if not node.deps or not find_refs(node.args[pname]):
                         self.const_digests[memo] = digest
                 inputs[pname] = digest
-        key = self.keys.key(step, inputs)
-        code, packages = self.keys.code(step)
+        key, code, packages = self.keys.key_and_code(step, inputs)
         if packages:
             self.packages.update(packages)
         node.key = key
