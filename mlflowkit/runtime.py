@@ -103,13 +103,9 @@ def resolve_template(template: Any, resolve: Callable[[Any], Any]) -> Any:
             elif type(value) in SCALARS:
                 out[name] = value
             elif type(value) is tuple and all_of_type(value, Input):
-                # a gather's items: in-memory values taken directly (a fan-out has thousands)
-                out[name] = tuple(
-                    [
-                        item.handle.value if type(item.handle) is InMemory else resolve(item.handle)
-                        for item in value
-                    ]
-                )
+                # a gather's items, in one pass (a fan-out has thousands). Every handle goes
+                # through ``resolve``: an executor's resolver may convert in-memory values too
+                out[name] = tuple([resolve(item.handle) for item in value])
             else:
                 out[name] = map_leaves(value, Input, lambda item: resolve(item.handle))
         return out

@@ -186,6 +186,15 @@ def host_max(x: Any) -> float:
 
 
 @mk.step
+def host_total(xs: tuple[Any, ...]) -> float:
+    """The total of several arrays, checking that each is a NumPy array on the host."""
+    for x in xs:
+        if type(x) is not np.ndarray:
+            raise TypeError(f"expected NumPy arrays, found {type(x).__name__}")
+    return float(sum(x.sum() for x in xs))
+
+
+@mk.step
 def host_range(n: int) -> NDArray[np.float64]:
     return np.arange(n, dtype=np.float64)
 
@@ -218,6 +227,11 @@ def from_host(n: int = 100) -> Any:
 def split(n: int = 100) -> Any:
     a, b = halves(make(n))
     return {"a": host_sum(bump(a, 1)), "b": host_sum(b)}
+
+
+@mk.pipeline
+def tuple_of_device_values(n: int = 100) -> Any:
+    return host_total((make(n), make(2 * n)))
 
 
 @mk.pipeline
@@ -426,6 +440,14 @@ def test_a_cpu_step_output_is_copied_to_the_device(
     assert ex.stats["h2d_bytes"] == 400
     ex.wait()
     assert ex.stats["d2h_bytes"] == 2 * 400  # bump's write, and host_sum's copy
+
+
+def test_device_values_passed_in_a_tuple_reach_a_cpu_step_on_the_host(
+    executors: list[GpuExecutor], store: mk.Store
+) -> None:
+    ex = fake(executors)
+    result = run(tuple_of_device_values.plan(n=10), ex, store)
+    assert result.output == float(np.arange(10.0).sum() + np.arange(20.0).sum())
 
 
 def test_cache_hits_are_loaded_onto_the_device(
