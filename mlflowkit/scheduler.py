@@ -260,18 +260,24 @@ class _Walk:
         )
         if cacheable:
             self.writes[name] = store_value
-        self.inflight[name] = key
-        self.by_key[key] = name
         record.started_at = time.time()
         if self.on_first_task is not None:  # e.g. the runner records that the run is running
             first, self.on_first_task = self.on_first_task, None
             first()
         try:
-            self.executor.submit(task, on_done)
+            # an executor that runs this call in this thread anyway does it now: no round trip
+            result = self.executor.run_here(task)
+            if result is None:
+                self.inflight[name] = key
+                self.by_key[key] = name
+                self.executor.submit(task, on_done)
         except Exception as exc:  # the executor refused the task (e.g. no GPU for it)
-            self.inflight.pop(name)
+            self.inflight.pop(name, None)
             self.by_key.pop(key, None)
             self._fail(name, TaskResult(name, False, attempts=0, error=exc))
+            return
+        if result is not None:
+            self._done(name, key, result)
 
     def _lookup(self, name: str, key: str) -> CacheEntry | None:
         """The cache entry for ``key``, from the pack when it lists it.
@@ -361,9 +367,14 @@ class _Walk:
     _outputs: frozenset[str] = frozenset()
 
     def _finish(self, result: TaskResult) -> None:
+        """A submitted task ended."""
         name = result.name
         key = self.inflight.pop(name)
         self.by_key.pop(key, None)
+        self._done(name, key, result)
+
+    def _done(self, name: str, key: str, result: TaskResult) -> None:
+        """Record how the call ``name`` (with ``key``) ended and release what waits on it."""
         record = self.records[name]
         record.attempts = result.attempts
         record.duration_s = result.duration_s

@@ -161,6 +161,16 @@ class Executor(abc.ABC):
     def submit(self, task: Task, on_done: Callable[[TaskResult], None]) -> TaskHandle:
         """Run ``task`` and call ``on_done`` with its ``TaskResult`` exactly once."""
 
+    def run_here(self, task: Task) -> TaskResult | None:
+        """Run ``task`` now, in the calling thread, and return its result; or return None.
+
+        Optional. An executor that would run this task in the caller's thread anyway (``local``
+        always, ``threads`` for steps it found trivial) runs it here, sparing the scheduler the
+        round trip through ``submit`` and ``on_done``. None means: submit it. It may raise
+        what ``submit`` would (e.g. a step asking for a GPU this executor does not have).
+        """
+        return None
+
     def flush(self) -> None:  # noqa: B027 - optional hook
         """The scheduler has no more ready tasks for now: send any batched submissions.
 

@@ -32,9 +32,13 @@ class LocalExecutor(Executor):
         self._store = store
         self._resolve = local_resolver(store)
 
+    def run_here(self, task: Task) -> TaskResult:
+        if task.step.hints.gpus:
+            _refuse_gpu(task, self.name)
+        return execute(task, self._store, self._resolve)
+
     def submit(self, task: Task, on_done: Callable[[TaskResult], None]) -> TaskHandle:
-        _refuse_gpu(task, self.name)
-        on_done(execute(task, self._store, self._resolve))
+        on_done(self.run_here(task))
         return DONE
 
 

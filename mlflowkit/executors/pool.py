@@ -159,21 +159,28 @@ class ThreadExecutor(Executor):
         if trivial and self._timing.get(name) is seen:  # and not demoted meanwhile
             self._inline.add(name)
 
-    def submit(self, task: Task, on_done: Callable[[TaskResult], None]) -> TaskHandle:
+    def run_here(self, task: Task) -> TaskResult | None:
+        """Run a trivial step's call in the calling thread (see the class doc); else None."""
         step = task.step
         if step.hints.gpus:
             _refuse_gpu(task, self.name)
         name = step._qualified_name
-        if name in self._inline:  # trivial: run it here (see the class doc)
-            result = execute(task, self._store, self._resolve)
-            slow = result.duration_s > INLINE_DEMOTE_S
-            if not result.ok or (slow and name in self._slow):
-                self._inline.discard(name)  # not trivial after all
-                self._timing[name] = None
-            elif slow:  # once may be a pause (the GC, another process): twice in a row is not
-                self._slow.add(name)
-            elif self._slow:
-                self._slow.discard(name)
+        if name not in self._inline:
+            return None
+        result = execute(task, self._store, self._resolve)
+        slow = result.duration_s > INLINE_DEMOTE_S
+        if not result.ok or (slow and name in self._slow):
+            self._inline.discard(name)  # not trivial after all
+            self._timing[name] = None
+        elif slow:  # once may be a pause (the GC, another process): twice in a row is not
+            self._slow.add(name)
+        elif self._slow:
+            self._slow.discard(name)
+        return result
+
+    def submit(self, task: Task, on_done: Callable[[TaskResult], None]) -> TaskHandle:
+        result = self.run_here(task)
+        if result is not None:
             on_done(result)
             return DONE
         if not self._threads:
