@@ -260,7 +260,6 @@ class _Walk:
         )
         if cacheable:
             self.writes[name] = store_value
-        record.started_at = time.time()
         if self.on_first_task is not None:  # e.g. the runner records that the run is running
             first, self.on_first_task = self.on_first_task, None
             first()
@@ -268,6 +267,7 @@ class _Walk:
             # an executor that runs this call in this thread anyway does it now: no round trip
             result = self.executor.run_here(task)
             if result is None:
+                record.started_at = time.time()  # until the result says when it started
                 self.inflight[name] = key
                 self.by_key[key] = name
                 self.executor.submit(task, on_done)
