@@ -308,3 +308,42 @@ def test_a_run_with_the_gc_disabled_freezes_nothing(store: Any) -> None:
         assert _freeze_probe.plan().run(store=store, progress=False).output == 0
     finally:
         gc.enable()
+
+
+class _Blob:
+    """An intermediate value a test can watch (weak references)."""
+
+    def __mlflowkit_hash__(self) -> str:
+        return "blob"
+
+
+_BLOBS: list[Any] = []
+
+
+@mk.step(cache=False)
+def _make_blob() -> _Blob:
+    import weakref
+
+    blob = _Blob()
+    _BLOBS.append(weakref.ref(blob))
+    return blob
+
+
+@mk.step(cache=False)
+def _use_blob(blob: _Blob) -> int:
+    return 1
+
+
+@mk.pipeline
+def _blob_chain() -> int:
+    return _use_blob(_make_blob())
+
+
+def test_a_run_keeps_no_intermediate_value_alive(store: Any) -> None:
+    import gc
+
+    _BLOBS.clear()
+    run = _blob_chain.plan().run(store=store, progress=False)
+    assert run.output == 1
+    gc.collect()
+    assert len(_BLOBS) == 1 and _BLOBS[0]() is None  # freed although the run is still held
