@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
+from mlflowkit._heap import set_aside
 from mlflowkit.errors import PlanningError, WiringError
 from mlflowkit.step import _TRACER, Step
 from mlflowkit.templates import SCALARS, leaves
@@ -824,7 +825,8 @@ class Pipeline(Generic[P, R]):
         tracer = _Tracer()
         token = _TRACER.set(tracer)
         try:
-            output = self.fn(**params)  # type: ignore[call-arg]
+            with set_aside():  # the existing heap is left out of the GC passes of planning
+                output = self.fn(**params)  # type: ignore[call-arg]
         finally:
             _TRACER.reset(token)
         nodes = tracer.close()

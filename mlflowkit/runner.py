@@ -13,19 +13,17 @@ Invariants
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import gc
 import math
 import os
 import sys
 import time
 import warnings
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from blake3 import blake3
 
+from mlflowkit._heap import set_aside
 from mlflowkit.cache import KeyMaker
 from mlflowkit.errors import ExecutorError, RunFailed, WiringError
 from mlflowkit.executors import get as get_executor
@@ -217,26 +215,6 @@ def _progress(progress: bool | None) -> Progress:
     return make_progress(progress)
 
 
-@contextlib.contextmanager
-def _heap_set_aside() -> Iterator[None]:
-    """Keep the cyclic garbage collector off the objects that existed before the run.
-
-    A run makes a few objects per step call; with thousands of calls the collector runs many
-    times, and each full collection walks every object of the process (imported modules, the
-    user's data), costing milliseconds. ``gc.freeze()`` sets those aside for the run (objects
-    made during it are collected as usual) and ``gc.unfreeze()`` hands them back at its end.
-    Nothing is done when the collector is off or something else froze objects already.
-    """
-    if not gc.isenabled() or gc.get_freeze_count():
-        yield
-        return
-    gc.freeze()
-    try:
-        yield
-    finally:
-        gc.unfreeze()
-
-
 def run_plan(
     plan: Plan,
     executor: Any = "local",
@@ -253,7 +231,7 @@ def run_plan(
     instance belongs to the caller: it is started but not shut down, and background work may
     still be going on when the run returns; call its ``wait()`` (or ``shutdown()``) to be sure.
     """
-    with _heap_set_aside():
+    with set_aside():  # the heap that existed before the run is left out of GC passes
         return _run_plan(plan, executor, store, max_workers, progress, force)
 
 

@@ -347,3 +347,23 @@ def test_a_run_keeps_no_intermediate_value_alive(store: Any) -> None:
     assert run.output == 1
     gc.collect()
     assert len(_BLOBS) == 1 and _BLOBS[0]() is None  # freed although the run is still held
+
+
+_SEEN_WHILE_PLANNING: list[int] = []
+
+
+@mk.pipeline
+def _freeze_probe_planning() -> int:
+    import gc
+
+    _SEEN_WHILE_PLANNING.append(gc.get_freeze_count())  # a pipeline body runs while planning
+    return _freeze_count()
+
+
+def test_planning_sets_the_heap_aside_from_the_gc_and_hands_it_back() -> None:
+    import gc
+
+    _SEEN_WHILE_PLANNING.clear()
+    _freeze_probe_planning.plan()
+    assert _SEEN_WHILE_PLANNING[0] > 0
+    assert gc.get_freeze_count() == 0
