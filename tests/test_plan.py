@@ -239,3 +239,36 @@ def test_ndarray_wiring_is_checked_by_dtype() -> None:
     with pytest.raises(mk.WiringError) as info:
         p.plan()
     assert info.value.parameter == "x" and info.value.step == "wants_floats"
+
+
+@mk.step
+def _keyword_only(a: int, *, b: int = 2) -> int:
+    return a + b
+
+
+@mk.pipeline
+def _map_keyword_only(values: list[Any]) -> list[int]:
+    return _keyword_only.map(a=values, b=10)
+
+
+def test_map_over_a_step_with_keyword_only_parameters(tmp_path: Any) -> None:
+    plan = _map_keyword_only.plan(values=[1, 2, 3])  # binds each element on its own
+    assert plan.steps == [
+        "_keyword_only[0]",
+        "_keyword_only[1]",
+        "_keyword_only[2]",
+        "_keyword_only",
+    ]
+    assert plan.run(store=str(tmp_path / "s"), progress=False).output == [11, 12, 13]
+    with pytest.raises(mk.WiringError, match=r"_keyword_only\[1\]'.*parameter 'a'.*expected int"):
+        _map_keyword_only.plan(values=[1, "x"])
+
+
+def test_a_map_element_of_the_wrong_type_is_named() -> None:
+    with pytest.raises(mk.WiringError, match=r"inc\[2\]'.*parameter 'x'.*expected int"):
+        _map_inc_values.plan(values=[1, 2, "three"])
+
+
+@mk.pipeline
+def _map_inc_values(values: list[Any]) -> list[int]:
+    return dag_basic.inc.map(x=values)

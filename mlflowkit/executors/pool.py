@@ -112,7 +112,9 @@ class ThreadExecutor(Executor):
         # per step (by identity): [calls seen on the pool, how many were fast]; None if not
         # trivial for good
         self._timing: dict[str, list[int] | None] = {}
-        self._inline: set[str] = set()  # the steps found trivial
+        # the steps found trivial: derived from _timing, kept as a set so that deciding costs
+        # one lookup per call
+        self._inline: set[str] = set()
         self._slow: set[str] = set()  # trivial steps whose last call took too long
 
     def start(self, store: ArtifactStore) -> None:
