@@ -40,6 +40,35 @@ def test_run_records_round_trip(steps: list[StepRun], params: dict[str, int]) ->
     assert data["steps"] is not record.steps
 
 
+@given(
+    st.lists(_steps, max_size=4),
+    st.dictionaries(_text, st.integers(-(2**63), 2**63 - 1), max_size=3),  # as the runner keeps
+)
+def test_the_stored_layout_round_trips_through_json(
+    steps: list[StepRun], params: dict[str, int]
+) -> None:
+    import orjson
+
+    record = RunRecord(id="r1", pipeline="p", params=params, steps=steps, status="succeeded")
+    stored = orjson.loads(orjson.dumps(record.to_stored()))
+    assert stored["step_fields"] == [f.name for f in fields(StepRun)]
+    assert all(isinstance(row, list) for row in stored["steps"])
+    assert RunRecord.from_dict(stored) == record
+    legacy = orjson.loads(orjson.dumps(record.to_dict()))  # records written before step rows
+    assert RunRecord.from_dict(legacy) == record
+
+
+def test_stored_rows_with_unknown_or_missing_columns_still_read() -> None:
+    data = {
+        "id": "r1",
+        "pipeline": "p",
+        "step_fields": ["name", "status", "a_future_field"],
+        "steps": [["s", "executed", 42]],
+    }
+    (step,) = RunRecord.from_dict(data).steps
+    assert step == StepRun(name="s", status="executed")
+
+
 def test_cache_entries_round_trip() -> None:
     entry = CacheEntry(key="k" * 64, output_digest="d" * 64, meta={"len": 3}, stored=False)
     assert set(entry.to_dict()) == {f.name for f in fields(CacheEntry)}
