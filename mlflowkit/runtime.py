@@ -27,7 +27,7 @@ from mlflowkit.errors import MlflowkitError, TypeCheckError
 from mlflowkit.executors.base import Derived, InMemory, Input, Stored, Task, TaskResult
 from mlflowkit.hashing import hash_value
 from mlflowkit.records import CacheEntry
-from mlflowkit.templates import SCALARS, all_of_type, map_leaves
+from mlflowkit.templates import SCALARS, map_leaves
 from mlflowkit.wiring import check_value, describe, describe_value, mismatch
 
 if TYPE_CHECKING:
@@ -102,10 +102,6 @@ def resolve_template(template: Any, resolve: Callable[[Any], Any]) -> Any:
                 out[name] = resolve(value.handle)
             elif type(value) in SCALARS:
                 out[name] = value
-            elif type(value) is tuple and all_of_type(value, Input):
-                # a gather's items, in one pass (a fan-out has thousands). Every handle goes
-                # through ``resolve``: an executor's resolver may convert in-memory values too
-                out[name] = tuple([resolve(item.handle) for item in value])
             else:
                 out[name] = map_leaves(value, Input, lambda item: resolve(item.handle))
         return out
@@ -356,7 +352,7 @@ def _run(
             _CURRENT.reset(token)
         break
     try:
-        expected = (step.__dict__.get("_hints_cache") or step._hints()).get("return")
+        expected = step._hints().get("return")
         if (
             expected is not None
             and type(output) is not expected

@@ -18,7 +18,6 @@ Invariants
 
 from __future__ import annotations
 
-import operator
 import queue
 import time
 from collections import deque
@@ -38,7 +37,7 @@ from mlflowkit.executors.base import Derived, Input, Stored, Task, TaskResult
 from mlflowkit.hashing import hash_value
 from mlflowkit.plan import _OPS, Node, Ref, find_refs
 from mlflowkit.records import CacheEntry, StepRun
-from mlflowkit.templates import SCALARS, all_of_type, leaves, map_leaves
+from mlflowkit.templates import SCALARS, leaves, map_leaves
 
 if TYPE_CHECKING:
     from mlflowkit.executors.base import Executor
@@ -78,7 +77,6 @@ class WalkResult:
 
 
 _GETITEM = _OPS["getitem"]
-_NODE = operator.attrgetter("_node")
 
 
 def _to_input(template: Any, digests: dict[str, str], handles: dict[str, Any]) -> Any:
@@ -94,17 +92,10 @@ def _to_input(template: Any, digests: dict[str, str], handles: dict[str, Any]) -
             if type(value) is Ref
             else value
             if type(value) in SCALARS
-            else _gathered(value, digests, handles)
-            if type(value) is tuple and all_of_type(value, Ref)
             else map_leaves(value, Ref, make)
             for name, value in template.items()
         }
     return map_leaves(template, Ref, make)
-
-
-def _gathered(refs: tuple[Ref[Any], ...], digests: dict[str, str], handles: dict[str, Any]) -> Any:
-    """``_to_input`` of a gather's tuple of Refs, in one pass (a fan-out has thousands)."""
-    return tuple([Input(n, digests[n], handles[n]) for n in map(_NODE, refs)])
 
 
 def _nested_upstream(args: dict[str, Any]) -> dict[str, list[str]]:

@@ -11,6 +11,7 @@ dependencies recorded for a call are always the values it receives.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable
 from typing import Any
 
@@ -43,7 +44,8 @@ def map_leaves(template: Any, leaf: type | tuple[type, ...], fn: Callable[[Any],
     if kind in _SEQUENCES or kind is tuple:
         # placeholders are tested here, not in a call per item: a gather holds thousands
         items = [fn(t) if isinstance(t, leaf) else map_leaves(t, leaf, fn) for t in template]
-        if kind in (tuple, frozenset) and all(a is b for a, b in zip(items, template, strict=True)):
+        # (compared in C: ``map`` stops with the shorter, and both have one item per item)
+        if kind in (tuple, frozenset) and not any(map(operator.is_not, items, template)):
             return template
         return kind(items)
     if kind is dict:
