@@ -80,7 +80,8 @@ def _explain_map(
     known without loading it.
     """
     items_for: dict[str, list[str]] = {}
-    for pname, source in node.fan.items():
+    fan = node.fan or {}
+    for pname, source in fan.items():
         if isinstance(source, Ref):
             items = metas.get(source.node, {}).get("items")
             if items is None or any(digest is None for digest, _ in items):
@@ -95,7 +96,7 @@ def _explain_map(
     broadcast = {
         pname: keys.input_digest(_replace_refs(value, digests))
         for pname, value in node.args.items()
-        if pname not in node.fan
+        if pname not in fan
     }
     outputs: list[str] = []
     for i in range(n):

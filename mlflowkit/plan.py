@@ -18,7 +18,7 @@ import inspect
 import os
 import sys
 import typing
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
@@ -95,26 +95,6 @@ _OPS: dict[str, Step[Any, Any]] = {
 # ---------------------------------------------------------------------------------------------
 # graph nodes and references
 # ---------------------------------------------------------------------------------------------
-class _NoFan(Mapping[str, Any]):
-    """The ``fan`` of every node that is not a map: empty, immutable and hashable, so it can
-    be the field's default (one object shared by the thousands of nodes a plan may have)."""
-
-    def __getitem__(self, key: str) -> Any:
-        raise KeyError(key)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(())
-
-    def __len__(self) -> int:
-        return 0
-
-    def __hash__(self) -> int:
-        return 0
-
-
-_NO_FAN: Mapping[str, Any] = _NoFan()
-
-
 @dataclass(eq=False, slots=True)
 class Node:
     """One step call in a plan.
@@ -133,8 +113,8 @@ class Node:
     out_type: Any
     location: str
     persist: bool = True
-    #: for kind == "map": the parameters fanned out over (name -> Ref or list) and broadcast ones
-    fan: Mapping[str, Any] = _NO_FAN
+    #: for kind == "map": the parameters fanned out over (name -> Ref or list); None otherwise
+    fan: dict[str, Any] | None = None
     key: str | None = None
 
     @property

@@ -468,7 +468,8 @@ class _Walk:
     def _expand(self, node: Node) -> None:
         """Fan out a ``map`` node now that the lists it maps over are known."""
         lengths: dict[str, int] = {}
-        for pname, source in node.fan.items():
+        fan = node.fan or {}
+        for pname, source in fan.items():
             if isinstance(source, Ref):
                 meta = self.meta.get(source.node, {})
                 if "len" not in meta:
@@ -499,7 +500,7 @@ class _Walk:
         for i in range(n):
             args: dict[str, Any] = {}
             for pname, value in node.args.items():
-                if pname not in node.fan:
+                if pname not in fan:
                     args[pname] = value
                 elif isinstance(value, Ref):
                     item_name = f"{value.node}.{i}"
