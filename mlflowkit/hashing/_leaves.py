@@ -18,7 +18,7 @@ from typing import Any
 
 import blake3
 
-__all__ = ["BIG_BUFFER", "digest_bytes", "hash_bytes", "type_name"]
+__all__ = ["BIG_BUFFER", "digest_bytes", "hash_bytes", "small_digest", "type_name"]
 
 #: Buffers larger than this are hashed with BLAKE3's multi-threaded mode, and ``bytes`` values
 #: at least this long are written as ``length | digest`` instead of inline.
@@ -39,6 +39,29 @@ _AUTO = blake3.blake3.AUTO
 
 # --------------------------------------------------------------------------------------------
 # digests of raw bytes
+
+#: Hashers not in use, reused by ``small_digest``. A thread takes one with ``pop`` and puts it
+#: back with ``append`` (both atomic), so no two threads ever share one; a hasher whose thread
+#: failed mid-use is simply not put back.
+_SPARE: list[Any] = []
+
+
+def small_digest(data: bytes) -> bytes:
+    """BLAKE3-256 (32 bytes) of a small ``bytes`` object, with a reused hasher.
+
+    The same digest as ``blake3.blake3(data).digest()``; making a new hasher costs more than
+    hashing a short input (a hasher is ~2 KB of state), so a step call's few small digests
+    reuse spare ones. Large buffers go through ``digest_bytes`` (multi-threaded).
+    """
+    try:
+        hasher = _SPARE.pop()
+    except IndexError:
+        hasher = _blake3()
+    hasher.update(data)
+    digest: bytes = hasher.digest()
+    hasher.reset()
+    _SPARE.append(hasher)
+    return digest
 
 
 def digest_bytes(data: Any) -> bytes:
