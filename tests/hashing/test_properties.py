@@ -174,3 +174,15 @@ def test_dtype_and_shape_are_identity(a: np.ndarray[Any, Any]) -> None:
     assert len(set(digests)) == len(digests)
     assert hash_value(np.asfortranarray(a)) == hash_value(a)
     assert hash_value(a.T.copy()) == hash_value(a.T)
+
+
+def test_reused_hashers_are_never_shared_between_threads() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mlflowkit.hashing._leaves import small_digest
+
+    inputs = [os.urandom(n % 200) for n in range(4000)]
+    expected = [blake3.blake3(data).digest() for data in inputs]
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(small_digest, inputs, chunksize=7))
+    assert got == expected
