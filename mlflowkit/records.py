@@ -16,7 +16,7 @@ StepStatus = Literal["cached", "executed", "failed", "skipped"]
 RunStatus = Literal["running", "succeeded", "failed"]
 
 
-@dataclass  # not slotted: orjson writes a slotted dataclass four times slower
+@dataclass(slots=True)  # a store writes it as a row of values (see RunRecord.to_stored)
 class StepRun:
     """What happened to one step call in one run.
 

@@ -96,6 +96,11 @@ def rng() -> np.random.Generator:
 def resolve_template(template: Any, resolve: Callable[[Any], Any]) -> Any:
     """Replace every ``Input`` in an argument template by ``resolve(input.handle)``."""
     if type(template) is dict:  # the arguments of a call: most are an Input or a plain scalar
+        for value in template.values():
+            if type(value) not in SCALARS:
+                break
+        else:  # plain values only: nothing to resolve, and nobody changes the dict
+            return template
         out = {}
         for name, value in template.items():
             if type(value) is Input:

@@ -131,7 +131,8 @@ class _Walk:
         self.keys = keys
         self.events: queue.SimpleQueue[TaskResult] = queue.SimpleQueue()
         self.remaining: dict[str, int] = {}
-        self.dependents: dict[str, list[str]] = {name: [] for name in nodes}
+        # node -> the nodes waiting for it; a node nobody waits for has no entry
+        self.dependents: dict[str, list[str]] = {}
         self.digests: dict[str, str] = {}
         self.handles: dict[str, Any] = {}
         self.meta: dict[str, dict[str, Any]] = {}
@@ -155,7 +156,11 @@ class _Walk:
             remaining[name] = len(deps)
             if deps:
                 for dep in deps:
-                    dependents[dep].append(name)
+                    waiting = dependents.get(dep)
+                    if waiting is None:
+                        dependents[dep] = [name]
+                    else:
+                        waiting.append(name)
             else:
                 ready.append(name)
 
@@ -206,7 +211,7 @@ class _Walk:
         ):
             return
         try:
-            inputs, key, code = self._key(name, node, args)
+            inputs, key, code, nested = self._key(name, node, args)
         except MlflowkitError as exc:  # an unhashable input, unreadable code: fail this call
             self.records[name] = StepRun(name=name, step=step.qualified_name)
             self._fail(name, TaskResult(name, False, attempts=0, error=exc))
@@ -214,10 +219,8 @@ class _Walk:
         record = StepRun(
             name, key, "skipped", 0, 0.0, None, None, step._qualified_name, code, inputs
         )
-        for value in args.values():
-            if type(value) is not Input and type(value) not in SCALARS:
-                record.upstream = _nested_upstream(args)  # a structure holding upstream values
-                break
+        if nested:  # a structure that may hold upstream values: lineage lists them
+            record.upstream = _nested_upstream(args)
         self.records[name] = record
         cacheable = step.identity.cache and self.store is not None
         forced = cacheable and self._forced(name)
@@ -307,7 +310,7 @@ class _Walk:
         digest, length = items[index]
         if digest is None:
             return False
-        inputs, key, code = self._key(name, node, args)
+        inputs, key, code, _ = self._key(name, node, args)
         cached = self.records[parent].status == "cached"
         self.records[name] = StepRun(
             name=name,
@@ -326,16 +329,21 @@ class _Walk:
         self._complete(name)
         return True
 
-    def _key(self, name: str, node: Node, args: dict[str, Any]) -> tuple[dict[str, str], str, str]:
-        """Input digests, cache key and code digest of one step call."""
+    def _key(
+        self, name: str, node: Node, args: dict[str, Any]
+    ) -> tuple[dict[str, str], str, str, bool]:
+        """Input digests, cache key and code digest of one step call, and whether an argument
+        is a structure (which may hold upstream values)."""
         step = node.step
         inputs: dict[str, str] = {}
+        nested = False
         for pname, template in args.items():
             if type(template) is Input:
                 inputs[pname] = template.digest
             elif type(template) in SCALARS:  # cheap to hash: no memo
                 inputs[pname] = hash_value(template)
             else:
+                nested = True
                 memo = (name, pname)
                 digest = self.const_digests.get(memo)
                 if digest is None:
@@ -353,7 +361,7 @@ class _Walk:
         if packages:
             self.packages.update(packages)
         node.key = key
-        return inputs, key, code
+        return inputs, key, code, nested
 
     _outputs: frozenset[str] = frozenset()
 
@@ -422,7 +430,7 @@ class _Walk:
     def _complete(self, name: str) -> None:
         waiters = self.rerun_waiters.pop(name, None) if self.rerun_waiters else None
         remaining = self.remaining
-        for dep in waiters if waiters is not None else self.dependents[name]:
+        for dep in waiters if waiters is not None else self.dependents.get(name, ()):
             left = remaining[dep] = remaining[dep] - 1
             if left == 0:
                 self.ready.append(dep)
@@ -540,7 +548,6 @@ class _Walk:
         self.order[position:position] = [m.name for m in new]
         self.progress.grow(len(new))
         for m in new:
-            self.dependents.setdefault(m.name, [])
             self.remaining[m.name] = sum(
                 1 for d in m.deps if d not in self.digests or d in self.inflight
             )
@@ -549,7 +556,7 @@ class _Walk:
         # the gather waits for the elements it collects
         self.remaining[node.name] = len(gather.deps)
         for elem_name in gather.deps:
-            self.dependents[elem_name].append(node.name)
+            self.dependents.setdefault(elem_name, []).append(node.name)
         for m in new:
             if self.remaining[m.name] == 0:
                 self.ready.append(m.name)
