@@ -22,7 +22,7 @@ import queue
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from mlflowkit.cache import KeyMaker
@@ -77,6 +77,20 @@ class WalkResult:
 
 
 _GETITEM = _OPS["getitem"]
+_GATHER = _OPS["gather"]
+
+
+def _packed(node: Node, entry: CacheEntry) -> CacheEntry:
+    """``entry`` as this run's pack keeps it: a gather's without its item digests.
+
+    Those are the digests of the values it collects, which every run reaching the gather
+    knows already (``_Walk._items``); kept, they would make the pack of a wide fan-out grow
+    by ~75 bytes per element, read again on every run.
+    """
+    if node.step is not _GATHER or "items" not in entry.meta:
+        return entry
+    meta = {k: v for k, v in entry.meta.items() if k != "items"}
+    return replace(entry, meta=meta)
 
 
 def _to_input(template: Any, digests: dict[str, str], handles: dict[str, Any]) -> Any:
@@ -293,7 +307,7 @@ class _Walk:
         if entry is None:
             entry = store.get_cache(key)
         if entry is not None:
-            self.entries[key] = entry
+            self.entries[key] = _packed(self.nodes[name], entry)
         return entry
 
     def _item(self, name: str, node: Node, args: dict[str, Any]) -> bool:
@@ -304,7 +318,7 @@ class _Walk:
         """
         parent = node.deps[0]
         index = node.args.get("key")
-        items = self.meta.get(parent, {}).get("items")
+        items = self._items(parent)
         if items is None or type(index) is not int or not -len(items) <= index < len(items):
             return False
         digest, length = items[index]
@@ -328,6 +342,18 @@ class _Walk:
         self.progress.advance(name, self.records[name].status)
         self._complete(name)
         return True
+
+    def _items(self, name: str) -> list[list[Any]] | None:
+        """``[digest, length]`` of each item of node ``name``'s output (a list), if known.
+
+        From what the producer reported, or for a gather, from the values it collected.
+        """
+        items: list[list[Any]] | None = self.meta.get(name, {}).get("items")
+        node = self.nodes[name]
+        if items is None and node.step is _GATHER:
+            meta, digests = self.meta, self.digests
+            items = [[digests[d], meta.get(d, {}).get("len")] for d in node.deps]
+        return items
 
     def _key(
         self, name: str, node: Node, args: dict[str, Any]
@@ -390,13 +416,16 @@ class _Walk:
         assert result.output_digest is not None
         stored = self.writes.pop(name, None)
         if stored is not None and not result.cached:  # the task wrote this entry
-            self.entries[key] = CacheEntry(
-                key=key,
-                output_digest=result.output_digest,
-                step=record.step,
-                stored=stored,
-                meta=result.meta,
-                run_id=self.run_id,
+            self.entries[key] = _packed(
+                self.nodes[name],
+                CacheEntry(
+                    key=key,
+                    output_digest=result.output_digest,
+                    step=record.step,
+                    stored=stored,
+                    meta=result.meta,
+                    run_id=self.run_id,
+                ),
             )
         record.status = status = "cached" if result.cached else "executed"
         record.output_digest = digest = result.output_digest

@@ -10,6 +10,7 @@ import hypothesis.strategies as st
 import pytest
 from hypothesis import given, settings
 
+import mlflowkit as mk
 from mlflowkit.records import CacheEntry
 from mlflowkit.store import Store
 from mlflowkit.store._format import decode_pack, encode_pack
@@ -191,3 +192,35 @@ def test_a_gone_list_whose_items_a_step_needs_is_computed_again(store: Store) ->
     assert again.step("make_data").status == "executed" and store.has(made)
     assert again.step("fit").status == "executed"
     assert again.output == first.output
+
+
+@mk.step
+def _double(x: int) -> int:
+    return 2 * x
+
+
+@mk.step
+def _shift(x: int) -> int:
+    return x + 1
+
+
+@mk.pipeline
+def _fan_of_fan(n: int) -> list[int]:
+    return _shift.map(x=_double.map(x=list(range(n))))
+
+
+def test_a_pack_keeps_no_item_digests_of_a_gather_and_a_rerun_still_fans_out_from_it(
+    store: Store,
+) -> None:
+    first = _fan_of_fan.plan(n=5).run(store=store, progress=False)
+    (pack,) = _packs(store)
+    entries = store.read_pack(pack.stem)
+    gathers = [entries[s.key] for s in first.steps if s.step.endswith("_op_gather@gather")]
+    assert len(gathers) == 2
+    assert all(e.meta == {"len": 5} for e in gathers)  # items: the digests of its inputs
+    shutil.rmtree(Path(store.root, "cache"))  # only the pack knows the entries now
+    again = _fan_of_fan.plan(n=5).run(store=store, progress=False)
+    assert again.output == first.output == [2 * i + 1 for i in range(5)]
+    assert {s.name: (s.status, s.output_digest) for s in again.steps} == {
+        s.name: ("cached", s.output_digest) for s in first.steps
+    }
