@@ -9,6 +9,8 @@ Invariants
 * Every step that asks for a GPU is checked against the executor *before* anything runs.
 * A failed step makes ``run_plan`` raise ``RunFailed`` chained to the step's own exception, with
   its (remote) traceback text in the message.
+* Every run ends with the executor's ``finish()`` (then ``shutdown()`` when the run made the
+  executor), so an executor kept between runs holds nothing it loaded for an earlier one.
 """
 
 from __future__ import annotations
@@ -309,8 +311,11 @@ def _run_plan(
             except Exception as exc:
                 background_error = exc
     finally:
-        if owned:
-            ex.shutdown()
+        try:
+            ex.finish()  # the executor lets go of the values it kept for this run
+        finally:
+            if owned:
+                ex.shutdown()
     if background_error is not None and result.failure is None:
         result.failure = TaskResult("<background write>", False, attempts=0, error=background_error)
     record.steps = [result.records[name] for name in result.order]

@@ -349,6 +349,37 @@ def test_a_run_keeps_no_intermediate_value_alive(store: Any) -> None:
     assert len(_BLOBS) == 1 and _BLOBS[0]() is None  # freed although the run is still held
 
 
+@mk.step(cache=False)
+def _make_blobs() -> list[_Blob]:
+    import weakref
+
+    blobs = [_Blob(), _Blob()]
+    _BLOBS.extend(weakref.ref(blob) for blob in blobs)
+    return blobs
+
+
+@mk.pipeline
+def _blob_item() -> int:
+    return _use_blob(_make_blobs()[0])  # the item reaches the step as a view the executor loads
+
+
+@pytest.mark.parametrize("name", ["local", "threads"])
+def test_an_executor_kept_between_runs_holds_no_value_of_a_finished_run(
+    store: Any, name: str
+) -> None:
+    import gc
+
+    _BLOBS.clear()
+    executor = mk.executors.get(name)
+    try:
+        run = _blob_item.plan().run(executor=executor, store=store, progress=False)
+        assert run.output == 1
+        gc.collect()
+        assert len(_BLOBS) == 2 and all(ref() is None for ref in _BLOBS)
+    finally:
+        executor.shutdown()
+
+
 _SEEN_WHILE_PLANNING: list[int] = []
 
 

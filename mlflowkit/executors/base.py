@@ -148,7 +148,7 @@ class Executor(abc.ABC):
 
     Subclasses set ``name`` and ``capabilities`` and implement ``submit``; ``start`` and
     ``shutdown`` default to no-ops. An executor is used by one run at a time:
-    ``start(store)`` → many ``submit`` → ``shutdown()``.
+    ``start(store)`` → many ``submit`` → ``finish()``, then the next run or ``shutdown()``.
     """
 
     name: ClassVar[str] = "executor"
@@ -183,6 +183,16 @@ class Executor(abc.ABC):
 
         The runner calls it before it records a run as finished; an error raised here (a
         failed background write) fails the run.
+        """
+
+    def finish(self) -> None:  # noqa: B027 - optional hook
+        """The run that ``start`` began is over: let go of what only that run needed.
+
+        E.g. the inputs it loaded for the run's steps (``local`` and ``threads`` drop their
+        resolver). The executor stays ready for the next ``start``. The runner calls it after
+        every run, before ``shutdown`` when it owns the executor; tasks may still be in flight
+        only when the run was interrupted. (``dask`` keeps the run's values on the workers
+        until its next run, so that ``fetch`` can still bring one back.)
         """
 
     def shutdown(self) -> None:  # noqa: B027 - optional hook

@@ -32,6 +32,9 @@ class LocalExecutor(Executor):
         self._store = store
         self._resolve = local_resolver(store)
 
+    def finish(self) -> None:
+        self._resolve = None  # the values it loaded for the run
+
     def run_here(self, task: Task) -> TaskResult:
         if task.step.hints.gpus:
             _refuse_gpu(task, self.name)

@@ -128,21 +128,29 @@ class ThreadExecutor(Executor):
             for thread in self._threads:
                 thread.start()
 
+    def finish(self) -> None:
+        self._resolve = None  # the values it loaded for the run
+
     def _work(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            task, on_done, handle = item
-            if handle.cancelled:
-                on_done(TaskResult(task.name, False, attempts=0, error=CancelledError(task.name)))
-                continue
-            try:
-                result = execute(task, self._store, self._resolve)
-            except Exception as exc:  # a failure of the machinery itself: still report once
-                result = TaskResult(task.name, False, attempts=0, error=exc)
-            self._learn(task, result)
-            on_done(result)
+        while self._work_one(self._queue.get()):
+            pass
+
+    def _work_one(self, item: tuple[Task, Callable[[TaskResult], None], Any] | None) -> bool:
+        """Run one queued task; False to stop. A call of its own, so that an idle worker
+        holds nothing of the last task it ran (its inputs and output)."""
+        if item is None:
+            return False
+        task, on_done, handle = item
+        if handle.cancelled:
+            on_done(TaskResult(task.name, False, attempts=0, error=CancelledError(task.name)))
+            return True
+        try:
+            result = execute(task, self._store, self._resolve)
+        except Exception as exc:  # a failure of the machinery itself: still report once
+            result = TaskResult(task.name, False, attempts=0, error=exc)
+        self._learn(task, result)
+        on_done(result)
+        return True
 
     def _learn(self, task: Task, result: TaskResult) -> None:
         """Count a call that ran on the pool towards its step being trivial."""
