@@ -50,7 +50,6 @@ from mlflowkit.errors import HashingError, MlflowkitError
 from mlflowkit.hashing._leaves import (
     _LEAF,
     _Q,
-    _SPARE,
     BIG_BUFFER,
     _enc_path,
     _enc_str,
@@ -692,16 +691,8 @@ def hash_value(obj: Any) -> str:
             data = (b"(" if t is tuple else b"[") + _Q(len(obj)) + parts
     else:
         data = b""
-    if data:  # a leaf or short sequence: small, hashed with a reused hasher (small_digest)
-        try:
-            hasher = _SPARE.pop()
-        except IndexError:
-            hasher = _blake3()
-        hasher.update(data)
-        digest: bytes = hasher.digest()
-        hasher.reset()
-        _SPARE.append(hasher)
-        return digest.hex()
+    if data:  # a leaf or short sequence: small, hashed with a reused hasher
+        return small_digest(data).hex()
     encoded = _encode_walk(obj)
     if len(encoded) > BIG_BUFFER:
         return _blake3(encoded, max_threads=_AUTO).digest().hex()
