@@ -77,6 +77,9 @@ class _Spy(Executor):
     def wait(self) -> None:
         self.inner.wait()
 
+    def finish(self) -> None:
+        self.inner.finish()
+
     def fetch(self, handle: Any) -> Any:
         return self.inner.fetch(handle)
 

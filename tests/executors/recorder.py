@@ -34,3 +34,6 @@ class Recorder(Executor):
 
     def wait(self) -> None:
         self.inner.wait()
+
+    def finish(self) -> None:
+        self.inner.finish()
