@@ -76,8 +76,8 @@ class StepRun:
         return cls(**{k: v for k, v in data.items() if k in names})
 
 
-_STEP_FIELDS = frozenset(f.name for f in fields(StepRun))
 _STEP_COLUMNS = tuple(f.name for f in fields(StepRun))
+_STEP_FIELDS = frozenset(_STEP_COLUMNS)
 _STEP_ROW = operator.attrgetter(*_STEP_COLUMNS)  # a step's values as one tuple, made in C
 
 
@@ -101,8 +101,11 @@ class RunRecord:
     executor: str = "local"
     pins: list[str] = field(default_factory=list)
 
+    def _fields_but_steps(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "steps"}
+
     def to_dict(self) -> dict[str, Any]:
-        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "steps"}
+        data = self._fields_but_steps()
         data["steps"] = [s.to_dict() for s in self.steps]
         return data
 
@@ -113,7 +116,7 @@ class RunRecord:
         names: a 1000-call run record is a third smaller, and writing it is bound by its size.
         ``from_dict`` reads both layouts.
         """
-        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "steps"}
+        data = self._fields_but_steps()
         data["step_fields"] = list(_STEP_COLUMNS)
         data["steps"] = list(map(_STEP_ROW, self.steps))
         return data

@@ -109,8 +109,8 @@ class ThreadExecutor(Executor):
         self._threads: list[threading.Thread] = []
         self._store: ArtifactStore | None = None
         self._resolve: Callable[[Any], Any] | None = None
-        # per step (by identity): [calls seen on the pool, how many were fast]; None if not
-        # trivial for good
+        # per step (by its qualified name): [calls seen on the pool, how many were fast]; None
+        # if not trivial for good
         self._timing: dict[str, list[int] | None] = {}
         # the steps found trivial: derived from _timing, kept as a set so that deciding costs
         # one lookup per call
@@ -154,7 +154,7 @@ class ThreadExecutor(Executor):
 
     def _learn(self, task: Task, result: TaskResult) -> None:
         """Count a call that ran on the pool towards its step being trivial."""
-        name = task.step.qualified_name
+        name = task.step._qualified_name
         seen = self._timing.get(name, _UNSEEN)
         if seen is None:
             return
