@@ -273,7 +273,7 @@ def _fast_bind(
     Anything unusual (too many, unknown, duplicate or missing arguments) returns None so that
     the general path binds it and explains the mistake.
     """
-    params = step._simple_parameters()
+    params = step._simple_params
     if params is None or len(args) > len(params):
         return None
     bound: dict[str, Any] = {}
@@ -364,7 +364,7 @@ class _Tracer:
         self, step: Step[Any, Any], name: str, arguments: dict[str, Any], loc: str
     ) -> None:
         hints = step._hints()
-        simple = step._simple_parameters() is not None
+        simple = step._simple_params is not None
         params = step.signature.parameters
         for pname, value in arguments.items():
             expected = hints.get(pname)

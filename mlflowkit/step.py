@@ -159,6 +159,8 @@ class Step(Generic[P, R]):
     identity: StepIdentity
     hints: ExecutionHints
     _qualified_name: str
+    #: ``(name, default)`` of each parameter when all are plain positional-or-keyword ones
+    #: (every argument can be passed by name); None otherwise. Computed when the step is made.
     _simple_params: tuple[tuple[str, Any], ...] | None
 
     def __init__(
@@ -274,11 +276,6 @@ class Step(Generic[P, R]):
                     cached[pname] = Any if isinstance(ann, str) else ann
             object.__setattr__(self, "_hints_cache", cached)
         return dict(cached)
-
-    def _simple_parameters(self) -> tuple[tuple[str, Any], ...] | None:
-        """``(name, default)`` of each parameter when all are plain positional-or-keyword ones
-        (None otherwise); computed when the step is made."""
-        return self._simple_params
 
     def _hints(self) -> dict[str, Any]:
         """``type_hints()`` without the defensive copy, for mlflowkit's own hot paths."""
