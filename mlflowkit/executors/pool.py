@@ -60,6 +60,7 @@ from mlflowkit.executors.local import _refuse_gpu
 from mlflowkit.runtime import execute, local_resolver, write_output
 
 if TYPE_CHECKING:
+    from mlflowkit.step import Step
     from mlflowkit.store.base import ArtifactStore
 
 __all__ = ["ProcessExecutor", "ThreadExecutor"]
@@ -83,6 +84,24 @@ INLINE_AFTER = 16
 #: A trivial step's call taking longer than this (seconds) makes it go back to the pool.
 INLINE_DEMOTE_S = 1e-3
 
+#: What the ``threads`` executors of this process found out about steps, by step object (held
+#: weakly, so a redefined step is learned afresh): True trivial, False back on the pool for good.
+_VERDICTS: weakref.WeakKeyDictionary[Step[Any, Any], bool] = weakref.WeakKeyDictionary()
+_VERDICTS_LOCK = threading.Lock()
+
+
+def _verdict(step: Step[Any, Any]) -> bool | None:
+    """What a ``threads`` executor found out about ``step`` (None: nothing yet)."""
+    with _VERDICTS_LOCK:
+        return _VERDICTS.get(step)
+
+
+def _remember(step: Step[Any, Any], trivial: bool) -> None:
+    """Tell every ``threads`` executor what this one found out; going back is for good."""
+    with _VERDICTS_LOCK:
+        if not trivial or _VERDICTS.get(step) is not False:
+            _VERDICTS[step] = trivial
+
 
 class ThreadExecutor(Executor):
     """Run steps on a pool of threads in this process (``max_workers`` threads).
@@ -95,8 +114,9 @@ class ThreadExecutor(Executor):
     trivial once ``INLINE_AFTER`` of its calls ran on the pool, none failed and nine in ten took
     at most ``INLINE_MAX_S`` (pool threads wait for the GIL, so some fast calls measure slow);
     one of its calls failing, or two in a row taking more than ``INLINE_DEMOTE_S`` in the
-    calling thread, sends it back to the pool for good. What this executor learned lasts as
-    long as it does.
+    calling thread, sends it back to the pool for good. What one ``threads`` executor learns
+    about a step serves every other one in the process (``_VERDICTS``), so a run given
+    ``executor="threads"``, which makes a new executor, does not start from nothing.
     """
 
     name = "threads"
@@ -116,6 +136,7 @@ class ThreadExecutor(Executor):
         # one lookup per call
         self._inline: set[str] = set()
         self._slow: set[str] = set()  # trivial steps whose last call took too long
+        self._asked: set[str] = set()  # steps whose verdict this executor looked up
 
     def start(self, store: ArtifactStore) -> None:
         self._store = store
@@ -160,6 +181,7 @@ class ThreadExecutor(Executor):
             return
         if not result.ok:
             self._timing[name] = None
+            _remember(task.step, False)
             return
         if seen is _UNSEEN:
             seen = self._timing[name] = [0, 0]
@@ -168,6 +190,7 @@ class ThreadExecutor(Executor):
         trivial = seen[0] >= INLINE_AFTER and seen[1] * 10 >= seen[0] * 9
         if trivial and self._timing.get(name) is seen:  # and not demoted meanwhile
             self._inline.add(name)
+            _remember(task.step, True)
 
     def run_here(self, task: Task) -> TaskResult | None:
         """Run a trivial step's call in the calling thread (see the class doc); else None."""
@@ -175,18 +198,32 @@ class ThreadExecutor(Executor):
         if step.hints.gpus:
             _refuse_gpu(task, self.name)
         name = step._qualified_name
-        if name not in self._inline:
+        if name not in self._inline and not self._learned(step, name):
             return None
         result = execute(task, self._store, self._resolve)
         slow = result.duration_s > INLINE_DEMOTE_S
         if not result.ok or (slow and name in self._slow):
             self._inline.discard(name)  # not trivial after all
             self._timing[name] = None
+            _remember(step, False)
         elif slow:  # once may be a pause (the GC, another process): twice in a row is not
             self._slow.add(name)
         elif self._slow:
             self._slow.discard(name)
         return result
+
+    def _learned(self, step: Step[Any, Any], name: str) -> bool:
+        """Whether another ``threads`` executor found ``step`` trivial (asked once per step)."""
+        if name in self._asked:
+            return False
+        self._asked.add(name)
+        verdict = _verdict(step)
+        if verdict is False:
+            self._timing[name] = None  # back on the pool for good: not learned again here
+        elif verdict and self._timing.get(name, _UNSEEN) is not None:
+            self._inline.add(name)
+            return True
+        return False
 
     def submit(self, task: Task, on_done: Callable[[TaskResult], None]) -> TaskHandle:
         result = self.run_here(task)

@@ -104,3 +104,72 @@ def test_a_trivial_step_that_turns_slow_goes_back_to_the_pool(
         assert me not in set(again.output)
     finally:
         _SLOW["on"] = False
+
+
+@pytest.fixture(autouse=True)
+def _nothing_learned_yet() -> Iterator[None]:
+    """Each test starts from a process where no threads executor learned anything."""
+    pool_module._VERDICTS.clear()
+    yield
+    pool_module._VERDICTS.clear()
+
+
+def _learn_inline(pipeline: Any, store: Any) -> None:
+    ex = ThreadExecutor(max_workers=2)
+    try:
+        _runs_until_inline(pipeline, ex, store)
+    finally:
+        ex.shutdown()
+
+
+def test_a_new_executor_starts_from_what_another_one_learned(store: Any) -> None:
+    me = threading.get_ident()
+    _learn_inline(fan_where, store)
+    # a run given the executor by name makes a new one: every call runs here from the start
+    idents = fan_where.plan(n=40).run(executor="threads", store=store, progress=False).output
+    assert set(idents) == {me}
+
+
+def test_a_step_sent_back_to_the_pool_stays_there_for_new_executors(store: Any) -> None:
+    me = threading.get_ident()
+    _SLOW["on"] = False
+    try:
+        _learn_inline(fan_turns_slow, store)
+        _SLOW["on"] = True
+        ex = ThreadExecutor(max_workers=2)
+        try:
+            demoted = fan_turns_slow.plan(n=10).run(executor=ex, store=store, progress=False)
+        finally:
+            ex.shutdown()
+        assert demoted.output[:2] == [me, me]  # it started inline: another executor learned it
+        assert me not in set(demoted.output[2:])
+        _SLOW["on"] = False  # fast again, but back on the pool for good, in new executors too
+        for _ in range(3):
+            again = fan_turns_slow.plan(n=40).run(executor="threads", store=store, progress=False)
+            assert me not in set(again.output)
+    finally:
+        _SLOW["on"] = False
+
+
+def _fan_of_a_new_step() -> Any:
+    """A pipeline over a step defined anew on each call (same name, a new step object)."""
+
+    @mk.step(cache=False)
+    def fresh(i: int) -> int:
+        return threading.get_ident()
+
+    @mk.pipeline
+    def fan_fresh(n: int) -> list[int]:
+        return fresh.map(i=list(range(n)))
+
+    return fan_fresh
+
+
+def test_a_redefined_step_is_learned_afresh(store: Any) -> None:
+    me = threading.get_ident()
+    _learn_inline(_fan_of_a_new_step(), store)
+    redefined = _fan_of_a_new_step()  # e.g. a notebook cell run again: it may be slow now
+    first = redefined.plan(n=pool_module.INLINE_AFTER).run(
+        executor="threads", store=store, progress=False
+    )
+    assert me not in set(first.output)
