@@ -104,7 +104,8 @@ def _remember(step: Step[Any, Any], trivial: bool) -> None:
 
 
 class ThreadExecutor(Executor):
-    """Run steps on a pool of threads in this process (``max_workers`` threads).
+    """Run steps on a pool of threads in this process (up to ``max_workers`` threads, started
+    as tasks reach the pool).
 
     The threads take tasks from one shared queue (no future per task), so a burst of small
     ready tasks — a fan-out — costs little more than the steps themselves.
@@ -127,6 +128,7 @@ class ThreadExecutor(Executor):
         self._queue: queue.SimpleQueue[tuple[Task, Callable[[TaskResult], None], Any] | None]
         self._queue = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
+        self._growing = threading.Lock()
         self._store: ArtifactStore | None = None
         self._resolve: Callable[[Any], Any] | None = None
         # per step (by its qualified name): [calls seen on the pool, how many were fast]; None
@@ -141,13 +143,17 @@ class ThreadExecutor(Executor):
     def start(self, store: ArtifactStore) -> None:
         self._store = store
         self._resolve = local_resolver(store)
-        if not self._threads:
-            self._threads = [
-                threading.Thread(target=self._work, name=f"mlflowkit-{i}", daemon=True)
-                for i in range(self.max_workers)
-            ]
-            for thread in self._threads:
+
+    def _grow(self) -> None:
+        """Start one more worker thread: threads start as tasks reach the pool, up to
+        ``max_workers``, so a run whose calls all run here starts none."""
+        with self._growing:
+            if len(self._threads) < self.max_workers:
+                thread = threading.Thread(
+                    target=self._work, name=f"mlflowkit-{len(self._threads)}", daemon=True
+                )
                 thread.start()
+                self._threads.append(thread)
 
     def finish(self) -> None:
         self._resolve = None  # the values it loaded for the run
@@ -230,10 +236,10 @@ class ThreadExecutor(Executor):
         if result is not None:
             on_done(result)
             return DONE
-        if not self._threads:
-            self.start(self._store)  # type: ignore[arg-type]
         handle = _Cancellable()
         self._queue.put((task, on_done, handle))
+        if len(self._threads) < self.max_workers:
+            self._grow()
         return handle
 
     def fetch(self, handle: Any) -> Any:

@@ -173,3 +173,29 @@ def test_a_redefined_step_is_learned_afresh(store: Any) -> None:
         executor="threads", store=store, progress=False
     )
     assert me not in set(first.output)
+
+
+def _workers_alive() -> set[str]:
+    return {
+        t.name
+        for t in threading.enumerate()
+        if t.name.startswith("mlflowkit-") and t.name[10:].isdigit()
+    }
+
+
+def test_threads_start_as_tasks_reach_the_pool_up_to_max_workers(store: Any) -> None:
+    before = _workers_alive()
+    ex = ThreadExecutor(max_workers=3)
+    try:
+        _runs_until_inline(fan_where, ex, store)
+        assert len(ex._threads) <= 3
+        ex.shutdown()
+        assert not ex._threads
+        # every call runs here now: a run starts no thread at all
+        fan_where.plan(n=40).run(executor=ex, store=store, progress=False)
+        assert not ex._threads and _workers_alive() == before
+        # a step that is never trivial gets the pool, no bigger than max_workers
+        fan_sleepy.plan(n=12).run(executor=ex, store=store, progress=False)
+        assert len(ex._threads) == 3
+    finally:
+        ex.shutdown()
