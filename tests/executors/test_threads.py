@@ -52,6 +52,14 @@ def fan_turns_slow(n: int) -> list[int]:
     return turns_slow.map(i=list(range(n)))
 
 
+@pytest.fixture(autouse=True)
+def _nothing_learned_yet() -> Iterator[None]:
+    """Each test starts from a process where no threads executor learned anything."""
+    pool_module._VERDICTS.clear()
+    yield
+    pool_module._VERDICTS.clear()
+
+
 @pytest.fixture
 def threads() -> Iterator[ThreadExecutor]:
     ex = ThreadExecutor(max_workers=2)
@@ -104,14 +112,6 @@ def test_a_trivial_step_that_turns_slow_goes_back_to_the_pool(
         assert me not in set(again.output)
     finally:
         _SLOW["on"] = False
-
-
-@pytest.fixture(autouse=True)
-def _nothing_learned_yet() -> Iterator[None]:
-    """Each test starts from a process where no threads executor learned anything."""
-    pool_module._VERDICTS.clear()
-    yield
-    pool_module._VERDICTS.clear()
 
 
 def _learn_inline(pipeline: Any, store: Any) -> None:
