@@ -325,7 +325,10 @@ def test_dask_not_installed() -> None:
             print(exc)
         """
     )
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    )
     out = subprocess.run(
         [sys.executable, "-c", code],
         cwd=ROOT,

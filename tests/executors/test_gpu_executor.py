@@ -396,7 +396,10 @@ def test_importing_the_module_does_not_import_cupy() -> None:
         "import sys, mlflowkit, mlflowkit.executors.gpu; "
         "assert 'cupy' not in sys.modules, 'cupy was imported'"
     )
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    )
     done = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False
     )
