@@ -50,6 +50,9 @@ SMALL = KernelConfig(chunk_threads=32, merge_threads=4, stage_blocks=16)
 TINY = KernelConfig(chunk_threads=4, merge_threads=2, stage_blocks=16)
 #: 8 chunks per block, 4 blocks per stage: partial stages and carried leftovers.
 MIXED = KernelConfig(chunk_threads=8, merge_threads=2, stage_blocks=4)
+#: More threads than words in a stage's row (as in the default configuration): each pass of
+#: the block's loads covers several chunks.
+WIDE = KernelConfig(chunk_threads=32, merge_threads=4, stage_blocks=1)
 
 
 def official_input(n: int) -> bytes:
@@ -93,6 +96,15 @@ def test_chunk_boundaries(k: int) -> None:
     for n in (1024 * k - 1, 1024 * k, 1024 * k + 1):
         config = TINY if n % 2 else MIXED
         assert device_digest(data[:n], config) == expected(data[:n]), (n, config)
+
+
+@pytest.mark.parametrize(
+    "n", [0, 1, 1025, 32 * 1024 - 1, 32 * 1024, 64 * 1024 + 5, 96 * 1024 + 1023]
+)
+def test_whole_blocks_then_a_partial_one(n: int) -> None:
+    # One or more thread blocks whose chunks are all whole, then a partial one.
+    data = random.Random(n).randbytes(n)
+    assert device_digest(data, WIDE) == expected(data)
 
 
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
