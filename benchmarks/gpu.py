@@ -11,13 +11,15 @@ Sections
 --------
 correctness
     Device digests (``mlflowkit.gpu.blake3``) against the CPU ``blake3`` package, for random
-    bytes generated on the device, of 10 sizes up to 1 GiB.
+    bytes generated on the device, of 14 sizes up to 1 GiB (four of them one byte off a
+    power-of-two number of chunks).
 throughput
     Hashing 1 GiB on the device, after a warm-up: the median of several runs, end to end (one
     call, digest copied back) and pipelined (back-to-back hashes between two CUDA events), against
     the device-to-device copy of the same 1 GiB measured in the same process.
 tune (``--tune``)
-    Pipelined throughput of a few thread-block configurations of the kernels.
+    Pipelined throughput of a few thread-block configurations of the kernels, each with its
+    digest checked against the CPU.
 chain
     Ten GPU steps on 1 GiB arrays through mlflowkit's public API (``mk.step(resources={"gpu":
     1})``, ``mk.pipeline``, ``plan.run(executor="gpu", store=...)``), against the same chain with
@@ -167,6 +169,8 @@ def correctness(report: Report, cupy: Any, quick: bool, seed: int) -> int:
     rng = random.Random(seed)
     top = 64 * MiB if quick else GiB
     sizes = [0, 1, 1025, rng.randrange(MiB), rng.randrange(16 * MiB)]
+    # Around the chunk tree's boundaries: a power of two of 1 KiB chunks, one byte off either way.
+    sizes += [(1024 << k) + rng.choice((-1, 1)) for k in rng.sample(range(4, 20), 4)]
     sizes += [rng.randrange(top // 8, top) for _ in range(3)] + [top - 1, top]
     failures = 0
     for i, n in enumerate(sizes):
@@ -249,13 +253,14 @@ def throughput(report: Report, cupy: Any, size: int, repeats: int, tune: bool) -
     )
 
     if tune:
+        want = _reference(cupy.asnumpy(buf))
         for chunk_threads in (64, 128, 256):
             for stage_blocks in (1, 2, 4):
                 if chunk_threads * (16 * stage_blocks + 10) * 4 > 48 * 1024:
                     continue  # over the static shared-memory limit of a block
                 config = _blake3.KernelConfig(chunk_threads, 256, stage_blocks)
                 run = pipelined(config)
-                run()
+                got = run().copy_to_host()[:8].astype("<u4").tobytes()
                 seconds = statistics.median(_events_time(cupy, run, 4) for _ in range(repeats))
                 report.add(
                     "tune",
@@ -264,6 +269,8 @@ def throughput(report: Report, cupy: Any, size: int, repeats: int, tune: bool) -
                     merge_threads=256,
                     seconds=seconds,
                     GB_per_s=size / seconds / 1e9,
+                    vs_copy=size / seconds / 1e9 / copy_gbs,
+                    same_digest=got == want,
                     default=config == _blake3.DEFAULT_CONFIG,
                 )
 

@@ -60,3 +60,27 @@ def test_without_a_device_says_so_and_exits_0(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "No CUDA device found" in proc.stdout
     assert json.loads(out.read_text().splitlines()[0])["note"] == "no CUDA device"
+
+
+@pytest.mark.slow  # the script runs the GPU tests itself, slow ones deselected: never this one
+def test_the_one_script_of_gpu_checks_runs_every_part(tmp_path: Path) -> None:
+    pytest.importorskip("numba", reason="the device code is written with Numba")
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    env["PYTHON"] = sys.executable
+    results = tmp_path / "results"
+    proc = subprocess.run(
+        ["bash", str(ROOT / "benchmarks" / "gpu_checks.sh"), str(results), "--quick"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert "numba.cuda.is_available()" in (results / "env.txt").read_text()
+    log = (results / "pytest.log").read_text()
+    assert " passed" in log and " failed" not in log
+    assert (results / "pytest.xml").exists()
+    assert (results / "gpu.jsonl").read_text().strip()
+    assert proc.stdout.rstrip().endswith("gpu_checks: exit 0")
