@@ -13,6 +13,7 @@ Invariants
 
 from __future__ import annotations
 
+import collections.abc as cabc
 import functools
 import inspect
 import os
@@ -27,11 +28,13 @@ from mlflowkit.errors import PlanningError, WiringError
 from mlflowkit.step import _TRACER, Step
 from mlflowkit.templates import SCALARS, leaves
 from mlflowkit.wiring import (
+    attribute_type,
     check_value,
     compatible,
     describe,
     did_you_mean,
     is_listlike,
+    is_unknown,
     item_type,
     short_repr,
     tuple_length,
@@ -116,6 +119,9 @@ class Node:
     #: for kind == "map": the parameters fanned out over (name -> Ref or list); None otherwise
     fan: dict[str, Any] | None = None
     key: str | None = None
+    #: parameters checked against their annotation when the call runs, before the function:
+    #: they receive a derived value (``ref.attr``, ``ref[k]``) whose type planning cannot know
+    checks: tuple[str, ...] = ()
 
     @property
     def cache(self) -> bool:
@@ -157,7 +163,7 @@ class Ref(Generic[T]):
     def __getattr__(self, name: str) -> Ref[Any]:
         if name.startswith("_"):
             raise AttributeError(name)
-        return self._tracer.derive(self, "getattr", name, Any)
+        return self._tracer.derive(self, "getattr", name, attribute_type(self._type, name))
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise self._refuse(f"have attribute {name!r} set", "set it inside a step")
@@ -362,16 +368,22 @@ class _Tracer:
 
     def _check_arguments(
         self, step: Step[Any, Any], name: str, arguments: dict[str, Any], loc: str
-    ) -> None:
+    ) -> tuple[str, ...]:
+        """Check a call's arguments against the step's annotations (``WiringError``).
+
+        Returns the parameters to check again when the call runs (see ``Node.checks``).
+        """
         hints = step._hints()
         simple = step._simple_params is not None
         params = step.signature.parameters
+        checks: list[str] = []
         for pname, value in arguments.items():
             expected = hints.get(pname)
             if expected is None:
                 continue
             if simple:  # one value per parameter
-                self._check_one(step, name, pname, value, expected, loc)
+                if self._check_one(step, name, pname, value, expected, loc):
+                    checks.append(pname)
                 continue
             kind = params[pname].kind
             if kind is inspect.Parameter.VAR_POSITIONAL:
@@ -380,32 +392,49 @@ class _Tracer:
                 items = list(value.values())
             else:
                 items = [value]
-            for item in items:
-                self._check_one(step, name, pname, item, expected, loc)
+            if any([self._check_one(step, name, pname, item, expected, loc) for item in items]):
+                checks.append(pname)
+        return tuple(checks)
 
     def _check_one(
         self, step: Step[Any, Any], name: str, pname: str, value: Any, expected: Any, loc: str
-    ) -> None:
+    ) -> bool:
+        """Check one argument; True when it must be checked again at run time (it holds a
+        derived value of a type planning cannot know, and ``expected`` says something)."""
         if isinstance(value, Ref):
             if not compatible(value.type, expected):
+                node = self.nodes.get(value._node)
+                fix = "Fix the wiring, or change one of the two annotations"
+                if (
+                    node is not None
+                    and node.step is _OPS["getattr"]
+                    and typing.get_origin(unannotate(value.type)) is cabc.Callable
+                ):
+                    fix = (
+                        f"{node.args['name']!r} is a method: call it inside a step, which "
+                        f"receives the value itself"
+                    )
                 raise WiringError(
                     f"Step {name!r}, parameter {pname!r} (at {loc}): expected "
                     f"{describe(expected)}, found {describe(value.type)} (the output of step "
-                    f"{value.node!r}). Fix the wiring, or change one of the two annotations.",
+                    f"{value.node!r}). {fix}.",
                     step=name,
                     parameter=pname,
                     expected=expected,
                     actual=value.type,
                     location=loc,
                 )
-            return
+            return self._unknown(value) and not is_unknown(expected)
         refs = find_refs(value)
         if refs:
             if isinstance(value, (list, tuple)) and is_listlike(expected):
                 elem_expected = item_type(expected, 0)
-                for item in value:
-                    self._check_one(step, name, pname, item, elem_expected, loc)
-            return  # other nested structures with Refs: checked at run time
+                return any(
+                    [self._check_one(step, name, pname, item, elem_expected, loc) for item in value]
+                )
+            # other nested structures: checked when the call runs if they hold a derived value
+            # of unknown type
+            return not is_unknown(expected) and any(self._unknown(r) for r in refs)
         if not check_value(value, expected):
             raise WiringError(
                 f"Step {name!r}, parameter {pname!r} (at {loc}): expected "
@@ -417,16 +446,29 @@ class _Tracer:
                 actual=type(value),
                 location=loc,
             )
+        return False
+
+    def _unknown(self, ref: Ref[Any]) -> bool:
+        """Whether ``ref`` is a derived value (``ref.attr``, ``ref[k]``) of unknown type."""
+        if not is_unknown(ref._type):
+            return False
+        node = self.nodes.get(ref._node)
+        return node is not None and node.kind == "derived"
 
     def call(self, step: Step[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         loc = _user_location()
         arguments = self._bind(step, args, kwargs, loc)
         name = self._unique(step.name)
-        self._check_arguments(step, name, arguments, loc)
-        return self._record(step, name, arguments, loc)
+        checks = self._check_arguments(step, name, arguments, loc)
+        return self._record(step, name, arguments, loc, checks)
 
     def _record(
-        self, step: Step[Any, Any], name: str, arguments: dict[str, Any], loc: str
+        self,
+        step: Step[Any, Any],
+        name: str,
+        arguments: dict[str, Any],
+        loc: str,
+        checks: tuple[str, ...] = (),
     ) -> Ref[Any]:
         refs: list[str] = []
         for value in arguments.values():
@@ -436,7 +478,7 @@ class _Tracer:
                 refs.extend(r.node for r in find_refs(value))
         deps = tuple(dict.fromkeys(refs))
         out_type = step._hints().get("return", Any)
-        return self._add(Node(name, step, "step", arguments, deps, out_type, loc))
+        return self._add(Node(name, step, "step", arguments, deps, out_type, loc, checks=checks))
 
     def derive(self, parent: Ref[Any], op: str, arg: Any, out_type: Any) -> Ref[Any]:
         if self.closed:
@@ -530,6 +572,7 @@ class _Tracer:
                 )
             )
         # fan-out decided at run time: check the broadcast and element types now
+        checks: list[str] = []
         for pname, value in kwargs.items():
             if pname not in step.signature.parameters and not any(
                 p.kind is inspect.Parameter.VAR_KEYWORD for p in step.signature.parameters.values()
@@ -556,11 +599,10 @@ class _Tracer:
                             actual=elem,
                             location=loc,
                         )
-                else:
-                    for item in value:
-                        self._check_one(step, base, pname, item, expected, loc)
-            else:
-                self._check_one(step, base, pname, value, expected, loc)
+                elif any([self._check_one(step, base, pname, v, expected, loc) for v in value]):
+                    checks.append(pname)
+            elif self._check_one(step, base, pname, value, expected, loc):
+                checks.append(pname)
         missing = [
             p.name
             for p in step.signature.parameters.values()
@@ -576,7 +618,18 @@ class _Tracer:
             )
         deps = tuple(dict.fromkeys(r.node for r in find_refs(kwargs)))
         return self._add(
-            Node(base, step, "map", dict(kwargs), deps, out_type, loc, persist=False, fan=fan)
+            Node(
+                base,
+                step,
+                "map",
+                dict(kwargs),
+                deps,
+                out_type,
+                loc,
+                persist=False,
+                fan=fan,
+                checks=tuple(checks),
+            )
         )
 
     def _elements(
@@ -602,12 +655,12 @@ class _Tracer:
                 call_kwargs = {k: (v[i] if k in fan else v) for k, v in kwargs.items()}
                 arguments = self._bind(step, (), call_kwargs, loc)
                 ename = f"{base}[{i}]"
-                self._check_arguments(step, ename, arguments, loc)
-                elems.append(self._record(step, ename, arguments, loc))
+                later = self._check_arguments(step, ename, arguments, loc)
+                elems.append(self._record(step, ename, arguments, loc, later))
             return elems
         hints = step._hints()
         broadcast = {k: v for k, v in bound.items() if k not in fan}
-        self._check_arguments(step, f"{base}[0]", broadcast, loc)
+        broadcast_checks = self._check_arguments(step, f"{base}[0]", broadcast, loc)
         checks = [(pname, hints.get(pname), fan[pname]) for pname in fan]
         out_type = hints.get("return", Any)
         shared = bool(find_refs(broadcast))
@@ -617,17 +670,22 @@ class _Tracer:
             ename = f"{base}[{i}]"
             arguments = dict(bound)
             plain = not shared
+            later = broadcast_checks
             for pname, expected, values in checks:
                 value = arguments[pname] = values[i]
                 if type(value) not in SCALARS:
                     plain = False
-                if expected is not None and type(value) is not expected:
-                    self._check_one(step, ename, pname, value, expected, loc)
+                if (
+                    expected is not None
+                    and type(value) is not expected
+                    and self._check_one(step, ename, pname, value, expected, loc)
+                ):
+                    later = (*later, pname)
             if plain:  # no upstream value among the arguments (the common case)
                 nodes[ename] = Node(ename, step, "step", arguments, (), out_type, loc)
                 elems.append(_new_ref(ename, out_type, self))
             else:
-                elems.append(self._record(step, ename, arguments, loc))
+                elems.append(self._record(step, ename, arguments, loc, later))
         return elems
 
     # nested pipelines ---------------------------------------------------------------------
