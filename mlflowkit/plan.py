@@ -708,12 +708,23 @@ class Plan:
     """A traced pipeline: the graph of step calls for one set of parameter values."""
 
     def __init__(
-        self, pipeline: str, params: dict[str, Any], nodes: dict[str, Node], output: Any
+        self,
+        pipeline: str,
+        params: dict[str, Any],
+        nodes: dict[str, Node],
+        output: Any,
+        *,
+        returns: Any = Any,
+        check_returns: bool = False,
     ) -> None:
         self.pipeline = pipeline
         self.params = params
         self.nodes = nodes
         self.output = output
+        #: the pipeline's return annotation; ``check_returns``: planning could not prove that
+        #: the output fits it, so a run checks the output value (``runner``)
+        self.returns = returns
+        self.check_returns = check_returns
         self._graph: nx.DiGraph | None = None
 
     @property
@@ -822,6 +833,51 @@ class Pipeline(Generic[P, R]):
         self.name = name or fn.__name__
         self.__signature__ = inspect.signature(fn)
 
+    def _hints(self) -> dict[str, Any]:
+        """The function's resolved annotations (``Annotated`` kept); unresolvable ones are Any."""
+        cached: dict[str, Any] | None = self.__dict__.get("_hints_cache")
+        if cached is None:
+            try:
+                cached = typing.get_type_hints(self.fn, include_extras=True)
+            except Exception:  # an unresolvable forward reference: fall back per annotation
+                cached = {
+                    k: Any if isinstance(v, str) else v
+                    for k, v in getattr(self.fn, "__annotations__", {}).items()
+                }
+            self.__dict__["_hints_cache"] = cached
+        return cached
+
+    def _check_return(self, output: Any) -> bool:
+        """Check what the body returned against the return annotation (``WiringError``).
+
+        Returns True when planning cannot decide it (a Ref whose type is unknown, or a
+        structure holding Refs): then a run checks the output value.
+        """
+        expected = self._hints().get("return")
+        if expected is None or is_unknown(expected):
+            return False
+        if isinstance(output, Ref):
+            if compatible(output.type, expected):
+                return is_unknown(output.type)
+            found = f"{describe(output.type)} (the output of step {output.node!r})"
+        elif find_refs(output):
+            return True
+        elif check_value(output, expected):
+            return False
+        else:
+            found = f"{describe(type(output))} ({short_repr(output)})"
+        code = getattr(self.fn, "__code__", None)
+        loc = f"{code.co_filename}:{code.co_firstlineno}" if code is not None else "<unknown>"
+        raise WiringError(
+            f"Pipeline {self.name!r} (at {loc}) returns {found}, but its return annotation "
+            f"says {describe(expected)}. Fix what the pipeline returns, or its annotation.",
+            step=self.name,
+            parameter="return",
+            expected=expected,
+            actual=output.type if isinstance(output, Ref) else type(output),
+            location=loc,
+        )
+
     def _bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
         sig: inspect.Signature = self.__signature__
         try:
@@ -836,7 +892,7 @@ class Pipeline(Generic[P, R]):
                 location=loc,
             ) from None
         bound.apply_defaults()
-        hints = typing.get_type_hints(self.fn, include_extras=True)
+        hints = self._hints()
         for pname, value in bound.arguments.items():
             if pname in hints and not find_refs(value) and not check_value(value, hints[pname]):
                 loc = _user_location()
@@ -869,9 +925,17 @@ class Pipeline(Generic[P, R]):
             _TRACER.reset(token)
         nodes = tracer.close()
         _check_output(self.name, output)
+        check_returns = self._check_return(output)
         for name in dict.fromkeys(r.node for r in find_refs(output)):
             nodes[name].persist = True
-        return Plan(self.name, params, nodes, output)
+        return Plan(
+            self.name,
+            params,
+            nodes,
+            output,
+            returns=self._hints().get("return", Any),
+            check_returns=check_returns,
+        )
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         tracer = _TRACER.get()
@@ -884,6 +948,7 @@ class Pipeline(Generic[P, R]):
                 result: R = self.fn(**params)  # type: ignore[call-arg]
             finally:
                 tracer.leave()
+            self._check_return(result)  # what planning cannot decide is left to the steps
             return result
         return self.plan(*args, **kwargs).run().output  # type: ignore[no-any-return]
 

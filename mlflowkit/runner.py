@@ -27,13 +27,14 @@ from blake3 import blake3
 
 from mlflowkit._heap import set_aside
 from mlflowkit.cache import KeyMaker
-from mlflowkit.errors import ExecutorError, RunFailed, WiringError
+from mlflowkit.errors import ExecutorError, RunFailed, TypeCheckError, WiringError
 from mlflowkit.executors import get as get_executor
 from mlflowkit.executors.base import Executor, InMemory, TaskResult
 from mlflowkit.plan import Ref
 from mlflowkit.records import CacheEntry, RunRecord
 from mlflowkit.run import Run
 from mlflowkit.scheduler import Progress, walk
+from mlflowkit.wiring import check_value, describe, describe_value, mismatch
 
 if TYPE_CHECKING:
     from mlflowkit.plan import Plan
@@ -320,12 +321,6 @@ def _run_plan(
         result.failure = TaskResult("<background write>", False, attempts=0, error=background_error)
     record.steps = [result.records[name] for name in result.order]
     record.finished_at = time.time()
-    record.status = "failed" if result.failure is not None else "succeeded"
-    record.environment = environment(result.packages)
-    record.output = _output_record(plan.output, result.digests, the_store)
-    the_store.put_run(record)
-    if read_pack is not None and result.failure is None and _changed(pack, result.entries):
-        the_store.write_pack(pack_name, result.entries.values())  # type: ignore[attr-defined]
     # only the outputs' values: the run must not keep every intermediate value alive
     values = {
         name: handle.value
@@ -333,6 +328,22 @@ def _run_plan(
         if isinstance(handle := result.handles.get(name), InMemory)
     }
     run = Run(record, the_store, plan.output, values)
+    output_error = (
+        _check_returned(plan, run) if result.failure is None and plan.check_returns else None
+    )
+    failed = result.failure is not None or output_error is not None
+    record.status = "failed" if failed else "succeeded"
+    record.environment = environment(result.packages)
+    record.output = _output_record(plan.output, result.digests, the_store)
+    the_store.put_run(record)
+    if read_pack is not None and result.failure is None and _changed(pack, result.entries):
+        the_store.write_pack(pack_name, result.entries.values())  # type: ignore[attr-defined]
+    if output_error is not None:
+        raise RunFailed(
+            f"Run {run_id} of pipeline {plan.pipeline!r} failed: {output_error} Its steps "
+            f"finished and are cached.",
+            run=run,
+        ) from output_error
     if result.failure is not None:
         failure = result.failure
         # name the step whose exception is chained: the first failure that arrived
@@ -351,6 +362,19 @@ def _run_plan(
             step=name,
         ) from err
     return run
+
+
+def _check_returned(plan: Plan, run: Run) -> TypeCheckError | None:
+    """The output value checked against the pipeline's return annotation (when planning could
+    not decide it); the error to raise, or None when it fits."""
+    value = run.output
+    if check_value(value, plan.returns):
+        return None
+    return TypeCheckError(
+        f"Pipeline {plan.pipeline!r} returned {describe_value(value)}, but its return "
+        f"annotation says {describe(plan.returns)}{mismatch(value, plan.returns)}. Fix what "
+        f"the pipeline returns, or its annotation."
+    )
 
 
 def _pack_name(plan: Plan) -> str:
