@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
 from mlflowkit._heap import set_aside
-from mlflowkit.errors import PlanningError, WiringError
+from mlflowkit.errors import HashingError, PlanningError, WiringError
 from mlflowkit.step import _TRACER, Step
 from mlflowkit.templates import SCALARS, leaves
 from mlflowkit.wiring import (
@@ -459,8 +459,22 @@ class _Tracer:
         loc = _user_location()
         arguments = self._bind(step, args, kwargs, loc)
         name = self._unique(step.name)
-        checks = self._check_arguments(step, name, arguments, loc)
-        return self._record(step, name, arguments, loc, checks)
+        try:
+            checks = self._check_arguments(step, name, arguments, loc)
+            return self._record(step, name, arguments, loc, checks)
+        except HashingError as exc:  # an argument that holds itself: say where
+            raise HashingError(
+                f"Step {name!r} (at {loc}): {exc}", type_name=exc.type_name
+            ) from None
+
+    def map(self, step: Step[Any, Any], kwargs: dict[str, Any]) -> Ref[Any]:
+        loc = _user_location()
+        try:
+            return self._map(step, kwargs, loc)
+        except HashingError as exc:  # an argument that holds itself: say where
+            raise HashingError(
+                f"{step.name}.map(...) at {loc}: {exc}", type_name=exc.type_name
+            ) from None
 
     def _record(
         self,
@@ -523,8 +537,7 @@ class _Tracer:
             name = f"{base}-{n}"
         return name
 
-    def map(self, step: Step[Any, Any], kwargs: dict[str, Any]) -> Ref[Any]:
-        loc = _user_location()
+    def _map(self, step: Step[Any, Any], kwargs: dict[str, Any], loc: str) -> Ref[Any]:
         hints = step._hints()
         fan: dict[str, Any] = {}
         for pname, value in kwargs.items():
@@ -894,7 +907,13 @@ class Pipeline(Generic[P, R]):
         bound.apply_defaults()
         hints = self._hints()
         for pname, value in bound.arguments.items():
-            if pname in hints and not find_refs(value) and not check_value(value, hints[pname]):
+            try:
+                refs = find_refs(value)
+            except HashingError as exc:  # a parameter that holds itself
+                raise HashingError(
+                    f"Pipeline {self.name!r}, parameter {pname!r}: {exc}", type_name=exc.type_name
+                ) from None
+            if pname in hints and not refs and not check_value(value, hints[pname]):
                 loc = _user_location()
                 raise WiringError(
                     f"Pipeline {self.name!r}, parameter {pname!r} (at {loc}): expected "
@@ -957,16 +976,14 @@ class Pipeline(Generic[P, R]):
 
 
 def _check_output(name: str, output: Any) -> None:
-    stack = [output]
-    while stack:
-        item = stack.pop()
-        if item is None or isinstance(item, (Ref, str, bytes, int, float, bool)):
-            continue
-        if isinstance(item, (list, tuple)):
-            stack.extend(item)
-        elif isinstance(item, dict):
-            stack.extend(item.values())
-        elif isinstance(item, Step):
+    try:
+        found = leaves(output, (Ref, Step))
+    except HashingError as exc:  # an output that holds itself
+        raise HashingError(
+            f"Pipeline {name!r} returned a value that holds itself: {exc}", type_name=exc.type_name
+        ) from None
+    for item in found:
+        if isinstance(item, Step):
             raise PlanningError(
                 f"Pipeline {name!r} returned the step {item.name!r} itself instead of calling "
                 f"it. Return {item.name}(...)."

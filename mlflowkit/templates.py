@@ -5,8 +5,13 @@ too), sets and dicts. Planning records them as ``Ref``\\ s, the scheduler turns 
 ``Input``\\ s, and the place a task runs turns those into values. Every one of these passes
 walks templates the same way, through the two functions here.
 
-Invariant: ``leaves`` visits exactly the placeholders that ``map_leaves`` replaces, so the
-dependencies recorded for a call are always the values it receives.
+Invariants
+----------
+* ``leaves`` visits exactly the placeholders that ``map_leaves`` replaces, so the
+  dependencies recorded for a call are always the values it receives.
+* ``leaves`` ends on every input: a container that holds itself (a reference cycle) raises
+  ``HashingError`` at once. Planning walks every argument with it first, so ``map_leaves``
+  only ever sees trees.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ from __future__ import annotations
 import operator
 from collections.abc import Callable
 from typing import Any
+
+from mlflowkit.errors import HashingError
 
 __all__ = ["SCALARS", "all_of_type", "leaves", "map_leaves"]
 
@@ -55,16 +62,35 @@ def map_leaves(template: Any, leaf: type | tuple[type, ...], fn: Callable[[Any],
     return template
 
 
+class _Left:
+    """A mark on the walk's stack: the walk has left the container ``obj``."""
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj: Any) -> None:
+        self.obj = obj
+
+
 def leaves(template: Any, leaf: type | tuple[type, ...]) -> list[Any]:
-    """Every instance of ``leaf`` inside ``template``, in order (without recursion limits)."""
+    """Every instance of ``leaf`` inside ``template``, in order (without recursion limits).
+
+    Raises
+    ------
+    HashingError
+        When a list, set, tuple or dict inside ``template`` contains itself.
+    """
     found: list[Any] = []
     stack = [template]
+    inside: set[int] = set()  # the containers being walked: the path from the top
     while stack:
         item = stack.pop()
         if isinstance(item, leaf):
             found.append(item)
             continue
         kind = type(item)
+        if kind is _Left:
+            inside.discard(id(item.obj))
+            continue
         if (
             kind in _SEQUENCES
             or kind is tuple
@@ -73,12 +99,35 @@ def leaves(template: Any, leaf: type | tuple[type, ...]) -> list[Any]:
             for t in item:  # a plain loop: a gather's tuple holds thousands of placeholders
                 if not isinstance(t, leaf):
                     # plain scalars hold no placeholder: not worth a trip through the stack
-                    stack.extend(
-                        reversed([t for t in item if isinstance(t, leaf) or type(t) not in SCALARS])
-                    )
+                    inner = [t for t in item if isinstance(t, leaf) or type(t) not in SCALARS]
+                    if inner:
+                        _enter(inside, item, stack)
+                        stack.extend(reversed(inner))
                     break
             else:
                 found.extend(item)  # a flat sequence of placeholders: no stack work
-        elif kind is dict:
+        elif kind is dict and item:  # (a dict's keys are hashable: no placeholder, no cycle)
+            _enter(inside, item, stack)
             stack.extend(reversed(list(item.values())))
     return found
+
+
+def _enter(inside: set[int], container: Any, stack: list[Any]) -> None:
+    key = id(container)
+    if key in inside:
+        kind = type(container)
+        name = (
+            kind.__qualname__
+            if kind.__module__ == "builtins"
+            else kind.__module__ + "." + kind.__qualname__
+        )
+        raise HashingError(
+            f"expected a finite tree of lists, tuples, sets and dicts, found a {name} that "
+            f"contains itself (a reference cycle): its content, and so its digest, has no end, "
+            f"so it cannot be a pipeline parameter, a step argument or a pipeline's output. "
+            f"Break the cycle, or pass a value of a type with a registered hasher "
+            f"(mk.register_hasher) that says what defines it.",
+            type_name=name,
+        )
+    inside.add(key)
+    stack.append(_Left(container))

@@ -338,3 +338,38 @@ def test_a_pipelines_output_is_checked_when_it_runs_if_planning_cannot_tell(
         return _untyped_dict(x), 1.0
 
     assert right.plan(x=1).run(store=str(tmp_path), progress=False).output == ({"a": 1}, 1.0)
+
+
+@pytest.mark.timeout(20)
+def test_a_self_referential_parameter_argument_or_output_fails_planning_at_once() -> None:
+    looped: list[Any] = [1]
+    looped.append(looped)
+    mapping: dict[str, Any] = {}
+    mapping["self"] = mapping
+
+    @mk.pipeline
+    def param(x: Any) -> Any:
+        return dag_basic.inc(1)
+
+    @mk.pipeline
+    def argument() -> Any:
+        return _untyped_dict(mapping)
+
+    @mk.pipeline
+    def mapped() -> Any:
+        return _untyped_dict.map(x=[looped])
+
+    @mk.pipeline
+    def output() -> Any:
+        return [dag_basic.inc(1), looped]
+
+    for call, where in (
+        (lambda: param.plan(x=looped), "Pipeline 'param', parameter 'x': "),
+        (argument.plan, "Step '_untyped_dict' (at "),
+        (mapped.plan, "_untyped_dict.map(...) at "),
+        (output.plan, "Pipeline 'output' returned a value that holds itself: "),
+    ):
+        with pytest.raises(mk.HashingError) as info:
+            call()
+        assert str(info.value).startswith(where)
+        assert "that contains itself (a reference cycle)" in str(info.value)
