@@ -196,6 +196,41 @@ class Ref(Generic[T]):
     def __hash__(self) -> int:
         return id(self)
 
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        node = self._tracer.nodes.get(self._node)
+        if node is not None and node.step is _OPS["getattr"]:  # ref.method(...)
+            name = node.args["name"]
+            raise PlanningError(
+                f"The output of step {node.deps[0]!r} cannot have its method {name!r} called "
+                f"while the pipeline is planned (at {_user_location()}): it is a Ref to a value "
+                f"that does not exist yet. Fix: call .{name}(...) inside a step, which receives "
+                f"the value itself.",
+                step=node.deps[0],
+                location=_user_location(),
+            )
+        raise self._refuse("be called", "call it inside a step, which receives the value itself")
+
+    # NumPy: np.mean(ref), np.sqrt(ref), np.asarray(ref) reach these instead of treating the
+    # Ref as an opaque object (and failing later with a confusing TypeError)
+    def __array_function__(self, func: Any, types: Any, args: Any, kwargs: Any) -> Any:
+        name = f"{getattr(func, '__module__', None) or 'numpy'}.{func.__name__}"
+        raise self._refuse(
+            f"be passed to {name.replace('numpy.', 'np.', 1)}()",
+            "call NumPy inside a step, which receives the array itself",
+        )
+
+    def __array_ufunc__(self, ufunc: Any, method: str, *inputs: Any, **kwargs: Any) -> Any:
+        raise self._refuse(
+            f"be passed to np.{ufunc.__name__}()",
+            "call NumPy inside a step, which receives the array itself",
+        )
+
+    def __array__(self, *args: Any, **kwargs: Any) -> Any:
+        raise self._refuse(
+            "be converted to a NumPy array",
+            "call NumPy inside a step, which receives the array itself",
+        )
+
     def _refuse(self, what: str, fix: str) -> PlanningError:
         loc = _user_location()
         return PlanningError(
@@ -206,21 +241,35 @@ class Ref(Generic[T]):
         )
 
 
+_COMPARISONS = {"__eq__": "==", "__ne__": "!=", "__lt__": "<", "__le__": "<=", "__gt__": ">"}
+_COMPARISONS["__ge__"] = ">="
+_CONVERSIONS = {"__int__": "int", "__float__": "float", "__index__": "an index"}
+_CONVERSIONS.update({"__complex__": "complex", "__round__": "round"})
+
+
 def _refuse_op(opname: str) -> Callable[..., Any]:
+    if opname in _COMPARISONS:
+        what = f"be compared with {_COMPARISONS[opname]}"
+        fix = (
+            "branch on a pipeline parameter, or make the comparison and the decision inside a "
+            "step (it receives the value and can return what the pipeline needs)"
+        )
+    elif opname in _CONVERSIONS:
+        what = f"be converted with {_CONVERSIONS[opname]}()"
+        fix = "convert it inside a step, which receives the value itself"
+    else:
+        what = f"be used with the operator {opname}"
+        fix = "do the arithmetic in a step, which receives the value itself"
+
     def method(self: Ref[Any], *args: Any) -> Any:
-        raise self._refuse(f"be used with the operator {opname}", "do the arithmetic in a step")
+        raise self._refuse(what, fix)
 
     method.__name__ = opname
     return method
 
 
 _REFUSED_OPERATORS = (
-    "__eq__",
-    "__ne__",
-    "__lt__",
-    "__le__",
-    "__gt__",
-    "__ge__",
+    *_COMPARISONS,
     "__add__",
     "__radd__",
     "__sub__",
@@ -247,11 +296,7 @@ _REFUSED_OPERATORS = (
     "__ror__",
     "__xor__",
     "__rxor__",
-    "__int__",
-    "__float__",
-    "__index__",
-    "__complex__",
-    "__round__",
+    *_CONVERSIONS,
 )
 for _op in _REFUSED_OPERATORS:
     setattr(Ref, _op, _refuse_op(_op))
