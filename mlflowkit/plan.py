@@ -36,6 +36,7 @@ from mlflowkit.wiring import (
     is_listlike,
     is_unknown,
     item_type,
+    safe_repr,
     short_repr,
     tuple_length,
     unannotate,
@@ -557,7 +558,7 @@ class _Tracer:
             ) from None
         if memo_key in self._derived:
             return self._derived[memo_key]
-        suffix = str(arg) if op == "getattr" or isinstance(arg, (int, str)) else repr(arg)
+        suffix = arg if isinstance(arg, str) else safe_repr(arg)
         name = self._unique_derived(f"{parent.node}.{suffix}")
         args = {"obj": parent, "key" if op == "getitem" else "name": arg}
         ref = self._add(

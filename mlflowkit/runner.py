@@ -34,7 +34,8 @@ from mlflowkit.plan import Ref
 from mlflowkit.records import CacheEntry, RunRecord
 from mlflowkit.run import Run
 from mlflowkit.scheduler import Progress, walk
-from mlflowkit.wiring import check_value, describe, describe_value, mismatch
+from mlflowkit.templates import leaves
+from mlflowkit.wiring import check_value, describe, describe_value, mismatch, safe_repr
 
 if TYPE_CHECKING:
     from mlflowkit.plan import Plan
@@ -147,26 +148,33 @@ def environment(packages: dict[str, str]) -> dict[str, Any]:
     }
 
 
-def _output_record(template: Any, digests: dict[str, str], store: ArtifactStore) -> Any:
+def _output_record(
+    template: Any, digests: dict[str, str], store: ArtifactStore, depth: int = 0
+) -> Any:
     """The pipeline's return structure as JSON that ``Run`` decodes back to equal types.
 
     Refs become ``{"$digest": d}``; tuples ``{"$tuple": [...]}``; dicts whose keys are not
     all plain strings ``{"$dict": [[k, v], ...]}``; other constants that JSON cannot hold
-    exactly are stored as objects and referenced by digest.
+    exactly, and plain parts nested deeper than ``MAX_RECORD_DEPTH``, are stored as objects
+    and referenced by digest.
     """
     if isinstance(template, Ref):
         digest = digests.get(template.node)
         return {"$digest": digest} if digest else None
-    if type(template) is tuple:
-        return {"$tuple": [_output_record(v, digests, store) for v in template]}
-    if type(template) is list:
-        return [_output_record(v, digests, store) for v in template]
-    if type(template) is dict:
+    kind = type(template)
+    if kind in (tuple, list, dict) and depth >= MAX_RECORD_DEPTH and not leaves(template, Ref):
+        return {"$digest": store.put(template)}
+    depth += 1
+    if kind is tuple:
+        return {"$tuple": [_output_record(v, digests, store, depth) for v in template]}
+    if kind is list:
+        return [_output_record(v, digests, store, depth) for v in template]
+    if kind is dict:
         if all(type(k) is str and not k.startswith("$") for k in template):
-            return {k: _output_record(v, digests, store) for k, v in template.items()}
+            return {k: _output_record(v, digests, store, depth) for k, v in template.items()}
         return {
             "$dict": [
-                [_output_record(k, digests, store), _output_record(v, digests, store)]
+                [_output_record(k, digests, store, depth), _output_record(v, digests, store, depth)]
                 for k, v in template.items()
             ]
         }
@@ -389,19 +397,38 @@ def _changed(pack: dict[str, CacheEntry], entries: dict[str, CacheEntry]) -> boo
     return any(pack[k].output_digest != e.output_digest for k, e in entries.items())
 
 
-def _jsonable(value: Any) -> Any:
-    """A parameter as the run record shows it: JSON as is, anything else by its ``repr``."""
+#: Containers nested deeper than this in a parameter are shown as a short text in the record.
+MAX_RECORD_DEPTH = 64
+
+
+def _jsonable(value: Any, depth: int = 0) -> Any:
+    """A parameter as the run record shows it: JSON as is, anything else by its ``repr``.
+
+    Never raises: a value whose ``repr`` fails (an int beyond Python's digit limit, a raising
+    ``__repr__``) is described, and containers deeper than ``MAX_RECORD_DEPTH`` are cut.
+    """
     if value is None or isinstance(value, (str, bool)):
         return value
     if isinstance(value, int) and _INT64_MIN <= value <= _UINT64_MAX:
         return value
     if isinstance(value, float) and math.isfinite(value):
         return value
+    if isinstance(value, (list, tuple, dict)) and depth >= MAX_RECORD_DEPTH:
+        return f"<{type(value).__name__} nested more than {MAX_RECORD_DEPTH} levels deep>"
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [_jsonable(v, depth + 1) for v in value]
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    return repr(value)
+        return {_key_text(k): _jsonable(v, depth + 1) for k, v in value.items()}
+    return safe_repr(value)
+
+
+def _key_text(key: Any) -> str:
+    if isinstance(key, str):
+        return key
+    try:
+        return str(key)
+    except Exception:
+        return safe_repr(key)
 
 
 def explain_plan(plan: Plan, store: Any = None) -> list[dict[str, Any]]:

@@ -44,22 +44,95 @@ def map_leaves(template: Any, leaf: type | tuple[type, ...], fn: Callable[[Any],
 
     Mutable containers (lists, sets, dicts) are always copied, so a step that mutates its
     argument never changes the plan; immutable ones without a placeholder are kept as they are.
+    Nesting of any depth is fine: past ``_DEEP`` levels the walk goes on without recursion.
     """
     if isinstance(template, leaf):
         return fn(template)
+    return _map(template, leaf, fn, 0)
+
+
+#: How deep ``map_leaves`` recurses before it goes on with an explicit stack (``_map_deep``).
+_DEEP = 100
+
+
+def _map(template: Any, leaf: type | tuple[type, ...], fn: Callable[[Any], Any], depth: int) -> Any:
     kind = type(template)
     if kind in _SEQUENCES or kind is tuple:
+        if depth >= _DEEP:
+            return _map_deep(template, leaf, fn)
         # placeholders are tested here, not in a call per item: a gather holds thousands
-        items = [fn(t) if isinstance(t, leaf) else map_leaves(t, leaf, fn) for t in template]
+        depth += 1
+        items = [fn(t) if isinstance(t, leaf) else _map(t, leaf, fn, depth) for t in template]
+        return _rebuild(template, kind, items)
+    if kind is dict:
+        if depth >= _DEEP:
+            return _map_deep(template, leaf, fn)
+        depth += 1
+        return {
+            k: fn(v) if isinstance(v, leaf) else _map(v, leaf, fn, depth)
+            for k, v in template.items()
+        }
+    if isinstance(template, tuple) and hasattr(kind, "_make"):  # named tuples
+        if depth >= _DEEP:
+            return _map_deep(template, leaf, fn)
+        depth += 1
+        return kind._make(
+            fn(t) if isinstance(t, leaf) else _map(t, leaf, fn, depth) for t in template
+        )
+    return template
+
+
+def _rebuild(template: Any, kind: type, items: list[Any]) -> Any:
+    """``template``'s container type holding ``items`` (``template`` itself when it is
+    immutable and no item changed)."""
+    if kind is dict:
+        return dict(zip(template, items, strict=True))
+    if kind in _SEQUENCES or kind is tuple:
         # (compared in C: ``map`` stops with the shorter, and both have one item per item)
         if kind in (tuple, frozenset) and not any(map(operator.is_not, items, template)):
             return template
         return kind(items)
-    if kind is dict:
-        return {k: map_leaves(v, leaf, fn) for k, v in template.items()}
-    if isinstance(template, tuple) and hasattr(kind, "_make"):  # named tuples
-        return kind._make(map_leaves(t, leaf, fn) for t in template)
-    return template
+    return kind._make(items)  # type: ignore[attr-defined]  # a named tuple
+
+
+def _map_deep(template: Any, leaf: type | tuple[type, ...], fn: Callable[[Any], Any]) -> Any:
+    """``map_leaves`` with an explicit stack: the same result, at any depth of nesting."""
+    done: list[Any] = []  # finished values, in walk order
+    stack: list[Any] = [template]
+    while stack:
+        item = stack.pop()
+        if type(item) is _Build:  # all of a container's items are done: rebuild it
+            n = len(item.obj)
+            items: list[Any] = []
+            if n:
+                items = done[-n:]
+                del done[-n:]
+            done.append(_rebuild(item.obj, type(item.obj), items))
+            continue
+        if isinstance(item, leaf):
+            done.append(fn(item))
+            continue
+        kind = type(item)
+        if (
+            kind in _SEQUENCES
+            or kind is tuple
+            or kind is dict
+            or (isinstance(item, tuple) and hasattr(kind, "_make"))
+        ):
+            stack.append(_Build(item))
+            stack.extend(reversed(list(item.values() if kind is dict else item)))
+        else:
+            done.append(item)
+    return done[0]
+
+
+class _Build:
+    """A mark on ``_map_deep``'s stack: rebuild ``obj`` from the last ``len(obj)`` values."""
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj: Any) -> None:
+        self.obj = obj
 
 
 class _Left:

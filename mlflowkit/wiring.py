@@ -29,6 +29,7 @@ __all__ = [
     "is_listlike",
     "is_unknown",
     "item_type",
+    "safe_repr",
     "short_repr",
     "tuple_length",
     "unannotate",
@@ -260,8 +261,7 @@ def _first_mismatch(value: Any, expected: Any, where: str) -> tuple[str, str, st
 
 
 def _short_repr(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
+    return short_repr(value, 40)
 
 
 def _bearable(value: Any, expected: Any, expected_s: Any) -> bool:
@@ -462,7 +462,25 @@ def did_you_mean(kwargs: dict[str, Any], sig: inspect.Signature) -> str:
     return f" Did you mean {', '.join(hints)}?" if hints else ""
 
 
-def short_repr(value: Any) -> str:
-    """``repr(value)``, cut to 60 characters."""
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+def short_repr(value: Any, limit: int = 60) -> str:
+    """``safe_repr(value)``, cut to ``limit`` characters."""
+    text = safe_repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def safe_repr(value: Any) -> str:
+    """``repr(value)``, or a description of the value when ``repr`` fails; never raises.
+
+    A message about a value must not fail on it: an int too long to turn into digits
+    (``sys.get_int_max_str_digits``), a value nested deeper than the recursion limit, or a
+    ``__repr__`` that raises are described instead.
+    """
+    try:
+        return repr(value)
+    except Exception as exc:
+        name = describe(type(value))
+        if isinstance(value, int):
+            return f"<{name} of {value.bit_length()} bits>"
+        if isinstance(exc, RecursionError):
+            return f"<{name} nested too deeply to show>"
+        return f"<{name} whose repr() raised {type(exc).__name__}>"

@@ -90,3 +90,25 @@ def test_a_container_that_holds_itself_is_refused_at_once() -> None:
             leaves(template, Leaf)
     shared = [Leaf(3)]
     assert len(leaves([shared, shared, (shared,)], Leaf)) == 3  # shared, not a cycle
+
+
+@given(_templates())
+def test_the_deep_walk_gives_what_the_recursive_one_gives(template: Any) -> None:
+    from mlflowkit.templates import _map_deep
+
+    def mark(leaf: Leaf) -> int:
+        return leaf.n * 10
+
+    assert _map_deep(template, Leaf, mark) == map_leaves(template, Leaf, mark)
+    assert _map_deep([[], (), {}, [[]]], Leaf, mark) == [[], (), {}, [[]]]
+
+
+def test_map_leaves_takes_any_depth() -> None:
+    deep: Any = [Leaf(7), {"k": (Point(Leaf(8), []),)}]
+    for _ in range(100_000):
+        deep = [deep, ()]
+    mapped = map_leaves(deep, Leaf, lambda leaf: leaf.n)
+    for _ in range(100_000):
+        assert mapped[1] == ()
+        mapped = mapped[0]
+    assert mapped == [7, {"k": (Point(8, []),)}]
