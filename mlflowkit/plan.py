@@ -906,14 +906,21 @@ class Pipeline(Generic[P, R]):
             self.__dict__["_hints_cache"] = cached
         return cached
 
+    def _returns(self) -> Any:
+        """The return annotation (``-> mk.Ref[T]`` read as ``T``); Any when there is none."""
+        expected = self._hints().get("return", Any)
+        if expected is Ref or typing.get_origin(expected) is Ref:
+            expected = (typing.get_args(expected) or (Any,))[0]
+        return expected
+
     def _check_return(self, output: Any) -> bool:
         """Check what the body returned against the return annotation (``WiringError``).
 
         Returns True when planning cannot decide it (a Ref whose type is unknown, or a
         structure holding Refs): then a run checks the output value.
         """
-        expected = self._hints().get("return")
-        if expected is None or is_unknown(expected):
+        expected = self._returns()
+        if is_unknown(expected):
             return False
         if isinstance(output, Ref):
             if compatible(output.type, expected):
@@ -998,7 +1005,7 @@ class Pipeline(Generic[P, R]):
             params,
             nodes,
             output,
-            returns=self._hints().get("return", Any),
+            returns=self._returns(),
             check_returns=check_returns,
         )
 

@@ -339,6 +339,13 @@ def test_a_pipelines_output_is_checked_when_it_runs_if_planning_cannot_tell(
 
     assert right.plan(x=1).run(store=str(tmp_path), progress=False).output == ({"a": 1}, 1.0)
 
+    @mk.pipeline
+    def as_ref(x: int) -> mk.Ref[dict[str, int]]:  # read as the value's type
+        return _as_dict(x)  # type: ignore[return-value]
+
+    assert not as_ref.plan(x=1).check_returns
+    assert as_ref.plan(x=1).run(store=str(tmp_path), progress=False).output == {"a": 1}
+
 
 @pytest.mark.timeout(20)
 def test_a_self_referential_parameter_argument_or_output_fails_planning_at_once() -> None:
