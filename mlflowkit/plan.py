@@ -6,6 +6,13 @@ Invariants
   step call inside it records a ``Node`` and returns a ``Ref``. Nodes are recorded in call
   order, which is a topological order (a call can only use Refs recorded before it).
 * Wiring is checked while recording: a mistake raises ``WiringError`` before anything runs.
+  Derived nodes (``ref.attr``, ``ref[k]``) are typed from the parent's annotation where it
+  says; a parameter fed one whose type stays unknown is listed in its call's ``Node.checks``
+  and checked when the call runs, before the function (``runtime.check_inputs``).
+* A pipeline's return annotation is checked while planning where the output's static type
+  decides it, else on the output value when a run ends (``Plan.check_returns``).
+* Every argument, parameter and output is walked with ``templates.leaves``, which refuses a
+  container that holds itself: planning always ends.
 * A ``Ref`` refuses to take part in Python control flow (``bool``, ``len``, iteration of an
   unknown length, comparisons, arithmetic, formatting): it has no value yet.
 * networkx is used only to *show* a plan (``Plan.graph``); the scheduler walks ``Node``\\ s.
@@ -200,14 +207,14 @@ class Ref(Generic[T]):
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         node = self._tracer.nodes.get(self._node)
         if node is not None and node.step is _OPS["getattr"]:  # ref.method(...)
-            name = node.args["name"]
+            name, loc = node.args["name"], _user_location()
             raise PlanningError(
                 f"The output of step {node.deps[0]!r} cannot have its method {name!r} called "
-                f"while the pipeline is planned (at {_user_location()}): it is a Ref to a value "
-                f"that does not exist yet. Fix: call .{name}(...) inside a step, which receives "
-                f"the value itself.",
+                f"while the pipeline is planned (at {loc}): it is a Ref to a value that does not "
+                f"exist yet. Fix: call .{name}(...) inside a step, which receives the value "
+                f"itself.",
                 step=node.deps[0],
-                location=_user_location(),
+                location=loc,
             )
         raise self._refuse("be called", "call it inside a step, which receives the value itself")
 
