@@ -404,11 +404,21 @@ def _ndarray_attribute(name: str) -> Any:
     }.get(name, _MISSING)
 
 
+_CLASS_HINTS: dict[type, dict[str, Any]] = {}
+
+
 def _class_hints(cls: type) -> dict[str, Any]:
-    try:
-        return typing.get_type_hints(cls)
-    except Exception:  # an annotation that cannot be resolved here
-        return {}
+    """A class's resolved annotations (its own and inherited), worked out once per class."""
+    found = _CLASS_HINTS.get(cls)
+    if found is None:
+        try:
+            found = typing.get_type_hints(cls)
+        except Exception:  # an annotation that cannot be resolved here
+            found = {}
+        if len(_CLASS_HINTS) > 1_000:
+            _CLASS_HINTS.clear()
+        _CLASS_HINTS[cls] = found
+    return found
 
 
 def _attribute_type(cls: type, name: str) -> Any:
