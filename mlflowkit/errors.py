@@ -5,7 +5,7 @@
     MlflowkitError
     ├── PlanningError        a pipeline body misused a Ref (control flow on a future value, ...)
     │   └── WiringError      a step call's arguments do not fit its signature or annotations
-    ├── TypeCheckError       a step returned a value that does not match its return annotation
+    ├── TypeCheckError       a value does not match its annotation (a return value or derived input)
     ├── HashingError         a value has no canonical digest (register a hasher for its type)
     ├── SerializationError   a value could not be written to or read from the store
     ├── StoreError           the store is unreachable, not writable, or holds a corrupt object
@@ -77,7 +77,12 @@ class WiringError(PlanningError):
 
 
 class TypeCheckError(MlflowkitError):
-    """A step's return value does not match its return annotation."""
+    """A value does not match its annotation where it is checked at run time.
+
+    A step's return value against its return annotation, a pipeline's output against the
+    pipeline's (when planning could not decide it), and an input that planning could not type
+    (a derived ``ref.attr`` / ``ref[k]``) against the consuming parameter.
+    """
 
     def __init__(self, message: str, *, step: str | None = None):
         super().__init__(message)

@@ -15,6 +15,7 @@ from mlflowkit.executors.base import Input
 from mlflowkit.plan import _OPS, Node, Ref
 from mlflowkit.records import RunRecord, StepRun
 from mlflowkit.templates import map_leaves
+from mlflowkit.wiring import safe_repr
 
 if TYPE_CHECKING:
     from mlflowkit.plan import Plan
@@ -212,7 +213,7 @@ def explain(plan: Plan, store: ArtifactStore, keys: KeyMaker) -> Explanation:
                 if isinstance(value, Input):
                     reasons.append(f"input {pname!r} changed ({_short(before)} -> {_short(now)})")
                 else:
-                    shown = repr(value)
+                    shown = safe_repr(value)
                     now_text = f"now {shown}" if len(shown) <= 40 else _short(now)
                     reasons.append(f"param {pname!r} changed ({now_text})")
         old_packages = old_run.environment.get("packages", {})

@@ -6,6 +6,13 @@ Invariants
   step call inside it records a ``Node`` and returns a ``Ref``. Nodes are recorded in call
   order, which is a topological order (a call can only use Refs recorded before it).
 * Wiring is checked while recording: a mistake raises ``WiringError`` before anything runs.
+  Derived nodes (``ref.attr``, ``ref[k]``) are typed from the parent's annotation where it
+  says; a parameter fed one whose type stays unknown is listed in its call's ``Node.checks``
+  and checked when the call runs, before the function (``runtime.check_inputs``).
+* A pipeline's return annotation is checked while planning where the output's static type
+  decides it, else on the output value when a run ends (``Plan.check_returns``).
+* Every argument, parameter and output is walked with ``templates.leaves``, which refuses a
+  container that holds itself: planning always ends.
 * A ``Ref`` refuses to take part in Python control flow (``bool``, ``len``, iteration of an
   unknown length, comparisons, arithmetic, formatting): it has no value yet.
 * networkx is used only to *show* a plan (``Plan.graph``); the scheduler walks ``Node``\\ s.
@@ -13,6 +20,7 @@ Invariants
 
 from __future__ import annotations
 
+import collections.abc as cabc
 import functools
 import inspect
 import os
@@ -23,16 +31,19 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
 from mlflowkit._heap import set_aside
-from mlflowkit.errors import PlanningError, WiringError
+from mlflowkit.errors import HashingError, PlanningError, WiringError
 from mlflowkit.step import _TRACER, Step
 from mlflowkit.templates import SCALARS, leaves
 from mlflowkit.wiring import (
+    attribute_type,
     check_value,
     compatible,
     describe,
     did_you_mean,
     is_listlike,
+    is_unknown,
     item_type,
+    safe_repr,
     short_repr,
     tuple_length,
     unannotate,
@@ -116,6 +127,9 @@ class Node:
     #: for kind == "map": the parameters fanned out over (name -> Ref or list); None otherwise
     fan: dict[str, Any] | None = None
     key: str | None = None
+    #: parameters checked against their annotation when the call runs, before the function:
+    #: they receive a derived value (``ref.attr``, ``ref[k]``) whose type planning cannot know
+    checks: tuple[str, ...] = ()
 
     @property
     def cache(self) -> bool:
@@ -157,7 +171,7 @@ class Ref(Generic[T]):
     def __getattr__(self, name: str) -> Ref[Any]:
         if name.startswith("_"):
             raise AttributeError(name)
-        return self._tracer.derive(self, "getattr", name, Any)
+        return self._tracer.derive(self, "getattr", name, attribute_type(self._type, name))
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise self._refuse(f"have attribute {name!r} set", "set it inside a step")
@@ -190,6 +204,41 @@ class Ref(Generic[T]):
     def __hash__(self) -> int:
         return id(self)
 
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        node = self._tracer.nodes.get(self._node)
+        if node is not None and node.step is _OPS["getattr"]:  # ref.method(...)
+            name, loc = node.args["name"], _user_location()
+            raise PlanningError(
+                f"The output of step {node.deps[0]!r} cannot have its method {name!r} called "
+                f"while the pipeline is planned (at {loc}): it is a Ref to a value that does not "
+                f"exist yet. Fix: call .{name}(...) inside a step, which receives the value "
+                f"itself.",
+                step=node.deps[0],
+                location=loc,
+            )
+        raise self._refuse("be called", "call it inside a step, which receives the value itself")
+
+    # NumPy: np.mean(ref), np.sqrt(ref), np.asarray(ref) reach these instead of treating the
+    # Ref as an opaque object (and failing later with a confusing TypeError)
+    def __array_function__(self, func: Any, types: Any, args: Any, kwargs: Any) -> Any:
+        name = f"{getattr(func, '__module__', None) or 'numpy'}.{func.__name__}"
+        raise self._refuse(
+            f"be passed to {name.replace('numpy.', 'np.', 1)}()",
+            "call NumPy inside a step, which receives the array itself",
+        )
+
+    def __array_ufunc__(self, ufunc: Any, method: str, *inputs: Any, **kwargs: Any) -> Any:
+        raise self._refuse(
+            f"be passed to np.{ufunc.__name__}()",
+            "call NumPy inside a step, which receives the array itself",
+        )
+
+    def __array__(self, *args: Any, **kwargs: Any) -> Any:
+        raise self._refuse(
+            "be converted to a NumPy array",
+            "call NumPy inside a step, which receives the array itself",
+        )
+
     def _refuse(self, what: str, fix: str) -> PlanningError:
         loc = _user_location()
         return PlanningError(
@@ -200,21 +249,35 @@ class Ref(Generic[T]):
         )
 
 
+_COMPARISONS = {"__eq__": "==", "__ne__": "!=", "__lt__": "<", "__le__": "<=", "__gt__": ">"}
+_COMPARISONS["__ge__"] = ">="
+_CONVERSIONS = {"__int__": "int", "__float__": "float", "__index__": "an index"}
+_CONVERSIONS.update({"__complex__": "complex", "__round__": "round"})
+
+
 def _refuse_op(opname: str) -> Callable[..., Any]:
+    if opname in _COMPARISONS:
+        what = f"be compared with {_COMPARISONS[opname]}"
+        fix = (
+            "branch on a pipeline parameter, or make the comparison and the decision inside a "
+            "step (it receives the value and can return what the pipeline needs)"
+        )
+    elif opname in _CONVERSIONS:
+        what = f"be converted with {_CONVERSIONS[opname]}()"
+        fix = "convert it inside a step, which receives the value itself"
+    else:
+        what = f"be used with the operator {opname}"
+        fix = "do the arithmetic in a step, which receives the value itself"
+
     def method(self: Ref[Any], *args: Any) -> Any:
-        raise self._refuse(f"be used with the operator {opname}", "do the arithmetic in a step")
+        raise self._refuse(what, fix)
 
     method.__name__ = opname
     return method
 
 
 _REFUSED_OPERATORS = (
-    "__eq__",
-    "__ne__",
-    "__lt__",
-    "__le__",
-    "__gt__",
-    "__ge__",
+    *_COMPARISONS,
     "__add__",
     "__radd__",
     "__sub__",
@@ -241,11 +304,7 @@ _REFUSED_OPERATORS = (
     "__ror__",
     "__xor__",
     "__rxor__",
-    "__int__",
-    "__float__",
-    "__index__",
-    "__complex__",
-    "__round__",
+    *_CONVERSIONS,
 )
 for _op in _REFUSED_OPERATORS:
     setattr(Ref, _op, _refuse_op(_op))
@@ -362,16 +421,22 @@ class _Tracer:
 
     def _check_arguments(
         self, step: Step[Any, Any], name: str, arguments: dict[str, Any], loc: str
-    ) -> None:
+    ) -> tuple[str, ...]:
+        """Check a call's arguments against the step's annotations (``WiringError``).
+
+        Returns the parameters to check again when the call runs (see ``Node.checks``).
+        """
         hints = step._hints()
         simple = step._simple_params is not None
         params = step.signature.parameters
+        checks: list[str] = []
         for pname, value in arguments.items():
             expected = hints.get(pname)
             if expected is None:
                 continue
             if simple:  # one value per parameter
-                self._check_one(step, name, pname, value, expected, loc)
+                if self._check_one(step, name, pname, value, expected, loc):
+                    checks.append(pname)
                 continue
             kind = params[pname].kind
             if kind is inspect.Parameter.VAR_POSITIONAL:
@@ -380,32 +445,49 @@ class _Tracer:
                 items = list(value.values())
             else:
                 items = [value]
-            for item in items:
-                self._check_one(step, name, pname, item, expected, loc)
+            if any([self._check_one(step, name, pname, item, expected, loc) for item in items]):
+                checks.append(pname)
+        return tuple(checks)
 
     def _check_one(
         self, step: Step[Any, Any], name: str, pname: str, value: Any, expected: Any, loc: str
-    ) -> None:
+    ) -> bool:
+        """Check one argument; True when it must be checked again at run time (it holds a
+        derived value of a type planning cannot know, and ``expected`` says something)."""
         if isinstance(value, Ref):
             if not compatible(value.type, expected):
+                node = self.nodes.get(value._node)
+                fix = "Fix the wiring, or change one of the two annotations"
+                if (
+                    node is not None
+                    and node.step is _OPS["getattr"]
+                    and typing.get_origin(unannotate(value.type)) is cabc.Callable
+                ):
+                    fix = (
+                        f"{node.args['name']!r} is a method: call it inside a step, which "
+                        f"receives the value itself"
+                    )
                 raise WiringError(
                     f"Step {name!r}, parameter {pname!r} (at {loc}): expected "
                     f"{describe(expected)}, found {describe(value.type)} (the output of step "
-                    f"{value.node!r}). Fix the wiring, or change one of the two annotations.",
+                    f"{value.node!r}). {fix}.",
                     step=name,
                     parameter=pname,
                     expected=expected,
                     actual=value.type,
                     location=loc,
                 )
-            return
+            return self._unknown(value) and not is_unknown(expected)
         refs = find_refs(value)
         if refs:
             if isinstance(value, (list, tuple)) and is_listlike(expected):
                 elem_expected = item_type(expected, 0)
-                for item in value:
-                    self._check_one(step, name, pname, item, elem_expected, loc)
-            return  # other nested structures with Refs: checked at run time
+                return any(
+                    [self._check_one(step, name, pname, item, elem_expected, loc) for item in value]
+                )
+            # other nested structures: checked when the call runs if they hold a derived value
+            # of unknown type
+            return not is_unknown(expected) and any(self._unknown(r) for r in refs)
         if not check_value(value, expected):
             raise WiringError(
                 f"Step {name!r}, parameter {pname!r} (at {loc}): expected "
@@ -417,16 +499,43 @@ class _Tracer:
                 actual=type(value),
                 location=loc,
             )
+        return False
+
+    def _unknown(self, ref: Ref[Any]) -> bool:
+        """Whether ``ref`` is a derived value (``ref.attr``, ``ref[k]``) of unknown type."""
+        if not is_unknown(ref._type):
+            return False
+        node = self.nodes.get(ref._node)
+        return node is not None and node.kind == "derived"
 
     def call(self, step: Step[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         loc = _user_location()
         arguments = self._bind(step, args, kwargs, loc)
         name = self._unique(step.name)
-        self._check_arguments(step, name, arguments, loc)
-        return self._record(step, name, arguments, loc)
+        try:
+            checks = self._check_arguments(step, name, arguments, loc)
+            return self._record(step, name, arguments, loc, checks)
+        except HashingError as exc:  # an argument that holds itself: say where
+            raise HashingError(
+                f"Step {name!r} (at {loc}): {exc}", type_name=exc.type_name
+            ) from None
+
+    def map(self, step: Step[Any, Any], kwargs: dict[str, Any]) -> Ref[Any]:
+        loc = _user_location()
+        try:
+            return self._map(step, kwargs, loc)
+        except HashingError as exc:  # an argument that holds itself: say where
+            raise HashingError(
+                f"{step.name}.map(...) at {loc}: {exc}", type_name=exc.type_name
+            ) from None
 
     def _record(
-        self, step: Step[Any, Any], name: str, arguments: dict[str, Any], loc: str
+        self,
+        step: Step[Any, Any],
+        name: str,
+        arguments: dict[str, Any],
+        loc: str,
+        checks: tuple[str, ...] = (),
     ) -> Ref[Any]:
         refs: list[str] = []
         for value in arguments.values():
@@ -436,7 +545,7 @@ class _Tracer:
                 refs.extend(r.node for r in find_refs(value))
         deps = tuple(dict.fromkeys(refs))
         out_type = step._hints().get("return", Any)
-        return self._add(Node(name, step, "step", arguments, deps, out_type, loc))
+        return self._add(Node(name, step, "step", arguments, deps, out_type, loc, checks=checks))
 
     def derive(self, parent: Ref[Any], op: str, arg: Any, out_type: Any) -> Ref[Any]:
         if self.closed:
@@ -456,7 +565,7 @@ class _Tracer:
             ) from None
         if memo_key in self._derived:
             return self._derived[memo_key]
-        suffix = str(arg) if op == "getattr" or isinstance(arg, (int, str)) else repr(arg)
+        suffix = arg if isinstance(arg, str) else safe_repr(arg)
         name = self._unique_derived(f"{parent.node}.{suffix}")
         args = {"obj": parent, "key" if op == "getitem" else "name": arg}
         ref = self._add(
@@ -481,8 +590,7 @@ class _Tracer:
             name = f"{base}-{n}"
         return name
 
-    def map(self, step: Step[Any, Any], kwargs: dict[str, Any]) -> Ref[Any]:
-        loc = _user_location()
+    def _map(self, step: Step[Any, Any], kwargs: dict[str, Any], loc: str) -> Ref[Any]:
         hints = step._hints()
         fan: dict[str, Any] = {}
         for pname, value in kwargs.items():
@@ -530,6 +638,7 @@ class _Tracer:
                 )
             )
         # fan-out decided at run time: check the broadcast and element types now
+        checks: list[str] = []
         for pname, value in kwargs.items():
             if pname not in step.signature.parameters and not any(
                 p.kind is inspect.Parameter.VAR_KEYWORD for p in step.signature.parameters.values()
@@ -556,11 +665,10 @@ class _Tracer:
                             actual=elem,
                             location=loc,
                         )
-                else:
-                    for item in value:
-                        self._check_one(step, base, pname, item, expected, loc)
-            else:
-                self._check_one(step, base, pname, value, expected, loc)
+                elif any([self._check_one(step, base, pname, v, expected, loc) for v in value]):
+                    checks.append(pname)
+            elif self._check_one(step, base, pname, value, expected, loc):
+                checks.append(pname)
         missing = [
             p.name
             for p in step.signature.parameters.values()
@@ -576,7 +684,18 @@ class _Tracer:
             )
         deps = tuple(dict.fromkeys(r.node for r in find_refs(kwargs)))
         return self._add(
-            Node(base, step, "map", dict(kwargs), deps, out_type, loc, persist=False, fan=fan)
+            Node(
+                base,
+                step,
+                "map",
+                dict(kwargs),
+                deps,
+                out_type,
+                loc,
+                persist=False,
+                fan=fan,
+                checks=tuple(checks),
+            )
         )
 
     def _elements(
@@ -602,12 +721,12 @@ class _Tracer:
                 call_kwargs = {k: (v[i] if k in fan else v) for k, v in kwargs.items()}
                 arguments = self._bind(step, (), call_kwargs, loc)
                 ename = f"{base}[{i}]"
-                self._check_arguments(step, ename, arguments, loc)
-                elems.append(self._record(step, ename, arguments, loc))
+                later = self._check_arguments(step, ename, arguments, loc)
+                elems.append(self._record(step, ename, arguments, loc, later))
             return elems
         hints = step._hints()
         broadcast = {k: v for k, v in bound.items() if k not in fan}
-        self._check_arguments(step, f"{base}[0]", broadcast, loc)
+        broadcast_checks = self._check_arguments(step, f"{base}[0]", broadcast, loc)
         checks = [(pname, hints.get(pname), fan[pname]) for pname in fan]
         out_type = hints.get("return", Any)
         shared = bool(find_refs(broadcast))
@@ -617,17 +736,22 @@ class _Tracer:
             ename = f"{base}[{i}]"
             arguments = dict(bound)
             plain = not shared
+            later = broadcast_checks
             for pname, expected, values in checks:
                 value = arguments[pname] = values[i]
                 if type(value) not in SCALARS:
                     plain = False
-                if expected is not None and type(value) is not expected:
-                    self._check_one(step, ename, pname, value, expected, loc)
+                if (
+                    expected is not None
+                    and type(value) is not expected
+                    and self._check_one(step, ename, pname, value, expected, loc)
+                ):
+                    later = (*later, pname)
             if plain:  # no upstream value among the arguments (the common case)
                 nodes[ename] = Node(ename, step, "step", arguments, (), out_type, loc)
                 elems.append(_new_ref(ename, out_type, self))
             else:
-                elems.append(self._record(step, ename, arguments, loc))
+                elems.append(self._record(step, ename, arguments, loc, later))
         return elems
 
     # nested pipelines ---------------------------------------------------------------------
@@ -650,12 +774,23 @@ class Plan:
     """A traced pipeline: the graph of step calls for one set of parameter values."""
 
     def __init__(
-        self, pipeline: str, params: dict[str, Any], nodes: dict[str, Node], output: Any
+        self,
+        pipeline: str,
+        params: dict[str, Any],
+        nodes: dict[str, Node],
+        output: Any,
+        *,
+        returns: Any = Any,
+        check_returns: bool = False,
     ) -> None:
         self.pipeline = pipeline
         self.params = params
         self.nodes = nodes
         self.output = output
+        #: the pipeline's return annotation; ``check_returns``: planning could not prove that
+        #: the output fits it, so a run checks the output value (``runner``)
+        self.returns = returns
+        self.check_returns = check_returns
         self._graph: nx.DiGraph | None = None
 
     @property
@@ -764,6 +899,58 @@ class Pipeline(Generic[P, R]):
         self.name = name or fn.__name__
         self.__signature__ = inspect.signature(fn)
 
+    def _hints(self) -> dict[str, Any]:
+        """The function's resolved annotations (``Annotated`` kept); unresolvable ones are Any."""
+        cached: dict[str, Any] | None = self.__dict__.get("_hints_cache")
+        if cached is None:
+            try:
+                cached = typing.get_type_hints(self.fn, include_extras=True)
+            except Exception:  # an unresolvable forward reference: fall back per annotation
+                cached = {
+                    k: Any if isinstance(v, str) else v
+                    for k, v in getattr(self.fn, "__annotations__", {}).items()
+                }
+            self.__dict__["_hints_cache"] = cached
+        return cached
+
+    def _returns(self) -> Any:
+        """The return annotation (``-> mk.Ref[T]`` read as ``T``); Any when there is none."""
+        expected = self._hints().get("return", Any)
+        if expected is Ref or typing.get_origin(expected) is Ref:
+            expected = (typing.get_args(expected) or (Any,))[0]
+        return expected
+
+    def _check_return(self, output: Any) -> bool:
+        """Check what the body returned against the return annotation (``WiringError``).
+
+        Returns True when planning cannot decide it (a Ref whose type is unknown, or a
+        structure holding Refs): then a run checks the output value.
+        """
+        expected = self._returns()
+        if is_unknown(expected):
+            return False
+        if isinstance(output, Ref):
+            if compatible(output.type, expected):
+                return is_unknown(output.type)
+            found = f"{describe(output.type)} (the output of step {output.node!r})"
+        elif find_refs(output):
+            return True
+        elif check_value(output, expected):
+            return False
+        else:
+            found = f"{describe(type(output))} ({short_repr(output)})"
+        code = getattr(self.fn, "__code__", None)
+        loc = f"{code.co_filename}:{code.co_firstlineno}" if code is not None else "<unknown>"
+        raise WiringError(
+            f"Pipeline {self.name!r} (at {loc}) returns {found}, but its return annotation "
+            f"says {describe(expected)}. Fix what the pipeline returns, or its annotation.",
+            step=self.name,
+            parameter="return",
+            expected=expected,
+            actual=output.type if isinstance(output, Ref) else type(output),
+            location=loc,
+        )
+
     def _bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
         sig: inspect.Signature = self.__signature__
         try:
@@ -778,9 +965,15 @@ class Pipeline(Generic[P, R]):
                 location=loc,
             ) from None
         bound.apply_defaults()
-        hints = typing.get_type_hints(self.fn, include_extras=True)
+        hints = self._hints()
         for pname, value in bound.arguments.items():
-            if pname in hints and not find_refs(value) and not check_value(value, hints[pname]):
+            try:
+                refs = find_refs(value)
+            except HashingError as exc:  # a parameter that holds itself
+                raise HashingError(
+                    f"Pipeline {self.name!r}, parameter {pname!r}: {exc}", type_name=exc.type_name
+                ) from None
+            if pname in hints and not refs and not check_value(value, hints[pname]):
                 loc = _user_location()
                 raise WiringError(
                     f"Pipeline {self.name!r}, parameter {pname!r} (at {loc}): expected "
@@ -811,9 +1004,17 @@ class Pipeline(Generic[P, R]):
             _TRACER.reset(token)
         nodes = tracer.close()
         _check_output(self.name, output)
+        check_returns = self._check_return(output)
         for name in dict.fromkeys(r.node for r in find_refs(output)):
             nodes[name].persist = True
-        return Plan(self.name, params, nodes, output)
+        return Plan(
+            self.name,
+            params,
+            nodes,
+            output,
+            returns=self._returns(),
+            check_returns=check_returns,
+        )
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         tracer = _TRACER.get()
@@ -826,6 +1027,7 @@ class Pipeline(Generic[P, R]):
                 result: R = self.fn(**params)  # type: ignore[call-arg]
             finally:
                 tracer.leave()
+            self._check_return(result)  # what planning cannot decide is left to the steps
             return result
         return self.plan(*args, **kwargs).run().output  # type: ignore[no-any-return]
 
@@ -834,16 +1036,14 @@ class Pipeline(Generic[P, R]):
 
 
 def _check_output(name: str, output: Any) -> None:
-    stack = [output]
-    while stack:
-        item = stack.pop()
-        if item is None or isinstance(item, (Ref, str, bytes, int, float, bool)):
-            continue
-        if isinstance(item, (list, tuple)):
-            stack.extend(item)
-        elif isinstance(item, dict):
-            stack.extend(item.values())
-        elif isinstance(item, Step):
+    try:
+        found = leaves(output, (Ref, Step))
+    except HashingError as exc:  # an output that holds itself
+        raise HashingError(
+            f"Pipeline {name!r} returned a value that holds itself: {exc}", type_name=exc.type_name
+        ) from None
+    for item in found:
+        if isinstance(item, Step):
             raise PlanningError(
                 f"Pipeline {name!r} returned the step {item.name!r} itself instead of calling "
                 f"it. Return {item.name}(...)."

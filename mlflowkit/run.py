@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlflowkit.errors import StoreError
 from mlflowkit.records import RunRecord, StepRun
+from mlflowkit.templates import map_leaves
 
 if TYPE_CHECKING:
     from mlflowkit.store.base import ArtifactStore
@@ -89,14 +90,10 @@ class Run:
 
         if not self._live:
             return self._decode(template)
-        if isinstance(template, Ref):
-            digest = self._digest_of(template.node)
-            return self._load_digest(digest, template.node)
-        if type(template) is dict:
-            return {k: self._load(v) for k, v in template.items()}
-        if type(template) in (list, tuple):
-            return type(template)(self._load(v) for v in template)
-        return template
+        # (the template walk every other pass uses: any nesting depth, named tuples, sets)
+        return map_leaves(
+            template, Ref, lambda ref: self._load_digest(self._digest_of(ref.node), ref.node)
+        )
 
     def _decode(self, data: Any) -> Any:
         """Rebuild the output from a run record's JSON form (see ``runner._output_record``)."""

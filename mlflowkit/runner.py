@@ -27,13 +27,15 @@ from blake3 import blake3
 
 from mlflowkit._heap import set_aside
 from mlflowkit.cache import KeyMaker
-from mlflowkit.errors import ExecutorError, RunFailed, WiringError
+from mlflowkit.errors import ExecutorError, RunFailed, TypeCheckError, WiringError
 from mlflowkit.executors import get as get_executor
 from mlflowkit.executors.base import Executor, InMemory, TaskResult
 from mlflowkit.plan import Ref
 from mlflowkit.records import CacheEntry, RunRecord
 from mlflowkit.run import Run
 from mlflowkit.scheduler import Progress, walk
+from mlflowkit.templates import leaves
+from mlflowkit.wiring import check_value, describe, describe_value, mismatch, safe_repr
 
 if TYPE_CHECKING:
     from mlflowkit.plan import Plan
@@ -146,26 +148,33 @@ def environment(packages: dict[str, str]) -> dict[str, Any]:
     }
 
 
-def _output_record(template: Any, digests: dict[str, str], store: ArtifactStore) -> Any:
+def _output_record(
+    template: Any, digests: dict[str, str], store: ArtifactStore, depth: int = 0
+) -> Any:
     """The pipeline's return structure as JSON that ``Run`` decodes back to equal types.
 
     Refs become ``{"$digest": d}``; tuples ``{"$tuple": [...]}``; dicts whose keys are not
     all plain strings ``{"$dict": [[k, v], ...]}``; other constants that JSON cannot hold
-    exactly are stored as objects and referenced by digest.
+    exactly, and plain parts nested deeper than ``MAX_RECORD_DEPTH``, are stored as objects
+    and referenced by digest.
     """
     if isinstance(template, Ref):
         digest = digests.get(template.node)
         return {"$digest": digest} if digest else None
-    if type(template) is tuple:
-        return {"$tuple": [_output_record(v, digests, store) for v in template]}
-    if type(template) is list:
-        return [_output_record(v, digests, store) for v in template]
-    if type(template) is dict:
+    kind = type(template)
+    if kind in (tuple, list, dict) and depth >= MAX_RECORD_DEPTH and not leaves(template, Ref):
+        return {"$digest": store.put(template)}
+    depth += 1
+    if kind is tuple:
+        return {"$tuple": [_output_record(v, digests, store, depth) for v in template]}
+    if kind is list:
+        return [_output_record(v, digests, store, depth) for v in template]
+    if kind is dict:
         if all(type(k) is str and not k.startswith("$") for k in template):
-            return {k: _output_record(v, digests, store) for k, v in template.items()}
+            return {k: _output_record(v, digests, store, depth) for k, v in template.items()}
         return {
             "$dict": [
-                [_output_record(k, digests, store), _output_record(v, digests, store)]
+                [_output_record(k, digests, store, depth), _output_record(v, digests, store, depth)]
                 for k, v in template.items()
             ]
         }
@@ -320,12 +329,6 @@ def _run_plan(
         result.failure = TaskResult("<background write>", False, attempts=0, error=background_error)
     record.steps = [result.records[name] for name in result.order]
     record.finished_at = time.time()
-    record.status = "failed" if result.failure is not None else "succeeded"
-    record.environment = environment(result.packages)
-    record.output = _output_record(plan.output, result.digests, the_store)
-    the_store.put_run(record)
-    if read_pack is not None and result.failure is None and _changed(pack, result.entries):
-        the_store.write_pack(pack_name, result.entries.values())  # type: ignore[attr-defined]
     # only the outputs' values: the run must not keep every intermediate value alive
     values = {
         name: handle.value
@@ -333,6 +336,22 @@ def _run_plan(
         if isinstance(handle := result.handles.get(name), InMemory)
     }
     run = Run(record, the_store, plan.output, values)
+    output_error = (
+        _check_returned(plan, run) if result.failure is None and plan.check_returns else None
+    )
+    failed = result.failure is not None or output_error is not None
+    record.status = "failed" if failed else "succeeded"
+    record.environment = environment(result.packages)
+    record.output = _output_record(plan.output, result.digests, the_store)
+    the_store.put_run(record)
+    if read_pack is not None and result.failure is None and _changed(pack, result.entries):
+        the_store.write_pack(pack_name, result.entries.values())  # type: ignore[attr-defined]
+    if output_error is not None:
+        raise RunFailed(
+            f"Run {run_id} of pipeline {plan.pipeline!r} failed: {output_error} Its steps "
+            f"finished and are cached.",
+            run=run,
+        ) from output_error
     if result.failure is not None:
         failure = result.failure
         # name the step whose exception is chained: the first failure that arrived
@@ -353,6 +372,19 @@ def _run_plan(
     return run
 
 
+def _check_returned(plan: Plan, run: Run) -> TypeCheckError | None:
+    """The output value checked against the pipeline's return annotation (when planning could
+    not decide it); the error to raise, or None when it fits."""
+    value = run.output
+    if check_value(value, plan.returns):
+        return None
+    return TypeCheckError(
+        f"Pipeline {plan.pipeline!r} returned {describe_value(value)}, but its return "
+        f"annotation says {describe(plan.returns)}{mismatch(value, plan.returns)}. Fix what "
+        f"the pipeline returns, or its annotation."
+    )
+
+
 def _pack_name(plan: Plan) -> str:
     """The cache pack of a pipeline: one per pipeline and plan size (cheap to tell apart)."""
     return "p-" + blake3(f"{plan.pipeline}\n{len(plan.nodes)}".encode()).digest().hex()[:40]
@@ -365,19 +397,38 @@ def _changed(pack: dict[str, CacheEntry], entries: dict[str, CacheEntry]) -> boo
     return any(pack[k].output_digest != e.output_digest for k, e in entries.items())
 
 
-def _jsonable(value: Any) -> Any:
-    """A parameter as the run record shows it: JSON as is, anything else by its ``repr``."""
+#: Containers nested deeper than this in a parameter are shown as a short text in the record.
+MAX_RECORD_DEPTH = 64
+
+
+def _jsonable(value: Any, depth: int = 0) -> Any:
+    """A parameter as the run record shows it: JSON as is, anything else by its ``repr``.
+
+    Never raises: a value whose ``repr`` fails (an int beyond Python's digit limit, a raising
+    ``__repr__``) is described, and containers deeper than ``MAX_RECORD_DEPTH`` are cut.
+    """
     if value is None or isinstance(value, (str, bool)):
         return value
     if isinstance(value, int) and _INT64_MIN <= value <= _UINT64_MAX:
         return value
     if isinstance(value, float) and math.isfinite(value):
         return value
+    if isinstance(value, (list, tuple, dict)) and depth >= MAX_RECORD_DEPTH:
+        return f"<{type(value).__name__} nested more than {MAX_RECORD_DEPTH} levels deep>"
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [_jsonable(v, depth + 1) for v in value]
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    return repr(value)
+        return {_key_text(k): _jsonable(v, depth + 1) for k, v in value.items()}
+    return safe_repr(value)
+
+
+def _key_text(key: Any) -> str:
+    if isinstance(key, str):
+        return key
+    try:
+        return str(key)
+    except Exception:
+        return safe_repr(key)
 
 
 def explain_plan(plan: Plan, store: Any = None) -> list[dict[str, Any]]:

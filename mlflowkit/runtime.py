@@ -5,6 +5,9 @@ Invariants
 * ``execute`` never raises for a failure of the user's function: it returns a failed
   ``TaskResult`` carrying the exception and its traceback text (so it can cross processes).
 * Retries re-run the function only (not input loading); ``retry_delay`` doubles each attempt.
+* Inputs that planning could not type (``task.checks``: derived values such as ``ref.attr``
+  of an unannotated output) are checked against the step's annotations before the function
+  is called; a mismatch fails the task with ``TypeCheckError`` and the function never runs.
 * The output is checked against the step's return annotation, hashed, and, when asked, written
   to the store *before* the cache entry, so a cache entry never points at a missing object.
   An executor may take over that write (``execute(..., write=...)``, e.g. to write in the
@@ -27,8 +30,8 @@ from mlflowkit.errors import MlflowkitError, TypeCheckError
 from mlflowkit.executors.base import Derived, InMemory, Input, Stored, Task, TaskResult
 from mlflowkit.hashing import hash_value
 from mlflowkit.records import CacheEntry
-from mlflowkit.templates import SCALARS, map_leaves
-from mlflowkit.wiring import check_value, describe, describe_value, mismatch
+from mlflowkit.templates import SCALARS, leaves, map_leaves
+from mlflowkit.wiring import check_value, describe, describe_value, mismatch, short_repr
 
 if TYPE_CHECKING:
     import numpy as np
@@ -282,7 +285,9 @@ def execute(
         resolve = local_resolver(store)
     try:
         arguments = resolve_template(task.args, resolve)
-    except Exception as exc:  # inputs could not be loaded (corrupt, missing): report it
+        if task.checks:
+            check_inputs(task, arguments)
+    except Exception as exc:  # inputs could not be loaded (corrupt, missing) or typed: report it
         return TaskResult(
             task.name,
             False,
@@ -312,6 +317,47 @@ def execute(
                 )
             return _run(task, store, arguments, started, t0, keep_value, write)
     return _run(task, store, arguments, started, t0, keep_value, write)
+
+
+def check_inputs(task: Task, arguments: dict[str, Any]) -> None:
+    """Check the parameters ``task.checks`` names against the step's annotations.
+
+    Raises
+    ------
+    TypeCheckError
+        When a value does not fit; the message names the step, the parameter, what was
+        expected and found, and the derived value it came from.
+    """
+    step = task.step
+    hints = step._hints()
+    params = step.signature.parameters
+    for pname in task.checks:
+        expected = hints.get(pname)
+        if expected is None or pname not in arguments:
+            continue
+        value = arguments[pname]
+        kind = params[pname].kind if pname in params else None
+        if kind is inspect.Parameter.VAR_POSITIONAL:
+            items = list(value)
+        elif kind is inspect.Parameter.VAR_KEYWORD:
+            items = list(value.values())
+        else:
+            items = [value]
+        for item in items:
+            if check_value(item, expected):
+                continue
+            sources = ", ".join(
+                dict.fromkeys(repr(i.node) for i in leaves(task.args[pname], Input))
+            )
+            raise TypeCheckError(
+                f"Step {task.name!r}, parameter {pname!r}: expected {describe(expected)}, found "
+                f"{describe_value(item)} ({short_repr(item)}){mismatch(item, expected)}. The "
+                f"value comes from {sources}, an attribute or item whose type was not known "
+                f"while planning, so it is checked before the step runs; the step did not run. "
+                f"Fix the wiring, or annotate the producing step's return type so that "
+                f"planning checks it.",
+                step=task.name,
+            )
 
 
 #: How long a step waits for another run executing the same call before doing it itself.

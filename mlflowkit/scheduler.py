@@ -265,6 +265,7 @@ class _Walk:
             store_value,
             cacheable,
             cacheable and kind == "step" and not forced,  # single flight
+            node.checks,
         )
         if cacheable:
             self.writes[name] = store_value
@@ -558,7 +559,16 @@ class _Walk:
                 else:
                     args[pname] = value[i]
             deps = tuple(dict.fromkeys(r.node for r in find_refs(args)))
-            elem = Node(f"{node.name}[{i}]", node.step, "step", args, deps, Any, node.location)
+            elem = Node(
+                f"{node.name}[{i}]",
+                node.step,
+                "step",
+                args,
+                deps,
+                Any,
+                node.location,
+                checks=node.checks,
+            )
             new.append(elem)
             self.nodes[elem.name] = elem
             elems.append(Ref(elem.name, Any, None))  # type: ignore[arg-type]

@@ -15,17 +15,21 @@ from __future__ import annotations
 import collections.abc as cabc
 import difflib
 import inspect
+import sys
 import types
 import typing
 from typing import Any, TypeVar, Union
 
 __all__ = [
+    "attribute_type",
     "check_value",
     "compatible",
     "describe",
     "did_you_mean",
     "is_listlike",
+    "is_unknown",
     "item_type",
+    "safe_repr",
     "short_repr",
     "tuple_length",
     "unannotate",
@@ -257,8 +261,7 @@ def _first_mismatch(value: Any, expected: Any, where: str) -> tuple[str, str, st
 
 
 def _short_repr(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
+    return short_repr(value, 40)
 
 
 def _bearable(value: Any, expected: Any, expected_s: Any) -> bool:
@@ -305,13 +308,17 @@ def unannotate(hint: Any) -> Any:
 
 
 def item_type(hint: Any, key: Any) -> Any:
-    """The type of ``value[key]`` for a value of this hint (Any when unknown)."""
+    """The type of ``value[key]`` for a value of this hint (Any when unknown).
+
+    Known: tuple elements (named tuples too), list and sequence items (a slice keeps the
+    hint), dict and mapping values, and the keys of a ``TypedDict``.
+    """
     hint = unannotate(hint)
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
     if origin is tuple and args:
         if len(args) == 2 and args[1] is Ellipsis:
-            return args[0]
+            return args[0] if isinstance(key, int) else hint if isinstance(key, slice) else Any
         if isinstance(key, int) and -len(args) <= key < len(args):
             return args[key]
         return Any
@@ -319,6 +326,126 @@ def item_type(hint: Any, key: Any) -> Any:
         return args[0] if isinstance(key, int) else hint
     if origin in (dict, typing.Mapping, typing.MutableMapping) and len(args) == 2:
         return args[1]
+    if isinstance(hint, type):
+        if typing.is_typeddict(hint) and isinstance(key, str):
+            return _class_hints(hint).get(key, Any)
+        fields = getattr(hint, "_fields", None)  # NamedTuple classes
+        if (
+            issubclass(hint, tuple)
+            and isinstance(fields, tuple)
+            and isinstance(key, int)
+            and -len(fields) <= key < len(fields)
+        ):
+            return _class_hints(hint).get(fields[key], Any)
+    return Any
+
+
+def is_unknown(hint: Any) -> bool:
+    """Whether a hint says nothing about a value (``Any``, ``object``, an unbound TypeVar)."""
+    hint = _strip(hint)
+    return hint is Any or hint is object
+
+
+#: ``(class, attribute) -> type`` already worked out by ``attribute_type``.
+_ATTRIBUTE_TYPES: dict[tuple[Any, str], Any] = {}
+
+
+def attribute_type(hint: Any, name: str) -> Any:
+    """The type of ``value.name`` for a value of this hint (Any when it cannot be known).
+
+    Read from the class: its annotations (dataclass fields, named tuple fields, annotated
+    attributes), the return annotation of a property, ``Callable`` for a method, and for
+    NumPy arrays the types NumPy's stubs give their attributes (``shape`` is
+    ``tuple[int, ...]``, ``dtype`` a ``numpy.dtype``, ...). Never raises.
+    """
+    hint = _strip(hint)
+    cls = _origin_class(hint)
+    if not isinstance(cls, type) or cls is object:
+        return Any
+    if name == "T" and _is_ndarray(cls):
+        return hint  # the transpose: the same array type (and dtype)
+    found = _ATTRIBUTE_TYPES.get((cls, name), _MISSING)
+    if found is _MISSING:
+        try:
+            found = _attribute_type(cls, name)
+        except Exception:  # a class that cannot be inspected: nothing is known
+            found = Any
+        if len(_ATTRIBUTE_TYPES) > 10_000:
+            _ATTRIBUTE_TYPES.clear()
+        _ATTRIBUTE_TYPES[cls, name] = found
+    return found
+
+
+_MISSING: Any = object()
+
+
+def _is_ndarray(cls: type) -> bool:
+    return any(b.__module__ == "numpy" and b.__name__ == "ndarray" for b in cls.__mro__)
+
+
+def _ndarray_attribute(name: str) -> Any:
+    """What NumPy's stubs (``numpy/__init__.pyi``) say an ``ndarray`` attribute is."""
+    np = sys.modules["numpy"]  # loaded: the hint is one of its classes
+    ints = tuple[int, ...]
+    return {
+        "shape": ints,
+        "strides": ints,
+        "ndim": int,
+        "size": int,
+        "itemsize": int,
+        "nbytes": int,
+        "dtype": np.dtype,
+        "real": np.ndarray,
+        "imag": np.ndarray,
+        "flat": np.flatiter,
+        "flags": np.flagsobj if hasattr(np, "flagsobj") else Any,
+        "data": memoryview,
+        "base": np.ndarray | None,
+    }.get(name, _MISSING)
+
+
+_CLASS_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def _class_hints(cls: type) -> dict[str, Any]:
+    """A class's resolved annotations (its own and inherited), worked out once per class."""
+    found = _CLASS_HINTS.get(cls)
+    if found is None:
+        try:
+            found = typing.get_type_hints(cls)
+        except Exception:  # an annotation that cannot be resolved here
+            found = {}
+        if len(_CLASS_HINTS) > 1_000:
+            _CLASS_HINTS.clear()
+        _CLASS_HINTS[cls] = found
+    return found
+
+
+def _attribute_type(cls: type, name: str) -> Any:
+    if _is_ndarray(cls):
+        found = _ndarray_attribute(name)
+        if found is not _MISSING:
+            return found
+    if not typing.is_typeddict(cls):  # a TypedDict's annotations are its keys, not attributes
+        annotated = _class_hints(cls).get(name, _MISSING)
+        if annotated is not _MISSING:
+            if typing.get_origin(annotated) is typing.ClassVar:
+                args = typing.get_args(annotated)
+                return args[0] if args else Any
+            return annotated
+    try:
+        attr = inspect.getattr_static(cls, name)
+    except AttributeError:
+        return Any
+    if isinstance(attr, property):
+        if attr.fget is None:
+            return Any
+        try:
+            return typing.get_type_hints(attr.fget).get("return", Any)
+        except Exception:
+            return Any
+    if isinstance(attr, (staticmethod, classmethod)) or callable(attr):
+        return cabc.Callable[..., Any]
     return Any
 
 
@@ -345,7 +472,25 @@ def did_you_mean(kwargs: dict[str, Any], sig: inspect.Signature) -> str:
     return f" Did you mean {', '.join(hints)}?" if hints else ""
 
 
-def short_repr(value: Any) -> str:
-    """``repr(value)``, cut to 60 characters."""
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+def short_repr(value: Any, limit: int = 60) -> str:
+    """``safe_repr(value)``, cut to ``limit`` characters."""
+    text = safe_repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def safe_repr(value: Any) -> str:
+    """``repr(value)``, or a description of the value when ``repr`` fails; never raises.
+
+    A message about a value must not fail on it: an int too long to turn into digits
+    (``sys.get_int_max_str_digits``), a value nested deeper than the recursion limit, or a
+    ``__repr__`` that raises are described instead.
+    """
+    try:
+        return repr(value)
+    except Exception as exc:
+        name = describe(type(value))
+        if isinstance(value, int):
+            return f"<{name} of {value.bit_length()} bits>"
+        if isinstance(exc, RecursionError):
+            return f"<{name} nested too deeply to show>"
+        return f"<{name} whose repr() raised {type(exc).__name__}>"

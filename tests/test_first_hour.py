@@ -139,6 +139,71 @@ def test_a_ref_in_control_flow() -> None:
     assert "Fix: branch on pipeline parameters, or move the decision into a step" in text
 
 
+@pytest.mark.parametrize(
+    ("use", "what", "fix"),
+    [
+        (
+            lambda y: y.mean(),
+            "cannot have its method 'mean' called",
+            "call .mean(...) inside a step",
+        ),
+        (lambda y: np.mean(y), "cannot be passed to np.mean()", "call NumPy inside a step"),
+        (lambda y: np.sqrt(y), "cannot be passed to np.sqrt()", "call NumPy inside a step"),
+        (lambda y: np.asarray(y), "cannot be converted to a NumPy array", "inside a step"),
+        (
+            lambda y: 1.0 if score(y, y, y) > 0.5 else 0.0,
+            "cannot be compared with >",
+            "Fix: branch on a pipeline parameter, or make the comparison and the decision "
+            "inside a step",
+        ),
+        (lambda y: float(score(y, y, y)), "cannot be converted with float()", "inside a step"),
+        (lambda y: y + 1, "operator __add__", "do the arithmetic in a step"),
+    ],
+)
+def test_using_a_ref_like_its_value_says_what_to_do_instead(
+    use: object, what: str, fix: str
+) -> None:
+    @mk.pipeline
+    def p(n_samples: int = 20) -> object:
+        _, y = make_data(n_samples)
+        return use(y)  # type: ignore[operator]
+
+    with pytest.raises(mk.PlanningError) as info:
+        p.plan()
+    text = _message(info)
+    assert what in text and fix in text, text
+    assert f"{HERE}:" in text and "does not exist yet" in text
+
+
+@pytest.mark.parametrize(
+    ("value", "found", "fix"),
+    [
+        ((i for i in range(3)), "found an iterator", "Pass a list (e.g. list(values))"),
+        (map(float, "12"), "found an iterator", "Pass a list"),
+        (None, "found an open file", "Pass the file's path (a str or pathlib.Path)"),
+    ],
+)
+def test_a_generator_or_open_file_input_says_what_to_pass_instead(
+    store: mk.Store, tmp_path: Path, value: object, found: str, fix: str
+) -> None:
+    @mk.step
+    def total(xs: object) -> float:
+        return 0.0
+
+    @mk.pipeline
+    def p(xs: object) -> float:
+        return total(xs)
+
+    with open(tmp_path / "data.csv", "w") as handle, pytest.raises(mk.RunFailed) as info:
+        p.plan(xs=handle if value is None else value).run(store=store, progress=False)
+    text = str(info.value.__cause__)
+    assert isinstance(info.value.__cause__, mk.HashingError)
+    assert "Step 'total', parameter 'xs'" in text and found in text and fix in text
+    assert "register_hasher" not in text
+    if value is None:
+        assert "mk.File(path)" in text
+
+
 def test_cli_parameter_typo_and_type() -> None:
     target = f"{ROOT / 'tests' / HERE}:train"
     runner = CliRunner()
@@ -375,6 +440,13 @@ def test_unknown_executor_lists_the_known_ones() -> None:
     text = _message(info)
     assert "Unknown executor 'thread'" in text and "'threads'" in text and "'local'" in text
     assert "mlflowkit.executors" in text
+
+
+@pytest.mark.parametrize(("given", "meant"), [("Threads", "threads"), ("proceses", "processes")])
+def test_a_misspelled_executor_gets_a_suggestion(given: str, meant: str) -> None:
+    with pytest.raises(mk.ExecutorError) as info:
+        train.plan().run(executor=given, store="memory://typo", progress=False)
+    assert f"Unknown executor {given!r}: Did you mean {meant!r}?" in _message(info)
 
 
 def test_current_outside_a_step() -> None:

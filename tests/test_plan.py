@@ -272,3 +272,111 @@ def test_a_map_element_of_the_wrong_type_is_named() -> None:
 @mk.pipeline
 def _map_inc_values(values: list[Any]) -> list[int]:
     return dag_basic.inc.map(x=values)
+
+
+# --- a pipeline's own return annotation ----------------------------------------------------
+
+
+@mk.step
+def _as_dict(x: int) -> dict[str, int]:
+    return {"a": x}
+
+
+@mk.step
+def _untyped_dict(x: int):  # type: ignore[no-untyped-def]  # no return annotation on purpose
+    return {"a": x}
+
+
+def test_a_pipelines_return_annotation_is_checked_while_planning() -> None:
+    @mk.pipeline
+    def plain(x: int) -> float:
+        return {"a": x}  # type: ignore[return-value]
+
+    @mk.pipeline
+    def wired(x: int) -> float:
+        return _as_dict(x)  # type: ignore[return-value]
+
+    @mk.pipeline
+    def outer(x: int) -> Any:
+        return wired(x)
+
+    for pipe, found in (
+        (plain, "returns dict ({'a': 1})"),
+        (wired, "returns dict[str, int] (the output of step '_as_dict')"),
+        (outer, "returns dict[str, int] (the output of step 'wired._as_dict')"),
+    ):
+        with pytest.raises(mk.WiringError) as info:
+            pipe.plan(x=1)
+        assert f"{found}, but its return annotation says float" in str(info.value)
+        assert info.value.parameter == "return" and info.value.expected is float
+        assert info.value.location is not None and "test_plan.py" in info.value.location
+
+
+def test_a_pipelines_output_is_checked_when_it_runs_if_planning_cannot_tell(
+    tmp_path: Any,
+) -> None:
+    @mk.pipeline
+    def p(x: int) -> tuple[float, float]:
+        return _untyped_dict(x), 1.0  # type: ignore[return-value]
+
+    plan = p.plan(x=1)
+    assert plan.check_returns
+    for _ in range(2):  # executed, then cached: the output is checked either way
+        with pytest.raises(mk.RunFailed) as info:
+            plan.run(store=str(tmp_path), progress=False)
+        err = info.value.__cause__
+        assert isinstance(err, mk.TypeCheckError)
+        assert (
+            "Pipeline 'p' returned tuple, but its return annotation says tuple[float, float] "
+            "(item [0] is dict {'a': 1}, expected float)"
+        ) in str(err)
+        assert info.value.run.status == "failed"
+    assert info.value.run.step("_untyped_dict").status == "cached"
+
+    @mk.pipeline
+    def right(x: int) -> tuple[dict[str, int], float]:
+        return _untyped_dict(x), 1.0
+
+    assert right.plan(x=1).run(store=str(tmp_path), progress=False).output == ({"a": 1}, 1.0)
+
+    @mk.pipeline
+    def as_ref(x: int) -> mk.Ref[dict[str, int]]:  # read as the value's type
+        return _as_dict(x)  # type: ignore[return-value]
+
+    assert not as_ref.plan(x=1).check_returns
+    assert as_ref.plan(x=1).run(store=str(tmp_path), progress=False).output == {"a": 1}
+
+
+@pytest.mark.timeout(20)
+def test_a_self_referential_parameter_argument_or_output_fails_planning_at_once() -> None:
+    looped: list[Any] = [1]
+    looped.append(looped)
+    mapping: dict[str, Any] = {}
+    mapping["self"] = mapping
+
+    @mk.pipeline
+    def param(x: Any) -> Any:
+        return dag_basic.inc(1)
+
+    @mk.pipeline
+    def argument() -> Any:
+        return _untyped_dict(mapping)
+
+    @mk.pipeline
+    def mapped() -> Any:
+        return _untyped_dict.map(x=[looped])
+
+    @mk.pipeline
+    def output() -> Any:
+        return [dag_basic.inc(1), looped]
+
+    for call, where in (
+        (lambda: param.plan(x=looped), "Pipeline 'param', parameter 'x': "),
+        (argument.plan, "Step '_untyped_dict' (at "),
+        (mapped.plan, "_untyped_dict.map(...) at "),
+        (output.plan, "Pipeline 'output' returned a value that holds itself: "),
+    ):
+        with pytest.raises(mk.HashingError) as info:
+            call()
+        assert str(info.value).startswith(where)
+        assert "that contains itself (a reference cycle)" in str(info.value)

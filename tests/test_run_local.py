@@ -398,3 +398,54 @@ def test_planning_sets_the_heap_aside_from_the_gc_and_hands_it_back() -> None:
     _freeze_probe_planning.plan()
     assert _SEEN_WHILE_PLANNING[0] > 0
     assert gc.get_freeze_count() == 0
+
+
+class _ReprRaises:
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr here")
+
+    def __mlflowkit_hash__(self) -> int:
+        return 1
+
+
+def _deep_list(depth: int) -> list[Any]:
+    top: list[Any] = []
+    level = top
+    for _ in range(depth):
+        level.append([])
+        level = level[0]
+    return top
+
+
+@mk.step
+def _first_type(x: Any) -> str:
+    return type(x).__name__
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        (10**5000, "<int of 16610 bits>"),
+        (_ReprRaises(), "whose repr() raised RuntimeError>"),
+        (_deep_list(100_000), "nested more than 64 levels deep>"),
+    ],
+    ids=["int-of-5001-digits", "repr-raises", "list-100000-deep"],
+)
+def test_parameters_with_no_repr_or_no_depth_limit_run_and_are_recorded(
+    store: Any, value: Any, shown: str
+) -> None:
+    @mk.pipeline
+    def p(x: Any) -> str:
+        return _first_type(x)
+
+    run = p.plan(x=value).run(store=store, progress=False)
+    assert run.output == type(value).__name__
+    assert shown in json.dumps(run.record.params)
+    assert shown in json.dumps(store.run(run.id).params)
+
+    @mk.pipeline
+    def wrong(x: str) -> str:
+        return _first_type(x)
+
+    with pytest.raises(mk.WiringError, match=r"parameter 'x' .*expected str, found"):
+        wrong.plan(x=value)

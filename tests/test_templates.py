@@ -2,9 +2,11 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import mlflowkit as mk
 from mlflowkit.templates import leaves, map_leaves
 
 
@@ -75,3 +77,38 @@ def test_all_of_type_checks_exact_types() -> None:
     assert not all_of_type(("1", 2), int)
     assert not all_of_type((1, Sub(2)), int)  # exact types only, as the fast paths need
     assert not all_of_type((True, 1), int)
+
+
+@pytest.mark.timeout(10)
+def test_a_container_that_holds_itself_is_refused_at_once() -> None:
+    looped: list[Any] = [1, Leaf(1)]
+    looped.append(looped)
+    mapping: dict[str, Any] = {"a": Leaf(2)}
+    mapping["self"] = [mapping]
+    for template, name in ((looped, "list"), ({"x": (mapping,)}, "dict")):
+        with pytest.raises(mk.HashingError, match=rf"found a {name} that contains itself"):
+            leaves(template, Leaf)
+    shared = [Leaf(3)]
+    assert len(leaves([shared, shared, (shared,)], Leaf)) == 3  # shared, not a cycle
+
+
+@given(_templates())
+def test_the_deep_walk_gives_what_the_recursive_one_gives(template: Any) -> None:
+    from mlflowkit.templates import _map_deep
+
+    def mark(leaf: Leaf) -> int:
+        return leaf.n * 10
+
+    assert _map_deep(template, Leaf, mark) == map_leaves(template, Leaf, mark)
+    assert _map_deep([[], (), {}, [[]]], Leaf, mark) == [[], (), {}, [[]]]
+
+
+def test_map_leaves_takes_any_depth() -> None:
+    deep: Any = [Leaf(7), {"k": (Point(Leaf(8), []),)}]
+    for _ in range(100_000):
+        deep = [deep, ()]
+    mapped = map_leaves(deep, Leaf, lambda leaf: leaf.n)
+    for _ in range(100_000):
+        assert mapped[1] == ()
+        mapped = mapped[0]
+    assert mapped == [7, {"k": (Point(8, []),)}]

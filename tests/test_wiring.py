@@ -1,7 +1,8 @@
 from __future__ import annotations
 
 import collections.abc as cabc
-from typing import Annotated, Any, Literal, Optional, TypeVar, Union
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, NamedTuple, Optional, TypedDict, TypeVar, Union
 
 import numpy as np
 import pytest
@@ -190,3 +191,130 @@ def test_a_wrong_return_value_says_which_element_and_the_dtype(tmp_path: Any) ->
         with pytest.raises(mk.RunFailed) as info:
             p.plan().run(store=str(tmp_path), progress=False)
         assert needle in str(info.value.__cause__)
+
+
+# --- derived values (ref.attr, ref[i], ref["k"]) are typed, or checked before their consumer runs
+
+
+@dataclass
+class Fitted:
+    weights: np.ndarray
+    n_iter: int
+
+
+class Report(TypedDict):
+    accuracy: float
+    labels: list[str]
+
+
+class Split(NamedTuple):
+    X: np.ndarray
+    n: int
+
+
+@mk.step
+def _arrays(n: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.ones((n, 2)), np.ones(n)
+
+
+@mk.step
+def _untyped_arrays(n: int):  # type: ignore[no-untyped-def]  # no return annotation on purpose
+    return np.ones((n, 2)), np.ones(n)
+
+
+@mk.step
+def _fitted(n: int) -> Fitted:
+    return Fitted(np.ones(n), 3)
+
+
+@mk.step
+def _report(n: int) -> Report:
+    return {"accuracy": 0.5, "labels": ["a"] * n}
+
+
+@mk.step
+def _split(n: int) -> Split:
+    return Split(np.ones(n), n)
+
+
+_RAN: list[str] = []
+
+
+@mk.step
+def _score(w: np.ndarray, X: np.ndarray, y: np.ndarray) -> float:
+    _RAN.append("score")
+    return float(np.sum(y))
+
+
+@mk.step
+def _count(n: int) -> int:
+    return n
+
+
+@pytest.mark.parametrize(
+    ("body", "found"),
+    [
+        (
+            lambda X, y: _score(X, X, y.shape),
+            "found tuple[int, ...] (the output of step '_arrays.1.shape",
+        ),
+        (lambda X, y: _score(X, X.dtype, y), "found numpy.dtype"),
+        (lambda X, y: _score(X, X, y.mean), "'mean' is a method: call it inside a step"),
+        (
+            lambda X, y: _score(_fitted(2).n_iter, X, y),
+            "found int (the output of step '_fitted.n_iter')",
+        ),
+        (lambda X, y: _score(X, X, _report(2)["labels"]), "found list[str]"),
+        (lambda X, y: _score(X, X, _split(2)[1]), "found int"),
+        (lambda X, y: _count(_split(2).X), "expected int, found numpy.ndarray"),
+    ],
+)
+def test_attributes_and_items_are_typed_from_the_annotation_while_planning(
+    body: Any, found: str
+) -> None:
+    @mk.pipeline
+    def p(n: int) -> Any:
+        X, y = _arrays(n)
+        return body(X, y)
+
+    with pytest.raises(mk.WiringError, match=r"expected|found") as info:
+        p.plan(n=3)
+    assert found in str(info.value)
+
+
+def test_attributes_and_items_of_the_right_type_plan_and_run(tmp_path: Any) -> None:
+    @mk.pipeline
+    def p(n: int) -> Any:
+        X, _ = _arrays(n)
+        fitted = _fitted(n)
+        return _score(fitted.weights, X.T, _split(n).X), _count(X.size), _report(n)["accuracy"]
+
+    assert p.plan(n=3).run(store=str(tmp_path), progress=False).output == (3.0, 6, 0.5)
+
+
+@pytest.mark.parametrize("executor", ["local", "threads"])
+def test_a_derived_value_of_unknown_type_is_checked_before_its_consumer_runs(
+    tmp_path: Any, executor: str
+) -> None:
+    @mk.pipeline
+    def p(n: int) -> Any:
+        data = _untyped_arrays(n)  # no return annotation: planning cannot type data[1].shape
+        X, y = data[0], data[1]
+        return _score(X, X, y.shape)
+
+    _RAN.clear()
+    with pytest.raises(mk.RunFailed) as info:
+        p.plan(n=3).run(executor, store=str(tmp_path), progress=False)
+    err = info.value.__cause__
+    assert isinstance(err, mk.TypeCheckError) and err.step == "_score"
+    assert "parameter 'y': expected numpy.ndarray, found tuple ((3,))" in str(err)
+    assert "'_untyped_arrays.1.shape'" in str(err) and "the step did not run" in str(err)
+    assert _RAN == []
+    assert info.value.run.step("_score").status == "failed"
+
+    @mk.pipeline
+    def right(n: int) -> Any:
+        data = _untyped_arrays(n)
+        return _score(data[0], data[0], data[1])
+
+    assert right.plan(n=3).run(executor, store=str(tmp_path), progress=False).output == 3.0

@@ -11,6 +11,7 @@ Invariants
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import importlib.util
 from typing import Any
@@ -112,8 +113,12 @@ def _resolve(name: str) -> Any:
                 executor=name,
             ) from exc
     known = sorted(set(_BUILTINS) | set(_REGISTERED) | set(eps))
+    close = [k for k in known if k.lower() == name.lower()] or difflib.get_close_matches(
+        name.lower(), known, n=1
+    )
+    hint = f" Did you mean {close[0]!r}?" if close else ""
     raise ExecutorError(
-        f"Unknown executor {name!r}: expected one of {known}. Third-party executors register "
+        f"Unknown executor {name!r}:{hint} Expected one of {known}. Third-party executors register "
         f"under the entry-point group {ENTRY_POINT_GROUP!r}; check the name and that the "
         f"plugin's package is installed.",
         executor=name,

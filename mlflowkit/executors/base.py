@@ -114,6 +114,9 @@ class Task:
     store_value: bool = True
     cache_entry: bool = True
     single_flight: bool = False
+    #: parameters to check against the step's annotations before it runs (their values come
+    #: from derived nodes whose type planning could not know; see ``Node.checks``)
+    checks: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)

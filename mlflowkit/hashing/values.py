@@ -34,9 +34,11 @@ builtins), else ``HashingError``.
 
 from __future__ import annotations
 
+import collections.abc as cabc
 import dataclasses
 import enum
 import functools
+import io
 import pathlib
 import threading
 import types
@@ -548,6 +550,21 @@ def _structural(t: type) -> Encoder | None:
 
 def _unhashable(t: type) -> HashingError:
     name = type_name(t)
+    if issubclass(t, io.IOBase):
+        return HashingError(
+            f"cannot hash a value of type {name}: expected a value, found an open file (a "
+            "position in a stream, not its content). Pass the file's path (a str or "
+            "pathlib.Path) and open it inside the step, or pass mk.File(path) to make the "
+            "file's content part of the cache key.",
+            type_name=name,
+        )
+    if issubclass(t, (cabc.Iterator, cabc.AsyncIterator)):
+        return HashingError(
+            f"cannot hash a value of type {name}: expected a value, found an iterator (a "
+            "generator, map, zip, ...), which is used up by reading it and so has no fixed "
+            "content. Pass a list (e.g. list(values)) or a tuple instead.",
+            type_name=name,
+        )
     return HashingError(
         f"cannot hash a value of type {name}: mlflowkit has no canonical encoding for it "
         "(it never falls back to repr, id or pickle). Register one with "
