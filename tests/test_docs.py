@@ -103,6 +103,7 @@ PUBLIC_NAMES = [
     "SerializationError",
     "StoreError",
     "CorruptObjectError",
+    "MissingObjectError",
     "ExecutorError",
     "RunFailed",
     # command line
