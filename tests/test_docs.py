@@ -258,6 +258,17 @@ def test_readme_learn_more_links_the_docs_and_notebooks() -> None:
         assert notebook in _handwritten()
 
 
+def test_readme_runs_python_modules_with_the_virtualenvs_python() -> None:
+    # the README installs into .venv and never activates it: a bare `python -m ...` would be
+    # whatever python is on PATH, without mlflowkit
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    uses = re.findall(r"(\S*python3?) -m (\w+)", readme)
+    assert ("python", "benchmarks") not in uses
+    bare = [f"{py} -m {module}" for py, module in uses if module != "venv" and "/" not in py]
+    assert not bare, f"README runs {bare} with the python on PATH, not .venv/bin/python"
+    assert ".venv/bin/python -m benchmarks --quick" in readme
+
+
 def test_plugin_guide_example_works() -> None:
     page = (DOCS / "guides" / "plugins.md").read_text(encoding="utf-8")
     code = re.findall(r"```python\n(.*?)```", page, flags=re.DOTALL)[0]
