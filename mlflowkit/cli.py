@@ -6,6 +6,7 @@ Invariant: an error prints one clear message (what, where, how to fix) and exits
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import json
@@ -89,11 +90,29 @@ def _parse_value(raw: str, hint: Any, name: str) -> Any:
         value = float(value)
     if hint is not None and not check_value(value, hint):
         example = {int: "3", float: "0.5", bool: "true", str: "text"}.get(hint, "<JSON value>")
-        _fail(
+        _bad_param(
             f"parameter {name!r}: expected {describe(hint)}, found {raw!r} (in -p {name}={raw}). "
             f"Pass e.g. -p {name}={example}; values are parsed as JSON"
         )
     return value
+
+
+def _bad_param(message: str) -> typing.NoReturn:
+    """A ``-p`` that does not fit the pipeline: a malformed command line (exit status 2)."""
+    raise click.BadParameter(message, param_hint="'-p' / '--param'")
+
+
+def _check_param_syntax(
+    ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
+) -> tuple[str, ...]:
+    """Each ``-p`` is ``name=value``; checked before the pipeline's file is loaded."""
+    for item in values:
+        name, sep, _ = item.partition("=")
+        if not sep or not name:
+            raise click.BadParameter(
+                f"expected name=value, found {item!r} (e.g. -p n=3)", ctx=ctx, param=param
+            )
+    return values
 
 
 def parse_params(pipe: mk.Pipeline[Any, Any], params: tuple[str, ...]) -> dict[str, Any]:
@@ -106,10 +125,10 @@ def parse_params(pipe: mk.Pipeline[Any, Any], params: tuple[str, ...]) -> dict[s
     out: dict[str, Any] = {}
     for item in params:
         name, sep, raw = item.partition("=")
-        if not sep:
-            _fail(f"expected -p name=value, found {item!r}")
+        if not sep or not name:
+            _bad_param(f"expected name=value, found {item!r} (e.g. -p n=3)")
         if name not in sig.parameters:
-            _fail(
+            _bad_param(
                 f"pipeline {pipe.name!r} has no parameter {name!r}; its parameters are "
                 f"{list(sig.parameters)}"
             )
@@ -221,7 +240,11 @@ _PARAM_HELP = (
 )
 
 
-def _short_repr(value: Any, limit: int = 400) -> str:
+#: characters of a run's output that ``mlflowkit run`` prints unless given ``--full``
+_OUTPUT_LIMIT = 400
+
+
+def _short_repr(value: Any, limit: int = _OUTPUT_LIMIT) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 1] + "\u2026"
 
@@ -239,7 +262,15 @@ def _digests(template: Any) -> list[str]:
 
 @main.command(short_help="Run a pipeline and record the run.")
 @click.argument("target")
-@click.option("-p", "--param", "params", multiple=True, metavar="NAME=VALUE", help=_PARAM_HELP)
+@click.option(
+    "-p",
+    "--param",
+    "params",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help=_PARAM_HELP,
+    callback=_check_param_syntax,
+)
 @click.option(
     "--executor",
     default="local",
@@ -262,6 +293,11 @@ def _digests(template: Any) -> list[str]:
 @click.option(
     "--progress/--no-progress", default=None, help="Show a progress bar (default: on a terminal)."
 )
+@click.option(
+    "--full",
+    is_flag=True,
+    help=f"Print the output whole (by default it is cut after {_OUTPUT_LIMIT} characters).",
+)
 @click.option("--debug", is_flag=True, help="Show full tracebacks.")
 def run(
     target: str,
@@ -271,6 +307,7 @@ def run(
     store: str | None,
     force: bool,
     progress: bool | None,
+    full: bool,
     debug: bool,
 ) -> None:
     """Run a pipeline and record the run in the store.
@@ -297,7 +334,11 @@ def run(
         took = f" in {record.finished_at - record.started_at:.2f} s" if record.finished_at else ""
         opt = f" --store {store}" if store else ""
         click.echo(f"run {result.id} {result.status}{took}: {executed} executed, {cached} cached")
-        click.echo(f"output: {_short_repr(result.output)}")
+        text = repr(result.output)
+        if full or len(text) <= _OUTPUT_LIMIT:
+            click.echo(f"output: {text}")
+        else:
+            click.echo(f"output: {text[: _OUTPUT_LIMIT - 1]}\u2026  (cut; --full prints it whole)")
         click.echo(f"record: {the_store.url.rstrip('/')}/runs/{result.id}.json")
         digests = _digests(record.output)
         for digest in digests:
@@ -311,7 +352,15 @@ def run(
 
 @main.command(short_help="Show a pipeline's DAG without running it.")
 @click.argument("target")
-@click.option("-p", "--param", "params", multiple=True, metavar="NAME=VALUE", help=_PARAM_HELP)
+@click.option(
+    "-p",
+    "--param",
+    "params",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help=_PARAM_HELP,
+    callback=_check_param_syntax,
+)
 @click.option(
     "--format",
     "fmt",
@@ -339,12 +388,17 @@ def plan(
     """Show the plan of a pipeline: its step calls and how they are wired. Nothing runs.
 
     TARGET is FILE.py:PIPELINE or package.module:PIPELINE. Render the graph with e.g.
-    `mlflowkit plan pipe.py:train --format dot | dot -Tsvg > train.svg`.
+    `mlflowkit plan pipe.py:train --format dot | dot -Tsvg > train.svg`. What the module
+    prints while it is loaded goes to stderr; put a script's own work under
+    `if __name__ == "__main__":` so that loading it does only the definitions.
     """
 
     def go() -> None:
-        pipe = load_pipeline(target)
-        the_plan = pipe.plan(**parse_params(pipe, params))
+        # the user's module and pipeline body may print: keep stdout for the plan alone, so
+        # that `--format dot | dot -Tsvg` gets a clean graph
+        with contextlib.redirect_stdout(sys.stderr):
+            pipe = load_pipeline(target)
+            the_plan = pipe.plan(**parse_params(pipe, params))
         if explain_:
             click.echo(str(the_plan.explain(mk.Store(store) if store else None)))
         elif fmt == "mermaid":
@@ -397,9 +451,18 @@ _STORE_OPTION = click.option(
 _DEBUG_OPTION = click.option("--debug", is_flag=True, help="Show full tracebacks.")
 
 
-@main.group(short_help="List and show run records.")
+class _ListByDefault(click.Group):
+    """A group whose bare invocation (or one starting with an option) runs ``list``."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if not args or (args[0].startswith("-") and args[0] not in ("-h", "--help")):
+            args = ["list", *args]
+        return super().parse_args(ctx, args)
+
+
+@main.group(cls=_ListByDefault, short_help="List and show run records.")
 def runs() -> None:
-    """List and show the run records of a store.
+    """List and show the run records of a store; `mlflowkit runs` alone is `runs list`.
 
     Every `mlflowkit run` and `plan.run()` writes one: parameters, each step call's status,
     cache key and output digest, and the environment it ran in.
