@@ -20,6 +20,7 @@ from typing import Any
 import click
 
 import mlflowkit as mk
+from mlflowkit.records import count_calls, describe_calls
 from mlflowkit.wiring import check_value, describe
 
 __all__ = ["main"]
@@ -212,7 +213,7 @@ def _guard(debug: bool, fn: Callable[[], None]) -> None:
 _EPILOG = """\b
 Examples:
   mlflowkit plan examples/digits.py:digits            the DAG, nothing runs
-  mlflowkit plan examples/digits.py:digits --explain  what would hit the cache, and why
+  mlflowkit plan examples/digits.py:digits --explain  what is cached, what would execute, why
   mlflowkit run examples/digits.py:digits -p seed=1   run it (results in ./.mlflowkit)
   mlflowkit runs list                                 recent runs
   mlflowkit runs show RUN_ID                          steps, statuses and digests of a run
@@ -328,12 +329,11 @@ def run(
             progress=progress,
             max_workers=max_workers,
         )
-        executed = sum(s.status == "executed" for s in result.steps)
-        cached = sum(s.status == "cached" for s in result.steps)
         record = result.record
         took = f" in {record.finished_at - record.started_at:.2f} s" if record.finished_at else ""
         opt = f" --store {store}" if store else ""
-        click.echo(f"run {result.id} {result.status}{took}: {executed} executed, {cached} cached")
+        counts = describe_calls(count_calls(result.steps))
+        click.echo(f"run {result.id} {result.status}{took}: {counts}")
         text = repr(result.output)
         if full or len(text) <= _OUTPUT_LIMIT:
             click.echo(f"output: {text}")
@@ -367,13 +367,14 @@ def run(
     type=click.Choice(["text", "mermaid", "dot"]),
     default="text",
     show_default=True,
-    help="text: one step call per line with its inputs; mermaid or dot: a graph to render.",
+    help="text: one step call per line, with the calls it takes results from and its plain "
+    "arguments; mermaid or dot: a graph to render.",
 )
 @click.option(
     "--explain",
     "explain_",
     is_flag=True,
-    help="For each step call: would a run now hit the cache or execute, and why.",
+    help="For each step call: is its result cached, or would a run now execute it, and why.",
 )
 @click.option(
     "--store",
@@ -406,24 +407,32 @@ def plan(
         elif fmt == "dot":
             click.echo(the_plan.to_dot(), nl=False)
         else:
-            for name in the_plan.steps:
-                node = the_plan.nodes[name]
-                after = f"  <- {', '.join(node.deps)}" if node.deps else ""
-                plain = [
-                    f"{p}={_short_repr(v, 30)}"
-                    for p, v in node.args.items()
-                    if not isinstance(v, mk.Ref) and not _has_ref(v)
-                ]
-                given = f"  ({', '.join(plain)})" if plain and node.kind == "step" else ""
-                click.echo(f"{name}{after}{given}")
+            for call in the_plan.calls():
+                after = f"  <- {_ranges(call.after)}" if call.after else ""
+                plain = [f"{p}={_short_repr(v, 30)}" for p, v in call.params.items()]
+                given = f"  ({', '.join(plain)})" if plain else ""
+                sized = "" if call.sized else "  (one call per item, known at run time)"
+                click.echo(f"{call.name}{after}{given}{sized}")
 
     _guard(debug, go)
 
 
-def _has_ref(value: Any) -> bool:
-    from mlflowkit.plan import find_refs
+def _ranges(names: tuple[str, ...]) -> str:
+    """``fit[0..4], scale`` from ``fit[0], fit[1], fit[2], fit[3], fit[4], scale``."""
+    import re
 
-    return bool(find_refs(value))
+    parts: list[list[Any]] = []  # [base, first, last] of a run of elements, or [name]
+    for name in names:
+        m = re.fullmatch(r"(.+)\[(\d+)\]", name)
+        last = parts[-1] if parts else None
+        if m and last and len(last) == 3 and last[0] == m[1] and int(m[2]) == last[2] + 1:
+            last[2] += 1
+            continue
+        parts.append([m[1], int(m[2]), int(m[2])] if m else [name])
+    return ", ".join(
+        p[0] if len(p) == 1 else f"{p[0]}[{p[1]}]" if p[1] == p[2] else f"{p[0]}[{p[1]}..{p[2]}]"
+        for p in parts
+    )
 
 
 def _open(store: str | None) -> Any:
@@ -481,27 +490,37 @@ def runs_list(store: str | None, limit: int, debug: bool) -> None:
 
         rows = []
         for rec in _open(store).runs()[:limit]:
-            executed = sum(s.status == "executed" for s in rec.steps)
-            cached = sum(s.status == "cached" for s in rec.steps)
             when = _time.strftime("%Y-%m-%d %H:%M:%S", _time.localtime(rec.started_at))
-            rows.append(
-                [rec.id, rec.pipeline, rec.status, when, f"{executed} run / {cached} cached"]
-            )
-        _table("runs", ["id", "pipeline", "status", "started", "steps"], rows)
+            steps = describe_calls(count_calls(rec.steps))
+            rows.append([rec.id, rec.pipeline, rec.status, when, steps])
+        _table("runs", ["id", "pipeline", "status", "started", "step calls"], rows)
 
     _guard(debug, go)
+
+
+_ALL_OPTION = click.option(
+    "--all",
+    "show_all",
+    is_flag=True,
+    help="Also show internal nodes: items of an unpacked tuple (split.0), attributes, gathers.",
+)
 
 
 @runs.command("show")
 @click.argument("run_id")
 @_STORE_OPTION
+@_ALL_OPTION
 @_DEBUG_OPTION
-def runs_show(run_id: str, store: str | None, debug: bool) -> None:
-    """Steps, statuses and digests of one run (a unique id prefix is enough)."""
+def runs_show(run_id: str, store: str | None, show_all: bool, debug: bool) -> None:
+    """Step calls, statuses and digests of one run (a unique id prefix is enough)."""
 
     def go() -> None:
         rec = _open(store).run(run_id)
-        click.echo(f"run {rec.id}  pipeline {rec.pipeline}  {rec.status}  params {rec.params}")
+        counts = count_calls(rec.steps)
+        click.echo(
+            f"run {rec.id}  pipeline {rec.pipeline}  {rec.status}  params {rec.params}  "
+            f"{counts['total']} step calls: {describe_calls(counts)}"
+        )
         env = rec.environment
         click.echo(
             f"python {env.get('python')}  mlflowkit {env.get('mlflowkit')}  "
@@ -517,6 +536,7 @@ def runs_show(run_id: str, store: str | None, debug: bool) -> None:
                 s.error or "",
             ]
             for s in rec.steps
+            if show_all or not s.internal or s.status == "failed"
         ]
         _table(
             f"steps of {rec.id}",

@@ -42,7 +42,8 @@ def test_bad_params_give_one_clear_message(tmp_path: Path) -> None:
 def test_plan_formats() -> None:
     runner = CliRunner()
     text = runner.invoke(main, ["plan", f"{DAG}:train"])
-    assert text.exit_code == 0 and "fit  <- make_data.0, make_data.1" in text.output
+    assert text.exit_code == 0 and "fit  <- make_data  (alpha=0.1)\n" in text.output
+    assert "score  <- fit, make_data\n" in text.output and "make_data.0" not in text.output
     mermaid = runner.invoke(main, ["plan", f"{DAG}:train", "--format", "mermaid"])
     assert mermaid.output.startswith("flowchart TD")
     dot = runner.invoke(main, ["plan", f"{DAG}:train", "--format", "dot"])

@@ -310,9 +310,9 @@ def test_cli_plan_explain_says_which_param_changed(
     url = str(tmp_path / "s")
     invoke(cli, "run", TRAINING, "--store", url)
     same = invoke(cli, "plan", TRAINING, "--explain", "--store", url)
-    assert _actions(same) == {"produce": "hit", "fit": "hit"}
+    assert _actions(same) == {"produce": "cached", "fit": "cached"}
     changed = invoke(cli, "plan", TRAINING, "-p", "alpha=0.25", "--explain", "--store", url)
-    assert _actions(changed) == {"produce": "hit", "fit": "execute"}
+    assert _actions(changed) == {"produce": "cached", "fit": "execute"}
     assert "param 'alpha' changed" in _line(changed, "fit")
     upstream = invoke(cli, "plan", TRAINING, "-p", "n=10", "--explain", "--store", url)
     assert _actions(upstream) == {"produce": "execute", "fit": "execute"}
@@ -358,13 +358,13 @@ def test_cli_plan_explain_says_the_code_changed(
     target = f"{user_file}:pipe"
     assert "2 executed, 0 cached" in invoke(cli, "run", target, "--store", url)
     assert _actions(invoke(cli, "plan", target, "--explain", "--store", url)) == {
-        "base": "hit",
-        "top": "hit",
+        "base": "cached",
+        "top": "cached",
     }
     # a cosmetic edit changes nothing; a real one re-executes that step (and, here, the next)
     user_file.write_text(CODE.replace("    return n + 1\n", "    # one more\n    return n + 1\n"))
     assert set(_actions(invoke(cli, "plan", target, "--explain", "--store", url)).values()) == {
-        "hit"
+        "cached"
     }
     user_file.write_text(CODE.replace("    return n + 1\n", "    return n + 100\n"))
     explained = invoke(cli, "plan", target, "--explain", "--store", url)
