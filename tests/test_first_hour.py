@@ -143,10 +143,10 @@ def test_cli_parameter_typo_and_type() -> None:
     target = f"{ROOT / 'tests' / HERE}:train"
     runner = CliRunner()
     typo = runner.invoke(cli, ["plan", target, "-p", "n_sample=5"])
-    assert typo.exit_code == 1
+    assert typo.exit_code == 2  # a malformed command line
     assert "has no parameter 'n_sample'" in typo.output and "n_samples" in typo.output
     wrong = runner.invoke(cli, ["plan", target, "-p", "n_samples=many"])
-    assert wrong.exit_code == 1
+    assert wrong.exit_code == 2
     assert "expected int, found 'many'" in wrong.output and "-p n_samples=3" in wrong.output
     assert "Traceback" not in typo.output + wrong.output
 
