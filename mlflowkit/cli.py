@@ -550,68 +550,169 @@ def runs_show(run_id: str, store: str | None, show_all: bool, debug: bool) -> No
 @main.command(short_help="Show what an artifact was made from.")
 @click.argument("digest")
 @_STORE_OPTION
+@click.option(
+    "--all",
+    "show_all",
+    is_flag=True,
+    help="Also show internal nodes: items of an unpacked tuple (split.0), attributes, gathers.",
+)
 @_DEBUG_OPTION
-def lineage(digest: str, store: str | None, debug: bool) -> None:
-    """Everything upstream of an artifact: the step runs that made it, their inputs, and so on.
+def lineage(digest: str, store: str | None, show_all: bool, debug: bool) -> None:
+    """Everything upstream of an artifact: the step calls that made it, their inputs, and so on.
 
     DIGEST is an output digest (a unique prefix is enough), as shown by `mlflowkit run` and
-    `mlflowkit runs show`. Each artifact is shown once; repeats say "(see above)". A step call
-    that several runs executed or found cached is one entry naming those runs.
+    `mlflowkit runs show`. Each input shows the step call it came from (`X from split, item 0`)
+    or, for a pipeline parameter, its value (`seed = 0`). A step call is expanded where it
+    first appears; later appearances say "(see above)". A step call that several runs
+    executed or found cached is one entry naming those runs (repeated only where the runs
+    differ from those of the call that uses it).
     """
 
     def go() -> None:
         graph = _open(store).lineage(digest)
         artifacts = [n for n, d in graph.nodes(data=True) if d.get("kind") == "artifact"]
         matching = [n for n in artifacts if str(n).startswith(digest)]
-        _print_lineage(graph, (matching or artifacts)[0])
+        _print_lineage(graph, (matching or artifacts)[0], show_all)
 
     _guard(debug, go)
 
 
-def _print_lineage(graph: Any, root: str) -> None:
+_OPS = {
+    "mlflowkit.plan:_op_getitem": "item",
+    "mlflowkit.plan:_op_getattr": "attribute",
+    "mlflowkit.plan:_op_gather": "gather",
+}
+
+
+def _print_lineage(graph: Any, root: str, show_all: bool = False) -> None:
+    """Print the lineage tree of ``root``; see ``lineage``'s help for what it shows."""
     from rich.console import Console
     from rich.text import Text
     from rich.tree import Tree
 
-    def artifact(node: str, param: str | None) -> Text:
-        names = graph.nodes[node].get("names") or []
-        text = Text(f"{param} = " if param else "")
-        text.append(node[:16], style="bold")
-        text.append(f"  from {', '.join(names)}" if names else "  (an input value)")
+    Call = tuple[str, str]  # (display name, cache key): one entry for all runs that had it
+    calls: dict[Call, list[dict[str, Any]]] = {}
+    made_by: dict[str, list[dict[str, Any]]] = {}  # artifact -> the step runs that output it
+    for node, data in sorted(graph.nodes(data=True), key=lambda item: str(item[0])):
+        if data.get("kind") == "step":
+            calls.setdefault(_call_of(node, data), []).append(data)
+            made_by.setdefault(str(data.get("output_digest")), []).append(data)
+
+    def op(data: dict[str, Any]) -> str | None:
+        identity = str(data.get("step", "")).partition("@")[0]
+        return _OPS.get(identity) if data.get("internal") else None
+
+    def producers(artifact: str, consumer: dict[str, Any] | None) -> list[dict[str, Any]]:
+        """The step runs ``artifact`` came from: for a step's input, those earlier in the same
+        run (an equal value made elsewhere, or later, is a coincidence of content)."""
+        found = made_by.get(artifact, [])
+        if consumer is not None:
+            run, position = consumer.get("run_id"), consumer.get("position", -1)
+            found = [d for d in found if d.get("run_id") == run and d.get("position", 0) < position]
+        return found
+
+    def sources(artifact: str, consumer: dict[str, Any] | None) -> list[tuple[Call, str]]:
+        """The step calls whose output ``artifact`` is, each with ``, item 1`` and the like
+        when it is a part of that output (internal nodes are seen through unless --all)."""
+        made = producers(artifact, consumer)
+        user = [d for d in made if op(d) is None]  # an item of a gather is its element
+        if user or show_all:
+            return list(dict.fromkeys((_call_of(None, d), "") for d in user or made))
+        found: list[tuple[Call, str]] = []
+        for internal in made:
+            inputs = internal.get("inputs") or []
+            if op(internal) == "gather":
+                found.extend(s for _, d in inputs for s in sources(d, internal))
+                continue
+            name = str(internal["name"])
+            for _, d in (i for i in inputs if i[0] == "obj"):
+                for call, suffix in sources(d, internal):
+                    part = name[len(call[0]) + 1 :] if name.startswith(call[0] + ".") else name
+                    found.append((call, f"{suffix}, {op(internal)} {part}"))
+        return list(dict.fromkeys(found))
+
+    def first(call: Call) -> dict[str, Any]:
+        return calls[call][0]
+
+    def runs_of(call: Call) -> str:
+        return _runs_text(calls[call])
+
+    def inputs_of(call: Call) -> list[tuple[str, str]]:
+        return [(str(p), str(d)) for p, d in first(call).get("inputs") or []]
+
+    def given(artifact: str, consumer: dict[str, Any]) -> bool:  # a pipeline parameter's value
+        return "value" in graph.nodes[artifact] and not producers(artifact, consumer)
+
+    def call_text(head: str, call: Call, suffix: str, parent_runs: str) -> Text:
+        text = Text(head)
+        text.append(call[0], style="cyan")
+        text.append(suffix)
+        values = [
+            f"{p}={_short_repr(graph.nodes[d]['value'], 30)}"
+            for p, d in inputs_of(call)
+            if given(d, first(call))
+        ]
+        if values:
+            text.append(f"  ({', '.join(values)})")
+        if runs_of(call) != parent_runs:
+            text.append(f"  {runs_of(call)}", style="dim")
         return text
 
-    tree = Tree(artifact(root, None))
-    shown = {root}
-    stack: list[tuple[Any, str]] = [(tree, root)]
+    def from_text(found: list[tuple[Call, str]]) -> str:
+        if len(found) == 1:
+            return found[0][0][0] + found[0][1]
+        return _ranges(tuple(c[0] + s for c, s in found))
+
+    pending: list[tuple[Any, Call]] = []  # (tree node, call) to expand, in print order
+    expanded: set[Call] = set()
+
+    def add_inputs(branch: Any, call: Call) -> None:
+        consumer = first(call)
+        seen = []  # inputs from calls already expanded (above): one line for them all
+        for head, artifact in inputs_of(call):
+            found = sources(artifact, consumer)
+            if found and all(c in expanded for c, _ in found):
+                seen.append(f"{head} from {from_text(found)}")
+            elif len(found) == 1:
+                label = call_text(f"{head} = {artifact[:12]} from ", *found[0], runs_of(call))
+                pending.append((branch.add(label), found[0][0]))
+            elif found:
+                line = branch.add(Text(f"{head} = {artifact[:12]} from {from_text(found)}"))
+                for c, suffix in found:
+                    pending.append((line.add(call_text("", c, suffix, runs_of(call))), c))
+            elif not given(artifact, consumer):
+                text = Text(f"{head} = {artifact[:12]}")
+                text.append("  (an input value; only its digest is recorded)", style="dim")
+                branch.add(text)
+        if seen:
+            branch.add(Text("; ".join(seen) + "  (see above)", style="dim"))
+
+    found = sources(root, None)
+    if len(found) == 1:  # the usual case: the root line is the call that made it
+        tree = Tree(call_text(f"{root[:16]} from ", *found[0], ""))
+        pending.append((tree, found[0][0]))
+    else:
+        made = f" from {from_text(found)}" if found else "  (no step call of these runs made it)"
+        tree = Tree(Text(root[:16] + made))
+        for call, suffix in found:
+            pending.append((tree.add(call_text("", call, suffix, "")), call))
+    stack = list(reversed(pending))
     while stack:
-        branch, node = stack.pop()
-        producers = [p for p in graph.predecessors(node) if graph.nodes[p].get("kind") == "step"]
-        # one entry per step call: the runs that executed it or found it cached share it
-        calls: dict[tuple[str, str], list[Any]] = {}
-        for producer in sorted(producers, key=str):
-            data = graph.nodes[producer]
-            calls.setdefault((data["name"], data.get("key") or str(producer)), []).append(data)
-        for (name, _), runs in calls.items():
-            label = Text(f"step {name}", style="cyan")
-            label.append(f"  {_runs_text(runs)}")
-            step_branch = branch.add(label)
-            producer = (runs[0]["run_id"], name)
-            inputs = [
-                (p, graph.edges[p, producer].get("param"))
-                for p in graph.predecessors(producer)
-                if graph.nodes[p].get("kind") == "artifact"
-            ]
-            for src, param in sorted(inputs, key=lambda item: str(item[1])):
-                child = step_branch.add(artifact(src, param))
-                upstream = any(
-                    graph.nodes[p].get("kind") == "step" for p in graph.predecessors(src)
-                )
-                if src in shown and upstream:
-                    child.label.append("  (see above)", style="dim")
-                    continue
-                shown.add(src)
-                stack.append((child, src))
+        branch, call = stack.pop()
+        if call in expanded:
+            if any(not given(d, first(call)) for _, d in inputs_of(call)):
+                branch.label.append("  (see above)", style="dim")
+            continue
+        expanded.add(call)
+        pending = []
+        add_inputs(branch, call)
+        stack.extend(reversed(pending))
     Console(width=120).print(tree)
+
+
+def _call_of(node: Any, data: dict[str, Any]) -> tuple[str, str]:
+    """A step call across runs: its display name and cache key."""
+    return (str(data["name"]), str(data.get("key") or node or (data["run_id"], data["name"])))
 
 
 def _runs_text(runs: list[dict[str, Any]]) -> str:

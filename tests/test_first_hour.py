@@ -393,8 +393,8 @@ def test_cli_run_says_where_the_record_and_outputs_are(tmp_path: Path) -> None:
     assert f"mlflowkit runs show {run_id} --store {store}" in result.output
     assert f"mlflowkit lineage {digest[:12]} --store {store}" in result.output
     lineage = CliRunner().invoke(cli, ["lineage", digest[:12], "--store", str(store)])
-    assert lineage.exit_code == 0 and "step score" in lineage.output
-    assert "step fit" in lineage.output and "from make_data" in lineage.output
+    assert lineage.exit_code == 0 and "from score" in lineage.output
+    assert "from fit" in lineage.output and "from make_data" in lineage.output
 
 
 def _pipeline_in_module(module_name: str) -> mk.Pipeline[..., int]:

@@ -29,8 +29,8 @@ def total(xs: list[int]) -> int:
 
 
 @mk.step
-def shape_of(real: Any) -> int:
-    return int(real)
+def shape_of(imag: Any) -> int:
+    return int(imag) + 1
 
 
 @mk.step
@@ -44,7 +44,7 @@ def counted(n: int = 3) -> dict[str, int]:
     sums = add.map(a=[1, 2, 3], b=b)  # sized while planning
     again = add.map(a=sums, b=a)  # over a gather: sized while planning too
     grand = total(again)
-    return {"total": grand, "real": shape_of(grand.real)}
+    return {"total": grand, "imag": shape_of(grand.imag)}
 
 
 @mk.pipeline
