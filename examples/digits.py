@@ -3,7 +3,7 @@
 load -> split -> scale -> fit several models (fan-out with ``map``) -> evaluate each
 (fan-out at run time over the fitted models) -> pick the best.
 
-Run it twice: the second run executes nothing, every step is a cache hit.
+Run it twice: the second run executes nothing, every step call is cached.
 
     python examples/digits.py
 """
@@ -129,11 +129,12 @@ def main(argv: list[str] | None = None) -> int:
     run = plan.run(executor=executor)
     elapsed = time.perf_counter() - started
     result = run.output
-    steps = [s for s in run.steps if not s.internal]  # not the views like X_train = split[0]
+    # the step calls, as every count of them: not internal nodes such as the item split.0
+    steps = [s for s in run.steps if not s.internal]
     executed = sum(s.status == "executed" for s in steps)
     cached = sum(s.status == "cached" for s in steps)
     print(f"mlflowkit digits example — run {run.id} ({run.status}) in {elapsed:.2f} s")
-    print(f"  {len(steps)} step calls: {executed} executed, {cached} from cache")
+    print(f"  {len(steps)} step calls: {executed} executed, {cached} cached")
     print()
     print(f"  {'model':<48} accuracy")
     for row in result["leaderboard"]:
@@ -141,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(f"  best: {result['best']} with accuracy {result['accuracy']:.4f}")
     print(f"  store: {run.store.url if run.store else '-'}")
-    print("  run it again: every step comes from the cache.")
+    print("  run it again: every step call is cached.")
     return 0
 
 

@@ -6,6 +6,7 @@ Invariant: an error prints one clear message (what, where, how to fix) and exits
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import json
@@ -19,6 +20,7 @@ from typing import Any
 import click
 
 import mlflowkit as mk
+from mlflowkit.records import count_calls, describe_calls
 from mlflowkit.wiring import check_value, describe
 
 __all__ = ["main"]
@@ -89,11 +91,29 @@ def _parse_value(raw: str, hint: Any, name: str) -> Any:
         value = float(value)
     if hint is not None and not check_value(value, hint):
         example = {int: "3", float: "0.5", bool: "true", str: "text"}.get(hint, "<JSON value>")
-        _fail(
+        _bad_param(
             f"parameter {name!r}: expected {describe(hint)}, found {raw!r} (in -p {name}={raw}). "
             f"Pass e.g. -p {name}={example}; values are parsed as JSON"
         )
     return value
+
+
+def _bad_param(message: str) -> typing.NoReturn:
+    """A ``-p`` that does not fit the pipeline: a malformed command line (exit status 2)."""
+    raise click.BadParameter(message, param_hint="'-p' / '--param'")
+
+
+def _check_param_syntax(
+    ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
+) -> tuple[str, ...]:
+    """Each ``-p`` is ``name=value``; checked before the pipeline's file is loaded."""
+    for item in values:
+        name, sep, _ = item.partition("=")
+        if not sep or not name:
+            raise click.BadParameter(
+                f"expected name=value, found {item!r} (e.g. -p n=3)", ctx=ctx, param=param
+            )
+    return values
 
 
 def parse_params(pipe: mk.Pipeline[Any, Any], params: tuple[str, ...]) -> dict[str, Any]:
@@ -106,10 +126,10 @@ def parse_params(pipe: mk.Pipeline[Any, Any], params: tuple[str, ...]) -> dict[s
     out: dict[str, Any] = {}
     for item in params:
         name, sep, raw = item.partition("=")
-        if not sep:
-            _fail(f"expected -p name=value, found {item!r}")
+        if not sep or not name:
+            _bad_param(f"expected name=value, found {item!r} (e.g. -p n=3)")
         if name not in sig.parameters:
-            _fail(
+            _bad_param(
                 f"pipeline {pipe.name!r} has no parameter {name!r}; its parameters are "
                 f"{list(sig.parameters)}"
             )
@@ -193,7 +213,7 @@ def _guard(debug: bool, fn: Callable[[], None]) -> None:
 _EPILOG = """\b
 Examples:
   mlflowkit plan examples/digits.py:digits            the DAG, nothing runs
-  mlflowkit plan examples/digits.py:digits --explain  what would hit the cache, and why
+  mlflowkit plan examples/digits.py:digits --explain  what is cached, what would execute, why
   mlflowkit run examples/digits.py:digits -p seed=1   run it (results in ./.mlflowkit)
   mlflowkit runs list                                 recent runs
   mlflowkit runs show RUN_ID                          steps, statuses and digests of a run
@@ -221,7 +241,11 @@ _PARAM_HELP = (
 )
 
 
-def _short_repr(value: Any, limit: int = 400) -> str:
+#: characters of a run's output that ``mlflowkit run`` prints unless given ``--full``
+_OUTPUT_LIMIT = 400
+
+
+def _short_repr(value: Any, limit: int = _OUTPUT_LIMIT) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 1] + "\u2026"
 
@@ -239,7 +263,15 @@ def _digests(template: Any) -> list[str]:
 
 @main.command(short_help="Run a pipeline and record the run.")
 @click.argument("target")
-@click.option("-p", "--param", "params", multiple=True, metavar="NAME=VALUE", help=_PARAM_HELP)
+@click.option(
+    "-p",
+    "--param",
+    "params",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help=_PARAM_HELP,
+    callback=_check_param_syntax,
+)
 @click.option(
     "--executor",
     default="local",
@@ -262,6 +294,11 @@ def _digests(template: Any) -> list[str]:
 @click.option(
     "--progress/--no-progress", default=None, help="Show a progress bar (default: on a terminal)."
 )
+@click.option(
+    "--full",
+    is_flag=True,
+    help=f"Print the output whole (by default it is cut after {_OUTPUT_LIMIT} characters).",
+)
 @click.option("--debug", is_flag=True, help="Show full tracebacks.")
 def run(
     target: str,
@@ -271,6 +308,7 @@ def run(
     store: str | None,
     force: bool,
     progress: bool | None,
+    full: bool,
     debug: bool,
 ) -> None:
     """Run a pipeline and record the run in the store.
@@ -291,13 +329,16 @@ def run(
             progress=progress,
             max_workers=max_workers,
         )
-        executed = sum(s.status == "executed" for s in result.steps)
-        cached = sum(s.status == "cached" for s in result.steps)
         record = result.record
         took = f" in {record.finished_at - record.started_at:.2f} s" if record.finished_at else ""
         opt = f" --store {store}" if store else ""
-        click.echo(f"run {result.id} {result.status}{took}: {executed} executed, {cached} cached")
-        click.echo(f"output: {_short_repr(result.output)}")
+        counts = describe_calls(count_calls(result.steps))
+        click.echo(f"run {result.id} {result.status}{took}: {counts}")
+        text = repr(result.output)
+        if full or len(text) <= _OUTPUT_LIMIT:
+            click.echo(f"output: {text}")
+        else:
+            click.echo(f"output: {text[: _OUTPUT_LIMIT - 1]}\u2026  (cut; --full prints it whole)")
         click.echo(f"record: {the_store.url.rstrip('/')}/runs/{result.id}.json")
         digests = _digests(record.output)
         for digest in digests:
@@ -311,20 +352,29 @@ def run(
 
 @main.command(short_help="Show a pipeline's DAG without running it.")
 @click.argument("target")
-@click.option("-p", "--param", "params", multiple=True, metavar="NAME=VALUE", help=_PARAM_HELP)
+@click.option(
+    "-p",
+    "--param",
+    "params",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help=_PARAM_HELP,
+    callback=_check_param_syntax,
+)
 @click.option(
     "--format",
     "fmt",
     type=click.Choice(["text", "mermaid", "dot"]),
     default="text",
     show_default=True,
-    help="text: one step call per line with its inputs; mermaid or dot: a graph to render.",
+    help="text: one step call per line, with the calls it takes results from and its plain "
+    "arguments; mermaid or dot: a graph to render.",
 )
 @click.option(
     "--explain",
     "explain_",
     is_flag=True,
-    help="For each step call: would a run now hit the cache or execute, and why.",
+    help="For each step call: is its result cached, or would a run now execute it, and why.",
 )
 @click.option(
     "--store",
@@ -339,12 +389,17 @@ def plan(
     """Show the plan of a pipeline: its step calls and how they are wired. Nothing runs.
 
     TARGET is FILE.py:PIPELINE or package.module:PIPELINE. Render the graph with e.g.
-    `mlflowkit plan pipe.py:train --format dot | dot -Tsvg > train.svg`.
+    `mlflowkit plan pipe.py:train --format dot | dot -Tsvg > train.svg`. What the module
+    prints while it is loaded goes to stderr; put a script's own work under
+    `if __name__ == "__main__":` so that loading it does only the definitions.
     """
 
     def go() -> None:
-        pipe = load_pipeline(target)
-        the_plan = pipe.plan(**parse_params(pipe, params))
+        # the user's module and pipeline body may print: keep stdout for the plan alone, so
+        # that `--format dot | dot -Tsvg` gets a clean graph
+        with contextlib.redirect_stdout(sys.stderr):
+            pipe = load_pipeline(target)
+            the_plan = pipe.plan(**parse_params(pipe, params))
         if explain_:
             click.echo(str(the_plan.explain(mk.Store(store) if store else None)))
         elif fmt == "mermaid":
@@ -352,24 +407,32 @@ def plan(
         elif fmt == "dot":
             click.echo(the_plan.to_dot(), nl=False)
         else:
-            for name in the_plan.steps:
-                node = the_plan.nodes[name]
-                after = f"  <- {', '.join(node.deps)}" if node.deps else ""
-                plain = [
-                    f"{p}={_short_repr(v, 30)}"
-                    for p, v in node.args.items()
-                    if not isinstance(v, mk.Ref) and not _has_ref(v)
-                ]
-                given = f"  ({', '.join(plain)})" if plain and node.kind == "step" else ""
-                click.echo(f"{name}{after}{given}")
+            for call in the_plan.calls():
+                after = f"  <- {_ranges(call.after)}" if call.after else ""
+                plain = [f"{p}={_short_repr(v, 30)}" for p, v in call.params.items()]
+                given = f"  ({', '.join(plain)})" if plain else ""
+                sized = "" if call.sized else "  (one call per item, known at run time)"
+                click.echo(f"{call.name}{after}{given}{sized}")
 
     _guard(debug, go)
 
 
-def _has_ref(value: Any) -> bool:
-    from mlflowkit.plan import find_refs
+def _ranges(names: tuple[str, ...]) -> str:
+    """``fit[0..4], scale`` from ``fit[0], fit[1], fit[2], fit[3], fit[4], scale``."""
+    import re
 
-    return bool(find_refs(value))
+    parts: list[list[Any]] = []  # [base, first, last] of a run of elements, or [name]
+    for name in names:
+        m = re.fullmatch(r"(.+)\[(\d+)\]", name)
+        last = parts[-1] if parts else None
+        if m and last and len(last) == 3 and last[0] == m[1] and int(m[2]) == last[2] + 1:
+            last[2] += 1
+            continue
+        parts.append([m[1], int(m[2]), int(m[2])] if m else [name])
+    return ", ".join(
+        p[0] if len(p) == 1 else f"{p[0]}[{p[1]}]" if p[1] == p[2] else f"{p[0]}[{p[1]}..{p[2]}]"
+        for p in parts
+    )
 
 
 def _open(store: str | None) -> Any:
@@ -397,9 +460,18 @@ _STORE_OPTION = click.option(
 _DEBUG_OPTION = click.option("--debug", is_flag=True, help="Show full tracebacks.")
 
 
-@main.group(short_help="List and show run records.")
+class _ListByDefault(click.Group):
+    """A group whose bare invocation (or one starting with an option) runs ``list``."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if not args or (args[0].startswith("-") and args[0] not in ("-h", "--help")):
+            args = ["list", *args]
+        return super().parse_args(ctx, args)
+
+
+@main.group(cls=_ListByDefault, short_help="List and show run records.")
 def runs() -> None:
-    """List and show the run records of a store.
+    """List and show the run records of a store; `mlflowkit runs` alone is `runs list`.
 
     Every `mlflowkit run` and `plan.run()` writes one: parameters, each step call's status,
     cache key and output digest, and the environment it ran in.
@@ -418,27 +490,37 @@ def runs_list(store: str | None, limit: int, debug: bool) -> None:
 
         rows = []
         for rec in _open(store).runs()[:limit]:
-            executed = sum(s.status == "executed" for s in rec.steps)
-            cached = sum(s.status == "cached" for s in rec.steps)
             when = _time.strftime("%Y-%m-%d %H:%M:%S", _time.localtime(rec.started_at))
-            rows.append(
-                [rec.id, rec.pipeline, rec.status, when, f"{executed} run / {cached} cached"]
-            )
-        _table("runs", ["id", "pipeline", "status", "started", "steps"], rows)
+            steps = describe_calls(count_calls(rec.steps))
+            rows.append([rec.id, rec.pipeline, rec.status, when, steps])
+        _table("runs", ["id", "pipeline", "status", "started", "step calls"], rows)
 
     _guard(debug, go)
+
+
+_ALL_OPTION = click.option(
+    "--all",
+    "show_all",
+    is_flag=True,
+    help="Also show internal nodes: items of an unpacked tuple (split.0), attributes, gathers.",
+)
 
 
 @runs.command("show")
 @click.argument("run_id")
 @_STORE_OPTION
+@_ALL_OPTION
 @_DEBUG_OPTION
-def runs_show(run_id: str, store: str | None, debug: bool) -> None:
-    """Steps, statuses and digests of one run (a unique id prefix is enough)."""
+def runs_show(run_id: str, store: str | None, show_all: bool, debug: bool) -> None:
+    """Step calls, statuses and digests of one run (a unique id prefix is enough)."""
 
     def go() -> None:
         rec = _open(store).run(run_id)
-        click.echo(f"run {rec.id}  pipeline {rec.pipeline}  {rec.status}  params {rec.params}")
+        counts = count_calls(rec.steps)
+        click.echo(
+            f"run {rec.id}  pipeline {rec.pipeline}  {rec.status}  params {rec.params}  "
+            f"{counts['total']} step calls: {describe_calls(counts)}"
+        )
         env = rec.environment
         click.echo(
             f"python {env.get('python')}  mlflowkit {env.get('mlflowkit')}  "
@@ -454,6 +536,7 @@ def runs_show(run_id: str, store: str | None, debug: bool) -> None:
                 s.error or "",
             ]
             for s in rec.steps
+            if show_all or not s.internal or s.status == "failed"
         ]
         _table(
             f"steps of {rec.id}",
@@ -467,68 +550,169 @@ def runs_show(run_id: str, store: str | None, debug: bool) -> None:
 @main.command(short_help="Show what an artifact was made from.")
 @click.argument("digest")
 @_STORE_OPTION
+@click.option(
+    "--all",
+    "show_all",
+    is_flag=True,
+    help="Also show internal nodes: items of an unpacked tuple (split.0), attributes, gathers.",
+)
 @_DEBUG_OPTION
-def lineage(digest: str, store: str | None, debug: bool) -> None:
-    """Everything upstream of an artifact: the step runs that made it, their inputs, and so on.
+def lineage(digest: str, store: str | None, show_all: bool, debug: bool) -> None:
+    """Everything upstream of an artifact: the step calls that made it, their inputs, and so on.
 
     DIGEST is an output digest (a unique prefix is enough), as shown by `mlflowkit run` and
-    `mlflowkit runs show`. Each artifact is shown once; repeats say "(see above)". A step call
-    that several runs executed or found cached is one entry naming those runs.
+    `mlflowkit runs show`. Each input shows the step call it came from (`X from split, item 0`)
+    or, for a pipeline parameter, its value (`seed = 0`). A step call is expanded where it
+    first appears; later appearances say "(see above)". A step call that several runs
+    executed or found cached is one entry naming those runs (repeated only where the runs
+    differ from those of the call that uses it).
     """
 
     def go() -> None:
         graph = _open(store).lineage(digest)
         artifacts = [n for n, d in graph.nodes(data=True) if d.get("kind") == "artifact"]
         matching = [n for n in artifacts if str(n).startswith(digest)]
-        _print_lineage(graph, (matching or artifacts)[0])
+        _print_lineage(graph, (matching or artifacts)[0], show_all)
 
     _guard(debug, go)
 
 
-def _print_lineage(graph: Any, root: str) -> None:
+_OPS = {
+    "mlflowkit.plan:_op_getitem": "item",
+    "mlflowkit.plan:_op_getattr": "attribute",
+    "mlflowkit.plan:_op_gather": "gather",
+}
+
+
+def _print_lineage(graph: Any, root: str, show_all: bool = False) -> None:
+    """Print the lineage tree of ``root``; see ``lineage``'s help for what it shows."""
     from rich.console import Console
     from rich.text import Text
     from rich.tree import Tree
 
-    def artifact(node: str, param: str | None) -> Text:
-        names = graph.nodes[node].get("names") or []
-        text = Text(f"{param} = " if param else "")
-        text.append(node[:16], style="bold")
-        text.append(f"  from {', '.join(names)}" if names else "  (an input value)")
+    Call = tuple[str, str]  # (display name, cache key): one entry for all runs that had it
+    calls: dict[Call, list[dict[str, Any]]] = {}
+    made_by: dict[str, list[dict[str, Any]]] = {}  # artifact -> the step runs that output it
+    for node, data in sorted(graph.nodes(data=True), key=lambda item: str(item[0])):
+        if data.get("kind") == "step":
+            calls.setdefault(_call_of(node, data), []).append(data)
+            made_by.setdefault(str(data.get("output_digest")), []).append(data)
+
+    def op(data: dict[str, Any]) -> str | None:
+        identity = str(data.get("step", "")).partition("@")[0]
+        return _OPS.get(identity) if data.get("internal") else None
+
+    def producers(artifact: str, consumer: dict[str, Any] | None) -> list[dict[str, Any]]:
+        """The step runs ``artifact`` came from: for a step's input, those earlier in the same
+        run (an equal value made elsewhere, or later, is a coincidence of content)."""
+        found = made_by.get(artifact, [])
+        if consumer is not None:
+            run, position = consumer.get("run_id"), consumer.get("position", -1)
+            found = [d for d in found if d.get("run_id") == run and d.get("position", 0) < position]
+        return found
+
+    def sources(artifact: str, consumer: dict[str, Any] | None) -> list[tuple[Call, str]]:
+        """The step calls whose output ``artifact`` is, each with ``, item 1`` and the like
+        when it is a part of that output (internal nodes are seen through unless --all)."""
+        made = producers(artifact, consumer)
+        user = [d for d in made if op(d) is None]  # an item of a gather is its element
+        if user or show_all:
+            return list(dict.fromkeys((_call_of(None, d), "") for d in user or made))
+        found: list[tuple[Call, str]] = []
+        for internal in made:
+            inputs = internal.get("inputs") or []
+            if op(internal) == "gather":
+                found.extend(s for _, d in inputs for s in sources(d, internal))
+                continue
+            name = str(internal["name"])
+            for _, d in (i for i in inputs if i[0] == "obj"):
+                for call, suffix in sources(d, internal):
+                    part = name[len(call[0]) + 1 :] if name.startswith(call[0] + ".") else name
+                    found.append((call, f"{suffix}, {op(internal)} {part}"))
+        return list(dict.fromkeys(found))
+
+    def first(call: Call) -> dict[str, Any]:
+        return calls[call][0]
+
+    def runs_of(call: Call) -> str:
+        return _runs_text(calls[call])
+
+    def inputs_of(call: Call) -> list[tuple[str, str]]:
+        return [(str(p), str(d)) for p, d in first(call).get("inputs") or []]
+
+    def given(artifact: str, consumer: dict[str, Any]) -> bool:  # a pipeline parameter's value
+        return "value" in graph.nodes[artifact] and not producers(artifact, consumer)
+
+    def call_text(head: str, call: Call, suffix: str, parent_runs: str) -> Text:
+        text = Text(head)
+        text.append(call[0], style="cyan")
+        text.append(suffix)
+        values = [
+            f"{p}={_short_repr(graph.nodes[d]['value'], 30)}"
+            for p, d in inputs_of(call)
+            if given(d, first(call))
+        ]
+        if values:
+            text.append(f"  ({', '.join(values)})")
+        if runs_of(call) != parent_runs:
+            text.append(f"  {runs_of(call)}", style="dim")
         return text
 
-    tree = Tree(artifact(root, None))
-    shown = {root}
-    stack: list[tuple[Any, str]] = [(tree, root)]
+    def from_text(found: list[tuple[Call, str]]) -> str:
+        if len(found) == 1:
+            return found[0][0][0] + found[0][1]
+        return _ranges(tuple(c[0] + s for c, s in found))
+
+    pending: list[tuple[Any, Call]] = []  # (tree node, call) to expand, in print order
+    expanded: set[Call] = set()
+
+    def add_inputs(branch: Any, call: Call) -> None:
+        consumer = first(call)
+        seen = []  # inputs from calls already expanded (above): one line for them all
+        for head, artifact in inputs_of(call):
+            found = sources(artifact, consumer)
+            if found and all(c in expanded for c, _ in found):
+                seen.append(f"{head} from {from_text(found)}")
+            elif len(found) == 1:
+                label = call_text(f"{head} = {artifact[:12]} from ", *found[0], runs_of(call))
+                pending.append((branch.add(label), found[0][0]))
+            elif found:
+                line = branch.add(Text(f"{head} = {artifact[:12]} from {from_text(found)}"))
+                for c, suffix in found:
+                    pending.append((line.add(call_text("", c, suffix, runs_of(call))), c))
+            elif not given(artifact, consumer):
+                text = Text(f"{head} = {artifact[:12]}")
+                text.append("  (an input value; only its digest is recorded)", style="dim")
+                branch.add(text)
+        if seen:
+            branch.add(Text("; ".join(seen) + "  (see above)", style="dim"))
+
+    found = sources(root, None)
+    if len(found) == 1:  # the usual case: the root line is the call that made it
+        tree = Tree(call_text(f"{root[:16]} from ", *found[0], ""))
+        pending.append((tree, found[0][0]))
+    else:
+        made = f" from {from_text(found)}" if found else "  (no step call of these runs made it)"
+        tree = Tree(Text(root[:16] + made))
+        for call, suffix in found:
+            pending.append((tree.add(call_text("", call, suffix, "")), call))
+    stack = list(reversed(pending))
     while stack:
-        branch, node = stack.pop()
-        producers = [p for p in graph.predecessors(node) if graph.nodes[p].get("kind") == "step"]
-        # one entry per step call: the runs that executed it or found it cached share it
-        calls: dict[tuple[str, str], list[Any]] = {}
-        for producer in sorted(producers, key=str):
-            data = graph.nodes[producer]
-            calls.setdefault((data["name"], data.get("key") or str(producer)), []).append(data)
-        for (name, _), runs in calls.items():
-            label = Text(f"step {name}", style="cyan")
-            label.append(f"  {_runs_text(runs)}")
-            step_branch = branch.add(label)
-            producer = (runs[0]["run_id"], name)
-            inputs = [
-                (p, graph.edges[p, producer].get("param"))
-                for p in graph.predecessors(producer)
-                if graph.nodes[p].get("kind") == "artifact"
-            ]
-            for src, param in sorted(inputs, key=lambda item: str(item[1])):
-                child = step_branch.add(artifact(src, param))
-                upstream = any(
-                    graph.nodes[p].get("kind") == "step" for p in graph.predecessors(src)
-                )
-                if src in shown and upstream:
-                    child.label.append("  (see above)", style="dim")
-                    continue
-                shown.add(src)
-                stack.append((child, src))
+        branch, call = stack.pop()
+        if call in expanded:
+            if any(not given(d, first(call)) for _, d in inputs_of(call)):
+                branch.label.append("  (see above)", style="dim")
+            continue
+        expanded.add(call)
+        pending = []
+        add_inputs(branch, call)
+        stack.extend(reversed(pending))
     Console(width=120).print(tree)
+
+
+def _call_of(node: Any, data: dict[str, Any]) -> tuple[str, str]:
+    """A step call across runs: its display name and cache key."""
+    return (str(data["name"]), str(data.get("key") or node or (data["run_id"], data["name"])))
 
 
 def _runs_text(runs: list[dict[str, Any]]) -> str:

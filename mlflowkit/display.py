@@ -27,6 +27,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from mlflowkit.records import count_calls, describe_calls
 from mlflowkit.scheduler import Progress
 
 if TYPE_CHECKING:
@@ -90,13 +91,7 @@ class _Counts:
         return sum(self.by_status.values())
 
     def summary(self) -> str:
-        c = self.by_status
-        text = f"{c['executed']} executed, {c['cached']} cached"
-        if c["failed"]:
-            text += f", {c['failed']} failed"
-        if c["skipped"]:
-            text += f", {c['skipped']} skipped"
-        return text
+        return describe_calls(self.by_status)
 
     def advance(self, name: str, status: str) -> None:
         self.by_status[status] = self.by_status.get(status, 0) + 1
@@ -485,7 +480,8 @@ def _too_big(plan: Plan) -> str:
     return (
         f"<svg xmlns='http://www.w3.org/2000/svg' class='mlflowkit-dag' width='560' "
         f"height='40'><text x='8' y='24' font-family='sans-serif' font-size='13'>"
-        f"{html.escape(plan.pipeline)}: {len(plan.nodes)} step calls, too many to draw here; "
+        f"{html.escape(plan.pipeline)}: {html.escape(plan.describe_calls())}, too many to draw "
+        f"here; "
         f"use plan.to_dot() with Graphviz</text></svg>"
     )
 
@@ -557,9 +553,12 @@ def plan_svg(
     return _layered_svg(plan, marks, reasons)
 
 
-def _legend(marks: Mapping[str, str]) -> str:
+def _legend(plan: Plan, marks: Mapping[str, str]) -> str:
     counts: dict[str, int] = {}
-    for mark in marks.values():
+    for call in plan.calls():  # the user's step calls, as every count does
+        mark = marks.get(call.name) or marks.get(call.node)
+        if mark is None:
+            continue
         label = _STYLE.get(mark, ("", mark))[1]
         counts[label] = counts.get(label, 0) + 1
     fills = {label: fill for fill, label in _STYLE.values()}
@@ -585,9 +584,9 @@ def plan_html(
     title = (
         f"<div style='font-family:sans-serif;font-size:13px;margin-bottom:4px'>"
         f"<b>{html.escape(plan.pipeline)}</b>({html.escape(params)}) &middot; "
-        f"{len(plan.nodes)} step calls</div>"
+        f"{html.escape(plan.describe_calls())}</div>"
     )
-    legend = _legend(marks) if marks else ""
+    legend = _legend(plan, marks) if marks else ""
     svg = plan_svg(plan, marks, reasons, engine=engine)
     return f"<div class='mlflowkit-plan'>{title}{legend}{svg}</div>"
 
@@ -655,17 +654,19 @@ def _row(cells: Iterable[str], fill: str = _PLAIN, head: bool = False) -> str:
 
 
 def run_html(run: Run) -> str:
-    """An HTML table of a run's step calls: step, status, attempts, duration, output digest."""
-    counts = _Counts()
-    for s in run.steps:
-        counts.advance(s.name, s.status)
+    """An HTML table of a run's step calls: step, status, attempts, duration, output digest.
+
+    Internal nodes (``StepRun.internal``) are neither rows nor counted, unless one failed.
+    """
+    summary = describe_calls(count_calls(run.steps))
+    steps = [s for s in run.steps if not s.internal or s.status == "failed"]
     record = run.record
     took = ""
     if record.finished_at and record.started_at:
         took = f" in {_duration(record.finished_at - record.started_at)}"
     store = getattr(run.store, "url", None)
     where = f" &middot; store <code>{html.escape(str(store))}</code>" if store else ""
-    failed = any(s.error for s in run.steps)
+    failed = any(s.error for s in steps)
     rows = [
         _row(
             ["step", "status", "attempts", "duration", "output digest"]
@@ -673,7 +674,7 @@ def run_html(run: Run) -> str:
             head=True,
         )
     ]
-    for s in run.steps:
+    for s in steps:
         cells = [
             html.escape(s.name),
             html.escape(s.status),
@@ -689,16 +690,23 @@ def run_html(run: Run) -> str:
         "<div class='mlflowkit-run'>"
         f"<div style='font-family:sans-serif;font-size:13px;margin-bottom:4px'>"
         f"<b>run {html.escape(run.id)}</b> &middot; {html.escape(record.pipeline)} &middot; "
-        f"<b>{html.escape(run.status)}</b>{took} &middot; {html.escape(counts.summary())}"
+        f"<b>{html.escape(run.status)}</b>{took} &middot; {html.escape(summary)}"
         f"{where}</div>"
         f"<table style='{_TABLE}'>{''.join(rows)}</table></div>"
     )
 
 
 def explanation_html(explanation: Iterable[Mapping[str, Any]]) -> str:
-    """An HTML table of ``Plan.explain``: step, cached or will execute, and why."""
+    """An HTML table of ``Plan.explain``: step, cached or will execute, and why.
+
+    Internal nodes (``getattr(explanation, "internal")``: items, attributes, gathers) are left
+    out, as from every listing of step calls.
+    """
+    internal: frozenset[str] = getattr(explanation, "internal", frozenset())
     rows = [_row(["step", "action", "why"], head=True)]
     for e in explanation:
+        if e.get("step") in internal:
+            continue
         action = str(e.get("action", ""))
         label = _STYLE.get(action, ("", action))[1]
         rows.append(

@@ -24,14 +24,27 @@ if TYPE_CHECKING:
 __all__ = ["Explanation", "explain"]
 
 
+#: the words an explanation table uses for each action, as the run tables do for statuses
+_ACTION_WORDS = {"hit": "cached", "execute": "execute"}
+
+
 class Explanation(list):  # type: ignore[type-arg]
-    """A list of per-step dicts that prints as a readable table."""
+    """A list of per-step dicts that prints as a readable table.
+
+    Every node of the plan has an entry (``action`` is ``"hit"`` or ``"execute"``); the
+    tables leave out the internal ones named in ``internal`` (items of an unpacked tuple,
+    attributes, gathers), as every listing of step calls does, and say *cached* for a hit.
+    """
+
+    internal: frozenset[str] = frozenset()
 
     def __str__(self) -> str:
-        width = max((len(e["step"]) for e in self), default=4)
+        shown = [e for e in self if e["step"] not in self.internal]
+        width = max((len(e["step"]) for e in shown), default=4)
         lines = [f"{'step':<{width}}  action   why"]
-        for e in self:
-            lines.append(f"{e['step']:<{width}}  {e['action']:<7}  {e['why']}")
+        for e in shown:
+            action = _ACTION_WORDS.get(e["action"], e["action"])
+            lines.append(f"{e['step']:<{width}}  {action:<7}  {e['why']}")
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
@@ -126,6 +139,7 @@ def explain(plan: Plan, store: ArtifactStore, keys: KeyMaker) -> Explanation:
     executing: dict[str, str] = {}  # node -> first upstream cause
     previous = _previous(store.runs(), plan.pipeline)
     out = Explanation()
+    out.internal = frozenset(n for n, node in plan.nodes.items() if node.kind == "derived")
     for name, node in plan.nodes.items():
         entry: dict[str, Any] = {"step": name, "key": None}
         blocked = next((d for d in node.deps if d in executing or d not in digests), None)

@@ -55,7 +55,7 @@ if TYPE_CHECKING:
     from mlflowkit.display import PlanView
     from mlflowkit.run import Run
 
-__all__ = ["Node", "Pipeline", "Plan", "Ref", "pipeline"]
+__all__ = ["Call", "Node", "Pipeline", "Plan", "Ref", "pipeline"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -770,6 +770,27 @@ class _Tracer:
 # ---------------------------------------------------------------------------------------------
 # plans
 # ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One of the user's step calls in a plan, named as a run records it.
+
+    Internal nodes (``ref[i]`` of an unpacked tuple, ``ref.attr``, the gathering of a fan-out)
+    are not calls: they do no work of their own. A fan-out over planning-time lists is one
+    call per element (``fit[0]``, ``fit[1]``, ...); so is a fan-out over another fan-out's
+    results, whose number is known too. A fan-out over a list made by a step is sized only at
+    run time: it is one entry, ``name[*]``, with ``sized`` False.
+    """
+
+    name: str
+    #: the plan node it comes from (a ``map`` node for a fan-out element)
+    node: str
+    #: the step calls whose results it takes, in order (``[*]`` entries for run-time fan-outs)
+    after: tuple[str, ...]
+    #: the arguments given as plain values (no upstream result in them)
+    params: dict[str, Any]
+    sized: bool = True
+
+
 class Plan:
     """A traced pipeline: the graph of step calls for one set of parameter values."""
 
@@ -813,6 +834,71 @@ class Plan:
                 graph.add_edge(dep, node.name)
         return graph
 
+    def calls(self) -> list[Call]:
+        """The user's step calls in topological order, as a run will record them.
+
+        Internal nodes are left out and fan-outs are counted element by element (see
+        :class:`Call`); ``len(plan.calls())`` is the count every summary of the plan and of
+        its runs gives (a fan-out sized at run time counts once here, as ``name[*]``).
+        """
+        sources: dict[str, tuple[str, ...]] = {}
+        out: list[Call] = []
+
+        def producers(template: Any) -> tuple[str, ...]:
+            found = (c for ref in find_refs(template) for c in sources[ref.node])
+            return tuple(dict.fromkeys(found))
+
+        def plain(args: dict[str, Any]) -> dict[str, Any]:
+            return {p: v for p, v in args.items() if type(v) in SCALARS or not find_refs(v)}
+
+        for name, node in self.nodes.items():
+            if node.kind == "derived":  # a view or a gathering: stands for what it reads
+                sources[name] = producers(node.args)
+                continue
+            if node.kind == "step":
+                sources[name] = (name,)
+                out.append(Call(name, name, producers(node.args), plain(node.args)))
+                continue
+            items: dict[str, list[Any]] = {}
+            for p, source in (node.fan or {}).items():
+                known = self._items(source)
+                if known is not None:
+                    items[p] = known
+            sizes = {len(v) for v in items.values()}
+            if len(items) != len(node.fan or {}) or len(sizes) != 1:
+                sources[name] = (f"{name}[*]",)
+                out.append(
+                    Call(f"{name}[*]", name, producers(node.args), plain(node.args), sized=False)
+                )
+                continue
+            elements = []
+            for i in range(sizes.pop()):
+                args = {p: (items[p][i] if p in items else v) for p, v in node.args.items()}
+                elements.append(f"{name}[{i}]")
+                out.append(Call(elements[-1], name, producers(args), plain(args)))
+            sources[name] = tuple(elements)
+        return out
+
+    def _items(self, source: Any) -> list[Any] | None:
+        """The items a fan-out goes over, when known while planning (else None)."""
+        if isinstance(source, list):
+            return source
+        node = self.nodes.get(source.node) if isinstance(source, Ref) else None
+        if node is not None and node.kind == "derived" and node.step is _OPS["gather"]:
+            return list(node.args["items"])
+        return None
+
+    def describe_calls(self) -> str:
+        """``"14 step calls"``, or ``"9 step calls and a fan-out sized at run time"``."""
+        calls = self.calls()
+        sized = sum(c.sized for c in calls)
+        text = f"{sized} step call{'' if sized == 1 else 's'}"
+        unsized = len(calls) - sized
+        if unsized:
+            text += " and " + ("a fan-out" if unsized == 1 else f"{unsized} fan-outs")
+            text += " sized at run time"
+        return text
+
     def output_nodes(self) -> list[str]:
         """Names of the nodes whose values make up the pipeline's return value."""
         return list(dict.fromkeys(r.node for r in find_refs(self.output)))
@@ -843,7 +929,7 @@ class Plan:
         return "\n".join(lines) + "\n"
 
     def __repr__(self) -> str:
-        return f"<mk.Plan {self.pipeline} ({len(self.nodes)} step calls)>"
+        return f"<mk.Plan {self.pipeline} ({self.describe_calls()})>"
 
     def run(
         self,

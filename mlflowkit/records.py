@@ -7,10 +7,11 @@ those), so they round-trip through ``to_dict``/``from_dict`` unchanged and any s
 from __future__ import annotations
 
 import operator
+from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
-__all__ = ["CacheEntry", "RunRecord", "StepRun"]
+__all__ = ["CacheEntry", "RunRecord", "StepRun", "count_calls", "describe_calls"]
 
 StepStatus = Literal["cached", "executed", "failed", "skipped"]
 RunStatus = Literal["running", "succeeded", "failed"]
@@ -74,6 +75,30 @@ class StepRun:
     def from_dict(cls, data: dict[str, Any]) -> StepRun:
         names = _STEP_FIELDS
         return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def count_calls(steps: Iterable[StepRun]) -> dict[str, int]:
+    """How many of the user's step calls ended with each status, and ``"total"``.
+
+    Internal nodes (``StepRun.internal``: items of an unpacked tuple, attributes, the gathering
+    of a fan-out) are not step calls and are not counted; every summary of a run (the command
+    line, ``repr(run)``, its notebook table, the progress bars) counts this way.
+    """
+    counts = {"total": 0, "executed": 0, "cached": 0, "failed": 0, "skipped": 0}
+    for s in steps:
+        if not s.internal:
+            counts["total"] += 1
+            counts[s.status] = counts.get(s.status, 0) + 1
+    return counts
+
+
+def describe_calls(counts: dict[str, int]) -> str:
+    """``"3 executed, 11 cached"``, with failed and skipped calls when there are any."""
+    text = f"{counts.get('executed', 0)} executed, {counts.get('cached', 0)} cached"
+    for status in ("failed", "skipped"):
+        if counts.get(status):
+            text += f", {counts[status]} {status}"
+    return text
 
 
 _STEP_COLUMNS = tuple(f.name for f in fields(StepRun))

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from mlflowkit.errors import StoreError
-from mlflowkit.records import RunRecord, StepRun
+from mlflowkit.records import RunRecord, StepRun, count_calls, describe_calls
 from mlflowkit.templates import map_leaves
 
 if TYPE_CHECKING:
@@ -28,7 +28,9 @@ class Run:
     id, status:
         The run id and ``"succeeded"`` / ``"failed"``.
     steps:
-        ``mk.StepRun`` records in topological order.
+        ``mk.StepRun`` records in topological order, internal nodes included (items of an
+        unpacked tuple, attributes, gathers: ``StepRun.internal``); summaries count only the
+        others, the user's step calls.
     record:
         The full ``RunRecord`` (environment, params, timings), as written to the store.
     """
@@ -116,11 +118,10 @@ class Run:
         raise StoreError(f"Run {self.id}: step {node!r} produced no output (status not ok)")
 
     def __repr__(self) -> str:
-        executed = sum(s.status == "executed" for s in self.steps)
-        cached = sum(s.status == "cached" for s in self.steps)
+        counts = count_calls(self.steps)  # the user's step calls: internal nodes left out
         return (
-            f"<mk.Run {self.id} {self.status}: {len(self.steps)} steps, "
-            f"{executed} executed, {cached} cached>"
+            f"<mk.Run {self.id} {self.status}: {counts['total']} step calls, "
+            f"{describe_calls(counts)}>"
         )
 
     def _repr_html_(self) -> str:

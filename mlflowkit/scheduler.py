@@ -195,7 +195,7 @@ class _Walk:
                 self.records[name] = StepRun(
                     name=name, status="skipped", step=node.step.qualified_name
                 )
-                self.progress.advance(name, "skipped")
+                self._advance(name, "skipped")
         return WalkResult(
             self.records,
             self.order,
@@ -205,6 +205,12 @@ class _Walk:
             self.packages,
             self.entries,
         )
+
+    def _advance(self, name: str, status: str) -> None:
+        """Tell the progress display that a step call ended; internal nodes (``ref[i]``,
+        ``ref.attr``, gathers) are not step calls and are not counted, as everywhere else."""
+        if self.shows_progress and self.nodes[name].kind != "derived":
+            self.progress.advance(name, status)
 
     def _forced(self, name: str) -> bool:
         return self.force is True or (isinstance(self.force, set) and name in self.force)
@@ -248,7 +254,7 @@ class _Walk:
                 self.handles[name] = (
                     Stored(entry.output_digest) if entry.stored else Derived(step, args)
                 )
-                self.progress.advance(name, "cached")
+                self._advance(name, "cached")
                 self._complete(name)
                 return
         if key in self.by_key:  # the same call is already executing in this run
@@ -340,7 +346,6 @@ class _Walk:
         self.digests[name] = digest
         self.handles[name] = Derived(node.step, args)
         self.meta[name] = {} if length is None else {"len": length}
-        self.progress.advance(name, self.records[name].status)
         self._complete(name)
         return True
 
@@ -434,7 +439,7 @@ class _Walk:
         self.handles[name] = result.value
         self.meta[name] = result.meta
         if self.shows_progress:
-            self.progress.advance(name, status)
+            self._advance(name, status)
         self._complete(name)
         for waiter in self.key_waiters.pop(key, ()) if self.key_waiters else ():
             wrec = self.records[waiter]
@@ -443,7 +448,7 @@ class _Walk:
             self.digests[waiter] = result.output_digest
             self.handles[waiter] = result.value
             self.meta[waiter] = result.meta
-            self.progress.advance(waiter, "cached")
+            self._advance(waiter, "cached")
             self._complete(waiter)
 
     def _fail(self, name: str, result: TaskResult) -> None:
@@ -453,7 +458,7 @@ class _Walk:
         err = result.error
         record.error = f"{type(err).__name__}: {err}" if err is not None else "failed"
         record.traceback = result.traceback
-        self.progress.advance(name, "failed")
+        self._advance(name, "failed")
         if self.failure is None:
             self.failure = result
 
@@ -585,7 +590,8 @@ class _Walk:
         self.nodes[node.name] = gather
         position = self.order.index(node.name)
         self.order[position:position] = [m.name for m in new]
-        self.progress.grow(len(new))
+        # the elements replace the one call the fan-out was counted as (items are internal)
+        self.progress.grow(sum(m.kind == "step" for m in new) - 1)
         for m in new:
             self.remaining[m.name] = sum(
                 1 for d in m.deps if d not in self.digests or d in self.inflight
@@ -626,7 +632,7 @@ def walk(
     state._outputs = frozenset(outputs)
     state.pack = pack or {}
     state.on_first_task = on_first_task
-    state.progress.start(len(nodes))
+    state.progress.start(sum(n.kind != "derived" for n in nodes.values()))
     try:
         return state.run()
     finally:

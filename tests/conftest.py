@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,11 +20,30 @@ def store(tmp_path: Path):  # type: ignore[no-untyped-def]
     return mk.Store(str(tmp_path / "store"))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The whole session, from its first fixture on, uses temporary stores and caches.
+
+    Session- and module-scoped fixtures (a Dask cluster, a forkserver) start processes before
+    any per-test fixture runs, and those processes keep the environment they started with: the
+    user's store (``./.mlflowkit``) and cache folder (``~/.cache/mlflowkit``) must not be in it.
+    An autouse session fixture is set up before every other fixture of the session.
+    """
+    base = tmp_path_factory.getbasetemp()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOWKIT_CACHE_DIR", str(base / "user-cache"))
+        patch.setenv("MLFLOWKIT_STORE", str(base / "session-default-store"))
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache_dir(
     tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Keep per-user caches (file stat cache, remote-store indexes) out of the home folder."""
+    """Keep per-user caches (file stat cache, remote-store indexes) out of the home folder, and
+    give each test its own default store: a pipeline run without ``store=`` (``p()``) writes
+    there, never into ``./.mlflowkit`` of the folder pytest was started from."""
     monkeypatch.setenv("MLFLOWKIT_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "user-cache"))
-    monkeypatch.delenv("MLFLOWKIT_STORE", raising=False)
+    default = tmp_path_factory.mktemp("default-store") / "store"
+    monkeypatch.setenv("MLFLOWKIT_STORE", str(default))
     os.environ.setdefault("PYTHONHASHSEED", "0")

@@ -107,8 +107,8 @@ def test_marks_colour_the_boxes_and_tooltips_give_the_reason() -> None:
     assert svg.count("data-mark='cached'") == len(plan.steps) - 2
     assert svg.count("data-mark='execute'") == 2
     assert "param &#x27;alpha&#x27; changed" in svg
-    html = plan_html(plan, marks)
-    assert "cached (3)" in html and "will execute (2)" in html
+    html = plan_html(plan, marks)  # the legend counts step calls: make_data, fit, score
+    assert "cached (1)" in html and "will execute (2)" in html
     assert "<b>train</b>(n=4, alpha=1.0)" in html
 
 
@@ -189,7 +189,7 @@ def test_plan_show_marks_calls_from_explain(store: mk.Store) -> None:
     assert view.marks["make_data"] == "hit" and view.marks["fit"] == "execute"
     assert "alpha" in view.reasons["fit"]
     html = view._repr_html_()
-    assert "will execute (2)" in html and "cached (3)" in html
+    assert "will execute (2)" in html and "cached (1)" in html
     assert "fit" in repr(view) and "execute" in repr(view)
     assert view.svg(engine="builtin").startswith("<svg")
 
@@ -201,13 +201,13 @@ def test_run_renders_as_a_table_of_step_calls(store: mk.Store) -> None:
     run = train.plan().run(store=store, progress=False)
     html = run._repr_html_()
     assert html == run_html(run)
-    for s in run.steps:
-        assert f">{s.name}<" in html
-        assert (s.output_digest or "")[:12] in html
+    for s in run.steps:  # a row per step call; internal nodes (make_data.0) are not
+        assert (f">{s.name}<" in html) is not s.internal
+        assert ((s.output_digest or "")[:12] in html) is not s.internal
     assert "<th style" in html and ">attempts<" in html and ">output digest<" in html
-    assert f"run {run.id}" in html and "5 executed, 0 cached" in html
+    assert f"run {run.id}" in html and "3 executed, 0 cached" in html
     again = train.plan().run(store=store, progress=False)
-    assert "0 executed, 5 cached" in again._repr_html_()
+    assert "0 executed, 3 cached" in again._repr_html_()
     assert ">error<" not in html
 
 
@@ -222,7 +222,7 @@ def test_explanations_render_as_tables(store: mk.Store) -> None:
     explanation = train.plan().explain(store)
     html = explanation._repr_html_()  # type: ignore[attr-defined]
     assert html == explanation_html(explanation)
-    assert html.count("<tr") == len(train.plan().steps) + 1
+    assert html.count("<tr") == len(train.plan().calls()) + 1  # no row for make_data.0
     assert "will execute" in html and "no earlier run" in html
 
 

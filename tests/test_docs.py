@@ -103,6 +103,7 @@ PUBLIC_NAMES = [
     "SerializationError",
     "StoreError",
     "CorruptObjectError",
+    "MissingObjectError",
     "ExecutorError",
     "RunFailed",
     # command line
@@ -255,6 +256,17 @@ def test_readme_learn_more_links_the_docs_and_notebooks() -> None:
     for notebook in ("quickstart.ipynb", "repeatability.ipynb", "scale_out.ipynb"):
         assert (ROOT / "notebooks" / notebook).exists()
         assert notebook in _handwritten()
+
+
+def test_readme_runs_python_modules_with_the_virtualenvs_python() -> None:
+    # the README installs into .venv and never activates it: a bare `python -m ...` would be
+    # whatever python is on PATH, without mlflowkit
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    uses = re.findall(r"(\S*python3?) -m (\w+)", readme)
+    assert ("python", "benchmarks") not in uses
+    bare = [f"{py} -m {module}" for py, module in uses if module != "venv" and "/" not in py]
+    assert not bare, f"README runs {bare} with the python on PATH, not .venv/bin/python"
+    assert ".venv/bin/python -m benchmarks --quick" in readme
 
 
 def test_plugin_guide_example_works() -> None:

@@ -208,10 +208,10 @@ def test_cli_parameter_typo_and_type() -> None:
     target = f"{ROOT / 'tests' / HERE}:train"
     runner = CliRunner()
     typo = runner.invoke(cli, ["plan", target, "-p", "n_sample=5"])
-    assert typo.exit_code == 1
+    assert typo.exit_code == 2  # a malformed command line
     assert "has no parameter 'n_sample'" in typo.output and "n_samples" in typo.output
     wrong = runner.invoke(cli, ["plan", target, "-p", "n_samples=many"])
-    assert wrong.exit_code == 1
+    assert wrong.exit_code == 2
     assert "expected int, found 'many'" in wrong.output and "-p n_samples=3" in wrong.output
     assert "Traceback" not in typo.output + wrong.output
 
@@ -468,8 +468,8 @@ def test_cli_run_says_where_the_record_and_outputs_are(tmp_path: Path) -> None:
     assert f"mlflowkit runs show {run_id} --store {store}" in result.output
     assert f"mlflowkit lineage {digest[:12]} --store {store}" in result.output
     lineage = CliRunner().invoke(cli, ["lineage", digest[:12], "--store", str(store)])
-    assert lineage.exit_code == 0 and "step score" in lineage.output
-    assert "step fit" in lineage.output and "from make_data" in lineage.output
+    assert lineage.exit_code == 0 and "from score" in lineage.output
+    assert "from fit" in lineage.output and "from make_data" in lineage.output
 
 
 def _pipeline_in_module(module_name: str) -> mk.Pipeline[..., int]:

@@ -14,6 +14,7 @@ PUBLIC = [
     "ExecutorError",
     "File",
     "HashingError",
+    "MissingObjectError",
     "MlflowkitError",
     "Pipeline",
     "Plan",
@@ -59,6 +60,7 @@ def test_error_tree() -> None:
         assert issubclass(getattr(mk, name), mk.MlflowkitError)
     assert issubclass(mk.WiringError, mk.PlanningError)
     assert issubclass(mk.CorruptObjectError, mk.StoreError)
+    assert issubclass(mk.MissingObjectError, mk.StoreError)
 
 
 def test_import_is_light() -> None:

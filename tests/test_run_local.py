@@ -42,6 +42,7 @@ def test_run_records_match_the_api(store: Any) -> None:
 
 def test_shorthand_call_returns_the_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOWKIT_STORE")  # the tests' own default store
     assert dag_basic.chain(n=5) == 5
     assert (tmp_path / ".mlflowkit").is_dir()
 

@@ -279,6 +279,7 @@ def test_open_store_accepts_stores_urls_and_none(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOWKIT_STORE")  # the tests' own default store
     with Store(str(tmp_path / "x")) as store:
         assert open_store(store) is store
     with open_store(str(tmp_path / "y")) as by_url:
