@@ -21,12 +21,12 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from mlflowkit.interactive import in_notebook, wants_progress
 from mlflowkit.records import count_calls, describe_calls
 from mlflowkit.scheduler import Progress
 
@@ -50,32 +50,15 @@ __all__ = [
 # ---------------------------------------------------------------------------------------------
 # progress
 # ---------------------------------------------------------------------------------------------
-def in_notebook() -> bool:
-    """True inside a Jupyter kernel (an IPython shell that talks to a front end)."""
-    module = sys.modules.get("IPython")
-    if module is None:
-        return False
-    try:
-        shell = module.get_ipython()
-    except Exception:  # an IPython too old or half-initialized to answer: not a notebook
-        return False
-    if shell is None:
-        return False
-    return type(shell).__name__ == "ZMQInteractiveShell" or hasattr(shell, "kernel")
-
-
 def make_progress(progress: bool | None) -> Progress:
     """A progress display: on when asked, or by default for a terminal or a notebook.
 
     In a notebook the display is :class:`NotebookProgress`, in a terminal
     :class:`RichProgress`; ``progress=False`` (or a pipe) gives the silent base class.
     """
-    notebook = in_notebook()
-    if progress is None:
-        progress = notebook or sys.stderr.isatty()
-    if not progress:
+    if not wants_progress(progress):
         return Progress()
-    return NotebookProgress() if notebook else RichProgress()
+    return NotebookProgress() if in_notebook() else RichProgress()
 
 
 class _Counts:

@@ -30,6 +30,7 @@ from mlflowkit.cache import KeyMaker
 from mlflowkit.errors import ExecutorError, RunFailed, TypeCheckError, WiringError
 from mlflowkit.executors import get as get_executor
 from mlflowkit.executors.base import Executor, InMemory, TaskResult
+from mlflowkit.interactive import wants_progress
 from mlflowkit.plan import Ref
 from mlflowkit.records import CacheEntry, RunRecord
 from mlflowkit.run import Run
@@ -219,8 +220,8 @@ def _warn_unenforced_timeouts(plan: Plan, executor: Executor) -> None:
 
 
 def _progress(progress: bool | None) -> Progress:
-    if progress is False:
-        return Progress()
+    if not wants_progress(progress):
+        return Progress()  # nobody watches: the display code is not even imported
     from mlflowkit.display import make_progress
 
     return make_progress(progress)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import itertools
+import os
 import re
 import stat
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,8 @@ from mlflowkit.display import (
     run_html,
 )
 from mlflowkit.scheduler import Progress
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @mk.step
@@ -249,3 +253,26 @@ def test_notebook_progress_counts_and_draws() -> None:
 def test_rich_progress_runs_a_plan(store: mk.Store) -> None:
     run = train.plan().run(store=store, progress=True)
     assert run.status == "succeeded"
+
+
+def test_a_run_nobody_watches_never_imports_the_display_code(tmp_path: Path) -> None:
+    # A script with default arguments whose stderr is a pipe: no progress, so the display
+    # module (~10 ms of imports) must not be loaded to find that out.
+    code = (
+        "import sys, mlflowkit as mk\n"
+        "@mk.step\n"
+        "def one() -> int:\n"
+        "    return 1\n"
+        "@mk.pipeline\n"
+        "def p() -> int:\n"
+        "    return one()\n"
+        f"run = p.plan().run(store={str(tmp_path / 'store')!r})\n"
+        "assert run.output == 1\n"
+        "print('mlflowkit.display' in sys.modules)\n"
+    )
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+    )
+    assert out.stdout.strip() == "False"
