@@ -396,3 +396,19 @@ def test_a_corrupt_output_never_loads_from_a_run_record(store: Any, counters: Pa
     np.testing.assert_array_equal(
         mk.Run(store.run(again.id), store).output[0], np.arange(1000) * 0.5
     )
+
+
+def test_an_output_copied_over_another_is_never_served(store: Any, counters: Path) -> None:
+    small = dag_faults.pair.plan(n=10).run(store=store, progress=False)
+    big = dag_faults.pair.plan(n=1000).run(store=store, progress=False)
+    source, target = small.step("produce").output_digest, big.step("produce").output_digest
+    assert source and target
+    # a mix-up: n=10's array copied over n=1000's (a whole, valid object file)
+    data = Path(store.root, "objects", source[:2], source).read_bytes()
+    Path(store.root, "objects", target[:2], target).write_bytes(data)
+    run = dag_faults.pair.plan(n=1000).run(store=store, progress=False, force=["consume"])
+    x, total = run.output
+    np.testing.assert_array_equal(x, np.arange(1000) * 0.5)  # not n=10's value
+    assert total == float((np.arange(1000) * 0.5).sum())
+    assert run.step("produce").status == "executed"  # its producer ran again
+    assert store.verify() == []

@@ -24,6 +24,9 @@ Invariants:
   :class:`~mlflowkit.errors.CorruptObjectError`: a corrupt object is never returned.
 * A cache entry carries the BLAKE3 of its own JSON; a corrupt entry reads as missing (and is
   removed), and so does an entry whose stored object is gone.
+* An object's header names the digest it is stored under; ``get`` compares it with the digest
+  asked for (one string compare), so a file copied over another object's is corrupt, never a
+  hit. ``verify`` also re-hashes each value and compares it with its name.
 * The files are the truth; ``index.sqlite`` is rebuilt from them when missing or replaced, and
   run rows are re-synced from a listing of ``runs/`` before every query.
 * Durability is a group commit. Every write is atomic at once (temp file + rename), so a
@@ -55,7 +58,13 @@ from typing import TYPE_CHECKING, Any
 import blake3
 import orjson
 
-from mlflowkit.errors import CorruptObjectError, MissingObjectError, StoreError
+from mlflowkit.errors import (
+    CorruptObjectError,
+    HashingError,
+    MissingObjectError,
+    SerializationError,
+    StoreError,
+)
 from mlflowkit.records import CacheEntry, RunRecord
 from mlflowkit.store import serializers
 from mlflowkit.store._flush import FLUSHER, sync_filesystem
@@ -424,12 +433,12 @@ class Store:
         name, payload = serializers.dumps(value, serializer)
         if not isinstance(payload, bytes):
             payload = bytes(payload)
-        header = pack_header(name, payload)
+        header = pack_header(name, payload, digest)
         self._io.write_atomic(path, (header, payload), False)
         self._written(objects=ObjectRow(digest, len(header) + len(payload), name, time.time()))
         return digest
 
-    def _read_header(self, path: str) -> tuple[str, int, bytes, int] | None:
+    def _read_header(self, path: str) -> tuple[str, int, bytes, int, str | None] | None:
         got = self._io.read_split(path, HEAD_MAX)
         if got is None:
             return None
@@ -441,14 +450,23 @@ class Store:
         except CorruptFile:
             return None
 
-    def _load_payload(self, path: str) -> tuple[str, bytes] | None:
-        """``(serializer, payload)`` after every integrity check; None when missing."""
-        got = self._io.read_split(path, 1 << 16)
+    def _load_payload(self, digest: str) -> tuple[str, bytes, bool] | None:
+        """``(serializer, payload, bound)`` after every integrity check; None when missing.
+
+        ``bound`` is False for an object written before headers named their address (its
+        name can only be checked by hashing its value).
+        """
+        got = self._io.read_split(self._object_path(digest), 1 << 16)
         if got is None:
             return None
         first, f = got
         try:
-            name, size, checksum, head = parse_header(first)
+            name, size, checksum, head, address = parse_header(first)
+            if address is not None and address != digest:
+                raise CorruptFile(
+                    f"its header says it is object {address}: the file was copied or moved "
+                    "here from another object's place"
+                )
             if f is None or len(first) < 1 << 16:
                 payload = first[head:]
             else:
@@ -461,7 +479,18 @@ class Store:
             raise CorruptFile(f"payload is {len(payload)} bytes, the header says {size}")
         if payload_blake3(payload) != checksum:
             raise CorruptFile("payload BLAKE3 does not match the header")
-        return name, payload
+        return name, payload, address is not None
+
+    def _check_value(self, digest: str, value: Any) -> None:
+        """Raise ``CorruptFile`` when ``value`` does not hash to ``digest`` (when it hashes)."""
+        from mlflowkit.hashing import hash_value
+
+        try:
+            actual = hash_value(value)
+        except HashingError:  # no hasher for its type in this process: cannot tell
+            return
+        if actual != digest:
+            raise CorruptFile(f"its value hashes to {actual}, not to the name it is stored under")
 
     def get(self, digest: str) -> Any:
         """Load, verify and deserialize the object with this digest.
@@ -476,9 +505,12 @@ class Store:
         SerializationError
             The serializer named in the header is not registered here or failed.
         """
-        path = self._object_path(digest)
         try:
-            got = self._load_payload(path)
+            got = self._load_payload(digest)
+            if got is not None and not got[2]:  # written before headers named their address
+                value = serializers.loads(got[0], got[1])
+                self._check_value(digest, value)
+                return value
         except CorruptFile as exc:
             self._quarantine(digest)
             raise CorruptObjectError(
@@ -495,7 +527,7 @@ class Store:
                 digest=digest,
                 url=self.url,
             )
-        return serializers.loads(*got)
+        return serializers.loads(got[0], got[1])
 
     def info(self, digest: str) -> ObjectInfo:
         """The object's header facts (serializer, sizes, payload BLAKE3) without loading it."""
@@ -507,7 +539,7 @@ class Store:
         if f is not None:
             f.close()
         try:
-            name, size, checksum, head = parse_header(first)
+            name, size, checksum, head, _ = parse_header(first)
         except CorruptFile as exc:
             raise CorruptObjectError(
                 f"object {digest} has a corrupt header ({exc}); run store.verify() to set it aside",
@@ -720,14 +752,27 @@ class Store:
         return removed
 
     def verify(self) -> list[str]:
-        """Re-hash every stored object's payload; quarantine and return the corrupt digests."""
+        """Check every stored object; quarantine and return the corrupt digests.
+
+        An object is corrupt when its header or payload fails its checksum, when its header
+        names another address, or when its value (deserialized) does not hash to the digest
+        it is stored under. A value whose serializer or hasher is not registered in this
+        process is checked up to its bytes.
+        """
         corrupt = []
         for f in self._io.walk(f"{self.root}/objects"):
             digest = f.name.rsplit("/", 1)[-1]
             if _NAME.fullmatch(digest) is None:
                 continue
             try:
-                self._load_payload(self._object_path(digest))
+                got = self._load_payload(digest)
+                if got is None:
+                    continue
+                try:
+                    value = serializers.loads(got[0], got[1])
+                except SerializationError:
+                    continue
+                self._check_value(digest, value)
             except CorruptFile:
                 self._quarantine(digest)
                 corrupt.append(digest)

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from store_helpers import fake_digest, hold_lock_forever, kill, take_lock_briefly, write_many
 
+from mlflowkit.hashing import hash_value
 from mlflowkit.records import CacheEntry
 from mlflowkit.store import Store
 
@@ -39,7 +40,7 @@ def test_concurrent_processes_write_one_store_without_errors(tmp_path: Path) -> 
             "cache": workers * count,
             "runs": workers * count,
         }
-        assert store.get(fake_digest("w3-7")) == [3, 7]
+        assert store.get(hash_value([3, 7])) == [3, 7]
 
 
 def test_concurrent_threads_share_one_store(local_store: Store) -> None:
