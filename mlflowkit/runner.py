@@ -246,6 +246,9 @@ def _run_plan(
     force: bool | list[str],
 ) -> Run:
     the_store = open_store(store)
+    create = getattr(the_store, "create", None)  # an optional store feature: a run lays it out
+    if create is not None:
+        create()
     if isinstance(executor, Executor):
         ex = executor
         owned = False

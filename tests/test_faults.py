@@ -20,8 +20,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
 import mlflowkit as mk
+from mlflowkit.cli import main
 from tests.resources import dag_faults
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -134,11 +136,11 @@ def assert_consistent(store: Any) -> None:
     # every cache entry file on disk is whole and points at an object that is there
     for key in cache_files(store):
         assert store.get_cache(key) is not None, key
-    # every run record is readable; killed runs stay marked running
+    # every run record is readable; killed runs read as interrupted (their process is gone)
     records = store.runs()
     files = [*Path(store.root, "runs").glob("*.json"), *Path(store.root, "runs").glob("*.started")]
     assert len(records) == len({p.name.rsplit(".", 1)[0] for p in files})
-    assert {r.status for r in records} <= {"running", "succeeded"}
+    assert {r.status for r in records} <= {"interrupted", "succeeded"}
 
 
 def assert_du_matches_files(store: Any) -> None:
@@ -412,3 +414,21 @@ def test_an_output_copied_over_another_is_never_served(store: Any, counters: Pat
     assert total == float((np.arange(1000) * 0.5).sum())
     assert run.step("produce").status == "executed"  # its producer ran again
     assert store.verify() == []
+
+
+# runs whose process was killed -----------------------------------------------------------------
+
+
+def test_a_run_killed_with_sigkill_reads_as_interrupted(tmp_path: Path, forkserver: Any) -> None:
+    url = str(tmp_path / "store")
+    proc = forkserver.Process(target=dag_faults.run_pair_killed_in, args=(url, "consume"))
+    proc.start()
+    proc.join()
+    assert proc.exitcode == -signal.SIGKILL
+    with mk.Store(url) as store:
+        [record] = store.runs()
+        assert record.status == "interrupted"
+        assert record.owner["pid"] == proc.pid
+        assert list(Path(url, "runs").glob("*.started"))  # the file is left as it was
+    out = CliRunner().invoke(main, ["runs", "list", "--store", url])
+    assert out.exit_code == 0 and "interrupted" in out.output

@@ -188,6 +188,7 @@ def test_heartbeat_keeps_a_short_lease_alive(tmp_path: Path) -> None:
 
 def test_junk_lock_file_is_broken_once_older_than_the_lease(tmp_path: Path) -> None:
     with Store(str(tmp_path / "s"), lock_lease=1.0) as store:
+        store.create()
         path = Path(store.root, "locks", "k.lock")
         path.write_text("")  # a holder crashed between creating and writing its lock file
         with store.lock("k", timeout=0.1) as got:

@@ -16,7 +16,7 @@ from store_helpers import fake_digest
 from mlflowkit.errors import CorruptObjectError, SerializationError, StoreError
 from mlflowkit.records import CacheEntry
 from mlflowkit.store import Store, open_store, register_serializer, unregister_serializer
-from mlflowkit.store.fsspec import TMP_MAX_AGE_S
+from mlflowkit.store.fsspec import _PREPARED, TMP_MAX_AGE_S
 
 
 def object_path(store: Store, digest: str) -> str:
@@ -199,18 +199,23 @@ def test_verify_finds_and_quarantines_corrupt_objects(any_store: Store) -> None:
 def test_temp_files_are_never_read_and_old_ones_are_swept(tmp_path: Path) -> None:
     url = str(tmp_path / "s")
     with Store(url) as store:
+        store.create()
         d = fake_digest("tmp")
-        # a writer died after writing part of an object to its temp file
-        tmp = Path(store.root, "tmp", "123-0-dead.tmp")
+        # a writer died after writing part of an object to its temp file (the name of an
+        # earlier version, which carries no owner: only its age tells)
+        tmp = Path(store.root, "tmp", "123-0-0badcafe.tmp")
         tmp.write_bytes(b"MKOB partial")
         assert not store.has(d)
         with pytest.raises(StoreError, match="no object"):
             store.get(d)
-        young = Path(store.root, "tmp", "456-0-live.tmp")
+        young = Path(store.root, "tmp", "456-0-1badcafe.tmp")
         young.write_bytes(b"in flight")
         old = time.time() - TMP_MAX_AGE_S - 60
         os.utime(tmp, (old, old))
-    with Store(url) as reopened:  # opening sweeps stale temp files, never young ones
+    _PREPARED.clear()  # as in a new process
+    with Store(url) as reopened:  # laying out sweeps stale temp files, never young ones
+        assert tmp.exists()  # opening alone changes nothing
+        reopened.create()
         assert not tmp.exists()
         assert young.exists()
         assert reopened.du()["tmp"]["count"] == 1
@@ -260,6 +265,8 @@ def test_default_url_is_env_var_then_dot_mlflowkit(
     monkeypatch.delenv("MLFLOWKIT_STORE", raising=False)
     with Store() as store:
         assert store.url == str(tmp_path / ".mlflowkit")
+        assert not Path(store.url).exists()  # opening creates nothing
+        store.create()
         assert Path(store.url, "objects").is_dir()
     monkeypatch.setenv("MLFLOWKIT_STORE", str(tmp_path / "elsewhere"))
     with Store() as store:
@@ -342,6 +349,7 @@ def test_a_store_folder_removed_and_opened_again_is_laid_out_again(tmp_path: Pat
         store.put(1, fake_digest("one"))
     shutil.rmtree(url)
     with Store(url) as again:
+        again.create()
         areas = sorted(p.name for p in Path(url).iterdir() if p.is_dir())
         assert areas == ["cache", "locks", "objects", "packs", "quarantine", "runs", "tmp"]
         digest = again.put(2, fake_digest("two"))
