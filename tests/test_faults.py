@@ -416,6 +416,51 @@ def test_an_output_copied_over_another_is_never_served(store: Any, counters: Pat
     assert store.verify() == []
 
 
+# gc while a run is in progress ----------------------------------------------------------------
+
+GC_REPORTS: list[Any] = []
+
+
+@mk.step
+def arange(n: int) -> np.ndarray:
+    return np.arange(n)
+
+
+@mk.step
+def fresh(k: int) -> list[int]:
+    return [k, k]
+
+
+@mk.step
+def collect_now(x: np.ndarray, y: list[int], url: str, k: int) -> int:
+    if k == 2:  # another user collects garbage while this run is in progress
+        GC_REPORTS.append(mk.Store(url).gc(keep_last=0))
+    return int(x.sum()) + sum(y)
+
+
+@mk.pipeline
+def hit_then_gc(url: str, n: int = 5, k: int = 1) -> Any:
+    x = arange(n)
+    return x, collect_now(x, fresh(k), url, k)
+
+
+def test_gc_during_a_run_takes_nothing_the_run_uses(tmp_path: Path) -> None:
+    url = str(tmp_path / "store")
+    GC_REPORTS.clear()
+    hit_then_gc.plan(url=url, k=1).run(store=url, progress=False)
+    run = hit_then_gc.plan(url=url, k=2).run(store=url, progress=False)
+    assert len(GC_REPORTS) == 1  # the gc ran in the middle of the run
+    assert run.step("arange").status == "cached"
+    x, total = run.output  # the cached array, returned after the gc
+    np.testing.assert_array_equal(x, np.arange(5))
+    assert total == 10 + 4
+    with mk.Store(url) as store:
+        written = run.step("fresh").output_digest
+        assert written and store.has(written)  # what the run wrote before the gc is still there
+        later = mk.Run(store.run(run.id), store).output
+        np.testing.assert_array_equal(later[0], np.arange(5))
+
+
 # runs whose process was killed -----------------------------------------------------------------
 
 

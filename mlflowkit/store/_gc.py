@@ -3,9 +3,11 @@
 Invariants
 ----------
 * What the newest ``keep_last`` runs reference (step keys, inputs, outputs, output templates),
-  runs still in progress (marked ``running``, their owner alive; on another host, for up to a
-  day), run ``pins`` and explicit pins are kept, and so is every object a kept cache entry
-  points at.
+  run ``pins`` and explicit pins are kept, and so is every object a kept cache entry points at.
+* Runs in progress hold a lease: while a run is live (marked ``running`` and its owner alive;
+  on another host, for up to a day) gc keeps every file written since it started, what the
+  last finished run of its pipeline used and what the cache packs list (where it reads its
+  cache hits). So a gc never takes a value from under a running run.
 * Only names the store makes, in its own folders (no links), are deleted (see ``Store``); a
   folder that is not a store is an error, never cleaned.
 * A dry run deletes nothing and reports what a real one would delete.
@@ -22,17 +24,20 @@ from typing import TYPE_CHECKING, Any
 
 from mlflowkit.errors import StoreError
 from mlflowkit.store import _owner
-from mlflowkit.store._format import decode_entry, template_digests
+from mlflowkit.store._format import decode_entry, decode_pack, template_digests
 
 if TYPE_CHECKING:
     from mlflowkit.records import RunRecord
     from mlflowkit.store._io import FileStat
     from mlflowkit.store.fsspec import Store
 
-__all__ = ["RUNNING_GRACE_S", "GcReport", "collect"]
+__all__ = ["LEASE_SLACK_S", "RUNNING_GRACE_S", "GcReport", "collect"]
 
 #: gc keeps runs marked running on another host (or with no owner) this long (then: crashed)
 RUNNING_GRACE_S = 24 * 3600.0
+#: files this many seconds older than a live run's start still count as its own (clock skew
+#: between this machine and a remote filesystem's timestamps)
+LEASE_SLACK_S = 300.0
 
 
 @dataclass(frozen=True)
@@ -105,11 +110,31 @@ def collect(
             digests, keys = _references(record)
             live.update(digests)
             live_keys.update(keys)
+    # a run in progress reads its cache hits from its pipeline's last run and from the packs,
+    # and writes new files from when it started: that is its lease
+    since: float | None = None
+    if leases:
+        since = min(r.started_at for r in leases) - LEASE_SLACK_S
+        pipelines = {r.pipeline for r in leases}
+        for record in records:
+            if record.pipeline in pipelines and record.status != "running":
+                pipelines.discard(record.pipeline)
+                digests, keys = _references(record)
+                live.update(digests)
+                live_keys.update(keys)
+        for f in store._own_files("packs"):
+            data = store._io.read(f"{store.root}/packs/{f.name}")
+            entries = decode_pack(data) if data is not None else None
+            for key, packed in (entries or {}).items():
+                live_keys.add(key)
+                live.add(packed.output_digest)
     idx = store._idx()
     for d in list(live):
         live_keys.update(idx.cache_keys_for(d))
 
     def young(f: FileStat) -> bool:
+        if since is not None and f.mtime >= since:
+            return True
         return older_than is not None and now - f.mtime < older_than
 
     freed = 0

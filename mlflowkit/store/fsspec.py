@@ -1028,8 +1028,7 @@ class Store:
         ----------
         keep_last:
             Keep everything the newest ``keep_last`` runs reference (their steps' keys,
-            inputs and outputs, and their output template), plus runs still marked running
-            that started less than a day ago.
+            inputs and outputs, and their output template).
         pins:
             Digests to keep regardless; the ``pins`` of every run record are kept too.
         older_than:
@@ -1043,6 +1042,16 @@ class Store:
         Run records are kept (they are small); an old run's output may no longer load.
         Quarantined objects and stale temp files are deleted too, and cache packs when
         anything else was.
+
+        Safe while runs are in progress: a live run (marked ``running``, its owner alive; on
+        another host, for up to a day) holds a lease, and gc keeps every file written since
+        it started, what the last finished run of its pipeline used and what the cache packs
+        list (where it finds its cache hits).
+
+        Raises
+        ------
+        StoreError
+            ``keep_last`` is negative, or there is no store at this url.
         """
         from mlflowkit.store._gc import collect
 
