@@ -27,7 +27,7 @@ from blake3 import blake3
 
 from mlflowkit._heap import set_aside
 from mlflowkit.cache import KeyMaker
-from mlflowkit.errors import ExecutorError, RunFailed, WiringError
+from mlflowkit.errors import ExecutorError, RunFailed, StoreError, WiringError
 from mlflowkit.executors import get as get_executor
 from mlflowkit.executors.base import Executor, InMemory, TaskResult
 from mlflowkit.plan import Ref
@@ -325,9 +325,21 @@ def _run_plan(
     record.finished_at = time.time()
     record.status = "failed" if result.failure is not None else "succeeded"
     record.environment = environment(result.packages)
-    record.output = _output_record(plan.output, result.digests, the_store)
-    the_store.put_run(record)
-    if read_pack is not None and result.failure is None and _changed(pack, result.entries):
+    try:
+        record.output = _output_record(plan.output, result.digests, the_store)
+        the_store.put_run(record)
+    except StoreError as exc:  # e.g. disk full: never hide the run's own failure behind it
+        if result.failure is None:
+            raise
+        record_error: StoreError | None = exc
+    else:
+        record_error = None
+    if (
+        read_pack is not None
+        and record_error is None
+        and result.failure is None
+        and _changed(pack, result.entries)
+    ):
         the_store.write_pack(pack_name, result.entries.values())  # type: ignore[attr-defined]
     # only the outputs' values: the run must not keep every intermediate value alive
     values = {
@@ -347,9 +359,14 @@ def _run_plan(
             if failure.traceback
             else ""
         )
+        unrecorded = (
+            f" The run record could not be written either ({record_error})."
+            if record_error is not None
+            else ""
+        )
         raise RunFailed(
             f"Run {run_id} of pipeline {plan.pipeline!r} failed at step {name!r}: {text}. "
-            f"Finished steps are cached; fix the step and run again to resume.{tb}",
+            f"Finished steps are cached; fix the step and run again to resume.{unrecorded}{tb}",
             run=run,
             step=name,
         ) from err

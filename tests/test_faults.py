@@ -464,6 +464,60 @@ def test_gc_during_a_run_takes_nothing_the_run_uses(tmp_path: Path) -> None:
         np.testing.assert_array_equal(later[0], np.arange(5))
 
 
+# writing the run record fails ----------------------------------------------------------------
+
+
+@mk.step
+def explode(n: int) -> int:
+    raise ValueError(f"bad n={n}")
+
+
+@mk.pipeline
+def failing(n: int = 1) -> int:
+    return explode(n)
+
+
+@mk.pipeline
+def fine(n: int = 1) -> list[int]:
+    return fresh(n)
+
+
+def _disk_full_for_records(store: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    store.create()
+    real = store._io._write_atomic
+
+    def write(path: str, parts: Any, durable: bool) -> None:
+        if "/runs/" in path and path.endswith(".json"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(path, parts, durable)
+
+    monkeypatch.setattr(store._io, "_write_atomic", write)
+
+
+def test_disk_full_while_writing_the_record_keeps_the_run_failed(
+    store: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _disk_full_for_records(store, monkeypatch)
+    with pytest.raises(mk.RunFailed) as info:
+        failing.plan(n=3).run(store=store, progress=False)
+    assert isinstance(info.value.__cause__, ValueError)  # the step's own error
+    assert "bad n=3" in str(info.value)
+    assert "run record could not be written" in str(info.value)
+    assert "No space left on device" in str(info.value)
+    assert not list(Path(store.root, "runs").glob("*.started"))  # nothing claims it is running
+
+
+def test_disk_full_while_writing_the_record_of_a_good_run_is_a_store_error(
+    store: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _disk_full_for_records(store, monkeypatch)
+    with pytest.raises(mk.StoreError, match="No space left on device"):
+        fine.plan(n=4).run(store=store, progress=False)
+    assert not list(Path(store.root, "runs").glob("*.started"))
+
+
 # runs whose process was killed -----------------------------------------------------------------
 
 
