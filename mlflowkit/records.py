@@ -14,7 +14,7 @@ from typing import Any, Literal
 __all__ = ["CacheEntry", "RunRecord", "StepRun", "count_calls", "describe_calls"]
 
 StepStatus = Literal["cached", "executed", "failed", "skipped"]
-RunStatus = Literal["running", "succeeded", "failed"]
+RunStatus = Literal["running", "succeeded", "failed", "interrupted"]
 
 
 @dataclass(slots=True)  # a store writes it as a row of values (see RunRecord.to_stored)
@@ -112,6 +112,10 @@ class RunRecord:
 
     ``output`` is the pipeline's return structure with every Ref replaced by
     ``{"$digest": "<hex>"}`` (plain values kept as they are, when JSON-able).
+
+    ``owner`` names the process that ran it (``host``, ``boot``, ``pid``, ``start``), written
+    by the store with the ``running`` record; a ``running`` record whose owner is provably
+    gone reads back as ``interrupted``.
     """
 
     id: str
@@ -125,6 +129,7 @@ class RunRecord:
     output: Any = None
     executor: str = "local"
     pins: list[str] = field(default_factory=list)
+    owner: dict[str, Any] = field(default_factory=dict)
 
     def _fields_but_steps(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "steps"}

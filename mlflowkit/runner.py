@@ -27,7 +27,7 @@ from blake3 import blake3
 
 from mlflowkit._heap import set_aside
 from mlflowkit.cache import KeyMaker
-from mlflowkit.errors import ExecutorError, RunFailed, TypeCheckError, WiringError
+from mlflowkit.errors import ExecutorError, RunFailed, StoreError, TypeCheckError, WiringError
 from mlflowkit.executors import get as get_executor
 from mlflowkit.executors.base import Executor, InMemory, TaskResult
 from mlflowkit.interactive import wants_progress
@@ -256,6 +256,9 @@ def _run_plan(
     force: bool | list[str],
 ) -> Run:
     the_store = open_store(store)
+    create = getattr(the_store, "create", None)  # an optional store feature: a run lays it out
+    if create is not None:
+        create()
     if isinstance(executor, Executor):
         ex = executor
         owned = False
@@ -343,14 +346,31 @@ def _run_plan(
     failed = result.failure is not None or output_error is not None
     record.status = "failed" if failed else "succeeded"
     record.environment = environment(result.packages)
-    record.output = _output_record(plan.output, result.digests, the_store)
-    the_store.put_run(record)
-    if read_pack is not None and result.failure is None and _changed(pack, result.entries):
+    try:
+        record.output = _output_record(plan.output, result.digests, the_store)
+        the_store.put_run(record)
+    except StoreError as exc:  # e.g. disk full: never hide the run's own failure behind it
+        if not failed:
+            raise
+        record_error: StoreError | None = exc
+    else:
+        record_error = None
+    if (
+        read_pack is not None
+        and record_error is None
+        and result.failure is None
+        and _changed(pack, result.entries)
+    ):
         the_store.write_pack(pack_name, result.entries.values())  # type: ignore[attr-defined]
+    unrecorded = (
+        f" The run record could not be written either ({record_error})."
+        if record_error is not None
+        else ""
+    )
     if output_error is not None:
         raise RunFailed(
             f"Run {run_id} of pipeline {plan.pipeline!r} failed: {output_error} Its steps "
-            f"finished and are cached.",
+            f"finished and are cached.{unrecorded}",
             run=run,
         ) from output_error
     if result.failure is not None:
@@ -366,7 +386,7 @@ def _run_plan(
         )
         raise RunFailed(
             f"Run {run_id} of pipeline {plan.pipeline!r} failed at step {name!r}: {text}. "
-            f"Finished steps are cached; fix the step and run again to resume.{tb}",
+            f"Finished steps are cached; fix the step and run again to resume.{unrecorded}{tb}",
             run=run,
             step=name,
         ) from err

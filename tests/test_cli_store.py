@@ -382,3 +382,35 @@ def _line(text: str, step: str) -> str:
 def _actions(text: str) -> dict[str, str]:
     rows = [li.split() for li in text.splitlines()[1:] if li.strip()]
     return {row[0]: row[1] for row in rows}
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["runs", "list"], ["runs", "show", "abc"], ["lineage", "abc123"], ["store", "du"]],
+    ids=lambda a: " ".join(a),
+)
+def test_cli_read_commands_never_create_a_store(tmp_path: Path, args: list[str]) -> None:
+    url = tmp_path / "not-a-store"
+    out = CliRunner().invoke(main, [*args, "--store", str(url)])
+    assert out.exit_code == 1
+    assert f"no mlflowkit store at {url}" in out.output
+    assert "create one by running a pipeline with --store" in out.output
+    assert not url.exists()
+
+
+def test_cli_runs_list_in_a_folder_with_a_tmp_folder_deletes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+    import time
+
+    monkeypatch.chdir(tmp_path)
+    results = tmp_path / "tmp" / "results.csv"
+    results.parent.mkdir()
+    results.write_text("1,2\n")
+    then = time.time() - 3600
+    os.utime(results, (then, then))
+    out = CliRunner().invoke(main, ["runs", "list", "--store", "."])
+    assert out.exit_code == 1 and "no mlflowkit store at" in out.output
+    assert results.read_text() == "1,2\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tmp"]

@@ -20,8 +20,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
 import mlflowkit as mk
+from mlflowkit.cli import main
 from tests.resources import dag_faults
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -130,15 +132,18 @@ def cache_files(store: Any) -> list[str]:
 
 def assert_consistent(store: Any) -> None:
     """What a killed writer may leave behind: nothing corrupt, nothing dangling."""
+    if not store.exists():  # killed before its run laid out the store: it wrote nothing
+        assert not Path(store.root, "runs").exists()
+        return
     assert store.verify() == []
     # every cache entry file on disk is whole and points at an object that is there
     for key in cache_files(store):
         assert store.get_cache(key) is not None, key
-    # every run record is readable; killed runs stay marked running
+    # every run record is readable; killed runs read as interrupted (their process is gone)
     records = store.runs()
     files = [*Path(store.root, "runs").glob("*.json"), *Path(store.root, "runs").glob("*.started")]
     assert len(records) == len({p.name.rsplit(".", 1)[0] for p in files})
-    assert {r.status for r in records} <= {"running", "succeeded"}
+    assert {r.status for r in records} <= {"interrupted", "succeeded"}
 
 
 def assert_du_matches_files(store: Any) -> None:
@@ -396,3 +401,136 @@ def test_a_corrupt_output_never_loads_from_a_run_record(store: Any, counters: Pa
     np.testing.assert_array_equal(
         mk.Run(store.run(again.id), store).output[0], np.arange(1000) * 0.5
     )
+
+
+def test_an_output_copied_over_another_is_never_served(store: Any, counters: Path) -> None:
+    small = dag_faults.pair.plan(n=10).run(store=store, progress=False)
+    big = dag_faults.pair.plan(n=1000).run(store=store, progress=False)
+    source, target = small.step("produce").output_digest, big.step("produce").output_digest
+    assert source and target
+    # a mix-up: n=10's array copied over n=1000's (a whole, valid object file)
+    data = Path(store.root, "objects", source[:2], source).read_bytes()
+    Path(store.root, "objects", target[:2], target).write_bytes(data)
+    run = dag_faults.pair.plan(n=1000).run(store=store, progress=False, force=["consume"])
+    x, total = run.output
+    np.testing.assert_array_equal(x, np.arange(1000) * 0.5)  # not n=10's value
+    assert total == float((np.arange(1000) * 0.5).sum())
+    assert run.step("produce").status == "executed"  # its producer ran again
+    assert store.verify() == []
+
+
+# gc while a run is in progress ----------------------------------------------------------------
+
+GC_REPORTS: list[Any] = []
+
+
+@mk.step
+def arange(n: int) -> np.ndarray:
+    return np.arange(n)
+
+
+@mk.step
+def fresh(k: int) -> list[int]:
+    return [k, k]
+
+
+@mk.step
+def collect_now(x: np.ndarray, y: list[int], url: str, k: int) -> int:
+    if k == 2:  # another user collects garbage while this run is in progress
+        GC_REPORTS.append(mk.Store(url).gc(keep_last=0))
+    return int(x.sum()) + sum(y)
+
+
+@mk.pipeline
+def hit_then_gc(url: str, n: int = 5, k: int = 1) -> Any:
+    x = arange(n)
+    return x, collect_now(x, fresh(k), url, k)
+
+
+def test_gc_during_a_run_takes_nothing_the_run_uses(tmp_path: Path) -> None:
+    url = str(tmp_path / "store")
+    GC_REPORTS.clear()
+    hit_then_gc.plan(url=url, k=1).run(store=url, progress=False)
+    run = hit_then_gc.plan(url=url, k=2).run(store=url, progress=False)
+    assert len(GC_REPORTS) == 1  # the gc ran in the middle of the run
+    assert run.step("arange").status == "cached"
+    x, total = run.output  # the cached array, returned after the gc
+    np.testing.assert_array_equal(x, np.arange(5))
+    assert total == 10 + 4
+    with mk.Store(url) as store:
+        written = run.step("fresh").output_digest
+        assert written and store.has(written)  # what the run wrote before the gc is still there
+        later = mk.Run(store.run(run.id), store).output
+        np.testing.assert_array_equal(later[0], np.arange(5))
+
+
+# writing the run record fails ----------------------------------------------------------------
+
+
+@mk.step
+def explode(n: int) -> int:
+    raise ValueError(f"bad n={n}")
+
+
+@mk.pipeline
+def failing(n: int = 1) -> int:
+    return explode(n)
+
+
+@mk.pipeline
+def fine(n: int = 1) -> list[int]:
+    return fresh(n)
+
+
+def _disk_full_for_records(store: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    store.create()
+    real = store._io._write_atomic
+
+    def write(path: str, parts: Any, durable: bool) -> None:
+        if "/runs/" in path and path.endswith(".json"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(path, parts, durable)
+
+    monkeypatch.setattr(store._io, "_write_atomic", write)
+
+
+def test_disk_full_while_writing_the_record_keeps_the_run_failed(
+    store: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _disk_full_for_records(store, monkeypatch)
+    with pytest.raises(mk.RunFailed) as info:
+        failing.plan(n=3).run(store=store, progress=False)
+    assert isinstance(info.value.__cause__, ValueError)  # the step's own error
+    assert "bad n=3" in str(info.value)
+    assert "run record could not be written" in str(info.value)
+    assert "No space left on device" in str(info.value)
+    assert not list(Path(store.root, "runs").glob("*.started"))  # nothing claims it is running
+
+
+def test_disk_full_while_writing_the_record_of_a_good_run_is_a_store_error(
+    store: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _disk_full_for_records(store, monkeypatch)
+    with pytest.raises(mk.StoreError, match="No space left on device"):
+        fine.plan(n=4).run(store=store, progress=False)
+    assert not list(Path(store.root, "runs").glob("*.started"))
+
+
+# runs whose process was killed -----------------------------------------------------------------
+
+
+def test_a_run_killed_with_sigkill_reads_as_interrupted(tmp_path: Path, forkserver: Any) -> None:
+    url = str(tmp_path / "store")
+    proc = forkserver.Process(target=dag_faults.run_pair_killed_in, args=(url, "consume"))
+    proc.start()
+    proc.join()
+    assert proc.exitcode == -signal.SIGKILL
+    with mk.Store(url) as store:
+        [record] = store.runs()
+        assert record.status == "interrupted"
+        assert record.owner["pid"] == proc.pid
+        assert list(Path(url, "runs").glob("*.started"))  # the file is left as it was
+    out = CliRunner().invoke(main, ["runs", "list", "--store", url])
+    assert out.exit_code == 0 and "interrupted" in out.output

@@ -2,8 +2,14 @@
 
 Object file (little-endian)::
 
-    "MKOB" | u16 format version (1) | u16 len(name) | u64 len(payload) | 32 B BLAKE3(payload)
-    | serializer name (ASCII) | u32 CRC-32 of everything before it | payload
+    "MKOB" | u16 format version (2) | u16 len(name) | u64 len(payload) | 32 B BLAKE3(payload)
+    | u16 len(address) | serializer name (ASCII) | address (ASCII)
+    | u32 CRC-32 of everything before it | payload
+
+The *address* is the digest the object is stored under (its file name): the header binds the
+object to its own name, so a file copied or renamed over another object's is found out on
+read by comparing one string, without hashing the value again. Format 1 (written by earlier
+versions) has no ``u16 len(address)`` and no address; it is still read (see ``parse_header``).
 
 Cache-entry file (valid JSON, written byte for byte in this shape)::
 
@@ -18,6 +24,8 @@ Invariants:
 
 * A header is trusted only after its CRC-32 matches; a payload only after its length and its
   BLAKE3 match the header. Anything else raises :class:`CorruptFile` (never a half result).
+* A format-2 object is read only under the address its header names: the store compares it
+  with the digest asked for (a mismatch is :class:`CorruptFile`).
 * A cache-entry (or cache-pack) file decodes only when its checksum matches the exact bytes of
   the JSON it seals; anything else decodes to None.
 """
@@ -36,6 +44,7 @@ from mlflowkit.errors import StoreError
 from mlflowkit.records import CacheEntry
 
 __all__ = [
+    "ADDRESS_MAX",
     "HEAD_MAX",
     "CorruptFile",
     "decode_entry",
@@ -49,10 +58,13 @@ __all__ = [
 ]
 
 _MAGIC = b"MKOB"
-_FORMAT = 1
+_FORMAT = 2
+_FORMAT_UNBOUND = 1  # earlier versions: no address in the header
 _FIXED = struct.Struct("<4sHHQ32s")
+_ADDRESS_LEN = struct.Struct("<H")
 _CRC = struct.Struct("<I")
-HEAD_MAX = _FIXED.size + 64 + _CRC.size
+ADDRESS_MAX = 200  # the longest name a store accepts for an object
+HEAD_MAX = _FIXED.size + _ADDRESS_LEN.size + 64 + ADDRESS_MAX + _CRC.size
 _ENTRY_HEAD = b'{"checksum":"'
 _ENTRY_MID = b'","entry":'
 _ENTRY_RAW = len(_ENTRY_HEAD) + 64 + len(_ENTRY_MID)
@@ -69,29 +81,57 @@ def payload_blake3(data: bytes | bytearray | memoryview) -> bytes:
     return bytes(blake3.blake3(data, max_threads=threads).digest())
 
 
-def pack_header(name: str, payload: bytes) -> bytes:
-    """The header to write before ``payload`` serialized with ``name``."""
+def pack_header(name: str, payload: bytes, address: str) -> bytes:
+    """The header to write before ``payload`` serialized with ``name``, stored as ``address``."""
     raw = name.encode("ascii")
-    head = _FIXED.pack(_MAGIC, _FORMAT, len(raw), len(payload), payload_blake3(payload)) + raw
+    where = address.encode("ascii")
+    head = b"".join(
+        (
+            _FIXED.pack(_MAGIC, _FORMAT, len(raw), len(payload), payload_blake3(payload)),
+            _ADDRESS_LEN.pack(len(where)),
+            raw,
+            where,
+        )
+    )
     return head + _CRC.pack(zlib.crc32(head))
 
 
-def parse_header(buf: bytes) -> tuple[str, int, bytes, int]:
-    """``(serializer, payload length, payload BLAKE3, header length)``, or raise ``CorruptFile``."""
+def parse_header(buf: bytes) -> tuple[str, int, bytes, int, str | None]:
+    """``(serializer, payload length, payload BLAKE3, header length, address)``.
+
+    ``address`` is None for a format-1 object (written before headers named their address).
+
+    Raises
+    ------
+    CorruptFile
+        The header is short, garbled, of an unknown format, or fails its CRC-32.
+    """
     if len(buf) < _FIXED.size:
         raise CorruptFile(f"file is {len(buf)} bytes, shorter than an object header")
     magic, version, name_len, payload_len, checksum = _FIXED.unpack_from(buf)
     if magic != _MAGIC:
         raise CorruptFile("bad magic bytes")
-    end = _FIXED.size + name_len
+    start = _FIXED.size
+    address_len = 0
+    if version == _FORMAT:
+        if len(buf) < start + _ADDRESS_LEN.size:
+            raise CorruptFile("truncated header")
+        (address_len,) = _ADDRESS_LEN.unpack_from(buf, start)
+        start += _ADDRESS_LEN.size
+    end = start + name_len + address_len
     if len(buf) < end + _CRC.size:
         raise CorruptFile("truncated header")
     (crc,) = _CRC.unpack_from(buf, end)
     if crc != zlib.crc32(buf[:end]):
         raise CorruptFile("header checksum mismatch")
-    if version != _FORMAT:
+    if version not in (_FORMAT, _FORMAT_UNBOUND):
         raise CorruptFile(f"unknown object format version {version}")
-    return buf[_FIXED.size : end].decode("ascii"), payload_len, checksum, end + _CRC.size
+    try:
+        name = buf[start : start + name_len].decode("ascii")
+        address = buf[start + name_len : end].decode("ascii") if version == _FORMAT else None
+    except UnicodeDecodeError:
+        raise CorruptFile("header names are not ASCII") from None
+    return name, payload_len, checksum, end + _CRC.size, address
 
 
 def encode_entry(entry: CacheEntry) -> bytes:

@@ -3,8 +3,13 @@
 Invariants
 ----------
 * What the newest ``keep_last`` runs reference (step keys, inputs, outputs, output templates),
-  runs still marked running less than a day ago, run ``pins`` and explicit pins are kept, and
-  so is every object a kept cache entry points at.
+  run ``pins`` and explicit pins are kept, and so is every object a kept cache entry points at.
+* Runs in progress hold a lease: while a run is live (marked ``running`` and its owner alive;
+  on another host, for up to a day) gc keeps every file written since it started, what the
+  last finished run of its pipeline used and what the cache packs list (where it reads its
+  cache hits). So a gc never takes a value from under a running run.
+* Only names the store makes, in its own folders (no links), are deleted (see ``Store``); a
+  folder that is not a store is an error, never cleaned.
 * A dry run deletes nothing and reports what a real one would delete.
 * Cache packs are deleted whenever anything else is (they may list deleted entries; the next
   run of each pipeline writes its pack again).
@@ -18,15 +23,21 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from mlflowkit.errors import StoreError
-from mlflowkit.store._format import decode_entry, template_digests
+from mlflowkit.store import _owner
+from mlflowkit.store._format import decode_entry, decode_pack, template_digests
 
 if TYPE_CHECKING:
+    from mlflowkit.records import RunRecord
     from mlflowkit.store._io import FileStat
     from mlflowkit.store.fsspec import Store
 
-__all__ = ["RUNNING_GRACE_S", "GcReport", "collect"]
+__all__ = ["LEASE_SLACK_S", "RUNNING_GRACE_S", "GcReport", "collect"]
 
-RUNNING_GRACE_S = 24 * 3600.0  # gc keeps runs marked running for this long (then: crashed)
+#: gc keeps runs marked running on another host (or with no owner) this long (then: crashed)
+RUNNING_GRACE_S = 24 * 3600.0
+#: files this many seconds older than a live run's start still count as its own (clock skew
+#: between this machine and a remote filesystem's timestamps)
+LEASE_SLACK_S = 300.0
 
 
 @dataclass(frozen=True)
@@ -47,6 +58,30 @@ class GcReport:
         return asdict(self)
 
 
+def _references(record: RunRecord) -> tuple[set[str], set[str]]:
+    """The digests and cache keys a run record references."""
+    digests = set(template_digests(record.output))
+    keys: set[str] = set()
+    for s in record.steps:
+        digests.update(d for d in s.inputs.values() if isinstance(d, str))
+        if s.output_digest:
+            digests.add(s.output_digest)
+        if s.key:
+            keys.add(s.key)
+    return digests, keys
+
+
+def _live(record: RunRecord, now: float) -> bool:
+    """Whether a run is in progress: marked running, its owner not provably gone (readers
+    already show those as interrupted), and alive here or started less than a day ago."""
+    if record.status != "running":
+        return False
+    who = record.owner
+    if who.get("host") == _owner.HOST and type(who.get("pid")) is int:
+        return True  # on this host: dead owners read as interrupted, so this one lives
+    return now - record.started_at < RUNNING_GRACE_S
+
+
 def collect(
     store: Store,
     *,
@@ -56,38 +91,56 @@ def collect(
     dry_run: bool,
 ) -> GcReport:
     """``store.gc(...)``: see :meth:`mlflowkit.store.Store.gc`."""
-    from mlflowkit.store.fsspec import TMP_MAX_AGE_S
+    from mlflowkit.store.fsspec import _QUARANTINED
 
     if keep_last < 0:
         raise StoreError(f"keep_last must be >= 0, got {keep_last}", url=store.url)
+    store._require()  # never lay out (or delete in) a folder that is not a store
+    if not dry_run:
+        store.create()  # a store of an earlier version gets its marker
     records = store.runs()
     now = time.time()
     live: set[str] = set(pins or ())
     live_keys: set[str] = set()
+    leases = [r for r in records if _live(r, now)]
+    leased = {r.id for r in leases}
     for i, record in enumerate(records):
         live.update(record.pins)
-        in_flight = record.status == "running" and now - record.started_at < RUNNING_GRACE_S
-        if i >= keep_last and not in_flight:
-            continue
-        live.update(template_digests(record.output))
-        for s in record.steps:
-            live.update(d for d in s.inputs.values() if isinstance(d, str))
-            if s.output_digest:
-                live.add(s.output_digest)
-            if s.key:
-                live_keys.add(s.key)
+        if i < keep_last or record.id in leased:
+            digests, keys = _references(record)
+            live.update(digests)
+            live_keys.update(keys)
+    # a run in progress reads its cache hits from its pipeline's last run and from the packs,
+    # and writes new files from when it started: that is its lease
+    since: float | None = None
+    if leases:
+        since = min(r.started_at for r in leases) - LEASE_SLACK_S
+        pipelines = {r.pipeline for r in leases}
+        for record in records:
+            if record.pipeline in pipelines and record.status != "running":
+                pipelines.discard(record.pipeline)
+                digests, keys = _references(record)
+                live.update(digests)
+                live_keys.update(keys)
+        for f in store._own_files("packs"):
+            data = store._io.read(f"{store.root}/packs/{f.name}")
+            entries = decode_pack(data) if data is not None else None
+            for key, packed in (entries or {}).items():
+                live_keys.add(key)
+                live.add(packed.output_digest)
     idx = store._idx()
     for d in list(live):
         live_keys.update(idx.cache_keys_for(d))
 
     def young(f: FileStat) -> bool:
+        if since is not None and f.mtime >= since:
+            return True
         return older_than is not None and now - f.mtime < older_than
 
     freed = 0
     dead_keys: list[str] = []
     cache_kept = 0
-    for f in store._io.walk(f"{store.root}/cache"):
-        key = f.name.rsplit("/", 1)[-1].removesuffix(".json")
+    for f, key in store._object_files("cache", ".json"):
         if key in live_keys or young(f):
             cache_kept += 1
             data = store._io.read(f"{store.root}/cache/{f.name}")
@@ -101,8 +154,7 @@ def collect(
             store._io.remove(f"{store.root}/cache/{f.name}")
     dead_objects: list[str] = []
     objects_kept = 0
-    for f in store._io.walk(f"{store.root}/objects"):
-        digest = f.name.rsplit("/", 1)[-1]
+    for f, digest in store._object_files("objects"):
         if digest in live or young(f):
             objects_kept += 1
             continue
@@ -110,8 +162,8 @@ def collect(
         freed += f.size
         if not dry_run:
             store._io.remove(f"{store.root}/objects/{f.name}")
-    quarantined = store._io.listdir(f"{store.root}/quarantine")
-    stale_tmp = [f for f in store._io.listdir(f"{store.root}/tmp") if now - f.mtime > TMP_MAX_AGE_S]
+    quarantined = [f for f in store._own_files("quarantine") if _QUARANTINED.fullmatch(f.name)]
+    stale_tmp = store.stale_temps()
     freed += sum(f.size for f in quarantined) + sum(f.size for f in stale_tmp)
     if not dry_run:
         for f in quarantined:

@@ -10,8 +10,12 @@ Invariants:
   ``<root>/tmp/<unique>.tmp``, flush, ``fsync`` (when durable), ``os.replace`` onto the target,
   and ``fsync`` the target's directory (when durable). On other filesystems: one ``pipe_file``
   (a single PUT on object stores).
-* Temp files are only ever created under ``<root>/tmp/`` and never read; ``sweep_tmp`` deletes
-  those older than a bound.
+* Temp files are only ever created under ``<root>/tmp/``, named ``TEMP_NAME`` (the writer's
+  pid, a counter, random bits, a tag of the host and boot, and the writer's start time), and
+  never read; ``sweep_tmp`` deletes only names of that shape: those older than a bound, and at
+  once those whose writer is provably dead (see ``temp_owner_dead``).
+* Every local write that fails (disk full, read-only, permissions) raises ``StoreError``
+  naming the file and the cause, never a bare ``OSError``.
 * ``read`` returns ``None`` for a missing file and never a partial one.
 """
 
@@ -22,15 +26,44 @@ import datetime as _dt
 import errno
 import itertools
 import os
+import re
+import stat
 import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["FileStat", "FsspecIO", "LocalIO"]
+from mlflowkit.errors import StoreError
+from mlflowkit.store import _owner
+
+__all__ = ["TEMP_NAME", "FileStat", "FsspecIO", "LocalIO", "temp_owner_dead"]
 
 _counter = itertools.count()
+
+#: The name of a temp file a store wrote: ``<pid>-<n>-<8 hex>[-<host tag>-<start>].tmp``
+#: (the bracketed part is missing from names written by earlier versions).
+TEMP_NAME = re.compile(r"(\d{1,10})-\d{1,20}-[0-9a-f]{8}(?:-([0-9a-f]{8})-(\d{1,20}))?\.tmp")
+
+_temp_tail: tuple[int, str] | None = None
+
+
+def _temp_suffix() -> str:
+    """``-<host tag>-<start>.tmp`` of this process (read once per process)."""
+    global _temp_tail
+    pid = os.getpid()
+    if _temp_tail is None or _temp_tail[0] != pid:
+        _temp_tail = (pid, f"-{_owner.host_tag()}-{_owner.process_start(pid) or 0}.tmp")
+    return _temp_tail[1]
+
+
+def temp_owner_dead(name: str) -> bool:
+    """Whether the process that wrote temp file ``name`` is provably gone (see ``_owner``)."""
+    m = TEMP_NAME.fullmatch(name)
+    if m is None or m.group(2) != _owner.host_tag():
+        return False
+    pid, start = int(m.group(1)), int(m.group(3))
+    return _owner.process_gone(pid, start or None)
 
 
 @dataclass(frozen=True)
@@ -82,6 +115,17 @@ class LocalIO:
     def exists(self, path: str) -> bool:
         """Whether the file exists."""
         return os.path.exists(path)
+
+    def own_dir(self, folder: str) -> bool:
+        """Whether ``folder`` is a real folder (not a link to one elsewhere)."""
+        try:
+            return stat.S_ISDIR(os.lstat(folder).st_mode)
+        except (OSError, ValueError):
+            return False
+
+    def writable(self) -> bool:
+        """Whether files can be written under the store folder."""
+        return os.access(self.root, os.W_OK)
 
     def size(self, path: str) -> int | None:
         """The file's size, or None."""
@@ -137,8 +181,29 @@ class LocalIO:
     def write_atomic(
         self, path: str, parts: Iterable[bytes | bytearray | memoryview], durable: bool
     ) -> None:
-        """Write ``parts`` to ``path`` so that readers see all of it or nothing."""
-        tmp = f"{self.tmpdir}/{os.getpid()}-{next(_counter)}-{os.urandom(4).hex()}.tmp"
+        """Write ``parts`` to ``path`` so that readers see all of it or nothing.
+
+        Raises
+        ------
+        StoreError
+            The write failed (disk full, read-only store, permissions); nothing was left
+            behind at ``path`` or in ``tmp/``.
+        """
+        try:
+            self._write_atomic(path, parts, durable)
+        except OSError as exc:
+            raise StoreError(
+                f"cannot write {path}: {exc.strerror or exc}. Expected a writable store with "
+                "free space; free some space (`mlflowkit store gc`), fix the permissions, or "
+                "use another store.",
+                url=self.root,
+            ) from exc
+
+    def _write_atomic(
+        self, path: str, parts: Iterable[bytes | bytearray | memoryview], durable: bool
+    ) -> None:
+        tmp = f"{self.tmpdir}/{os.getpid()}-{next(_counter)}-{os.urandom(4).hex()}"
+        tmp += _temp_suffix()
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
         try:
             fd = os.open(tmp, flags, 0o666)
@@ -287,6 +352,14 @@ class FsspecIO:
     def exists(self, path: str) -> bool:
         """Whether the file exists."""
         return bool(self.fs.exists(path))
+
+    def own_dir(self, folder: str) -> bool:
+        """Whether ``folder`` belongs to the store (fsspec filesystems have no links)."""
+        return True
+
+    def writable(self) -> bool:
+        """Whether files can be written (assumed: a remote store says so when it refuses)."""
+        return True
 
     def _info(self, path: str) -> dict[str, Any] | None:
         try:

@@ -6,8 +6,9 @@ Invariants every implementation keeps:
 
 * Objects are addressed by the *content digest* of the value (``mk.hash_value``); ``put`` is
   idempotent and atomic: a reader sees either nothing or the whole object, never part of one.
-* ``get`` verifies the object's bytes before deserializing; a corrupt object is set aside,
-  its cache entries dropped, and ``CorruptObjectError`` raised. It is never returned.
+* ``get`` verifies the object's bytes before deserializing, and that the object is the one
+  asked for (not another object's file under its name); a corrupt object is set aside, its
+  cache entries dropped, and ``CorruptObjectError`` raised. It is never returned.
 * Cache entries map a step call's key to its output digest. ``get_cache`` returns ``None`` for a
   missing entry, and for an entry whose stored object is missing (so the step re-executes).
 * The files under the store URL are the source of truth; any local index can be rebuilt.

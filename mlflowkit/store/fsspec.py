@@ -11,6 +11,7 @@ Layout under the store URL::
     quarantine/<digest>.<t>  objects that failed their integrity check, set aside
     tmp/                     temp files of in-flight local writes (swept when old)
     index.sqlite             query index (local stores; remote ones keep it in a cache folder)
+    mlflowkit-store.json     the marker: this folder is a store (written when it is created)
 
 The object and cache-entry file formats are described in ``mlflowkit.store._format``.
 
@@ -24,8 +25,24 @@ Invariants:
   :class:`~mlflowkit.errors.CorruptObjectError`: a corrupt object is never returned.
 * A cache entry carries the BLAKE3 of its own JSON; a corrupt entry reads as missing (and is
   removed), and so does an entry whose stored object is gone.
+* An object's header names the digest it is stored under; ``get`` compares it with the digest
+  asked for (one string compare), so a file copied over another object's is corrupt, never a
+  hit. ``verify`` also re-hashes each value and compares it with its name.
 * The files are the truth; ``index.sqlite`` is rebuilt from them when missing or replaced, and
-  run rows are re-synced from a listing of ``runs/`` before every query.
+  run rows are re-synced from a listing of ``runs/`` before every query. A store that cannot
+  be written (a read-only folder) is read through a private copy of its index.
+* Creating is explicit: constructing a ``Store`` touches nothing. The folders and the marker
+  are made by ``create()`` (a run calls it first) or by the first write. Reading
+  (``runs``, ``run``, ``lineage``, ``du``) never creates or deletes anything, and on a path
+  that is not a store raises ``StoreError``. A folder is a store when it holds the marker, or
+  the ``objects/``, ``cache/`` and ``runs/`` folders every earlier version made (such a store
+  is adopted: the marker is written the first time it is written to).
+* A store deletes only what it can tell it wrote: names of its own shapes (``TEMP_NAME`` in
+  ``tmp/``, digests under ``objects/``, keys under ``cache/``, ...), in its own folders, never
+  through a symbolic link to a folder elsewhere, and only once the folder is known to be a
+  store.
+* A running record names its owner (host, boot, pid, start time); once that process is
+  provably gone, the run reads as ``interrupted`` and its temp files are swept at once.
 * Durability is a group commit. Every write is atomic at once (temp file + rename), so a
   crashed or killed process never leaves a half-written file behind a real name. With
   ``durable=True`` (the default) the data reaches stable storage in batches: a background
@@ -41,6 +58,7 @@ Invariants:
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import os
 import re
@@ -55,9 +73,15 @@ from typing import TYPE_CHECKING, Any
 import blake3
 import orjson
 
-from mlflowkit.errors import CorruptObjectError, MissingObjectError, StoreError
+from mlflowkit.errors import (
+    CorruptObjectError,
+    HashingError,
+    MissingObjectError,
+    SerializationError,
+    StoreError,
+)
 from mlflowkit.records import CacheEntry, RunRecord
-from mlflowkit.store import serializers
+from mlflowkit.store import _owner, serializers
 from mlflowkit.store._flush import FLUSHER, sync_filesystem
 from mlflowkit.store._format import (
     HEAD_MAX,
@@ -71,7 +95,7 @@ from mlflowkit.store._format import (
     payload_blake3,
 )
 from mlflowkit.store._gc import GcReport
-from mlflowkit.store._io import FsspecIO, LocalIO
+from mlflowkit.store._io import TEMP_NAME, FileStat, FsspecIO, LocalIO, temp_owner_dead
 from mlflowkit.store.base import ArtifactStore
 from mlflowkit.store.index import Index, ObjectRow, RunFile
 from mlflowkit.store.locks import DEFAULT_LEASE_S, hold
@@ -88,6 +112,8 @@ DEFAULT_LOCK_TIMEOUT_S = 300.0
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{1,199}")
 _LOCK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,119}")
+_QUARANTINED = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{1,199}\.\d{1,20}")
+MARKER = "mlflowkit-store.json"
 
 
 @dataclass(frozen=True)
@@ -108,42 +134,103 @@ _memory_lock = threading.Lock()
 #: local store folders laid out by this process: root -> inode of its tmp/ folder
 _PREPARED: dict[str, int] = {}
 _AREAS = ("objects", "cache", "packs", "runs", "locks", "quarantine", "tmp")
+#: what every earlier version laid out when it opened a store (a store made before the marker)
+_LEGACY_AREAS = ("objects", "cache", "runs")
 
 
-def _prepare_layout(root: str) -> None:
-    """Create the store's folders unless this process did so already.
+def _marker_bytes() -> bytes:
+    from mlflowkit import __version__
+
+    return orjson.dumps(
+        {"mlflowkit": "store", "format": 1, "created_by": __version__, "created_at": time.time()}
+    )
+
+
+def _prepare_layout(root: str, io: LocalIO) -> bool:
+    """Create the store's folders and marker unless this process did so already.
 
     One ``stat`` tells a folder laid out here before from one that is new or was deleted and
-    made again since (its ``tmp/`` is another inode then).
+    made again since (its ``tmp/`` is another inode then). True when it was laid out now.
     """
     try:
         ino = os.stat(os.path.join(root, "tmp")).st_ino
     except FileNotFoundError:
         ino = None
     if ino is not None and _PREPARED.get(root) == ino:
-        return
+        return False
     for area in _AREAS:
         path = os.path.join(root, area)
         if not os.path.isdir(path):  # a stat: a quarter of what makedirs costs when it exists
             os.makedirs(path, exist_ok=True)
+    marker = os.path.join(root, MARKER)
+    if not os.path.exists(marker):
+        io.write_atomic(marker, (_marker_bytes(),), False)
     _PREPARED[root] = os.stat(os.path.join(root, "tmp")).st_ino
+    return True
 
 
-def _index_path(url: str, local_root: str | None, protocol: str) -> str:
+def _no_store(url: str) -> StoreError:
+    return StoreError(
+        f"no mlflowkit store at {url}; create one by running a pipeline with --store {url} "
+        f"(or plan.run(store=...)), or give the path of an existing store. Expected a folder "
+        f"holding {MARKER} (or the objects/, cache/ and runs/ folders of a store made by an "
+        "earlier version); nothing was created.",
+        url=url,
+    )
+
+
+def _private_index(key: str, name: str) -> str:
+    """An index file of this process only (in a temp folder removed at exit)."""
+    with _memory_lock:
+        if key not in _memory_indexes:
+            import shutil
+            import tempfile
+
+            folder = tempfile.mkdtemp(prefix="mlflowkit-index-")
+            atexit.register(shutil.rmtree, folder, ignore_errors=True)
+            _memory_indexes[key] = os.path.join(folder, name)
+        return _memory_indexes[key]
+
+
+def _read_only_index(local_root: str) -> str:
+    """A private index for a store that cannot be written, seeded from the store's own.
+
+    The store's ``index.sqlite`` is copied (opened ``immutable``: no lock, no -wal/-shm
+    files are made) when it can be read; run rows are then re-synced from the files as
+    always, and anything else missing is rebuilt from them.
+    """
+    import sqlite3
+
+    path = _private_index("ro:" + local_root, "index.sqlite")
+    if os.path.exists(path):
+        return path
+    source = os.path.join(local_root, "index.sqlite")
+    if os.path.exists(source):
+        try:
+            src = sqlite3.connect(f"file:{source}?mode=ro&immutable=1", uri=True)
+            try:
+                dst = sqlite3.connect(path)
+                try:
+                    src.backup(dst)
+                finally:
+                    dst.close()
+            finally:
+                src.close()
+        except sqlite3.Error:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)  # rebuilt from the files instead
+    return path
+
+
+def _index_path(url: str, local_root: str | None, protocol: str, writable: bool = True) -> str:
     if local_root is not None:
-        return os.path.join(local_root, "index.sqlite")
+        return (
+            os.path.join(local_root, "index.sqlite") if writable else _read_only_index(local_root)
+        )
     name = blake3.blake3(url.encode()).hexdigest()[:32] + ".sqlite"
     if protocol == "memory":
         # a memory filesystem lives and dies with this process: so does its index
-        with _memory_lock:
-            if url not in _memory_indexes:
-                import shutil
-                import tempfile
-
-                folder = tempfile.mkdtemp(prefix="mlflowkit-index-")
-                atexit.register(shutil.rmtree, folder, ignore_errors=True)
-                _memory_indexes[url] = os.path.join(folder, name)
-            return _memory_indexes[url]
+        return _private_index(url, name)
     base = os.environ.get("MLFLOWKIT_CACHE_DIR") or os.path.join(
         os.path.expanduser("~"), ".cache", "mlflowkit"
     )
@@ -185,6 +272,13 @@ class Store:
         if url is None:
             url = os.environ.get("MLFLOWKIT_STORE") or DEFAULT_URL
         url = os.fspath(url)
+        if not isinstance(url, str) or not url or "\x00" in url:
+            raise StoreError(
+                f"invalid store url {url!r}: expected a folder path or an fsspec URL (e.g. "
+                "'./.mlflowkit' or 'memory://name'), not empty and without NUL characters; "
+                "pass '.' for the current folder.",
+                url=str(url),
+            )
         fs: Any = None
         if "://" in url or "::" in url or storage_options:
             from fsspec.core import url_to_fs
@@ -213,15 +307,12 @@ class Store:
             root = os.path.abspath(path)
             self.url = root
             self._io = LocalIO(root)
-            try:
-                _prepare_layout(root)
-            except OSError as exc:
+            if os.path.exists(root) and not os.path.isdir(root):
                 raise StoreError(
-                    f"cannot create a store at {root}: {exc}. Expected a writable folder "
-                    "(or a path where one can be created); pass another url or set "
-                    "$MLFLOWKIT_STORE.",
+                    f"cannot create a store at {root}: it is a file. Expected a folder (or a "
+                    "path where one can be created); pass another url or set $MLFLOWKIT_STORE.",
                     url=root,
-                ) from exc
+                )
         else:
             root = path.rstrip("/")
             self.url = fs.unstrip_protocol(root)
@@ -231,13 +322,66 @@ class Store:
             protocol = "file"
         else:
             protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-        self._index_file = _index_path(self.url, root if self._io.local else None, protocol)
+        self._protocol = protocol
+        self._index_file: str | None = None  # chosen on first use (read-only stores differ)
         self._index: Index | None = None
         self._index_lock = threading.Lock()
         self._finalizer: weakref.finalize[Any, Any] | None = None
-        if self._io.local:
-            self.sweep_tmp()
+        self._ready = False  # laid out (folders and marker) by this object
+        self._known = False  # seen to be a store
         _OPEN_STORES.add(self)
+
+    # creating --------------------------------------------------------------------------------
+    def create(self) -> None:
+        """Lay out the store (its folders and marker) unless it is there; idempotent.
+
+        Runs call it first; the first write through this object does too. Stale temp files
+        (and those of writers that provably died) are swept the first time a process lays
+        out a local store.
+
+        Raises
+        ------
+        StoreError
+            The folder cannot be created or written (the message says why).
+        """
+        try:
+            if self._io.local:
+                assert isinstance(self._io, LocalIO)
+                if _prepare_layout(self.root, self._io):
+                    self.sweep_tmp()
+            elif not self._ready and not self._io.exists(f"{self.root}/{MARKER}"):
+                self._io.write_atomic(f"{self.root}/{MARKER}", (_marker_bytes(),), False)
+        except (OSError, StoreError) as exc:
+            raise StoreError(
+                f"cannot create a store at {self.url}: {exc}. Expected a writable folder "
+                "(or a path where one can be created); pass another url or set "
+                "$MLFLOWKIT_STORE.",
+                url=self.url,
+            ) from exc
+        self._ready = self._known = True
+
+    def _ensure(self) -> None:
+        """Before a write: the store exists (one attribute test once it does)."""
+        if not self._ready:
+            self.create()
+
+    def exists(self) -> bool:
+        """Whether a store is at this url (its marker, or the layout of an earlier version)."""
+        if self._known:
+            return True
+        io, root = self._io, self.root
+        found = io.exists(f"{root}/{MARKER}")
+        if not found and io.local:
+            found = all(os.path.isdir(f"{root}/{area}") for area in _LEGACY_AREAS)
+        elif not found:
+            found = any(io.exists(f"{root}/{area}") for area in _LEGACY_AREAS)
+        self._known = found
+        return found
+
+    def _require(self) -> None:
+        """Before reading runs, lineage or usage: a store is there (else a clear error)."""
+        if not self.exists():
+            raise _no_store(self.url)
 
     def __repr__(self) -> str:
         return f"Store({self.url!r})"
@@ -348,6 +492,10 @@ class Store:
                 return self._index
             if idx is not None:
                 idx.close()
+            if self._index_file is None:
+                local_root = self.root if self._io.local else None
+                writable = local_root is None or _index_writable(local_root)
+                self._index_file = _index_path(self.url, local_root, self._protocol, writable)
             idx = Index(self._index_file)
             if not idx.is_built():
                 self._rebuild(idx, clear=False)
@@ -387,6 +535,7 @@ class Store:
 
     def reindex(self) -> dict[str, int]:
         """Rebuild the index from the files; return how many of each it found."""
+        self._require()
         idx = self._idx(fresh=True)
         objects, caches, runs = self._scan()
         idx.rebuild(objects, caches, runs, clear=True)
@@ -424,12 +573,14 @@ class Store:
         name, payload = serializers.dumps(value, serializer)
         if not isinstance(payload, bytes):
             payload = bytes(payload)
-        header = pack_header(name, payload)
+        header = pack_header(name, payload, digest)
+        if not self._ready:
+            self.create()
         self._io.write_atomic(path, (header, payload), False)
         self._written(objects=ObjectRow(digest, len(header) + len(payload), name, time.time()))
         return digest
 
-    def _read_header(self, path: str) -> tuple[str, int, bytes, int] | None:
+    def _read_header(self, path: str) -> tuple[str, int, bytes, int, str | None] | None:
         got = self._io.read_split(path, HEAD_MAX)
         if got is None:
             return None
@@ -441,14 +592,23 @@ class Store:
         except CorruptFile:
             return None
 
-    def _load_payload(self, path: str) -> tuple[str, bytes] | None:
-        """``(serializer, payload)`` after every integrity check; None when missing."""
-        got = self._io.read_split(path, 1 << 16)
+    def _load_payload(self, digest: str) -> tuple[str, bytes, bool] | None:
+        """``(serializer, payload, bound)`` after every integrity check; None when missing.
+
+        ``bound`` is False for an object written before headers named their address (its
+        name can only be checked by hashing its value).
+        """
+        got = self._io.read_split(self._object_path(digest), 1 << 16)
         if got is None:
             return None
         first, f = got
         try:
-            name, size, checksum, head = parse_header(first)
+            name, size, checksum, head, address = parse_header(first)
+            if address is not None and address != digest:
+                raise CorruptFile(
+                    f"its header says it is object {address}: the file was copied or moved "
+                    "here from another object's place"
+                )
             if f is None or len(first) < 1 << 16:
                 payload = first[head:]
             else:
@@ -461,7 +621,18 @@ class Store:
             raise CorruptFile(f"payload is {len(payload)} bytes, the header says {size}")
         if payload_blake3(payload) != checksum:
             raise CorruptFile("payload BLAKE3 does not match the header")
-        return name, payload
+        return name, payload, address is not None
+
+    def _check_value(self, digest: str, value: Any) -> None:
+        """Raise ``CorruptFile`` when ``value`` does not hash to ``digest`` (when it hashes)."""
+        from mlflowkit.hashing import hash_value
+
+        try:
+            actual = hash_value(value)
+        except HashingError:  # no hasher for its type in this process: cannot tell
+            return
+        if actual != digest:
+            raise CorruptFile(f"its value hashes to {actual}, not to the name it is stored under")
 
     def get(self, digest: str) -> Any:
         """Load, verify and deserialize the object with this digest.
@@ -476,18 +647,14 @@ class Store:
         SerializationError
             The serializer named in the header is not registered here or failed.
         """
-        path = self._object_path(digest)
         try:
-            got = self._load_payload(path)
+            got = self._load_payload(digest)
+            if got is not None and not got[2]:  # written before headers named their address
+                value = serializers.loads(got[0], got[1])
+                self._check_value(digest, value)
+                return value
         except CorruptFile as exc:
-            self._quarantine(digest)
-            raise CorruptObjectError(
-                f"object {digest} in store {self.url} is corrupt ({exc}); it was moved to "
-                "quarantine/ and its cache entries dropped, so the step that produced it will "
-                "execute again on the next run.",
-                digest=digest,
-                url=self.url,
-            ) from None
+            raise self._corrupt(digest, exc) from None
         if got is None:
             raise MissingObjectError(
                 f"no object {digest} in store {self.url}: it was never stored here, or was "
@@ -495,7 +662,25 @@ class Store:
                 digest=digest,
                 url=self.url,
             )
-        return serializers.loads(*got)
+        return serializers.loads(got[0], got[1])
+
+    def _corrupt(self, digest: str, exc: CorruptFile) -> CorruptObjectError:
+        """Set a corrupt object aside; the error to raise."""
+        if self._quarantine(digest):
+            fix = (
+                "it was moved to quarantine/ and its cache entries dropped, so the step that "
+                "produced it will execute again on the next run."
+            )
+        else:
+            fix = (
+                "the store cannot be written, so it stays in place: delete the file, or run "
+                "`mlflowkit store verify` with write access to set it aside."
+            )
+        return CorruptObjectError(
+            f"object {digest} in store {self.url} is corrupt ({exc}); {fix}",
+            digest=digest,
+            url=self.url,
+        )
 
     def info(self, digest: str) -> ObjectInfo:
         """The object's header facts (serializer, sizes, payload BLAKE3) without loading it."""
@@ -507,7 +692,7 @@ class Store:
         if f is not None:
             f.close()
         try:
-            name, size, checksum, head = parse_header(first)
+            name, size, checksum, head, _ = parse_header(first)
         except CorruptFile as exc:
             raise CorruptObjectError(
                 f"object {digest} has a corrupt header ({exc}); run store.verify() to set it aside",
@@ -516,10 +701,14 @@ class Store:
             ) from None
         return ObjectInfo(digest, name, head + size, size, checksum.hex())
 
-    def _quarantine(self, digest: str) -> None:
+    def _quarantine(self, digest: str) -> bool:
+        """Move an object to ``quarantine/``, drop its cache entries; False if read-only."""
         src = self._object_path(digest)
         dst = f"{self.root}/quarantine/{digest}.{time.time_ns()}"
-        self._io.move(src, dst)
+        try:
+            self._io.move(src, dst)
+        except OSError:
+            return False
         idx = self._idx()
         keys = idx.cache_keys_for(digest)
         for key in keys:
@@ -527,6 +716,12 @@ class Store:
         idx.remove_cache(keys)
         idx.remove_objects([digest])
         self.drop_packs()
+        return True
+
+    def _discard(self, path: str) -> None:
+        """Delete a damaged file met while reading; left alone when the store is read-only."""
+        with contextlib.suppress(OSError):
+            self._io.remove(path)
 
     # cache -----------------------------------------------------------------------------------
     def get_cache(self, key: str) -> CacheEntry | None:
@@ -537,7 +732,7 @@ class Store:
             return None
         entry = decode_entry(data)
         if entry is None or entry.key != key:
-            self._io.remove(path)
+            self._discard(path)
             return None
         if entry.stored and not self._io.exists(self._object_path(entry.output_digest)):
             return None
@@ -555,12 +750,13 @@ class Store:
             return {}
         entries = decode_pack(data)
         if entries is None:
-            self._io.remove(path)
+            self._discard(path)
             return {}
         return entries
 
     def write_pack(self, name: str, entries: Iterable[CacheEntry]) -> None:
         """Replace pack ``name`` with ``entries``, atomically."""
+        self._ensure()
         self._io.write_atomic(self._pack_path(name), (encode_pack(list(entries)),), False)
 
     def put_cache(self, entry: CacheEntry) -> None:
@@ -568,6 +764,8 @@ class Store:
         path = self._cache_path(entry.key)
         self._check(entry.output_digest, "output digest")
         data = encode_entry(entry)
+        if not self._ready:
+            self.create()
         self._io.write_atomic(path, (data,), False)
         self._written(cache=(entry, len(data)))
 
@@ -579,8 +777,14 @@ class Store:
 
     def drop_packs(self) -> None:
         """Delete every cache pack (they may list a dropped entry; the next runs remake them)."""
-        for f in self._io.listdir(f"{self.root}/packs"):
-            self._io.remove(f"{self.root}/packs/{f.name}")
+        for f in self._own_files("packs"):
+            if f.name.endswith(".json") and _NAME.fullmatch(f.name[:-5]):
+                self._io.remove(f"{self.root}/packs/{f.name}")
+
+    def _own_files(self, area: str) -> list[FileStat]:
+        """The files directly in ``area``, or none when it is a link to a folder elsewhere."""
+        folder = f"{self.root}/{area}"
+        return self._io.listdir(folder) if self._io.own_dir(folder) else []
 
     def lock(
         self, key: str, timeout: float = DEFAULT_LOCK_TIMEOUT_S
@@ -591,6 +795,7 @@ class Store:
         is gone on this host, or its lease of ``lock_lease`` seconds ran out) is broken.
         """
         name = key if _LOCK_NAME.fullmatch(key) else blake3.blake3(key.encode()).hexdigest()
+        self._ensure()
         return hold(
             self._io, f"{self.root}/locks/{name}.lock", timeout=timeout, lease=self.lock_lease
         )
@@ -603,8 +808,20 @@ class Store:
         goes to ``runs/<id>.json`` and then the ``.started`` file is removed. The finished one
         is so written under a new name instead of over the old (replacing a file makes some
         filesystems flush it to disk at once, ~0.5 ms); readers prefer ``.json``.
+
+        A running record without an ``owner`` is given this process as its owner (host, boot,
+        pid, start time): readers show the run as ``interrupted`` once that process is gone.
+
+        Raises
+        ------
+        StoreError
+            The record holds something JSON cannot write, or the file could not be written
+            (disk full, read-only store). A finished record that cannot be written removes
+            the ``.started`` one, so no record claims that the run is still going.
         """
         running = record.status == "running"
+        if running and not record.owner:
+            record.owner = _owner.owner()
         path = self._run_path(record.id, _STARTED if running else ".json")
         try:
             data = orjson.dumps(record.to_stored())  # steps as rows: see RunRecord.to_stored
@@ -614,7 +831,14 @@ class Store:
                 "float, bool, None and lists/dicts of those (str keys)",
                 url=self.url,
             ) from exc
-        self._io.write_atomic(path, (data,), False)
+        self._ensure()
+        try:
+            self._io.write_atomic(path, (data,), False)
+        except StoreError:
+            if not running:
+                with contextlib.suppress(OSError):
+                    self._io.remove(self._run_path(record.id, _STARTED))
+            raise
         if not running:
             self._io.remove(self._run_path(record.id, _STARTED))
         if self.durable and self._io.local:
@@ -635,6 +859,7 @@ class Store:
         return [*final.values(), *(rf for i, rf in started.items() if i not in final)]
 
     def _synced(self) -> Index:
+        self._require()
         idx = self._idx(fresh=True)
 
         def read(run_id: str) -> str | None:
@@ -645,8 +870,17 @@ class Store:
         return idx
 
     def runs(self) -> list[RunRecord]:
-        """All (readable) run records, newest first."""
-        return self._synced().run_records()
+        """All (readable) run records, newest first.
+
+        A record still marked ``running`` whose owner is provably gone (killed, crashed: see
+        ``put_run``) reads as ``interrupted``; the file itself is left as it is.
+
+        Raises
+        ------
+        StoreError
+            There is no store at this url (nothing is created).
+        """
+        return [_as_read(r) for r in self._synced().run_records()]
 
     def run(self, run_id: str) -> RunRecord:
         """One run record, by id or by a unique prefix of it.
@@ -672,7 +906,7 @@ class Store:
             )
         data = self._read_run(ids[0])
         try:
-            return RunRecord.from_dict(json.loads(data or b""))
+            return _as_read(RunRecord.from_dict(json.loads(data or b"")))
         except (ValueError, TypeError, KeyError) as exc:
             raise StoreError(
                 f"run record {ids[0]} in store {self.url} is unreadable ({exc}); delete "
@@ -710,24 +944,71 @@ class Store:
         return build_lineage(idx.run_records(run_ids), digest)
 
     # maintenance -----------------------------------------------------------------------------
-    def sweep_tmp(self, max_age: float = TMP_MAX_AGE_S) -> int:
-        """Delete temp files older than ``max_age`` seconds (left by crashed writers)."""
+    def stale_temps(self, max_age: float = TMP_MAX_AGE_S) -> list[FileStat]:
+        """Temp files of this store left by writers that died.
+
+        Only names this store makes (``TEMP_NAME``) in its own ``tmp/`` folder count: those
+        older than ``max_age`` seconds, and at once those whose writer is provably gone.
+        """
+        if not self._io.local or not self.exists():
+            return []
         now = time.time()
+        return [
+            f
+            for f in self._own_files("tmp")
+            if TEMP_NAME.fullmatch(f.name) and (now - f.mtime > max_age or temp_owner_dead(f.name))
+        ]
+
+    def sweep_tmp(self, max_age: float = TMP_MAX_AGE_S) -> int:
+        """Delete the temp files crashed writers left (see ``stale_temps``); how many."""
         removed = 0
-        for f in self._io.listdir(f"{self.root}/tmp"):
-            if now - f.mtime > max_age and self._io.remove(f"{self.root}/tmp/{f.name}"):
-                removed += 1
+        for f in self.stale_temps(max_age):
+            with contextlib.suppress(OSError):
+                removed += self._io.remove(f"{self.root}/tmp/{f.name}")
         return removed
 
+    def _object_files(self, area: str, suffix: str = "") -> list[tuple[FileStat, str]]:
+        """``(file, name)`` of each file under ``objects/`` or ``cache/`` this store made.
+
+        A file counts when it sits in the ``ab/`` folder its name starts with and its name
+        (less ``suffix``) is a valid digest or key; a linked folder is not looked into.
+        """
+        folder = f"{self.root}/{area}"
+        if not self._io.own_dir(folder):
+            return []
+        out = []
+        for f in self._io.walk(folder):
+            sub, _, base = f.name.rpartition("/")
+            name = base[: len(base) - len(suffix)] if base.endswith(suffix) else ""
+            if _NAME.fullmatch(name) and sub == name[:2]:
+                out.append((f, name))
+        return out
+
     def verify(self) -> list[str]:
-        """Re-hash every stored object's payload; quarantine and return the corrupt digests."""
+        """Check every stored object; quarantine and return the corrupt digests.
+
+        An object is corrupt when its header or payload fails its checksum, when its header
+        names another address, or when its value (deserialized) does not hash to the digest
+        it is stored under. A value whose serializer or hasher is not registered in this
+        process is checked up to its bytes.
+
+        Raises
+        ------
+        StoreError
+            There is no store at this url.
+        """
+        self._require()
         corrupt = []
-        for f in self._io.walk(f"{self.root}/objects"):
-            digest = f.name.rsplit("/", 1)[-1]
-            if _NAME.fullmatch(digest) is None:
-                continue
+        for _, digest in self._object_files("objects"):
             try:
-                self._load_payload(self._object_path(digest))
+                got = self._load_payload(digest)
+                if got is None:
+                    continue
+                try:
+                    value = serializers.loads(got[0], got[1])
+                except SerializationError:
+                    continue
+                self._check_value(digest, value)
             except CorruptFile:
                 self._quarantine(digest)
                 corrupt.append(digest)
@@ -747,8 +1028,7 @@ class Store:
         ----------
         keep_last:
             Keep everything the newest ``keep_last`` runs reference (their steps' keys,
-            inputs and outputs, and their output template), plus runs still marked running
-            that started less than a day ago.
+            inputs and outputs, and their output template).
         pins:
             Digests to keep regardless; the ``pins`` of every run record are kept too.
         older_than:
@@ -762,6 +1042,16 @@ class Store:
         Run records are kept (they are small); an old run's output may no longer load.
         Quarantined objects and stale temp files are deleted too, and cache packs when
         anything else was.
+
+        Safe while runs are in progress: a live run (marked ``running``, its owner alive; on
+        another host, for up to a day) holds a lease, and gc keeps every file written since
+        it started, what the last finished run of its pipeline used and what the cache packs
+        list (where it finds its cache hits).
+
+        Raises
+        ------
+        StoreError
+            ``keep_last`` is negative, or there is no store at this url.
         """
         from mlflowkit.store._gc import collect
 
@@ -772,7 +1062,13 @@ class Store:
 
         Read from the files themselves (the truth), so it is right even after a writer was
         killed before its index rows were written.
+
+        Raises
+        ------
+        StoreError
+            There is no store at this url (nothing is created).
         """
+        self._require()
         usage: dict[str, Any] = {}
         for area in ("objects", "cache"):
             files = [f for f in self._io.walk(f"{self.root}/{area}") if not _is_temp(f.name)]
@@ -791,6 +1087,14 @@ class Store:
         return usage
 
 
+def _index_writable(root: str) -> bool:
+    """Whether the index next to a local store's files can be opened for writing."""
+    path = os.path.join(root, "index.sqlite")
+    if not os.access(root, os.W_OK):
+        return False
+    return not os.path.exists(path) or os.access(path, os.W_OK)
+
+
 def _is_local_fs(fs: Any) -> bool:
     from fsspec.implementations.local import LocalFileSystem
 
@@ -799,6 +1103,13 @@ def _is_local_fs(fs: Any) -> bool:
 
 def _is_temp(name: str) -> bool:
     return name.endswith(".tmp") or ".broken-" in name
+
+
+def _as_read(record: RunRecord) -> RunRecord:
+    """A record as readers see it: ``running`` with a provably dead owner is ``interrupted``."""
+    if record.status == "running" and _owner.dead(record.owner):
+        record.status = "interrupted"
+    return record
 
 
 def _reopen(

@@ -16,6 +16,10 @@ name           values
 ``arrow-ipc``  ``pyarrow.Table`` in the Arrow IPC file format (exact schema round-trip)
 ``json``       ``None``/``bool``/``int``/``float``/``str`` and ``list``/``dict`` (str keys) of
                those, only when the value reads back equal *and of identical types*
+``tree``       ``tuple``/``list``/``dict`` holding arrays, frames, tables, NumPy scalars,
+               any ``bytes``/``complex``/``float`` and any keys of those kinds (e.g. the
+               ``(X, y)`` a step returns): a JSON manifest of the structure plus one member
+               per array (``.npy``), frame (Parquet) or table (Arrow IPC); never pickle
 ``pickle``     anything cloudpickle can write: the last resort
 =============  =============================================================================
 
@@ -33,13 +37,17 @@ Invariants:
   qualified names of the value's classes), so importing this module stays light.
 * Every failure is a :class:`~mlflowkit.errors.SerializationError` naming the type, the
   serializer, and how to fix it.
+* Pickle is used only for what no other serializer can hold exactly; a ``tree`` payload
+  never holds a pickled member (one that names pickle is refused on read).
 """
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import math
+import struct
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -496,6 +504,130 @@ def _ipc_load(payload: bytes) -> Any:
         return reader.read_all()
 
 
+# --- tree: tuples, lists and dicts of arrays and other values, without pickle -------------------
+
+_TREE_MAGIC = b"MKTR\x01"
+_TREE_LEN = struct.Struct("<I")
+_TREE_TYPES = (tuple, list, dict)
+_TREE_REFUSED = frozenset({"pickle", "json", "tree"})  # never as a member
+
+
+def _is_tree(value: Any) -> bool:
+    return type(value) in _TREE_TYPES
+
+
+class _TreeWriter:
+    """Turns a value into a manifest node, collecting the members' payloads."""
+
+    def __init__(self) -> None:
+        self.members: list[tuple[str, bytes]] = []
+
+    def member(self, name: str, payload: bytes | bytearray | memoryview) -> int:
+        self.members.append((name, bytes(payload)))
+        return len(self.members) - 1
+
+    def node(self, value: Any, depth: int) -> list[Any]:
+        tp = type(value)
+        if value is None:
+            return ["n"]
+        if tp is bool:
+            return ["b", value]
+        if tp is str:
+            return ["s", value]
+        if tp is int:
+            if value.bit_length() > _JSON_MAX_INT_BITS:
+                raise _Decline("an int too large for a JSON manifest")
+            return ["i", value]
+        if tp is float:
+            return ["f", repr(value)]  # float(repr(x)) is x, NaN, infinities and -0.0 included
+        if tp is complex:
+            return ["c", repr(value.real), repr(value.imag)]
+        if tp is bytes:
+            return ["y", base64.b64encode(value).decode("ascii")]
+        if depth >= _JSON_MAX_DEPTH:
+            raise _Decline("nested too deep (or holds itself)")
+        if tp is tuple or tp is list:
+            return ["t" if tp is tuple else "l", [self.node(v, depth + 1) for v in value]]
+        if tp is dict:
+            return [
+                "d",
+                [[self.node(k, depth + 1), self.node(v, depth + 1)] for k, v in value.items()],
+            ]
+        if _is_instance_by_name(value, "numpy.ndarray"):
+            if not _is_plain_ndarray(value):  # a memmap is kept as the array it views (as npy)
+                raise _Decline("an array subclass or an array of Python objects")
+            return ["a", self.member("npy", _npy_dump(value))]
+        if _is_instance_by_name(value, "numpy.generic") and not _is_instance_by_name(
+            value, "numpy.void"
+        ):  # a NumPy scalar: a 0-d array member, read back with [()]
+            import numpy as np
+
+            return ["g", self.member("npy", _npy_dump(np.asarray(value)))]
+        ser = serializer_for(value)
+        if ser.name in _TREE_REFUSED:
+            raise _Decline(f"a {_qualname(tp)} only pickle can hold")
+        return ["m", self.member(ser.name, ser.dump(value))]
+
+
+def _tree_dump(value: Any) -> bytes:
+    writer = _TreeWriter()
+    root = writer.node(value, 0)
+    manifest = json.dumps(
+        {"root": root, "members": [[name, len(data)] for name, data in writer.members]},
+        ensure_ascii=True,
+        allow_nan=False,
+        separators=(",", ":"),
+    ).encode("ascii")
+    return b"".join(
+        (_TREE_MAGIC, _TREE_LEN.pack(len(manifest)), manifest, *(d for _, d in writer.members))
+    )
+
+
+def _tree_load(payload: bytes) -> Any:
+    head = len(_TREE_MAGIC) + _TREE_LEN.size
+    if payload[: len(_TREE_MAGIC)] != _TREE_MAGIC:
+        raise ValueError("not a tree payload (bad magic bytes)")
+    (size,) = _TREE_LEN.unpack_from(payload, len(_TREE_MAGIC))
+    manifest = json.loads(payload[head : head + size])
+    view = memoryview(payload)
+    offset = head + size
+    members: list[Any] = []
+    for name, length in manifest["members"]:
+        if name in _TREE_REFUSED:
+            raise ValueError(f"a tree member may not be written with {name!r}")
+        data = bytes(view[offset : offset + length])
+        offset += length
+        members.append(_npy_load(data) if name == "npy" else get_serializer(name).load(data))
+    if offset != len(payload):
+        raise ValueError("the members do not add up to the payload")
+
+    def build(node: list[Any]) -> Any:
+        tag = node[0]
+        if tag == "n":
+            return None
+        if tag in ("b", "s", "i"):
+            return node[1]
+        if tag == "f":
+            return float(node[1])
+        if tag == "c":
+            return complex(float(node[1]), float(node[2]))
+        if tag == "y":
+            return base64.b64decode(node[1])
+        if tag == "t":
+            return tuple(build(n) for n in node[1])
+        if tag == "l":
+            return [build(n) for n in node[1]]
+        if tag == "d":
+            return {build(k): build(v) for k, v in node[1]}
+        if tag == "g":
+            return members[node[1]][()]
+        if tag in ("a", "m"):
+            return members[node[1]]
+        raise ValueError(f"unknown tree node {tag!r}")
+
+    return build(manifest["root"])
+
+
 # --- pickle ------------------------------------------------------------------------------------
 
 
@@ -527,6 +659,7 @@ def _ensure_builtins() -> None:
         Serializer("parquet", _is_pandas, _parquet_dump, _parquet_load),
         Serializer("arrow-ipc", _is_arrow_table, _ipc_dump, _ipc_load),
         Serializer("json", _json_exact, _json_dump, _json_load),
+        Serializer("tree", _is_tree, _tree_dump, _tree_load),
         Serializer("pickle", _always, _pickle_dump, _pickle_load),
     ]
     for ser in builtins:

@@ -13,8 +13,9 @@ from mlflowkit.store import Store
 
 @pytest.fixture
 def local_store(tmp_path: Path) -> Iterator[Store]:
-    """A fresh store in a temporary folder (fsync on, as by default)."""
+    """A fresh store in a temporary folder (fsync on, as by default), laid out."""
     with Store(str(tmp_path / "store")) as store:
+        store.create()
         yield store
 
 
@@ -23,6 +24,7 @@ def memory_store() -> Iterator[Store]:
     """A fresh store on fsspec's in-memory filesystem, removed afterwards."""
     url = f"memory://mk-test-{uuid.uuid4().hex}"
     with Store(url) as store:
+        store.create()
         yield store
     fs = store._io.fs  # type: ignore[union-attr]
     if fs.exists(store.root):

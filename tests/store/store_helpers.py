@@ -22,10 +22,8 @@ def write_many(url: str, worker: int, count: int) -> int:
 
     with Store(url) as store:
         for i in range(count):
-            shared = fake_digest(f"shared-{i}")
-            store.put(i, digest=shared)  # every worker writes these: idempotent
-            own = fake_digest(f"w{worker}-{i}")
-            store.put([worker, i], digest=own)
+            store.put(i)  # every worker writes these: idempotent
+            own = store.put([worker, i])  # stored under its content digest: verify() agrees
             key = fake_digest(f"key-w{worker}-{i}")
             store.put_cache(CacheEntry(key=key, output_digest=own, step="m:f"))
             assert store.get_cache(key) is not None

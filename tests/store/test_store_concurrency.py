@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from store_helpers import fake_digest, hold_lock_forever, kill, take_lock_briefly, write_many
 
+from mlflowkit.hashing import hash_value
 from mlflowkit.records import CacheEntry
 from mlflowkit.store import Store
 
@@ -39,7 +40,7 @@ def test_concurrent_processes_write_one_store_without_errors(tmp_path: Path) -> 
             "cache": workers * count,
             "runs": workers * count,
         }
-        assert store.get(fake_digest("w3-7")) == [3, 7]
+        assert store.get(hash_value([3, 7])) == [3, 7]
 
 
 def test_concurrent_threads_share_one_store(local_store: Store) -> None:
@@ -187,6 +188,7 @@ def test_heartbeat_keeps_a_short_lease_alive(tmp_path: Path) -> None:
 
 def test_junk_lock_file_is_broken_once_older_than_the_lease(tmp_path: Path) -> None:
     with Store(str(tmp_path / "s"), lock_lease=1.0) as store:
+        store.create()
         path = Path(store.root, "locks", "k.lock")
         path.write_text("")  # a holder crashed between creating and writing its lock file
         with store.lock("k", timeout=0.1) as got:

@@ -16,7 +16,7 @@ from store_helpers import fake_digest
 from mlflowkit.errors import CorruptObjectError, SerializationError, StoreError
 from mlflowkit.records import CacheEntry
 from mlflowkit.store import Store, open_store, register_serializer, unregister_serializer
-from mlflowkit.store.fsspec import TMP_MAX_AGE_S
+from mlflowkit.store.fsspec import _PREPARED, TMP_MAX_AGE_S
 
 
 def object_path(store: Store, digest: str) -> str:
@@ -122,11 +122,13 @@ def test_object_file_format(local_store: Store) -> None:
     d = local_store.put("hello", fake_digest("fmt"))
     data = Path(object_path(local_store, d)).read_bytes()
     assert data[:4] == b"MKOB"
-    assert int.from_bytes(data[4:6], "little") == 1
+    assert int.from_bytes(data[4:6], "little") == 2
     name_len = int.from_bytes(data[6:8], "little")
     payload_len = int.from_bytes(data[8:16], "little")
-    assert data[48 : 48 + name_len] == b"json"
-    payload = data[48 + name_len + 4 :]
+    address_len = int.from_bytes(data[48:50], "little")
+    assert data[50 : 50 + name_len] == b"json"
+    assert data[50 + name_len : 50 + name_len + address_len] == d.encode()  # its own name
+    payload = data[50 + name_len + address_len + 4 :]
     assert payload == b'"hello"' and payload_len == len(payload)
     import blake3
 
@@ -181,8 +183,8 @@ def test_damaged_object_files_are_corrupt_not_garbage(local_store: Store, damage
 
 
 def test_verify_finds_and_quarantines_corrupt_objects(any_store: Store) -> None:
-    good = [any_store.put(i, fake_digest(f"good{i}")) for i in range(5)]
-    bad = sorted(any_store.put(f"bad{i}", fake_digest(f"bad{i}")) for i in range(2))
+    good = [any_store.put(i) for i in range(5)]
+    bad = sorted(any_store.put(f"bad{i}") for i in range(2))
     for d in bad:
         flip_byte(any_store, d)
     assert any_store.verify() == bad
@@ -197,18 +199,23 @@ def test_verify_finds_and_quarantines_corrupt_objects(any_store: Store) -> None:
 def test_temp_files_are_never_read_and_old_ones_are_swept(tmp_path: Path) -> None:
     url = str(tmp_path / "s")
     with Store(url) as store:
+        store.create()
         d = fake_digest("tmp")
-        # a writer died after writing part of an object to its temp file
-        tmp = Path(store.root, "tmp", "123-0-dead.tmp")
+        # a writer died after writing part of an object to its temp file (the name of an
+        # earlier version, which carries no owner: only its age tells)
+        tmp = Path(store.root, "tmp", "123-0-0badcafe.tmp")
         tmp.write_bytes(b"MKOB partial")
         assert not store.has(d)
         with pytest.raises(StoreError, match="no object"):
             store.get(d)
-        young = Path(store.root, "tmp", "456-0-live.tmp")
+        young = Path(store.root, "tmp", "456-0-1badcafe.tmp")
         young.write_bytes(b"in flight")
         old = time.time() - TMP_MAX_AGE_S - 60
         os.utime(tmp, (old, old))
-    with Store(url) as reopened:  # opening sweeps stale temp files, never young ones
+    _PREPARED.clear()  # as in a new process
+    with Store(url) as reopened:  # laying out sweeps stale temp files, never young ones
+        assert tmp.exists()  # opening alone changes nothing
+        reopened.create()
         assert not tmp.exists()
         assert young.exists()
         assert reopened.du()["tmp"]["count"] == 1
@@ -232,7 +239,7 @@ def test_durable_false_writes_are_still_whole(tmp_path: Path) -> None:
 
 def test_large_payload_round_trip(local_store: Store) -> None:
     arr = np.random.default_rng(0).standard_normal(2_000_000)  # 16 MB: multi-read, parallel hash
-    d = local_store.put(arr, fake_digest("big"))
+    d = local_store.put(arr)
     np.testing.assert_array_equal(local_store.get(d), arr)
     assert local_store.verify() == []
 
@@ -258,6 +265,8 @@ def test_default_url_is_env_var_then_dot_mlflowkit(
     monkeypatch.delenv("MLFLOWKIT_STORE", raising=False)
     with Store() as store:
         assert store.url == str(tmp_path / ".mlflowkit")
+        assert not Path(store.url).exists()  # opening creates nothing
+        store.create()
         assert Path(store.url, "objects").is_dir()
     monkeypatch.setenv("MLFLOWKIT_STORE", str(tmp_path / "elsewhere"))
     with Store() as store:
@@ -341,7 +350,71 @@ def test_a_store_folder_removed_and_opened_again_is_laid_out_again(tmp_path: Pat
         store.put(1, fake_digest("one"))
     shutil.rmtree(url)
     with Store(url) as again:
+        again.create()
         areas = sorted(p.name for p in Path(url).iterdir() if p.is_dir())
         assert areas == ["cache", "locks", "objects", "packs", "quarantine", "runs", "tmp"]
         digest = again.put(2, fake_digest("two"))
         assert again.get(digest) == 2
+
+
+# an object's address ---------------------------------------------------------------------------
+
+
+def _v1_object(serializer: str, payload: bytes) -> bytes:
+    """An object file as earlier versions wrote it (format 1: no address in the header)."""
+    import struct
+    import zlib
+
+    import blake3
+
+    raw = serializer.encode()
+    head = struct.pack(
+        "<4sHHQ32s", b"MKOB", 1, len(raw), len(payload), blake3.blake3(payload).digest()
+    )
+    head += raw
+    return head + struct.pack("<I", zlib.crc32(head)) + payload
+
+
+def test_an_object_copied_over_another_is_corrupt_never_a_hit(any_store: Store) -> None:
+    a = any_store.put(np.arange(5))
+    b = any_store.put(np.arange(7))
+    key = fake_digest("key-a")
+    any_store.put_cache(CacheEntry(key=key, output_digest=a, step="m:f"))
+    # a mix-up: B's file copied over A's (its bytes and checksums are all fine)
+    data = any_store._io.read(object_path(any_store, b))
+    assert data is not None
+    any_store._io.write_atomic(object_path(any_store, a), (data,), False)
+    with pytest.raises(CorruptObjectError) as info:
+        any_store.get(a)
+    assert info.value.digest == a and b in str(info.value)
+    # set aside like any corrupt object: its producer executes again on the next run
+    assert not any_store.has(a)
+    assert any_store.get_cache(key) is None
+    np.testing.assert_array_equal(any_store.get(b), np.arange(7))
+
+
+def test_verify_rehashes_each_value_against_its_name(any_store: Store) -> None:
+    from mlflowkit.hashing import hash_value
+
+    good = any_store.put([1, 2, 3])
+    wrong = hash_value("what the caller meant")
+    any_store.put("something else", wrong)  # stored under a name its value does not hash to
+    assert any_store.verify() == [wrong]
+    assert any_store.has(good) and not any_store.has(wrong)
+
+
+def test_objects_of_the_earlier_format_are_read_and_checked_by_value(local_store: Store) -> None:
+    from mlflowkit.hashing import hash_value
+
+    a, b = hash_value("a"), hash_value("b")
+    for digest in (a, b):
+        path = Path(object_path(local_store, digest))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(_v1_object("json", b'"a"'))  # both files hold "a"
+    assert local_store.get(a) == "a"  # an earlier version's object still reads
+    assert local_store.verify() == [b]
+    path = Path(object_path(local_store, b))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(_v1_object("json", b'"a"'))
+    with pytest.raises(CorruptObjectError, match="hashes to"):
+        local_store.get(b)

@@ -248,22 +248,33 @@ def test_gc_keeps_recent_runs_and_pins(any_store: Store) -> None:
     assert any_store.du()["objects"]["count"] == 4
 
 
-def test_gc_keeps_output_templates_and_running_runs(any_store: Store) -> None:
+def test_gc_keeps_output_templates(any_store: Store) -> None:
     final = any_store.put("final", fake_digest("final"))
-    in_flight = any_store.put("partial", fake_digest("partial"))
-    running = record("r1", time.time(), step("s", in_flight), status="running")
-    stale = record("r0", time.time() - 3 * 86400, step("s", final), status="running")  # crashed
-    any_store.put_run(stale)
-    any_store.put_run(running)
     now = time.time()
     any_store.put_run(record("r2", now + 2, output={"a": [{"$digest": final}], "n": 3}))
     any_store.put_run(record("r3", now + 3))
-    any_store.gc(keep_last=1)  # keeps r3, and r1 because it is still running
-    assert any_store.has(in_flight)
+    any_store.gc(keep_last=1)  # keeps r3 only
     assert not any_store.has(final)
     any_store.put("final", final)
     any_store.gc(keep_last=2)  # r2 and its output template are kept now
     assert any_store.has(final)
+
+
+def test_gc_keeps_running_runs_but_not_crashed_ones(local_store: Store) -> None:
+    final = local_store.put("final", fake_digest("final"))
+    in_flight = local_store.put("partial", fake_digest("partial"))
+    long_ago = time.time() - 3 * 86400
+    for d in (final, in_flight):  # written before the running run started
+        os.utime(Path(local_store.root, "objects", d[:2], d), (long_ago, long_ago))
+    running = record("r1", time.time(), step("s", in_flight), status="running")
+    stale = record("r0", long_ago, step("s", final), status="running")  # crashed elsewhere
+    stale.owner = {"host": "another-host", "pid": 1}
+    local_store.put_run(stale)
+    local_store.put_run(running)  # owned by this (live) process
+    local_store.put_run(record("r3", time.time() + 3))
+    local_store.gc(keep_last=1)  # keeps r3, and r1 because it is still running
+    assert local_store.has(in_flight)
+    assert not local_store.has(final)
 
 
 def test_gc_older_than_spares_young_files(local_store: Store) -> None:
