@@ -103,6 +103,21 @@ def _remember(step: Step[Any, Any], trivial: bool) -> None:
             _VERDICTS[step] = trivial
 
 
+def _check_max_workers(max_workers: Any, executor: str, default: str) -> None:
+    """Refuse a ``max_workers`` that is not an int >= 1 or None (0 and negatives too: a pool
+    of no threads would wait forever, and 0 meaning "the default" hides a mistake)."""
+    if max_workers is None or (
+        isinstance(max_workers, int) and not isinstance(max_workers, bool) and max_workers >= 1
+    ):
+        return
+    raise ExecutorError(
+        f"max_workers for the {executor!r} executor: expected an int >= 1 or None, found "
+        f"{max_workers!r}. Pass a positive number of workers, or None for the default "
+        f"({default}).",
+        executor=executor,
+    )
+
+
 class ThreadExecutor(Executor):
     """Run steps on a pool of threads in this process (up to ``max_workers`` threads, started
     as tasks reach the pool).
@@ -124,6 +139,7 @@ class ThreadExecutor(Executor):
     capabilities = Capabilities(shares_memory=True, parallel=True)
 
     def __init__(self, max_workers: int | None = None) -> None:
+        _check_max_workers(max_workers, self.name, "min(32, CPUs + 4)")
         self.max_workers = max_workers or min(32, (os.cpu_count() or 1) + 4)
         self._queue: queue.SimpleQueue[tuple[Task, Callable[[TaskResult], None], Any] | None]
         self._queue = queue.SimpleQueue()
@@ -696,12 +712,7 @@ class ProcessExecutor(Executor):
     capabilities = Capabilities(shares_memory=False, can_timeout=True, parallel=True)
 
     def __init__(self, max_workers: int | None = None) -> None:
-        if max_workers is not None and (not isinstance(max_workers, int) or max_workers < 1):
-            raise ExecutorError(
-                f"max_workers for the 'processes' executor: expected an int >= 1 or None, "
-                f"found {max_workers!r}.",
-                executor=self.name,
-            )
+        _check_max_workers(max_workers, self.name, "the number of CPUs")
         if sys.platform == "win32":
             raise ExecutorError(
                 "The 'processes' executor needs a POSIX system (Linux, macOS); on Windows use "

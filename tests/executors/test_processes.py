@@ -163,9 +163,10 @@ def test_unpicklable_input_fails_clearly(pool: ProcessExecutor, store: Any) -> N
     assert "lock" in str(info.value).lower()
 
 
-def test_bad_max_workers() -> None:
+@pytest.mark.parametrize("bad", [0, -3, True, 2.0])
+def test_bad_max_workers(bad: Any) -> None:
     with pytest.raises(mk.ExecutorError, match="max_workers"):
-        ProcessExecutor(max_workers=0)
+        ProcessExecutor(max_workers=bad)
 
 
 def test_an_executor_dropped_without_shutdown_stops_its_workers(store: Any) -> None:
