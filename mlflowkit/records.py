@@ -13,7 +13,7 @@ from typing import Any, Literal
 __all__ = ["CacheEntry", "RunRecord", "StepRun"]
 
 StepStatus = Literal["cached", "executed", "failed", "skipped"]
-RunStatus = Literal["running", "succeeded", "failed"]
+RunStatus = Literal["running", "succeeded", "failed", "interrupted"]
 
 
 @dataclass(slots=True)  # a store writes it as a row of values (see RunRecord.to_stored)

@@ -4,6 +4,10 @@ Invariants
 ----------
 * ``execute`` never raises for a failure of the user's function: it returns a failed
   ``TaskResult`` carrying the exception and its traceback text (so it can cross processes).
+  That holds for every exception the function raises, ``BaseException``\\ s included:
+  ``SystemExit`` and ``GeneratorExit`` are ordinary step failures (retried, then the run
+  fails); ``KeyboardInterrupt`` (Ctrl-C, or a step raising it) is never retried, and the
+  scheduler that receives it stops the run as interrupted and raises it again.
 * Retries re-run the function only (not input loading); ``retry_delay`` doubles each attempt.
 * The output is checked against the step's return annotation, hashed, and, when asked, written
   to the store *before* the cache entry, so a cache entry never points at a missing object.
@@ -338,8 +342,8 @@ def _run(
                 if step._simple_params is not None
                 else call_step(step, arguments)
             )
-        except Exception as exc:
-            if attempts <= step.hints.retries:
+        except BaseException as exc:  # SystemExit, GeneratorExit too: see the module doc
+            if attempts <= step.hints.retries and not isinstance(exc, KeyboardInterrupt):
                 delay = step.hints.retry_delay
                 if delay > 0:
                     time.sleep(delay * 2 ** (attempts - 1))
