@@ -25,9 +25,7 @@ EXECUTORS = ["local", "threads", "processes"]
 
 @mk.step(cache=False)
 def leave(kind: str) -> int:
-    raise {"exit": SystemExit(3), "generator": GeneratorExit(), "ctrl-c": KeyboardInterrupt()}[
-        kind
-    ]
+    raise {"exit": SystemExit(3), "generator": GeneratorExit(), "ctrl-c": KeyboardInterrupt()}[kind]
 
 
 @mk.step(cache=False, retries=2)
@@ -107,9 +105,7 @@ def test_a_step_raising_keyboardinterrupt_interrupts_the_run(
     executor: Executor, store: Any
 ) -> None:
     with pytest.raises(KeyboardInterrupt):
-        leaves_with_retries.plan(kind="ctrl-c").run(
-            executor=executor, store=store, progress=False
-        )
+        leaves_with_retries.plan(kind="ctrl-c").run(executor=executor, store=store, progress=False)
     (record,) = store.runs()
     assert record.status == "interrupted"
     (step,) = record.steps
