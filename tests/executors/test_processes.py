@@ -99,9 +99,14 @@ def test_large_outputs_come_back_as_digests(pool: ProcessExecutor, store: Any) -
     assert isinstance(rec.results["total_of"].value, InMemory)  # small: by value too
 
 
-def test_inputs_arrive_writable(pool: ProcessExecutor, store: Any) -> None:
+def test_input_arrays_arrive_read_only_as_on_every_executor(
+    pool: ProcessExecutor, store: Any
+) -> None:
     run = dx.arrays.plan(n=100).run(executor=pool, store=store, progress=False)
     assert run.output[0] == 200.0
+    with pytest.raises(mk.RunFailed) as info:
+        dx.mutating.plan(n=10).run(executor=pool, store=store, progress=False)
+    assert isinstance(info.value.__cause__, mk.InputMutationError)
 
 
 def test_a_memory_store_is_written_by_the_driver(pool: ProcessExecutor) -> None:
