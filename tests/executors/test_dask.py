@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -244,3 +245,32 @@ def test_the_main_guard_is_recognised(tmp_path: Path) -> None:
     assert done.stdout.splitlines() == ["top check.py:4 None", "guarded None", "reversed None"], (
         done.stdout + done.stderr
     )
+
+
+@pytest.mark.timeout(120)
+def test_a_killed_worker_is_back_before_the_next_test(
+    dask_cluster: Any, dask_address: str, dask_watcher: Any
+) -> None:
+    """What ``dask_address`` does before every test: tests that kill workers left the next one
+    a cluster whose nannies were still restarting them (one GPU of two, in two runs of three)."""
+    from tests.executors.conftest import N_WORKERS, wait_until_whole
+
+    def listed() -> set[str]:
+        return set(dask_watcher.scheduler_info(n_workers=-1)["workers"])
+
+    before = listed()
+    assert len(before) == N_WORKERS  # the fixture waited
+    victim = sorted(before)[0]
+    with contextlib.suppress(Exception):  # the worker dies before it can answer
+        dask_watcher.run(os._exit, 1, workers=[victim], wait=True)
+    deadline = time.monotonic() + 30
+    while victim in listed() and time.monotonic() < deadline:  # as a killing test leaves it
+        time.sleep(0.02)
+    wait_until_whole(dask_cluster, dask_watcher)
+    after = listed()
+    assert len(after) == N_WORKERS and victim not in after
+    ex = mk.executors.get("dask", address=dask_address)
+    try:
+        assert ex.capabilities.gpus == N_WORKERS
+    finally:
+        ex.shutdown()
