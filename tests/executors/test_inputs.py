@@ -19,7 +19,7 @@ import pytest
 import mlflowkit as mk
 from mlflowkit.executors.base import Executor
 
-EXECUTORS = ["local", "threads", "processes"]
+EXECUTORS = ["local", "threads", "processes", pytest.param("dask", marks=pytest.mark.dask)]
 
 
 @mk.step
@@ -154,7 +154,10 @@ def containers(n: int = 3) -> Any:
 
 @pytest.fixture(params=EXECUTORS)
 def executor(request: pytest.FixtureRequest) -> Iterator[Executor]:
-    ex = mk.executors.get(request.param, max_workers=2)
+    if request.param == "dask":
+        ex = mk.executors.get("dask", address=request.getfixturevalue("dask_address"))
+    else:
+        ex = mk.executors.get(request.param, max_workers=2)
     try:
         yield ex
     finally:
