@@ -191,7 +191,7 @@ class Executor(abc.ABC):
         Called instead of ``wait()``, before ``finish()``; the scheduler no longer listens for
         results, so nothing needs reporting. Steps already running need not be waited for
         (``threads`` cannot stop its threads and leaves them to end on their own;
-        ``processes`` kills the workers running them).
+        ``processes`` kills the workers running them; ``dask`` cancels its Dask tasks).
         """
 
     def finish(self) -> None:  # noqa: B027 - optional hook

@@ -744,6 +744,16 @@ class DaskExecutor(Executor):
         )
         self._report_failure(sent, error, None)
 
+    def interrupt(self) -> None:
+        """Drop the buffered tasks and cancel the run's Dask tasks; a function already running
+        on a worker ends on its own (Dask cannot stop it), and its result is dropped."""
+        with self._lock:
+            self._pending = []
+            batches = [sent for sent in self._batches.values() if not sent.reported]
+        futures = [f for sent in batches for f in (sent.future, sent.summary) if f is not None]
+        if futures and self._client is not None:
+            self._client.cancel(futures)
+
     # --- values and shutdown ------------------------------------------------------------------
     def fetch(self, handle: Any) -> Any:
         """Bring a value into this process (a ``DaskRef`` is gathered from its worker)."""

@@ -20,6 +20,7 @@ import pytest
 
 import mlflowkit as mk
 from mlflowkit.executors.base import Executor
+from mlflowkit.executors.pool import ThreadExecutor
 
 EXECUTORS = ["local", "threads", "processes"]
 
@@ -71,11 +72,24 @@ def interrupted(pid: int, n: int = 6) -> Any:
 
 @pytest.fixture(params=EXECUTORS)
 def executor(request: pytest.FixtureRequest) -> Iterator[Executor]:
-    ex = mk.executors.get(request.param, max_workers=3)
+    yield from _executor(request)
+
+
+@pytest.fixture(params=[*EXECUTORS, pytest.param("dask", marks=pytest.mark.dask)])
+def any_executor(request: pytest.FixtureRequest) -> Iterator[Executor]:
+    """Every executor, Dask's too (for tests whose steps end at once: the cluster is shared)."""
+    yield from _executor(request)
+
+
+def _executor(request: pytest.FixtureRequest) -> Iterator[Executor]:
+    if request.param == "dask":
+        ex = mk.executors.get("dask", address=request.getfixturevalue("dask_address"))
+    else:
+        ex = mk.executors.get(request.param, max_workers=3)
     try:
         yield ex
     finally:
-        threads = list(getattr(ex, "_threads", ()))
+        threads = list(ex._threads) if isinstance(ex, ThreadExecutor) else []
         _RELEASE.set()  # the steps an interrupted run left running end now
         ex.shutdown()
         for thread in threads:
@@ -94,8 +108,9 @@ def _ctrl_c_raises() -> Iterator[None]:
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("kind", ["exit", "generator"])
 def test_systemexit_and_generatorexit_are_step_failures(
-    executor: Executor, kind: str, store: Any
+    any_executor: Executor, kind: str, store: Any
 ) -> None:
+    executor = any_executor
     with pytest.raises(mk.RunFailed) as info:
         leaves.plan(kind=kind).run(executor=executor, store=store, progress=False)
     expected = SystemExit if kind == "exit" else GeneratorExit
@@ -112,8 +127,9 @@ def test_systemexit_and_generatorexit_are_step_failures(
 
 @pytest.mark.timeout(60)
 def test_a_step_raising_keyboardinterrupt_interrupts_the_run(
-    executor: Executor, store: Any
+    any_executor: Executor, store: Any
 ) -> None:
+    executor = any_executor
     with pytest.raises(KeyboardInterrupt):
         leaves_with_retries.plan(kind="ctrl-c").run(executor=executor, store=store, progress=False)
     (record,) = store.runs()
