@@ -6,6 +6,7 @@
     ├── PlanningError        a pipeline body misused a Ref (control flow on a future value, ...)
     │   └── WiringError      a step call's arguments do not fit its signature or annotations
     ├── TypeCheckError       a value does not match its annotation (a return value or derived input)
+    ├── InputMutationError   a step wrote into an input array (inputs are read-only views)
     ├── HashingError         a value has no canonical digest (register a hasher for its type)
     ├── SerializationError   a value could not be written to or read from the store
     ├── StoreError           the store is unreachable, not writable, or holds a corrupt object
@@ -25,6 +26,7 @@ __all__ = [
     "CorruptObjectError",
     "ExecutorError",
     "HashingError",
+    "InputMutationError",
     "MissingObjectError",
     "MlflowkitError",
     "PlanningError",
@@ -87,6 +89,26 @@ class TypeCheckError(MlflowkitError):
     def __init__(self, message: str, *, step: str | None = None):
         super().__init__(message)
         self.step = step
+
+
+class InputMutationError(MlflowkitError):
+    """A step wrote into a NumPy array it received as input.
+
+    Every executor gives a step its input arrays as read-only views, so that no step can change
+    a value its upstream step produced (and cached) under the others that read it.
+
+    Attributes
+    ----------
+    step:
+        Display name of the step call.
+    parameters:
+        The parameters whose values hold the read-only arrays.
+    """
+
+    def __init__(self, message: str, *, step: str | None = None, parameters: tuple[str, ...] = ()):
+        super().__init__(message)
+        self.step = step
+        self.parameters = parameters
 
 
 class HashingError(MlflowkitError):

@@ -9,6 +9,10 @@ Invariants
 * Every step that asks for a GPU is checked against the executor *before* anything runs.
 * A failed step makes ``run_plan`` raise ``RunFailed`` chained to the step's own exception, with
   its (remote) traceback text in the message.
+* A ``KeyboardInterrupt`` (Ctrl-C, or a step raising it, on any executor) stops the run at
+  once: the executor drops what has not started (``interrupt()``), steps still running are not
+  waited for, the record is written with status ``interrupted``, and the ``KeyboardInterrupt``
+  is raised again. ``SystemExit`` and ``GeneratorExit`` raised by a step are step failures.
 * Every run ends with the executor's ``finish()`` (then ``shutdown()`` when the run made the
   executor), so an executor kept between runs holds nothing it loaded for an earlier one.
 """
@@ -316,7 +320,9 @@ def _run_plan(
             pack=pack,
             on_first_task=lambda: the_store.put_run(record),  # a trace should the run crash
         )
-        if owned:
+        if result.interrupted is not None:
+            ex.interrupt()  # drop what has not started; running steps are not waited for
+        elif owned:
             # background writes must be done before the run is called finished; an executor
             # instance passed in belongs to the caller, who waits for it (ex.wait/shutdown)
             try:
@@ -333,6 +339,12 @@ def _run_plan(
         result.failure = TaskResult("<background write>", False, attempts=0, error=background_error)
     record.steps = [result.records[name] for name in result.order]
     record.finished_at = time.time()
+    if result.interrupted is not None:
+        record.status = "interrupted"
+        record.environment = environment(result.packages)
+        record.output = _output_record(plan.output, result.digests, the_store)
+        the_store.put_run(record)
+        raise result.interrupted  # Ctrl-C stops the caller too, as it would without mlflowkit
     # only the outputs' values: the run must not keep every intermediate value alive
     values = {
         name: handle.value

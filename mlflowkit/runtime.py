@@ -4,6 +4,10 @@ Invariants
 ----------
 * ``execute`` never raises for a failure of the user's function: it returns a failed
   ``TaskResult`` carrying the exception and its traceback text (so it can cross processes).
+  That holds for every exception the function raises, ``BaseException``\\ s included:
+  ``SystemExit`` and ``GeneratorExit`` are ordinary step failures (retried, then the run
+  fails); ``KeyboardInterrupt`` (Ctrl-C, or a step raising it) is never retried, and the
+  scheduler that receives it stops the run as interrupted and raises it again.
 * Retries re-run the function only (not input loading); ``retry_delay`` doubles each attempt.
 * Inputs that planning could not type (``task.checks``: derived values such as ``ref.attr``
   of an unannotated output) are checked against the step's annotations before the function
@@ -13,11 +17,19 @@ Invariants
   An executor may take over that write (``execute(..., write=...)``, e.g. to write in the
   background); it must keep the same order (``write_output`` does).
 * ``mk.current()`` and ``mk.rng()`` read a context variable set for the duration of the call.
+* A step cannot change a value under the steps that share it (``guard_arguments``), on every
+  executor alike: NumPy arrays reach it as read-only views (writing into one fails the step with
+  ``InputMutationError``), lists, dicts, sets and bytearrays as copies (their items guarded in
+  turn), pandas frames and series as copies (shallow under copy-on-write). Other objects are
+  passed as they are. mlflowkit's own small steps (items, attributes, gathers) get the values
+  as they are: they never change them.
 """
 
 from __future__ import annotations
 
 import inspect
+import operator
+import sys
 import threading
 import time
 import traceback
@@ -26,7 +38,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from mlflowkit.errors import MlflowkitError, TypeCheckError
+from mlflowkit.errors import InputMutationError, MlflowkitError, TypeCheckError
 from mlflowkit.executors.base import Derived, InMemory, Input, Stored, Task, TaskResult
 from mlflowkit.hashing import hash_value
 from mlflowkit.records import CacheEntry
@@ -45,6 +57,7 @@ __all__ = [
     "call_step",
     "current",
     "execute",
+    "guard_arguments",
     "resolve_template",
     "rng",
     "write_output",
@@ -189,6 +202,133 @@ def call_step(step: Step[Any, Any], arguments: dict[str, Any]) -> Any:
     return step.fn(*args, **kwargs)
 
 
+# ---------------------------------------------------------------------------------------------
+# Inputs that a step cannot change under its upstream
+# ---------------------------------------------------------------------------------------------
+#: One read-only view made for a step call: (parameter, view, the array it shows).
+View = tuple[str, Any, Any]
+_NO_VIEWS: list[View] = []  # never changed
+
+#: Steps of mlflowkit's own (``ref[i]``, ``ref.attr``, gathers) never change their inputs.
+_INTERNAL = "mlflowkit.plan:_op_"
+
+
+def guard_arguments(step: Step[Any, Any], arguments: dict[str, Any]) -> list[View]:
+    """Make ``arguments`` (a dict made for this call) what ``step`` may receive, in place;
+    return the read-only views made.
+
+    The values resolved for a call are shared: with the step that produced them, with the other
+    steps reading them, and with the cache entry recorded under their digest. A step that
+    changed one in place would change what the others see (and a later run would get a value
+    that differs from its cached digest). So, on every executor: a NumPy array is passed as a
+    read-only view (O(1); writing into it raises NumPy's ``ValueError``, which ``execute``
+    reports as ``InputMutationError``); a list, dict, set or bytearray as a copy whose items are
+    guarded in turn (O(n), less than hashing it cost its producer); a pandas ``DataFrame`` or
+    ``Series`` as a copy (shallow, so O(1), under pandas' copy-on-write; deep otherwise).
+    Anything else is passed as it is (see docs: steps must not change such inputs).
+    """
+    views: list[View] | None = None
+    ndarray = _ndarray if _ndarray is not None else _array_type()
+    for name, value in arguments.items():  # (values replaced, keys untouched: no resize)
+        kind = type(value)
+        if kind in SCALARS:
+            continue
+        if views is None:
+            if step._qualified_name.startswith(_INTERNAL):
+                return _NO_VIEWS
+            views = []
+        if ndarray is not None and (kind is ndarray or isinstance(value, ndarray)):
+            view = value.view()  # the common case, inline: a fan-out passes one per call
+            view.setflags(write=False)
+            views.append((name, view, value))
+            arguments[name] = view
+        else:
+            arguments[name] = _guard(value, name, views)
+    return views or _NO_VIEWS
+
+
+#: ``numpy.ndarray`` once NumPy is imported (nothing here imports it: without NumPy loaded, no
+#: value can be an array)
+_ndarray: Any = None
+
+
+def _array_type() -> Any:
+    global _ndarray
+    if _ndarray is None:
+        np = sys.modules.get("numpy")
+        if np is not None:
+            _ndarray = np.ndarray
+    return _ndarray
+
+
+def _only_scalars(items: Any) -> bool:
+    """Whether every item is a plain scalar (decided in C: a gather holds thousands)."""
+    return not items or set(map(type, items)) <= SCALARS
+
+
+def _guard(value: Any, name: str, views: list[View]) -> Any:
+    """``value`` as a step receives it (see ``guard_arguments``)."""
+    kind = type(value)
+    if kind in SCALARS:
+        return value
+    ndarray = _ndarray if _ndarray is not None else _array_type()
+    if ndarray is not None and isinstance(value, ndarray):
+        view = value.view()
+        view.setflags(write=False)
+        views.append((name, view, value))
+        return view
+    if kind is list:
+        if _only_scalars(value):
+            return value.copy()
+        return [_guard(item, name, views) for item in value]
+    if kind is dict:
+        if _only_scalars(value.values()):
+            return value.copy()
+        return {k: _guard(item, name, views) for k, item in value.items()}
+    if kind is tuple or (isinstance(value, tuple) and hasattr(kind, "_make")):
+        if _only_scalars(value):
+            return value
+        items = [_guard(item, name, views) for item in value]
+        if all(map(operator.is_, items, value)):
+            return value
+        return kind(items) if kind is tuple else kind._make(items)
+    if kind is set or kind is bytearray:
+        return kind(value)
+    if kind.__module__.partition(".")[0] == "pandas":
+        return _guard_pandas(value)
+    return value
+
+
+def _guard_pandas(value: Any) -> Any:
+    pd = sys.modules.get("pandas")
+    if pd is None or not isinstance(value, (pd.DataFrame, pd.Series)):
+        return value
+    # copy-on-write: always from pandas 3 (whose option is deprecated), an option before
+    cow = int(pd.__version__.split(".")[0]) >= 3 or pd.get_option("mode.copy_on_write") is True
+    return value.copy(deep=not cow)
+
+
+def _wrote_into_input(task: Task, views: list[View], exc: BaseException) -> InputMutationError:
+    """The error of a step that wrote into one of its read-only input arrays."""
+    params = tuple(dict.fromkeys(name for name, _, _ in views))
+    first = params[0]
+    return InputMutationError(
+        f"Step {task.name!r} wrote into an input array ({type(exc).__name__}: {exc}). Expected "
+        f"a step to leave its inputs as they are: mlflowkit passes NumPy arrays as read-only "
+        f"views ({', '.join(map(repr, params))} here), so that no step changes a value its "
+        f"upstream produced, and cached, under the steps that share it. Copy it first: "
+        f"{first} = {first}.copy(), or compute a new array ({first} + 1 rather than {first} "
+        f"+= 1).",
+        step=task.name,
+        parameters=params,
+    )
+
+
+def _writes_read_only(exc: BaseException) -> bool:
+    """Whether ``exc`` is NumPy refusing to write into a read-only array."""
+    return isinstance(exc, ValueError) and "read-only" in str(exc)
+
+
 #: ``write(task, output, digest, meta)``: persist a finished task's output and cache entry.
 Writer = Callable[[Task, Any, str, dict[str, Any]], None]
 
@@ -287,6 +427,8 @@ def execute(
         arguments = resolve_template(task.args, resolve)
         if task.checks:
             check_inputs(task, arguments)
+        # a dict of its own, unless all are plain scalars (then the template itself)
+        views = guard_arguments(task.step, arguments) if arguments is not task.args else _NO_VIEWS
     except Exception as exc:  # inputs could not be loaded (corrupt, missing) or typed: report it
         return TaskResult(
             task.name,
@@ -315,8 +457,8 @@ def execute(
                     meta=dict(entry.meta),
                     cached=True,
                 )
-            return _run(task, store, arguments, started, t0, keep_value, write)
-    return _run(task, store, arguments, started, t0, keep_value, write)
+            return _run(task, store, arguments, views, started, t0, keep_value, write)
+    return _run(task, store, arguments, views, started, t0, keep_value, write)
 
 
 def check_inputs(task: Task, arguments: dict[str, Any]) -> None:
@@ -368,6 +510,7 @@ def _run(
     task: Task,
     store: ArtifactStore | None,
     arguments: dict[str, Any],
+    views: list[View],
     started: float,
     t0: float,
     keep_value: bool,
@@ -384,8 +527,21 @@ def _run(
                 if step._simple_params is not None
                 else call_step(step, arguments)
             )
-        except Exception as exc:
-            if attempts <= step.hints.retries:
+        except BaseException as exc:  # SystemExit, GeneratorExit too: see the module doc
+            if views and _writes_read_only(exc):  # not retried: it would write again
+                tb = traceback.format_exc()
+                error = _wrote_into_input(task, views, exc)
+                error.__cause__ = exc
+                return TaskResult(
+                    task.name,
+                    False,
+                    attempts=attempts,
+                    duration_s=time.perf_counter() - t0,
+                    started_at=started,
+                    error=error,
+                    traceback=f"{tb}\n{type(error).__name__}: {error}\n",
+                )
+            if attempts <= step.hints.retries and not isinstance(exc, KeyboardInterrupt):
                 delay = step.hints.retry_delay
                 if delay > 0:
                     time.sleep(delay * 2 ** (attempts - 1))
@@ -402,6 +558,11 @@ def _run(
         finally:
             _CURRENT.reset(token)
         break
+    if views:  # a step returning its input as it is returns the array, not our view of it
+        for _, view, original in views:
+            if output is view:
+                output = original
+                break
     try:
         expected = step._hints().get("return")
         if (

@@ -10,6 +10,9 @@ Invariants
 * After the first failure nothing new is submitted; tasks in flight finish; the rest are
   ``skipped``. A corrupt or missing stored input makes its producer re-execute, then the
   consumer retries.
+* A ``KeyboardInterrupt`` (Ctrl-C in this thread, or a step's result carrying one) ends the
+  walk at once, without waiting for tasks in flight: the result says ``interrupted``, and
+  whatever did not finish is ``skipped``.
 * Hits come from the pack the runner read (the last run's entries) or the store; a pack hit's
   stored value is checked to exist only for the plan's outputs (what the caller loads).
 * The scheduler does no I/O of its own: it talks to the store and the executor through their
@@ -74,6 +77,8 @@ class WalkResult:
     packages: dict[str, str]
     #: the cache entries this run hit or wrote, by key (what the next run reads as its pack)
     entries: dict[str, CacheEntry]
+    #: the ``KeyboardInterrupt`` that stopped the walk, if one did
+    interrupted: KeyboardInterrupt | None = None
 
 
 _GETITEM = _OPS["getitem"]
@@ -181,14 +186,20 @@ class _Walk:
     # ------------------------------------------------------------------------------------
     def run(self) -> WalkResult:
         on_done = self.events.put
-        while True:
-            while self.ready and self.failure is None:
-                self._process(self.ready.popleft(), on_done)
-            if not self.inflight:
-                break
-            if self.events.empty():
-                self.executor.flush()
-            self._finish(self.events.get())
+        interrupted: KeyboardInterrupt | None = None
+        try:
+            while True:
+                while self.ready and self.failure is None:
+                    self._process(self.ready.popleft(), on_done)
+                if not self.inflight:
+                    break
+                if self.events.empty():
+                    self.executor.flush()
+                self._finish(self.events.get())
+        except KeyboardInterrupt as exc:  # Ctrl-C, or a step raised it: stop now
+            interrupted = exc
+            for name in self.inflight:  # still running: not waited for
+                self.records[name].status = "skipped"
         for name in self.order:
             if name not in self.records:
                 node = self.nodes[name]
@@ -204,6 +215,7 @@ class _Walk:
             self.failure,
             self.packages,
             self.entries,
+            interrupted,
         )
 
     def _advance(self, name: str, status: str) -> None:
@@ -416,6 +428,8 @@ class _Walk:
             if isinstance(err, (CorruptObjectError, MissingObjectError)) and self._heal(name, err):
                 return
             self._fail(name, result)
+            if isinstance(err, KeyboardInterrupt):  # the step was interrupted: so is the run
+                raise err
             for waiter in self.key_waiters.pop(key, ()) if self.key_waiters else ():
                 self._fail(waiter, result)
             return

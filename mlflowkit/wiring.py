@@ -8,6 +8,10 @@ Invariants
   reason about are accepted (the run-time return check still guards them).
 * ``check_value(value, expected)`` checks a concrete value with beartype (PEP 484's implicit
   numeric tower on: an ``int`` is accepted where ``float`` is annotated).
+* NumPy scalars are accepted where ``int``, ``float``, ``complex`` or ``bool`` is annotated when
+  they convert to it without loss (``numpy.integer`` for ``int``, ``float16``/``32``/``64``
+  for ``float``, ``complex64``/``128`` for ``complex``, ``numpy.bool_`` for ``bool``, plus the
+  tower); they are kept as they are, not converted. ``numpy.longdouble`` is not a ``float``.
 """
 
 from __future__ import annotations
@@ -40,6 +44,24 @@ _UNION_TYPES: tuple[Any, ...] = (Union, types.UnionType)
 
 # PEP 484 numeric tower: int is acceptable where float or complex is expected.
 _TOWER: dict[type, tuple[type, ...]] = {float: (int,), complex: (int, float)}
+
+#: NumPy's scalar types that stand for each Python number type, by name (numpy may not be
+#: imported: then no value or class can be one of them). Only those that convert without loss.
+_NUMPY_NUMBERS: dict[type, tuple[str, ...]] = {
+    int: ("integer",),
+    float: ("integer", "float16", "float32", "float64"),
+    complex: ("integer", "float16", "float32", "float64", "complex64", "complex128"),
+    bool: ("bool_",),
+}
+
+
+def _numpy_number(cls: Any, expected: type) -> bool:
+    """Whether ``cls`` is a NumPy scalar type that converts to ``expected`` without loss."""
+    np = sys.modules.get("numpy")
+    names = _NUMPY_NUMBERS.get(expected)
+    if np is None or names is None or not isinstance(cls, type):
+        return False
+    return issubclass(cls, tuple(getattr(np, name) for name in names))
 
 
 def describe(hint: Any) -> str:
@@ -100,7 +122,7 @@ def _subclass(actual: Any, expected: Any) -> bool:
             return True
     except TypeError:
         return True  # a form issubclass cannot decide (protocols with members, ...): accept
-    return any(actual is t for t in _TOWER.get(expected, ()))
+    return any(actual is t for t in _TOWER.get(expected, ())) or _numpy_number(actual, expected)
 
 
 def compatible(actual: Any, expected: Any) -> bool:
@@ -187,8 +209,11 @@ def check_value(value: Any, expected: Any) -> bool:
         if expected is object:
             return True
         if expected in _TOWER:
-            return isinstance(value, (expected, *_TOWER[expected]))
-        return isinstance(value, expected)
+            if isinstance(value, (expected, *_TOWER[expected])):
+                return True
+        elif isinstance(value, expected):
+            return True
+        return expected in _NUMPY_NUMBERS and _numpy_number(type(value), expected)
     expected_s = _strip(expected)
     if expected_s is Any or expected_s is object:
         return True

@@ -160,6 +160,50 @@ def test_return_values_are_checked_at_run_time(tmp_path: Any) -> None:
     assert info.value.run.step("liar").status == "failed"
 
 
+def test_numpy_scalars_are_accepted_where_they_convert_without_loss(tmp_path: Any) -> None:
+    """``-> int`` returning ``numpy.int64`` (``arr.sum()`` of an int array) failed the return
+    check. NumPy scalars that convert to the annotated number type without loss pass, kept
+    as they are; others still fail."""
+    import numpy as np
+
+    @mk.step
+    def count(n: int) -> int:
+        return np.arange(n).sum()  # type: ignore[no-any-return]
+
+    @mk.step
+    def mean(n: int) -> float:
+        return np.float32(n) / 2  # type: ignore[no-any-return]
+
+    @mk.step
+    def positive(x: int) -> bool:
+        return np.int64(x) > 0  # type: ignore[no-any-return]
+
+    @mk.step
+    def truncated(n: int) -> int:
+        return np.float64(n)  # type: ignore[return-value]
+
+    @mk.pipeline
+    def p(n: int = 4) -> Any:
+        total = count(n)
+        return total, mean(total), positive(total)
+
+    run = p.plan().run(store=str(tmp_path), progress=False)
+    assert run.output == (6, 3.0, True)
+    assert type(run.output[0]) is np.int64  # accepted, not converted: its digest is its own
+    assert check_value(np.uint64(2**64 - 1), int) and check_value(np.complex64(1j), complex)
+    assert check_value([np.int8(1), 2], list[int]) and check_value(np.int16(1), float | None)
+    assert not check_value(np.longdouble(1), float)  # more precise than a Python float
+    assert not check_value(np.float64(1.0), int) and not check_value(np.int64(1), bool)
+
+    @mk.pipeline
+    def q(n: int = 4) -> Any:
+        return truncated(n)
+
+    with pytest.raises(mk.RunFailed) as info:
+        q.plan().run(store=str(tmp_path), progress=False)
+    assert isinstance(info.value.__cause__, mk.TypeCheckError)
+
+
 def test_every_element_of_a_returned_container_is_checked() -> None:
     bad_last = [*range(50), "fifty"]
     assert all(not check_value(bad_last, list[int]) for _ in range(20))  # never by chance

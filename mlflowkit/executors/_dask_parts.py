@@ -1,7 +1,9 @@
 """The pieces of the ``dask`` executor that do not need Dask itself.
 
 Handles (``DaskRef``, ``Dep``), the per-batch result kept on a worker (``BatchOutput``), the
-worker's store cache and same-run recovery, and the client's record of a batch (``Sent``).
+worker's store cache and same-run recovery, the client's record of a batch (``Sent``), and the
+check that a script starting a local cluster keeps its run under ``if __name__ == "__main__":``
+(``unguarded_main``).
 Kept apart so that ``mlflowkit.executors.dask`` stays one readable module; nothing here
 imports ``dask`` or ``distributed``.
 
@@ -15,7 +17,10 @@ Invariants
 
 from __future__ import annotations
 
+import ast
+import os
 import re
+import sys
 import threading
 import time
 import uuid
@@ -33,6 +38,7 @@ __all__ = [
     "recover",
     "refs",
     "safe_name",
+    "unguarded_main",
     "worker_store",
 ]
 
@@ -167,3 +173,55 @@ def refs(template: Any) -> list[DaskRef]:
         elif isinstance(item, dict):
             stack.extend(item.values())
     return found
+
+
+def unguarded_main(start_method: str) -> str | None:
+    """Where the script run as ``__main__`` starts work outside ``if __name__ == "__main__":``.
+
+    Worker processes started by ``spawn`` or ``forkserver`` (Dask's nannies use ``spawn``)
+    import the main script again, as ``__mp_main__``: a script that starts a run at its top
+    level, outside that guard, would have every worker start it again (and fail, printing
+    hundreds of lines). Returns ``"file:line"`` of the top-level statement of ``__main__`` that
+    is running now when it is not under the guard, or when this very process is such a worker
+    importing the script; None otherwise (the guard is there, ``fork`` is used, or ``__main__``
+    is no script file: a notebook, ``python -c``, an interactive session).
+    """
+    if start_method == "fork":
+        return None
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if main is None or not isinstance(path, str):
+        return None
+    namespace = vars(main)
+    frame = sys._getframe(1)
+    outer = None
+    while frame is not None:  # the outermost frame running the script's top level
+        if frame.f_globals is namespace and frame.f_code.co_name == "<module>":
+            outer = frame
+        frame = frame.f_back  # type: ignore[assignment]
+    if outer is None:
+        return None
+    line = outer.f_lineno
+    where = f"{os.path.basename(path)}:{line}"
+    if namespace.get("__name__") == "__mp_main__":  # a worker importing the script again
+        return where
+    try:
+        with open(path, encoding="utf-8") as f:
+            tree = ast.parse(f.read())
+    except (OSError, SyntaxError, ValueError):
+        return None
+    for statement in tree.body:
+        end = statement.end_lineno or statement.lineno
+        if statement.lineno <= line <= end:
+            return None if _is_main_guard(statement) else where
+    return None
+
+
+def _is_main_guard(statement: ast.stmt) -> bool:
+    """Whether ``statement`` is ``if __name__ == "__main__":`` (either way round, or within an
+    ``and``)."""
+    if not isinstance(statement, ast.If):
+        return False
+    names = {n.id for n in ast.walk(statement.test) if isinstance(n, ast.Name)}
+    texts = {n.value for n in ast.walk(statement.test) if isinstance(n, ast.Constant)}
+    return "__name__" in names and "__main__" in texts

@@ -21,8 +21,8 @@ Invariants
 * The worker writes the output to the store itself when the task asks for it and the store is
   shared; a large output is then answered with a ``Stored`` handle (or a ``Derived`` one for
   cheap views of stored values), never copied back through the pipe.
-* Buffers are received into ``bytearray``\\ s, so arrays arriving by value are writable, as they
-  are with the in-process executors.
+* Buffers are received into ``bytearray``\\ s, so arrays arriving by value own writable memory
+  (the step itself gets read-only views of its input arrays, as on every executor).
 * The worker ignores SIGINT (the driver decides when it stops) and exits when its input pipe
   closes, so it never outlives the driver.
 """

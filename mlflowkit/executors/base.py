@@ -188,6 +188,15 @@ class Executor(abc.ABC):
         failed background write) fails the run.
         """
 
+    def interrupt(self) -> None:  # noqa: B027 - optional hook
+        """The run was interrupted (Ctrl-C): drop the tasks that have not started, now.
+
+        Called instead of ``wait()``, before ``finish()``; the scheduler no longer listens for
+        results, so nothing needs reporting. Steps already running need not be waited for
+        (``threads`` cannot stop its threads and leaves them to end on their own;
+        ``processes`` kills the workers running them; ``dask`` cancels its Dask tasks).
+        """
+
     def finish(self) -> None:  # noqa: B027 - optional hook
         """The run that ``start`` began is over: let go of what only that run needed.
 

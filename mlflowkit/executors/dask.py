@@ -68,6 +68,7 @@ from mlflowkit.executors._dask_parts import (
     recover,
     refs,
     safe_name,
+    unguarded_main,
     worker_store,
 )
 from mlflowkit.executors._remote import portable_error, store_is_shareable, timeout_error
@@ -266,6 +267,8 @@ class DaskExecutor(Executor):
         else:
             options: dict[str, Any] = {"processes": True, "dashboard_address": ":0"}
             options.update(self.cluster_kwargs)
+            if options["processes"]:
+                self._refuse_unguarded_main()
             try:
                 cluster = lib.LocalCluster(
                     n_workers=self.n_workers,
@@ -289,6 +292,22 @@ class DaskExecutor(Executor):
         except BaseException:
             self.shutdown()  # never leave a half-open connection or cluster behind
             raise
+
+    def _refuse_unguarded_main(self) -> None:
+        """A script that starts a local cluster outside ``if __name__ == "__main__":`` would
+        have every worker process run it again: say so in one line, before starting any."""
+        import dask
+
+        method = str(dask.config.get("distributed.worker.multiprocessing-method", "spawn"))
+        where = unguarded_main(method)
+        if where is not None:
+            raise ExecutorError(
+                f"executor='dask' starts a local cluster whose worker processes import your "
+                f'script again, and {where} runs outside `if __name__ == "__main__":`, so '
+                f"each worker would run it too. Put the code that runs the pipeline under "
+                f'`if __name__ == "__main__":` (or pass address= of a running cluster).',
+                executor=self.name,
+            )
 
     def _read_workers(self) -> None:
         assert self._client is not None
@@ -724,6 +743,16 @@ class DaskExecutor(Executor):
             "the result is discarded",
         )
         self._report_failure(sent, error, None)
+
+    def interrupt(self) -> None:
+        """Drop the buffered tasks and cancel the run's Dask tasks; a function already running
+        on a worker ends on its own (Dask cannot stop it), and its result is dropped."""
+        with self._lock:
+            self._pending = []
+            batches = [sent for sent in self._batches.values() if not sent.reported]
+        futures = [f for sent in batches for f in (sent.future, sent.summary) if f is not None]
+        if futures and self._client is not None:
+            self._client.cancel(futures)
 
     # --- values and shutdown ------------------------------------------------------------------
     def fetch(self, handle: Any) -> Any:

@@ -103,6 +103,21 @@ def _remember(step: Step[Any, Any], trivial: bool) -> None:
             _VERDICTS[step] = trivial
 
 
+def _check_max_workers(max_workers: Any, executor: str, default: str) -> None:
+    """Refuse a ``max_workers`` that is not an int >= 1 or None (0 and negatives too: a pool
+    of no threads would wait forever, and 0 meaning "the default" hides a mistake)."""
+    if max_workers is None or (
+        isinstance(max_workers, int) and not isinstance(max_workers, bool) and max_workers >= 1
+    ):
+        return
+    raise ExecutorError(
+        f"max_workers for the {executor!r} executor: expected an int >= 1 or None, found "
+        f"{max_workers!r}. Pass a positive number of workers, or None for the default "
+        f"({default}).",
+        executor=executor,
+    )
+
+
 class ThreadExecutor(Executor):
     """Run steps on a pool of threads in this process (up to ``max_workers`` threads, started
     as tasks reach the pool).
@@ -124,6 +139,7 @@ class ThreadExecutor(Executor):
     capabilities = Capabilities(shares_memory=True, parallel=True)
 
     def __init__(self, max_workers: int | None = None) -> None:
+        _check_max_workers(max_workers, self.name, "min(32, CPUs + 4)")
         self.max_workers = max_workers or min(32, (os.cpu_count() or 1) + 4)
         self._queue: queue.SimpleQueue[tuple[Task, Callable[[TaskResult], None], Any] | None]
         self._queue = queue.SimpleQueue()
@@ -139,10 +155,23 @@ class ThreadExecutor(Executor):
         self._inline: set[str] = set()
         self._slow: set[str] = set()  # trivial steps whose last call took too long
         self._asked: set[str] = set()  # steps whose verdict this executor looked up
+        self._interrupted = False  # the last run was interrupted: shutdown() does not wait
 
     def start(self, store: ArtifactStore) -> None:
         self._store = store
         self._resolve = local_resolver(store)
+        self._interrupted = False
+
+    def interrupt(self) -> None:
+        """Drop the queued tasks; a thread still running a step ends when the step does."""
+        self._interrupted = True
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if item is not None:
+                item[2].cancelled = True
 
     def _grow(self) -> None:
         """Start one more worker thread: threads start as tasks reach the pool, up to
@@ -173,8 +202,11 @@ class ThreadExecutor(Executor):
             return True
         try:
             result = execute(task, self._store, self._resolve)
-        except Exception as exc:  # a failure of the machinery itself: still report once
-            result = TaskResult(task.name, False, attempts=0, error=exc)
+        except BaseException as exc:  # a failure of the machinery itself: still report once
+            # (a BaseException ending this thread would leave the run waiting for ever)
+            result = TaskResult(
+                task.name, False, attempts=0, error=exc, traceback=traceback.format_exc()
+            )
         self._learn(task, result)
         on_done(result)
         return True
@@ -249,6 +281,8 @@ class ThreadExecutor(Executor):
         threads, self._threads = self._threads, []
         for _ in threads:
             self._queue.put(None)
+        if self._interrupted:  # Ctrl-C: a thread cannot be stopped, and is not waited for
+            return
         for thread in threads:
             thread.join()
 
@@ -357,6 +391,7 @@ class _Pool:
         self.store: ArtifactStore | None = None
         self.startup_failures = 0
         self.fault: BaseException | None = None
+        self.interrupted = False
         self._wake_rx, self._wake_tx = Pipe(duplex=False)
         self._thread = threading.Thread(
             target=self._loop, name=f"mlflowkit-{executor}-dispatcher", daemon=True
@@ -401,6 +436,17 @@ class _Pool:
         )
         return True
 
+    def interrupt(self) -> None:
+        """Drop the jobs waiting for a worker; the dispatcher kills the workers running one."""
+        with self.lock:
+            self.interrupted = True
+            jobs = list(self.pending)
+            self.pending.clear()
+        for job in jobs:  # nobody listens for their results any more
+            job.done = True
+            job.body = []
+        self._wake()
+
     def close(self) -> None:
         with self.lock:
             self.closing = True
@@ -426,8 +472,12 @@ class _Pool:
             while self._wake_rx.poll():
                 self._wake_rx.recv_bytes()
             with self.lock:
-                if self.closing:
-                    return
+                interrupted, self.interrupted = self.interrupted, False
+                closing = self.closing
+            if interrupted:
+                self._kill_busy()
+            if closing:
+                return
             self._dispatch()
             waitables: list[Any] = [self._wake_rx, *(p.rx for p in self.procs)]
             ready = wait(waitables, self._next_timeout())
@@ -436,6 +486,16 @@ class _Pool:
                 if proc is not None:
                     self._receive(proc)
             self._expire()
+
+    def _kill_busy(self) -> None:
+        """The run was interrupted: kill the workers running its steps (not waited for)."""
+        for proc in list(self.procs):
+            job = proc.job
+            if job is not None:
+                self.procs.remove(proc)
+                job.done = True  # nobody listens for its result any more
+                proc.job = None
+                proc.close(kill=True)
 
     def _spawn(self) -> None:
         to_worker_r, to_worker_w = os.pipe()
@@ -696,12 +756,7 @@ class ProcessExecutor(Executor):
     capabilities = Capabilities(shares_memory=False, can_timeout=True, parallel=True)
 
     def __init__(self, max_workers: int | None = None) -> None:
-        if max_workers is not None and (not isinstance(max_workers, int) or max_workers < 1):
-            raise ExecutorError(
-                f"max_workers for the 'processes' executor: expected an int >= 1 or None, "
-                f"found {max_workers!r}.",
-                executor=self.name,
-            )
+        _check_max_workers(max_workers, self.name, "the number of CPUs")
         if sys.platform == "win32":
             raise ExecutorError(
                 "The 'processes' executor needs a POSIX system (Linux, macOS); on Windows use "
@@ -751,6 +806,10 @@ class ProcessExecutor(Executor):
         job = _Job(next(self._ids), task, body, on_done)
         pool.put(job)
         return _JobHandle(pool, job)
+
+    def interrupt(self) -> None:
+        if self._pool is not None:
+            self._pool.interrupt()
 
     def fetch(self, handle: Any) -> Any:
         return _fetch(handle, self._store, self)

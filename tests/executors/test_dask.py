@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -173,3 +176,101 @@ def test_a_scheduler_without_workers_is_reported() -> None:
         with pytest.raises(mk.ExecutorError, match="no workers"):
             mk.executors.get("dask", address=empty.scheduler_address, timeout=1)
         assert time.monotonic() - t0 < 8
+
+
+_SCRIPT = """
+import mlflowkit as mk
+
+@mk.step
+def inc(x: int) -> int:
+    return x + 1
+
+@mk.pipeline
+def p(x: int = 1) -> int:
+    return inc(x)
+
+print("running as", __name__)
+run = p.plan().run(executor="dask", store="store", progress=False)
+print(run.output)
+"""
+
+
+@pytest.mark.timeout(120)
+def test_a_script_without_the_main_guard_is_told_so_in_one_line(tmp_path: Path) -> None:
+    """Before: the nannies' worker processes imported the script again and ran it too, which
+    printed ~500 lines of tracebacks ending in "Nanny failed to start", with no word of the
+    ``if __name__ == "__main__":`` guard. Now nothing starts, and one line says what to do."""
+    script = tmp_path / "train.py"
+    script.write_text(_SCRIPT)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        check=False,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=100,
+    )
+    out = done.stdout + done.stderr
+    assert done.returncode == 1, out
+    assert out.count("running as") == 1, out  # no worker process ran the script again
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("mlflowkit.errors.ExecutorError: "), out
+    assert 'if __name__ == "__main__":' in last and "train.py:13" in last
+    assert "Nanny" not in out and len(out.splitlines()) < 40
+
+
+def test_the_main_guard_is_recognised(tmp_path: Path) -> None:
+    script = tmp_path / "check.py"
+    script.write_text(
+        "from mlflowkit.executors._dask_parts import unguarded_main\n"
+        "def main():\n"
+        "    return unguarded_main('spawn')\n"
+        "print('top', main(), unguarded_main('fork'))\n"
+        "if __name__ == '__main__' and True:\n"
+        "    print('guarded', main())\n"
+        "if '__main__' == __name__:\n"
+        "    print('reversed', unguarded_main('forkserver'))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.stdout.splitlines() == ["top check.py:4 None", "guarded None", "reversed None"], (
+        done.stdout + done.stderr
+    )
+
+
+@pytest.mark.timeout(120)
+def test_a_killed_worker_is_back_before_the_next_test(
+    dask_cluster: Any, dask_address: str, dask_watcher: Any
+) -> None:
+    """What ``dask_address`` does before every test: tests that kill workers left the next one
+    a cluster whose nannies were still restarting them (one GPU of two, in two runs of three)."""
+    from tests.executors.conftest import N_WORKERS, wait_until_whole
+
+    def listed() -> set[str]:
+        return set(dask_watcher.scheduler_info(n_workers=-1)["workers"])
+
+    before = listed()
+    assert len(before) == N_WORKERS  # the fixture waited
+    victim = sorted(before)[0]
+    with contextlib.suppress(Exception):  # the worker dies before it can answer
+        dask_watcher.run(os._exit, 1, workers=[victim], wait=True)
+    deadline = time.monotonic() + 30
+    while victim in listed() and time.monotonic() < deadline:  # as a killing test leaves it
+        time.sleep(0.02)
+    wait_until_whole(dask_cluster, dask_watcher)
+    after = listed()
+    assert len(after) == N_WORKERS and victim not in after
+    ex = mk.executors.get("dask", address=dask_address)
+    try:
+        assert ex.capabilities.gpus == N_WORKERS
+    finally:
+        ex.shutdown()

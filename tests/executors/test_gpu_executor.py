@@ -160,7 +160,13 @@ def halves(x: Any) -> tuple[Any, Any]:
 
 @mk.step(resources={"gpu": 1})
 def scale_in_place(x: Any) -> float:
-    """Misbehaves: modifies its input in place."""
+    """Misbehaves: modifies its input in place.
+
+    A real device array (CuPy) cannot be made read-only, so mlflowkit passes it as it is; this
+    fake is a NumPy subclass, which arrives as a read-only view: made writable again here, to
+    misbehave as a device step can.
+    """
+    x.setflags(write=True)
     x *= 2
     return float(x.sum())
 

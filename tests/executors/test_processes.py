@@ -99,9 +99,14 @@ def test_large_outputs_come_back_as_digests(pool: ProcessExecutor, store: Any) -
     assert isinstance(rec.results["total_of"].value, InMemory)  # small: by value too
 
 
-def test_inputs_arrive_writable(pool: ProcessExecutor, store: Any) -> None:
+def test_input_arrays_arrive_read_only_as_on_every_executor(
+    pool: ProcessExecutor, store: Any
+) -> None:
     run = dx.arrays.plan(n=100).run(executor=pool, store=store, progress=False)
     assert run.output[0] == 200.0
+    with pytest.raises(mk.RunFailed) as info:
+        dx.mutating.plan(n=10).run(executor=pool, store=store, progress=False)
+    assert isinstance(info.value.__cause__, mk.InputMutationError)
 
 
 def test_a_memory_store_is_written_by_the_driver(pool: ProcessExecutor) -> None:
@@ -163,9 +168,10 @@ def test_unpicklable_input_fails_clearly(pool: ProcessExecutor, store: Any) -> N
     assert "lock" in str(info.value).lower()
 
 
-def test_bad_max_workers() -> None:
+@pytest.mark.parametrize("bad", [0, -3, True, 2.0])
+def test_bad_max_workers(bad: Any) -> None:
     with pytest.raises(mk.ExecutorError, match="max_workers"):
-        ProcessExecutor(max_workers=0)
+        ProcessExecutor(max_workers=bad)
 
 
 def test_an_executor_dropped_without_shutdown_stops_its_workers(store: Any) -> None:

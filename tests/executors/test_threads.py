@@ -199,3 +199,14 @@ def test_threads_start_as_tasks_reach_the_pool_up_to_max_workers(store: Any) -> 
         assert len(ex._threads) == 3
     finally:
         ex.shutdown()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("bad", [0, -3, 1.5, True, "4"])
+def test_bad_max_workers_is_refused_not_a_hang(bad: Any, store: Any) -> None:
+    """``max_workers=-3`` made a pool of no threads (the run waited forever); 0 silently meant
+    the default. Both are refused, as ``processes`` refuses them, by name and by instance."""
+    with pytest.raises(mk.ExecutorError, match=r"max_workers.*'threads'.*int >= 1 or None"):
+        ThreadExecutor(max_workers=bad)
+    with pytest.raises(mk.ExecutorError, match="max_workers"):
+        fan_sleepy.plan(n=2).run(executor="threads", max_workers=bad, store=store, progress=False)

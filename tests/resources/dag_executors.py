@@ -221,8 +221,13 @@ def array_out(n: int) -> NDArray[np.float64]:
 
 @mk.step
 def mutate_and_sum(a: NDArray[np.float64]) -> float:
-    a += 1.0  # inputs arrive writable on every executor
+    a += 1.0  # input arrays arrive read-only on every executor: this fails the step
     return float(a.sum())
+
+
+@mk.step
+def shift_and_sum(a: NDArray[np.float64]) -> float:
+    return float((a + 1.0).sum())
 
 
 @mk.step(cache=False)
@@ -232,7 +237,12 @@ def array_uncached(n: int) -> NDArray[np.float64]:
 
 @mk.pipeline
 def arrays(n: int = 1000) -> Any:
-    return [mutate_and_sum(array_uncached(n)), array_out(n)]
+    return [shift_and_sum(array_uncached(n)), array_out(n)]
+
+
+@mk.pipeline
+def mutating(n: int = 10) -> Any:
+    return mutate_and_sum(array_uncached(n))
 
 
 @mk.step
