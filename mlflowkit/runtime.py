@@ -266,7 +266,7 @@ def _only_scalars(items: Any) -> bool:
     return not items or set(map(type, items)) <= SCALARS
 
 
-def _guard(value: Any, name: str, views: list[View]) -> Any:
+def _guard(value: Any, name: str, views: list[View], depth: int = 0) -> Any:
     """``value`` as a step receives it (see ``guard_arguments``)."""
     kind = type(value)
     if kind in SCALARS:
@@ -277,18 +277,21 @@ def _guard(value: Any, name: str, views: list[View]) -> Any:
         view.setflags(write=False)
         views.append((name, view, value))
         return view
+    if depth >= _DEEP and kind in _NESTED:
+        return _guard_deep(value, name, views)
+    depth += 1
     if kind is list:
         if _only_scalars(value):
             return value.copy()
-        return [_guard(item, name, views) for item in value]
+        return [_guard(item, name, views, depth) for item in value]
     if kind is dict:
         if _only_scalars(value.values()):
             return value.copy()
-        return {k: _guard(item, name, views) for k, item in value.items()}
+        return {k: _guard(item, name, views, depth) for k, item in value.items()}
     if kind is tuple or (isinstance(value, tuple) and hasattr(kind, "_make")):
         if _only_scalars(value):
             return value
-        items = [_guard(item, name, views) for item in value]
+        items = [_guard(item, name, views, depth) for item in value]
         if all(map(operator.is_, items, value)):
             return value
         return kind(items) if kind is tuple else kind._make(items)
@@ -297,6 +300,29 @@ def _guard(value: Any, name: str, views: list[View]) -> Any:
     if kind.__module__.partition(".")[0] == "pandas":
         return _guard_pandas(value)
     return value
+
+
+#: How deep ``_guard`` recurses into lists, dicts and tuples before it hands the rest to
+#: ``map_leaves``, which walks any depth without recursion.
+_DEEP = 100
+_NESTED = frozenset((list, dict, tuple))
+
+
+def _guard_deep(value: Any, name: str, views: list[View]) -> Any:
+    """``_guard`` for nesting past ``_DEEP`` levels: containers copied, arrays as read-only
+    views (named tuples, sets and pandas values that deep are passed through ``map_leaves``'s
+    rules: copied when mutable, else as they are)."""
+    ndarray = _ndarray if _ndarray is not None else _array_type()
+    if ndarray is None:
+        return map_leaves(value, (), lambda leaf: leaf)
+
+    def view_of(array: Any) -> Any:
+        view = array.view()
+        view.setflags(write=False)
+        views.append((name, view, array))
+        return view
+
+    return map_leaves(value, ndarray, view_of)
 
 
 def _guard_pandas(value: Any) -> Any:

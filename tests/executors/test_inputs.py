@@ -223,3 +223,23 @@ def test_plain_scalar_arguments_are_passed_without_a_copy() -> None:
     (view,) = guard_arguments(total, arguments)
     assert view == ("a", arguments["a"], array) and not arguments["a"].flags.writeable
     assert array.flags.writeable
+
+
+def test_an_array_at_the_bottom_of_a_very_deep_list_is_read_only_too() -> None:
+    # Past the recursion limit, the guard goes on without recursion.
+    from mlflowkit.runtime import guard_arguments
+
+    array = np.zeros(3)
+    deep: Any = [array]
+    for _ in range(5000):
+        deep = [deep]
+    arguments = {"x": deep}
+    views = guard_arguments(total, arguments)
+    inner = arguments["x"]
+    for _ in range(5000):
+        assert isinstance(inner, list)
+        inner = inner[0]
+    assert arguments["x"] is not deep  # the containers are the step's own
+    assert not inner[0].flags.writeable and inner[0].base is array
+    assert array.flags.writeable
+    assert [name for name, _, _ in views] == ["x"]
