@@ -18,10 +18,12 @@ from mlflowkit import store as _store  # noqa: F401
 from mlflowkit.errors import (
     CorruptObjectError,
     ExecutorError,
+    GateFailed,
     HashingError,
     MissingObjectError,
     MlflowkitError,
     PlanningError,
+    RegistryError,
     RunFailed,
     SerializationError,
     StoreError,
@@ -32,6 +34,8 @@ from mlflowkit.executors import local as _local  # noqa: F401
 from mlflowkit.executors.base import Executor
 from mlflowkit.plan import Pipeline, Plan, Ref, pipeline
 from mlflowkit.records import StepRun
+from mlflowkit.registry import STAGES, ArtifactVersion, GateResult, Promotion
+from mlflowkit.registry.gates import gate
 from mlflowkit.run import Run
 from mlflowkit.runtime import current, rng
 from mlflowkit.step import Step, step
@@ -42,23 +46,30 @@ if TYPE_CHECKING:
     from mlflowkit.files import File as File
     from mlflowkit.hashing import hash_value as hash_value
     from mlflowkit.hashing import register_hasher as register_hasher
+    from mlflowkit.registry import gates as gates
     from mlflowkit.store import Store as Store
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "STAGES",
+    "ArtifactVersion",
     "CorruptObjectError",
     "Dir",
     "Executor",
     "ExecutorError",
     "File",
+    "GateFailed",
+    "GateResult",
     "HashingError",
     "MissingObjectError",
     "MlflowkitError",
     "Pipeline",
     "Plan",
     "PlanningError",
+    "Promotion",
     "Ref",
+    "RegistryError",
     "Run",
     "RunFailed",
     "SerializationError",
@@ -71,6 +82,8 @@ __all__ = [
     "__version__",
     "current",
     "executors",
+    "gate",
+    "gates",
     "hash_value",
     "pipeline",
     "register_hasher",
@@ -85,6 +98,7 @@ _LAZY = {
     "hash_value": ("mlflowkit.hashing", "hash_value"),
     "register_hasher": ("mlflowkit.hashing", "register_hasher"),
     "executors": ("mlflowkit.executors", None),
+    "gates": ("mlflowkit.registry.gates", None),
 }
 
 

@@ -8,18 +8,24 @@ import mlflowkit as mk
 
 # The curated public surface (API.md). Changing it is a deliberate act: update this list.
 PUBLIC = [
+    "STAGES",
+    "ArtifactVersion",
     "CorruptObjectError",
     "Dir",
     "Executor",
     "ExecutorError",
     "File",
+    "GateFailed",
+    "GateResult",
     "HashingError",
     "MissingObjectError",
     "MlflowkitError",
     "Pipeline",
     "Plan",
     "PlanningError",
+    "Promotion",
     "Ref",
+    "RegistryError",
     "Run",
     "RunFailed",
     "SerializationError",
@@ -32,6 +38,8 @@ PUBLIC = [
     "__version__",
     "current",
     "executors",
+    "gate",
+    "gates",
     "hash_value",
     "pipeline",
     "register_hasher",
@@ -56,11 +64,13 @@ def test_error_tree() -> None:
         "StoreError",
         "ExecutorError",
         "RunFailed",
+        "RegistryError",
     ):
         assert issubclass(getattr(mk, name), mk.MlflowkitError)
     assert issubclass(mk.WiringError, mk.PlanningError)
     assert issubclass(mk.CorruptObjectError, mk.StoreError)
     assert issubclass(mk.MissingObjectError, mk.StoreError)
+    assert issubclass(mk.GateFailed, mk.RegistryError)
 
 
 def test_import_is_light() -> None:

@@ -79,6 +79,8 @@ from mlflowkit.store.locks import DEFAULT_LEASE_S, hold
 if TYPE_CHECKING:
     import networkx as nx
 
+    from mlflowkit.registry.records import ArtifactVersion, Promotion
+
 __all__ = ["DEFAULT_URL", "GcReport", "ObjectInfo", "Store", "open_store"]
 
 DEFAULT_URL = ".mlflowkit"
@@ -789,6 +791,76 @@ class Store:
             "bytes": sum(v["bytes"] for v in usage.values()),
         }
         return usage
+
+    # named artifacts (the registry lives in ``mlflowkit.registry``) --------------------------
+    def publish(
+        self, name: str, value: Any, *, metadata: dict[str, Any] | None = None
+    ) -> ArtifactVersion:
+        """Store ``value`` and make it the next version of the artifact ``name``.
+
+        Publishing content equal to the latest version's (same digest) makes no new version
+        and returns the latest. See :doc:`/concepts/artifacts`.
+
+        Raises
+        ------
+        RegistryError
+            An invalid name or metadata that is not JSON.
+        """
+        from mlflowkit.registry.versions import publish
+
+        return publish(self, name, value, metadata=metadata)
+
+    def artifacts(self) -> list[str]:
+        """Every artifact name with at least one version, sorted."""
+        from mlflowkit.registry.versions import artifacts
+
+        return artifacts(self)
+
+    def versions(self, name: str) -> list[ArtifactVersion]:
+        """Every version of ``name``, oldest first (empty for an unknown name)."""
+        from mlflowkit.registry.versions import versions
+
+        return versions(self, name)
+
+    def artifact(self, spec: str) -> ArtifactVersion:
+        """The version ``spec`` names: ``"name"`` (latest), ``"name@3"``, ``"name@mvp"``.
+
+        Raises
+        ------
+        RegistryError
+            Unknown name, version or stage; the message lists what exists.
+        """
+        from mlflowkit.registry.versions import artifact
+
+        return artifact(self, spec)
+
+    def promote(
+        self,
+        spec: str,
+        *,
+        to: str,
+        reason: str = "",
+        gates: Iterable[Any] = (),
+    ) -> Promotion:
+        """Move stage ``to`` of an artifact to the version ``spec`` names, if every gate passes.
+
+        See :func:`mlflowkit.registry.stages.promote`.
+        """
+        from mlflowkit.registry.stages import promote
+
+        return promote(self, spec, to=to, reason=reason, gates=gates)
+
+    def stage(self, name: str, stage: str) -> ArtifactVersion | None:
+        """The version of ``name`` holding ``stage`` now, or None."""
+        from mlflowkit.registry.stages import stage_holder
+
+        return stage_holder(self, name, stage)
+
+    def history(self, name: str) -> list[Promotion]:
+        """Every promotion of ``name``, oldest first."""
+        from mlflowkit.registry.stages import history
+
+        return history(self, name)
 
 
 def _is_local_fs(fs: Any) -> bool:
