@@ -36,6 +36,7 @@ from mlflowkit.plan import Pipeline, Plan, Ref, pipeline
 from mlflowkit.records import StepRun
 from mlflowkit.registry import STAGES, ArtifactVersion, GateResult, Promotion
 from mlflowkit.registry.gates import gate
+from mlflowkit.registry.pipeline import artifact, publish
 from mlflowkit.run import Run
 from mlflowkit.runtime import current, rng
 from mlflowkit.step import Step, step
@@ -80,12 +81,14 @@ __all__ = [
     "TypeCheckError",
     "WiringError",
     "__version__",
+    "artifact",
     "current",
     "executors",
     "gate",
     "gates",
     "hash_value",
     "pipeline",
+    "publish",
     "register_hasher",
     "rng",
     "step",
