@@ -37,6 +37,7 @@ from mlflowkit.records import StepRun
 from mlflowkit.registry import STAGES, ArtifactVersion, GateResult, Promotion
 from mlflowkit.registry.gates import gate
 from mlflowkit.registry.pipeline import artifact, publish
+from mlflowkit.registry.reproduce import Reproduction, reproduce
 from mlflowkit.run import Run
 from mlflowkit.runtime import current, rng
 from mlflowkit.step import Step, step
@@ -71,6 +72,7 @@ __all__ = [
     "Promotion",
     "Ref",
     "RegistryError",
+    "Reproduction",
     "Run",
     "RunFailed",
     "SerializationError",
@@ -90,6 +92,7 @@ __all__ = [
     "pipeline",
     "publish",
     "register_hasher",
+    "reproduce",
     "rng",
     "step",
 ]

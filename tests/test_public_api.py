@@ -26,6 +26,7 @@ PUBLIC = [
     "Promotion",
     "Ref",
     "RegistryError",
+    "Reproduction",
     "Run",
     "RunFailed",
     "SerializationError",
@@ -45,6 +46,7 @@ PUBLIC = [
     "pipeline",
     "publish",
     "register_hasher",
+    "reproduce",
     "rng",
     "step",
 ]

@@ -2,7 +2,7 @@
 
 ``@mk.gate("digits-model", to="prototype")`` declares a ``Gate`` and adds it to this process's
 table of gates for that artifact and stage; ``promote(..., gates=[...])`` adds gates for one
-call. Built in: ``reproducible`` (always checked for ``mvp``).
+call. Built in: ``reproducible`` (always checked for ``mvp``) and ``reproduces`` (on request).
 
 Invariants
 ----------
@@ -25,7 +25,7 @@ from mlflowkit.registry.records import GateResult
 if TYPE_CHECKING:
     from mlflowkit.registry.records import ArtifactVersion
 
-__all__ = ["Gate", "gate", "gates_for", "reproducible", "run_gates"]
+__all__ = ["Gate", "gate", "gates_for", "reproduces", "reproducible", "run_gates"]
 
 
 @dataclass(frozen=True)
@@ -176,3 +176,18 @@ def _upstream_objects(store: Any, digest: str) -> list[str]:
         if any(not p.get("internal") and p.get("status") != "failed" for p in producers):
             found.append(node)
     return found
+
+
+def reproduces(version: ArtifactVersion) -> tuple[bool, str]:
+    """A gate that re-executes the version's producing run from scratch (``mk.reproduce``)
+    and passes only if every step gives the recorded output digest again."""
+    from mlflowkit.registry.reproduce import reproduce
+
+    store = _store_of(version)
+    if version.run_id is None:
+        return False, f"{version.spec} was published outside a run: there is nothing to re-run"
+    result = reproduce(version.run_id, store)
+    if result.matches:
+        return True, f"run {version.run_id} reproduced: every output digest matches"
+    steps = ", ".join(step for step, _, _ in result.differences)
+    return False, f"run {version.run_id} did not reproduce: {steps} gave other outputs"

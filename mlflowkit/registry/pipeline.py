@@ -166,14 +166,16 @@ def artifact(spec: str, store: Any = None) -> Ref[Any]:
         f"mk.artifact({spec!r})", f"Outside a pipeline use store.artifact({spec!r}).load()."
     )
     pins = _PINNED.get()
-    the_store = open_store(store)
     if pins is not None and parsed.name in pins:
         version = pins[parsed.name]
+        url = str(getattr(version._store, "url", ""))
     else:
+        the_store = open_store(store)
         version = resolve(the_store, parsed)
+        url = the_store.url
     step: Step[Any, Any] = Step(_load_artifact, version="1", name=ARTIFACT_PREFIX + version.name)
     ref: Ref[Any] = tracer.call(step, (), {"digest": version.digest})
-    tracer.consumes[ref.node] = Consumed(version, the_store.url)
+    tracer.consumes[ref.node] = Consumed(version, url)
     return ref
 
 
