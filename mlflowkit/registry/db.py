@@ -41,6 +41,7 @@ __all__ = [
     "latest",
     "move_stage",
     "names",
+    "published_digests",
     "stage_holders",
     "version_row",
     "versions",
@@ -133,6 +134,16 @@ def stage_holders(idx: Index, name: str) -> dict[str, int]:
     """stage -> the version holding it now."""
     rows = idx.query("SELECT stage, version FROM registry_stages WHERE name=?", (name,))
     return {stage: int(version) for stage, version in rows}
+
+
+def published_digests(idx: Index) -> list[str]:
+    """The digest of every version of every name (for gc to keep); reads, never creates."""
+    exists = idx.query(
+        "SELECT name FROM sqlite_master WHERE type='table' AND name='registry_versions'"
+    )
+    if not exists:
+        return []
+    return [r[0] for r in idx.query("SELECT DISTINCT digest FROM registry_versions")]
 
 
 def names(idx: Index) -> list[str]:

@@ -761,12 +761,16 @@ class Store:
 
         Notes
         -----
-        Run records are kept (they are small); an old run's output may no longer load.
+        Run records are kept (they are small); an old run's output may no longer load. The
+        objects of named artifact versions are always kept.
         Quarantined objects and stale temp files are deleted too, and cache packs when
         anything else was.
         """
+        from mlflowkit.registry.db import published_digests
         from mlflowkit.store._gc import collect
 
+        # every version of a named artifact is kept, however old the run that made it
+        pins = [*(pins or ()), *published_digests(self._idx())]
         return collect(self, keep_last=keep_last, pins=pins, older_than=older_than, dry_run=dry_run)
 
     def du(self) -> dict[str, Any]:

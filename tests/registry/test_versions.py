@@ -90,3 +90,11 @@ def test_registry_tables_survive_an_index_schema_change(tmp_path: Path) -> None:
     with mk.Store(url) as store:
         assert store.runs() == []  # the index was rebuilt for its new schema
         assert store.artifact("m").load() == "one"
+
+
+def test_gc_keeps_every_version(store: mk.Store) -> None:
+    old = store.publish("kept", np.arange(5))
+    loose = store.put(np.arange(6))  # not a version: collected
+    store.gc(keep_last=0)
+    assert store.has(old.digest) and not store.has(loose)
+    np.testing.assert_array_equal(store.artifact("kept@1").load(), np.arange(5))
