@@ -34,10 +34,6 @@ from mlflowkit.executors import local as _local  # noqa: F401
 from mlflowkit.executors.base import Executor
 from mlflowkit.plan import Pipeline, Plan, Ref, pipeline
 from mlflowkit.records import StepRun
-from mlflowkit.registry import STAGES, ArtifactVersion, GateResult, Promotion
-from mlflowkit.registry.gates import gate
-from mlflowkit.registry.pipeline import artifact, publish
-from mlflowkit.registry.reproduce import Reproduction, reproduce
 from mlflowkit.run import Run
 from mlflowkit.runtime import current, rng
 from mlflowkit.step import Step, step
@@ -48,7 +44,16 @@ if TYPE_CHECKING:
     from mlflowkit.files import File as File
     from mlflowkit.hashing import hash_value as hash_value
     from mlflowkit.hashing import register_hasher as register_hasher
+    from mlflowkit.registry import STAGES as STAGES
+    from mlflowkit.registry import ArtifactVersion as ArtifactVersion
+    from mlflowkit.registry import GateResult as GateResult
+    from mlflowkit.registry import Promotion as Promotion
     from mlflowkit.registry import gates as gates
+    from mlflowkit.registry.gates import gate as gate
+    from mlflowkit.registry.pipeline import artifact as artifact
+    from mlflowkit.registry.pipeline import publish as publish
+    from mlflowkit.registry.reproduce import Reproduction as Reproduction
+    from mlflowkit.registry.reproduce import reproduce as reproduce
     from mlflowkit.store import Store as Store
 
 __version__ = "0.1.0"
@@ -104,7 +109,17 @@ _LAZY = {
     "hash_value": ("mlflowkit.hashing", "hash_value"),
     "register_hasher": ("mlflowkit.hashing", "register_hasher"),
     "executors": ("mlflowkit.executors", None),
+    # named artifacts: loaded on first use (a pipeline that never names one never pays)
+    "STAGES": ("mlflowkit.registry.names", "STAGES"),
+    "ArtifactVersion": ("mlflowkit.registry.records", "ArtifactVersion"),
+    "GateResult": ("mlflowkit.registry.records", "GateResult"),
+    "Promotion": ("mlflowkit.registry.records", "Promotion"),
+    "gate": ("mlflowkit.registry.gates", "gate"),
     "gates": ("mlflowkit.registry.gates", None),
+    "artifact": ("mlflowkit.registry.pipeline", "artifact"),
+    "publish": ("mlflowkit.registry.pipeline", "publish"),
+    "Reproduction": ("mlflowkit.registry.reproduce", "Reproduction"),
+    "reproduce": ("mlflowkit.registry.reproduce", "reproduce"),
 }
 
 

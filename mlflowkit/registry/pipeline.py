@@ -23,7 +23,6 @@ Invariants
 from __future__ import annotations
 
 import os
-import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -299,6 +298,8 @@ def _value_of(ref: Ref[Any], digests: dict[str, str], values: dict[str, Any], st
 def git_clean(cwd: str | None = None) -> bool | None:
     """Whether the git work tree holding ``cwd`` has no uncommitted changes to tracked files
     (None when not in a git tree, or git is not available)."""
+    import subprocess
+
     try:
         done = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],

@@ -17,12 +17,8 @@ Invariants
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import os
-import shutil
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,6 +68,9 @@ class Reproduction:
 
 def _import_pipeline(source: dict[str, str], run_id: str) -> Any:
     """The pipeline object the record's ``source`` names."""
+    import importlib
+    import importlib.util
+
     module_name, qualname, path = source.get("module"), source.get("qualname"), source.get("file")
     if not qualname or "<locals>" in qualname:
         raise RegistryError(
@@ -130,6 +129,9 @@ def reproduce(run_id: str, store: Any = None, *, executor: Any = "local") -> Rep
         The record does not say how to plan the run again (made before runs kept it, or the
         pipeline cannot be imported), or its parameters no longer fit the pipeline.
     """
+    import shutil
+    import tempfile
+
     from mlflowkit.registry.pipeline import pinned
     from mlflowkit.registry.versions import resolve
     from mlflowkit.store import Store, open_store
