@@ -16,6 +16,8 @@ Invariants
 * Unlike the index's other tables these rows are not a cache of the store's files: the index
   never drops them when it rebuilds (see ``mlflowkit.store.index``).
 * Only this module writes SQL for the registry; the rest of the registry speaks in records.
+* Each new version and promotion is also written as a file of the store (``journal``) inside
+  its transaction, and a new or lost index is filled back from those files on first use.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from mlflowkit.errors import RegistryError
+from mlflowkit.registry import journal
 from mlflowkit.registry.names import STAGES
 from mlflowkit.registry.records import ArtifactVersion, GateResult, Promotion, utc_now
 
@@ -87,9 +90,17 @@ def index_of(store: Any) -> Index:
             f"store {getattr(store, 'url', store)!r} keeps no index, so it cannot hold named "
             f"artifacts: use an mk.Store (a folder or an fsspec URL)"
         )
-    idx: Index = get()
+    # fresh: an index file deleted or replaced since it was opened is opened again (and then
+    # filled back from the journal); flush=False: buffered cache rows are not needed here
+    idx: Index = get(fresh=True, flush=False)
     if idx not in _READY:
-        idx.write(_create)
+
+        def prepare(conn: sqlite3.Connection) -> None:
+            _create(conn)
+            if conn.execute("SELECT 1 FROM registry_versions LIMIT 1").fetchone() is None:
+                journal.restore(store, conn)  # a new or lost index: load the store's files
+
+        idx.write(prepare)
         _READY.add(idx)
     return idx
 
@@ -209,6 +220,7 @@ def insert_version(
         number = 1 if row is None else int(row[1]) + 1
         new = (name, number, digest, run_id, utc_now(), created_by, meta_text)
         conn.execute(f"INSERT INTO registry_versions ({_COLUMNS}) VALUES (?,?,?,?,?,?,?)", new)
+        journal.version_file(store, dict(zip(_COLUMNS.split(", "), new, strict=True)))
         return new, True
 
     row, made = _write(idx, apply)
@@ -251,6 +263,7 @@ def move_stage(
     reason: str,
     gates: list[GateResult],
     by: str | None = None,
+    store: Any = None,
 ) -> Promotion:
     """Point ``to_stage`` of ``name`` at ``version`` and record the promotion, in one transaction.
 
@@ -287,18 +300,23 @@ def move_stage(
             "INSERT OR REPLACE INTO registry_stages (name, stage, version) VALUES (?,?,?)",
             (name, to_stage, version),
         )
-        conn.execute(
+        row = (
+            name,
+            version,
+            from_stage,
+            to_stage,
+            promotion.at,
+            by,
+            reason,
+            json.dumps([g.to_dict() for g in gates]),
+        )
+        cursor = conn.execute(
             f"INSERT INTO registry_promotions ({_PROMOTION_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)",
-            (
-                name,
-                version,
-                from_stage,
-                to_stage,
-                promotion.at,
-                by,
-                reason,
-                json.dumps([g.to_dict() for g in gates]),
-            ),
+            row,
+        )
+        seq = int(cursor.lastrowid or 0)
+        journal.promotion_file(
+            store, seq, dict(zip(_PROMOTION_COLUMNS.split(", "), row, strict=True))
         )
         return promotion
 

@@ -146,5 +146,13 @@ def promote(
         return held[-1] if held else None
 
     return db.move_stage(
-        idx, version.name, version.version, to, check=check, reason=reason, gates=results, by=by
+        idx,
+        version.name,
+        version.version,
+        to,
+        check=check,
+        reason=reason,
+        gates=results,
+        by=by,
+        store=store,
     )

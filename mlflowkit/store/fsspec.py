@@ -9,6 +9,8 @@ Layout under the store URL::
     packs/<name>.json        cache pack: the cache entries one pipeline's last run used
     locks/<key>.lock         single-flight lock: pid, host, token, lease expiry
     quarantine/<digest>.<t>  objects that failed their integrity check, set aside
+    registry/                named artifact versions and promotions, one JSON file each
+                             (``mlflowkit.registry.journal``; the index numbers them)
     tmp/                     temp files of in-flight local writes (swept when old)
     index.sqlite             query index (local stores; remote ones keep it in a cache folder)
 
