@@ -142,7 +142,11 @@ def reproducible(version: ArtifactVersion) -> tuple[bool, str]:
     if not env.get("python") or "packages" not in env:
         problems.append(f"run {record.id} recorded no environment")
     if env.get("git_commit") and env.get("git_clean") is not True:
-        state = "was not recorded" if "git_clean" not in env else "had uncommitted changes"
+        state = (
+            "had uncommitted changes"
+            if env.get("git_clean") is False
+            else "was not recorded (git was not available when the run published it)"
+        )
         problems.append(
             f"its code came from git commit {str(env['git_commit'])[:12]}, whose tree "
             f"{state}; commit the changes and publish again"
