@@ -16,6 +16,16 @@ def publish_many(url: str, worker: int, count: int) -> list[int]:
     return got
 
 
+def promote_many(url: str, version: int, count: int) -> int:
+    """Promote one version to poc and back to it ``count`` times, alternating with rivals."""
+    from mlflowkit.store import Store
+
+    with Store(url) as store:
+        for i in range(count):
+            store.promote(f"race@{version}", to="poc", reason=f"{version}-{i}")
+    return count
+
+
 def publish_forever(url: str) -> None:
     """Publish new versions, and promote them, until killed (prints READY once started)."""
     from mlflowkit.store import Store

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing as mp
 import os
 import subprocess
@@ -11,7 +12,7 @@ from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from registry_helpers import publish_many
+from registry_helpers import promote_many, publish_many
 
 import mlflowkit as mk
 
@@ -36,6 +37,25 @@ def test_concurrent_processes_never_lose_or_reuse_a_version(tmp_path: Path) -> N
         assert sorted((x["worker"], x["i"]) for x in values) == [
             (w, i) for w in range(workers) for i in range(count)
         ]
+
+
+@pytest.mark.timeout(300)
+def test_concurrent_promotions_keep_one_holder_and_every_record(tmp_path: Path) -> None:
+    url = str(tmp_path / "s")
+    with mk.Store(url) as store:
+        for i in range(3):
+            store.publish("race", i)
+    with ProcessPoolExecutor(max_workers=3, mp_context=SPAWN) as pool:
+        list(pool.map(promote_many, [url] * 3, [1, 2, 3], [10] * 3))
+    with mk.Store(url) as store:
+        history = store.history("race")
+        holder = store.stage("race", "poc")
+        assert holder is not None and holder.version == history[-1].version
+        # a repeat promotion of the holder changes nothing; every move is recorded once
+        moves = [p.version for p in history]
+        assert all(a != b for a, b in itertools.pairwise(moves))
+        assert sorted({p.reason for p in history}) == sorted(p.reason for p in history)
+        assert [v.stage for v in store.versions("race")].count("poc") == 1
 
 
 def test_concurrent_threads_publishing_equal_content_make_one_version(store: mk.Store) -> None:
