@@ -18,11 +18,13 @@ from mlflowkit import store as _store  # noqa: F401
 from mlflowkit.errors import (
     CorruptObjectError,
     ExecutorError,
+    GateFailed,
     HashingError,
     InputMutationError,
     MissingObjectError,
     MlflowkitError,
     PlanningError,
+    RegistryError,
     RunFailed,
     SerializationError,
     StoreError,
@@ -43,16 +45,30 @@ if TYPE_CHECKING:
     from mlflowkit.files import File as File
     from mlflowkit.hashing import hash_value as hash_value
     from mlflowkit.hashing import register_hasher as register_hasher
+    from mlflowkit.registry import STAGES as STAGES
+    from mlflowkit.registry import ArtifactVersion as ArtifactVersion
+    from mlflowkit.registry import GateResult as GateResult
+    from mlflowkit.registry import Promotion as Promotion
+    from mlflowkit.registry import gates as gates
+    from mlflowkit.registry.gates import gate as gate
+    from mlflowkit.registry.pipeline import artifact as artifact
+    from mlflowkit.registry.pipeline import publish as publish
+    from mlflowkit.registry.reproduce import Reproduction as Reproduction
+    from mlflowkit.registry.reproduce import reproduce as reproduce
     from mlflowkit.store import Store as Store
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "STAGES",
+    "ArtifactVersion",
     "CorruptObjectError",
     "Dir",
     "Executor",
     "ExecutorError",
     "File",
+    "GateFailed",
+    "GateResult",
     "HashingError",
     "InputMutationError",
     "MissingObjectError",
@@ -60,7 +76,10 @@ __all__ = [
     "Pipeline",
     "Plan",
     "PlanningError",
+    "Promotion",
     "Ref",
+    "RegistryError",
+    "Reproduction",
     "Run",
     "RunFailed",
     "SerializationError",
@@ -71,11 +90,16 @@ __all__ = [
     "TypeCheckError",
     "WiringError",
     "__version__",
+    "artifact",
     "current",
     "executors",
+    "gate",
+    "gates",
     "hash_value",
     "pipeline",
+    "publish",
     "register_hasher",
+    "reproduce",
     "rng",
     "step",
 ]
@@ -87,6 +111,17 @@ _LAZY = {
     "hash_value": ("mlflowkit.hashing", "hash_value"),
     "register_hasher": ("mlflowkit.hashing", "register_hasher"),
     "executors": ("mlflowkit.executors", None),
+    # named artifacts: loaded on first use (a pipeline that never names one never pays)
+    "STAGES": ("mlflowkit.registry.names", "STAGES"),
+    "ArtifactVersion": ("mlflowkit.registry.records", "ArtifactVersion"),
+    "GateResult": ("mlflowkit.registry.records", "GateResult"),
+    "Promotion": ("mlflowkit.registry.records", "Promotion"),
+    "gate": ("mlflowkit.registry.gates", "gate"),
+    "gates": ("mlflowkit.registry.gates", None),
+    "artifact": ("mlflowkit.registry.pipeline", "artifact"),
+    "publish": ("mlflowkit.registry.pipeline", "publish"),
+    "Reproduction": ("mlflowkit.registry.reproduce", "Reproduction"),
+    "reproduce": ("mlflowkit.registry.reproduce", "reproduce"),
 }
 
 

@@ -218,6 +218,8 @@ Examples:
   mlflowkit runs list                                 recent runs
   mlflowkit runs show RUN_ID                          steps, statuses and digests of a run
   mlflowkit lineage DIGEST                            what an artifact was made from
+  mlflowkit artifacts                                 named artifacts, versions, stages
+  mlflowkit promote digits-model@4 --to prototype     move a stage, through its gates
 
 The store is ./.mlflowkit unless --store URL or $MLFLOWKIT_STORE says otherwise.
 Errors print one message; add --debug for the full traceback."""
@@ -819,6 +821,16 @@ def executors() -> None:
     """
     for name in mk.executors.available():
         click.echo(name)
+
+
+def _add_registry_commands() -> None:
+    """``artifacts``, ``promote`` and ``reproduce`` live in their own module."""
+    from mlflowkit.cli_registry import add_commands
+
+    add_commands(main)
+
+
+_add_registry_commands()
 
 
 def cli_main() -> None:  # pragma: no cover - console entry point alias

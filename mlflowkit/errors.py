@@ -12,7 +12,9 @@
     ├── StoreError           the store is unreachable, not writable, or holds a corrupt object
     │   └── CorruptObjectError   an object failed its integrity check on read
     ├── ExecutorError        an executor is unknown, unreachable, or lacks a resource (no GPU)
-    └── RunFailed            a step failed; ``.run`` holds the record, the cause is chained
+    ├── RunFailed            a step failed; ``.run`` holds the record, the cause is chained
+    └── RegistryError        a named artifact, version or stage is invalid or unknown
+        └── GateFailed       a promotion's gate failed (or raised); nothing changed
 
 Invariant: every message says what was expected, what was found, and how to fix it; every
 error carries the offending step, plugin or digest as an attribute where there is one.
@@ -25,11 +27,13 @@ from typing import Any
 __all__ = [
     "CorruptObjectError",
     "ExecutorError",
+    "GateFailed",
     "HashingError",
     "InputMutationError",
     "MissingObjectError",
     "MlflowkitError",
     "PlanningError",
+    "RegistryError",
     "RunFailed",
     "SerializationError",
     "StoreError",
@@ -156,3 +160,31 @@ class RunFailed(MlflowkitError):
         super().__init__(message)
         self.run = run
         self.step = step
+
+
+class RegistryError(MlflowkitError):
+    """A named artifact, version or stage is invalid or unknown, or a promotion is not allowed.
+
+    Attributes
+    ----------
+    name:
+        The artifact name involved, if any.
+    """
+
+    def __init__(self, message: str, *, name: str | None = None):
+        super().__init__(message)
+        self.name = name
+
+
+class GateFailed(RegistryError):
+    """A gate refused a promotion; ``.results`` lists every gate's outcome. Nothing changed.
+
+    Attributes
+    ----------
+    results:
+        One ``mk.GateResult`` per gate that was checked (name, passed, message).
+    """
+
+    def __init__(self, message: str, *, name: str | None = None, results: Any = ()):
+        super().__init__(message, name=name)
+        self.results = list(results)

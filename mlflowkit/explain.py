@@ -128,6 +128,26 @@ def _explain_map(
     return "hit", f"all {n} fan-out elements are stored", gathered.output_digest
 
 
+def _moved_artifact(plan: Plan, value: Any, old_run: RunRecord) -> str | None:
+    """``"artifact 'feats' moved from version 3 to version 4"`` when ``value`` is read from a
+    named artifact whose version differs from the one the earlier run read (else None)."""
+    if not isinstance(value, Input):
+        return None
+    consumed = plan.consumes.get(value.node)
+    if consumed is None:
+        return None
+    now = consumed.version
+    before = next((c for c in old_run.consumed if c.get("node") == value.node), None)
+    if before is None:
+        return f"now read from named artifact {now.spec}, new since the last run"
+    if before.get("version") == now.version and before.get("digest") == now.digest:
+        return None
+    return (
+        f"named artifact {now.name!r} moved from version {before.get('version')} to version "
+        f"{now.version} ({_short(before.get('digest'))} -> {_short(now.digest)})"
+    )
+
+
 def _short(digest: str | None) -> str:
     return digest[:10] if digest else "none"
 
@@ -144,6 +164,17 @@ def explain(plan: Plan, store: ArtifactStore, keys: KeyMaker) -> Explanation:
     for name, node in plan.nodes.items():
         entry: dict[str, Any] = {"step": name, "key": None}
         blocked = next((d for d in node.deps if d in executing or d not in digests), None)
+        consumed = plan.consumes.get(name)
+        if consumed is not None:  # mk.artifact: the version resolved while planning
+            version = consumed.version
+            digests[name] = version.digest
+            entry.update(
+                action="hit",
+                why=f"named artifact {version.spec} ({_short(version.digest)}), read from the "
+                "store",
+            )
+            out.append(entry)
+            continue
         if not node.step.identity.cache:
             entry.update(action="execute", why="cache=False: always executes")
             executing[name] = name
@@ -225,7 +256,10 @@ def explain(plan: Plan, store: ArtifactStore, keys: KeyMaker) -> Explanation:
             before, now = old.inputs.get(pname), inputs.get(pname)
             if before != now:
                 value = args.get(pname)
-                if isinstance(value, Input):
+                moved = _moved_artifact(plan, value, old_run)
+                if moved is not None:
+                    reasons.append(f"input {pname!r}: {moved}")
+                elif isinstance(value, Input):
                     reasons.append(f"input {pname!r} changed ({_short(before)} -> {_short(now)})")
                 else:
                     shown = safe_repr(value)

@@ -370,6 +370,10 @@ class _Tracer:
         self._scopes: dict[str, int] = {}  # calls of each nested pipeline, per scope
         self._derived: dict[tuple[str, str, Any], Ref[Any]] = {}
         self.closed = False
+        #: ``mk.publish`` calls, in order, and the nodes made by ``mk.artifact`` (node name ->
+        #: the resolved version); filled by ``mlflowkit.registry.pipeline``
+        self.publishes: list[Any] = []
+        self.consumes: dict[str, Any] = {}
 
     def close(self) -> dict[str, Node]:
         """End planning and hand over the nodes.
@@ -803,11 +807,21 @@ class Plan:
         *,
         returns: Any = Any,
         check_returns: bool = False,
+        publishes: list[Any] | None = None,
+        consumes: dict[str, Any] | None = None,
+        source: dict[str, str] | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.params = params
         self.nodes = nodes
         self.output = output
+        #: what the body published (``mk.publish``) and the named artifact versions it read
+        #: (``mk.artifact``: node name -> version); empty for most plans
+        self.publishes: list[Any] = publishes or []
+        self.consumes: dict[str, Any] = consumes or {}
+        #: where the pipeline function lives (module, qualname, file): what ``mk.reproduce``
+        #: imports to plan a past run again
+        self.source: dict[str, str] = source or {}
         #: the pipeline's return annotation; ``check_returns``: planning could not prove that
         #: the output fits it, so a run checks the output value (``runner``)
         self.returns = returns
@@ -1088,11 +1102,15 @@ class Pipeline(Generic[P, R]):
                 output = self.fn(**params)  # type: ignore[call-arg]
         finally:
             _TRACER.reset(token)
+        publishes, consumes = tracer.publishes, tracer.consumes
         nodes = tracer.close()
         _check_output(self.name, output)
         check_returns = self._check_return(output)
         for name in dict.fromkeys(r.node for r in find_refs(output)):
             nodes[name].persist = True
+        for published in publishes:  # a published value is stored like an output
+            for ref in find_refs(published.value):
+                nodes[ref.node].persist = True
         return Plan(
             self.name,
             params,
@@ -1100,7 +1118,19 @@ class Pipeline(Generic[P, R]):
             output,
             returns=self._returns(),
             check_returns=check_returns,
+            publishes=publishes,
+            consumes=consumes,
+            source=self._source(),
         )
+
+    def _source(self) -> dict[str, str]:
+        """Where the pipeline function lives: its module, qualified name and file."""
+        code = getattr(self.fn, "__code__", None)
+        return {
+            "module": str(getattr(self.fn, "__module__", "") or ""),
+            "qualname": str(getattr(self.fn, "__qualname__", "") or ""),
+            "file": code.co_filename if code is not None else "",
+        }
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         tracer = _TRACER.get()

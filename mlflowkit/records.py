@@ -130,6 +130,13 @@ class RunRecord:
     executor: str = "local"
     pins: list[str] = field(default_factory=list)
     owner: dict[str, Any] = field(default_factory=dict)
+    #: where the pipeline function lives (``module``, ``qualname``, ``file``), so that
+    #: ``mk.reproduce`` can plan the run again; empty in records made before it was kept
+    source: dict[str, str] = field(default_factory=dict)
+    #: named artifact versions this run made or found equal (``name``, ``version``,
+    #: ``digest``), and those it read (with the ``node`` that read each)
+    published: list[dict[str, Any]] = field(default_factory=list)
+    consumed: list[dict[str, Any]] = field(default_factory=list)
 
     def _fields_but_steps(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "steps"}

@@ -13,6 +13,7 @@ from mlflowkit.records import RunRecord, StepRun, count_calls, describe_calls
 from mlflowkit.templates import map_leaves
 
 if TYPE_CHECKING:
+    from mlflowkit.registry.records import ArtifactVersion
     from mlflowkit.store.base import ArtifactStore
 
 __all__ = ["Run"]
@@ -48,6 +49,7 @@ class Run:
         self._template = record.output if output_template is _UNSET else output_template
         self._values = values or {}
         self._output: Any = _UNSET
+        self._published: dict[str, ArtifactVersion] | None = None
 
     @property
     def id(self) -> str:
@@ -68,6 +70,31 @@ class Run:
                 return s
         names = [s.name for s in self.record.steps]
         raise KeyError(f"no step call named {name!r} in run {self.id}; the run has {names}")
+
+    @property
+    def published(self) -> dict[str, ArtifactVersion]:
+        """The named artifact versions this run published (``mk.publish``), by name.
+
+        A version whose content equalled the latest one is that latest version (no new one).
+        """
+        if self._published is None:
+            self._published = {
+                item["name"]: self._version(item["name"], item["version"])
+                for item in self.record.published
+            }
+        return self._published
+
+    @property
+    def consumed(self) -> list[ArtifactVersion]:
+        """The named artifact versions this run read (``mk.artifact``), in plan order."""
+        return [self._version(item["name"], item["version"]) for item in self.record.consumed]
+
+    def _version(self, name: str, version: int) -> ArtifactVersion:
+        if self.store is None:
+            raise StoreError(f"Run {self.id}: no store to read artifact versions from")
+        from mlflowkit.registry.versions import resolve
+
+        return resolve(self.store, f"{name}@{version}")
 
     @property
     def output(self) -> Any:

@@ -300,6 +300,17 @@ def _run_plan(
         executor=ex.name,
     )
     keys = KeyMaker()
+    if plan.consumes:  # named artifacts: answered from the store, never re-executed
+        from mlflowkit.registry.pipeline import consumed_record, prepare
+
+        prepare(plan, the_store, keys)
+        record.consumed = consumed_record(plan)
+        if force_set is True:
+            force_set = set(plan.nodes)
+        if isinstance(force_set, set):
+            force_set -= set(plan.consumes)
+    if plan.source:
+        record.source = plan.source
     pack_name = _pack_name(plan)
     read_pack = getattr(the_store, "read_pack", None)  # an optional store feature
     pack = read_pack(pack_name) if read_pack is not None and force_set is not True else {}
@@ -360,6 +371,19 @@ def _run_plan(
     record.environment = environment(result.packages)
     try:
         record.output = _output_record(plan.output, result.digests, the_store)
+        if plan.publishes and not failed:  # versions only for a run that succeeded
+            from mlflowkit.registry.pipeline import git_clean, publish_results
+
+            published, made = publish_results(
+                plan, result.digests, result.handles, the_store, run_id
+            )
+            run._published = published
+            record.published = [
+                {"name": v.name, "version": v.version, "digest": v.digest}
+                for v in published.values()
+            ]
+            if made and record.environment.get("git_commit"):
+                record.environment["git_clean"] = git_clean()
         the_store.put_run(record)
     except StoreError as exc:  # e.g. disk full: never hide the run's own failure behind it
         if not failed:

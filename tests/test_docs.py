@@ -85,6 +85,26 @@ PUBLIC_NAMES = [
     "store.lineage",
     "store.verify",
     "store.gc",
+    # named artifacts, stages, gates
+    "mk.publish",
+    "mk.artifact",
+    "mk.ArtifactVersion",
+    "store.publish",
+    "store.artifacts",
+    "store.versions",
+    "store.artifact",
+    "run.published",
+    "run.consumed",
+    "mk.STAGES",
+    "store.promote",
+    "store.stage",
+    "store.history",
+    "mk.gate",
+    "mk.Promotion",
+    "mk.GateResult",
+    "mk.reproduce",
+    "mk.Reproduction",
+    "mk.gates.reproduces",
     # executors and plugins
     "mk.executors.available",
     "mk.executors.get",
@@ -106,6 +126,8 @@ PUBLIC_NAMES = [
     "MissingObjectError",
     "ExecutorError",
     "RunFailed",
+    "RegistryError",
+    "GateFailed",
     # command line
     "mlflowkit run",
     "mlflowkit plan",
@@ -116,6 +138,9 @@ PUBLIC_NAMES = [
     "mlflowkit store gc",
     "mlflowkit store du",
     "mlflowkit executors",
+    "mlflowkit artifacts",
+    "mlflowkit promote",
+    "mlflowkit reproduce",
 ]
 
 

@@ -8,11 +8,15 @@ import mlflowkit as mk
 
 # The curated public surface (API.md). Changing it is a deliberate act: update this list.
 PUBLIC = [
+    "STAGES",
+    "ArtifactVersion",
     "CorruptObjectError",
     "Dir",
     "Executor",
     "ExecutorError",
     "File",
+    "GateFailed",
+    "GateResult",
     "HashingError",
     "InputMutationError",
     "MissingObjectError",
@@ -20,7 +24,10 @@ PUBLIC = [
     "Pipeline",
     "Plan",
     "PlanningError",
+    "Promotion",
     "Ref",
+    "RegistryError",
+    "Reproduction",
     "Run",
     "RunFailed",
     "SerializationError",
@@ -31,11 +38,16 @@ PUBLIC = [
     "TypeCheckError",
     "WiringError",
     "__version__",
+    "artifact",
     "current",
     "executors",
+    "gate",
+    "gates",
     "hash_value",
     "pipeline",
+    "publish",
     "register_hasher",
+    "reproduce",
     "rng",
     "step",
 ]
@@ -58,11 +70,13 @@ def test_error_tree() -> None:
         "StoreError",
         "ExecutorError",
         "RunFailed",
+        "RegistryError",
     ):
         assert issubclass(getattr(mk, name), mk.MlflowkitError)
     assert issubclass(mk.WiringError, mk.PlanningError)
     assert issubclass(mk.CorruptObjectError, mk.StoreError)
     assert issubclass(mk.MissingObjectError, mk.StoreError)
+    assert issubclass(mk.GateFailed, mk.RegistryError)
 
 
 def test_import_is_light() -> None:

@@ -9,6 +9,8 @@ Layout under the store URL::
     packs/<name>.json        cache pack: the cache entries one pipeline's last run used
     locks/<key>.lock         single-flight lock: pid, host, token, lease expiry
     quarantine/<digest>.<t>  objects that failed their integrity check, set aside
+    registry/                named artifact versions and promotions, one JSON file each
+                             (``mlflowkit.registry.journal``; the index numbers them)
     tmp/                     temp files of in-flight local writes (swept when old)
     index.sqlite             query index (local stores; remote ones keep it in a cache folder)
     mlflowkit-store.json     the marker: this folder is a store (written when it is created)
@@ -102,6 +104,8 @@ from mlflowkit.store.locks import DEFAULT_LEASE_S, hold
 
 if TYPE_CHECKING:
     import networkx as nx
+
+    from mlflowkit.registry.records import ArtifactVersion, Promotion
 
 __all__ = ["DEFAULT_URL", "GcReport", "ObjectInfo", "Store", "open_store"]
 
@@ -1039,7 +1043,8 @@ class Store:
 
         Notes
         -----
-        Run records are kept (they are small); an old run's output may no longer load.
+        Run records are kept (they are small); an old run's output may no longer load. The
+        objects of named artifact versions are always kept.
         Quarantined objects and stale temp files are deleted too, and cache packs when
         anything else was.
 
@@ -1053,8 +1058,11 @@ class Store:
         StoreError
             ``keep_last`` is negative, or there is no store at this url.
         """
+        from mlflowkit.registry.db import published_digests
         from mlflowkit.store._gc import collect
 
+        # every version of a named artifact is kept, however old the run that made it
+        pins = [*(pins or ()), *published_digests(self._idx())]
         return collect(self, keep_last=keep_last, pins=pins, older_than=older_than, dry_run=dry_run)
 
     def du(self) -> dict[str, Any]:
@@ -1085,6 +1093,76 @@ class Store:
             "bytes": sum(v["bytes"] for v in usage.values()),
         }
         return usage
+
+    # named artifacts (the registry lives in ``mlflowkit.registry``) --------------------------
+    def publish(
+        self, name: str, value: Any, *, metadata: dict[str, Any] | None = None
+    ) -> ArtifactVersion:
+        """Store ``value`` and make it the next version of the artifact ``name``.
+
+        Publishing content equal to the latest version's (same digest) makes no new version
+        and returns the latest. See :doc:`/concepts/artifacts`.
+
+        Raises
+        ------
+        RegistryError
+            An invalid name or metadata that is not JSON.
+        """
+        from mlflowkit.registry.versions import publish
+
+        return publish(self, name, value, metadata=metadata)
+
+    def artifacts(self) -> list[str]:
+        """Every artifact name with at least one version, sorted."""
+        from mlflowkit.registry.versions import artifacts
+
+        return artifacts(self)
+
+    def versions(self, name: str) -> list[ArtifactVersion]:
+        """Every version of ``name``, oldest first (empty for an unknown name)."""
+        from mlflowkit.registry.versions import versions
+
+        return versions(self, name)
+
+    def artifact(self, spec: str) -> ArtifactVersion:
+        """The version ``spec`` names: ``"name"`` (latest), ``"name@3"``, ``"name@mvp"``.
+
+        Raises
+        ------
+        RegistryError
+            Unknown name, version or stage; the message lists what exists.
+        """
+        from mlflowkit.registry.versions import artifact
+
+        return artifact(self, spec)
+
+    def promote(
+        self,
+        spec: str,
+        *,
+        to: str,
+        reason: str = "",
+        gates: Iterable[Any] = (),
+    ) -> Promotion:
+        """Move stage ``to`` of an artifact to the version ``spec`` names, if every gate passes.
+
+        See :func:`mlflowkit.registry.stages.promote`.
+        """
+        from mlflowkit.registry.stages import promote
+
+        return promote(self, spec, to=to, reason=reason, gates=gates)
+
+    def stage(self, name: str, stage: str) -> ArtifactVersion | None:
+        """The version of ``name`` holding ``stage`` now, or None."""
+        from mlflowkit.registry.stages import stage_holder
+
+        return stage_holder(self, name, stage)
+
+    def history(self, name: str) -> list[Promotion]:
+        """Every promotion of ``name``, oldest first."""
+        from mlflowkit.registry.stages import history
+
+        return history(self, name)
 
 
 def _index_writable(root: str) -> bool:

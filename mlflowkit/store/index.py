@@ -15,6 +15,8 @@ Invariants:
   compares them with a directory listing, so runs written by other machines or processes show
   up (and deleted ones disappear) without a full rebuild.
 * A missing, unreadable or older-schema index file is recreated and rebuilt from the files.
+  The artifact registry's tables (``registry_*``: versions, stages, promotions) are not a
+  cache of the files: a schema change keeps them, and ``rebuild(clear=True)`` leaves them.
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ from mlflowkit.records import CacheEntry, RunRecord
 __all__ = ["Index", "ObjectRow", "RunFile"]
 
 SCHEMA_VERSION = "1"
+#: tables of the artifact registry (``mlflowkit.registry.db``): kept when the cache tables are
+#: dropped for a new schema
+REGISTRY_PREFIX = "registry_"
 BUSY_TIMEOUT_S = 30.0
 _T = TypeVar("_T")
 
@@ -158,6 +163,8 @@ class Index:
             for (name,) in conn.execute(
                 "SELECT name FROM sqlite_master WHERE type='table'"
             ).fetchall():
+                if name.startswith(REGISTRY_PREFIX) or name == "sqlite_sequence":
+                    continue  # the registry's rows are not a cache: never dropped
                 conn.execute(f'DROP TABLE IF EXISTS "{name}"')
             for stmt in _SCHEMA.split(";"):
                 if stmt.strip():
