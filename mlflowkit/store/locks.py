@@ -28,6 +28,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
+from mlflowkit.store._owner import pid_alive
+
 __all__ = ["DEFAULT_LEASE_S", "Holder", "LockIO", "hold"]
 
 DEFAULT_LEASE_S = 60.0
@@ -101,21 +103,7 @@ class Holder:
         """Whether the lease ran out, or the owner is a dead process on this host."""
         if self.expires_at < now:
             return True
-        return self.host == _HOST and not _pid_alive(self.pid)
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    except OSError:  # platforms without signal 0: trust the lease alone
-        return True
-    return True
+        return self.host == _HOST and not pid_alive(self.pid)
 
 
 def _new_holder(token: str, lease: float) -> Holder:
