@@ -263,9 +263,8 @@ def _digests(template: Any) -> list[str]:
     return []
 
 
-@main.command(short_help="Run a pipeline and record the run.")
-@click.argument("target")
-@click.option(
+#: ``-p NAME=VALUE``, as ``run`` and ``plan`` take it
+_params_option = click.option(
     "-p",
     "--param",
     "params",
@@ -274,6 +273,11 @@ def _digests(template: Any) -> list[str]:
     help=_PARAM_HELP,
     callback=_check_param_syntax,
 )
+
+
+@main.command(short_help="Run a pipeline and record the run.")
+@click.argument("target")
+@_params_option
 @click.option(
     "--executor",
     default="local",
@@ -354,15 +358,7 @@ def run(
 
 @main.command(short_help="Show a pipeline's DAG without running it.")
 @click.argument("target")
-@click.option(
-    "-p",
-    "--param",
-    "params",
-    multiple=True,
-    metavar="NAME=VALUE",
-    help=_PARAM_HELP,
-    callback=_check_param_syntax,
-)
+@_params_option
 @click.option(
     "--format",
     "fmt",
