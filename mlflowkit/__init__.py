@@ -25,6 +25,7 @@ from mlflowkit.errors import (
     RunFailed,
     SerializationError,
     StoreError,
+    TrackingError,
     TypeCheckError,
     WiringError,
 )
@@ -35,6 +36,7 @@ from mlflowkit.records import StepRun
 from mlflowkit.run import Run
 from mlflowkit.runtime import current, rng
 from mlflowkit.step import Step, step
+from mlflowkit.tracking import log_metric, log_metrics
 
 if TYPE_CHECKING:
     from mlflowkit import executors as executors
@@ -66,12 +68,15 @@ __all__ = [
     "StepRun",
     "Store",
     "StoreError",
+    "TrackingError",
     "TypeCheckError",
     "WiringError",
     "__version__",
     "current",
     "executors",
     "hash_value",
+    "log_metric",
+    "log_metrics",
     "pipeline",
     "register_hasher",
     "rng",

@@ -27,12 +27,15 @@ PUBLIC = [
     "StepRun",
     "Store",
     "StoreError",
+    "TrackingError",
     "TypeCheckError",
     "WiringError",
     "__version__",
     "current",
     "executors",
     "hash_value",
+    "log_metric",
+    "log_metrics",
     "pipeline",
     "register_hasher",
     "rng",
@@ -56,6 +59,7 @@ def test_error_tree() -> None:
         "StoreError",
         "ExecutorError",
         "RunFailed",
+        "TrackingError",
     ):
         assert issubclass(getattr(mk, name), mk.MlflowkitError)
     assert issubclass(mk.WiringError, mk.PlanningError)

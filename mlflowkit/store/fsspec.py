@@ -78,6 +78,7 @@ from mlflowkit.store.locks import DEFAULT_LEASE_S, hold
 
 if TYPE_CHECKING:
     import networkx as nx
+    import pandas as pd
 
 __all__ = ["DEFAULT_URL", "GcReport", "ObjectInfo", "Store", "open_store"]
 
@@ -647,6 +648,16 @@ class Store:
     def runs(self) -> list[RunRecord]:
         """All (readable) run records, newest first."""
         return self._synced().run_records()
+
+    def metrics(self, pipeline: str | None = None) -> pd.DataFrame:
+        """One row per run, to compare experiments: see :func:`mlflowkit.tracking.metrics_frame`.
+
+        Columns ``run_id``, ``pipeline``, ``status``, ``started_at``, ``param.<name>`` per
+        pipeline parameter and ``<step>.<metric>`` per metric logged; oldest run first.
+        """
+        from mlflowkit.tracking import metrics_frame
+
+        return metrics_frame(self.runs(), pipeline)
 
     def run(self, run_id: str) -> RunRecord:
         """One run record, by id or by a unique prefix of it.
