@@ -43,11 +43,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MAX_NAME_LEN",
+    "comparison",
+    "comparison_table",
     "log_metric",
     "log_metrics",
     "metrics_frame",
     "plot_history",
     "plot_metric",
+    "print_comparison",
     "run_metrics",
 ]
 
@@ -236,13 +239,15 @@ def run_metrics(steps: Iterable[StepRun]) -> dict[str, float]:
 _BASE_COLUMNS = ("run_id", "pipeline", "status", "started_at")
 
 
-def metrics_frame(records: Iterable[RunRecord], pipeline: str | None = None) -> pd.DataFrame:
-    """One row per run, oldest first, to compare experiments (``store.metrics()``).
+def comparison(
+    records: Iterable[RunRecord], pipeline: str | None = None
+) -> tuple[list[str], list[dict[str, Any]]]:
+    """The columns and rows of a comparison of runs, as plain values (no pandas).
 
-    Columns: ``run_id``, ``pipeline``, ``status``, ``started_at`` (UTC timestamps), a
-    ``param.<name>`` column per pipeline parameter and a ``<step>.<metric>`` column per
-    metric (the last value logged), each in the order first met. A run without a parameter or
-    metric has a missing value (NaN / None) there.
+    One row per run, oldest first: ``run_id``, ``pipeline``, ``status``, ``started_at``
+    (seconds since the epoch), a ``param.<name>`` per pipeline parameter and a
+    ``<step>.<metric>`` per metric (the last value logged), columns in the order first met.
+    A row lacks the keys of the parameters and metrics its run does not have.
 
     Parameters
     ----------
@@ -251,8 +256,6 @@ def metrics_frame(records: Iterable[RunRecord], pipeline: str | None = None) -> 
     pipeline:
         Keep only the runs of this pipeline.
     """
-    import pandas as pd
-
     chosen = sorted(
         (r for r in records if pipeline is None or r.pipeline == pipeline),
         key=lambda r: (r.started_at, r.id),
@@ -274,12 +277,87 @@ def metrics_frame(records: Iterable[RunRecord], pipeline: str | None = None) -> 
             metrics.setdefault(column)
             row[column] = value
         rows.append(row)
-    columns = [*_BASE_COLUMNS, *params, *metrics]
+    return [*_BASE_COLUMNS, *params, *metrics], rows
+
+
+def metrics_frame(records: Iterable[RunRecord], pipeline: str | None = None) -> pd.DataFrame:
+    """One row per run, oldest first, to compare experiments (``store.metrics()``).
+
+    The columns of :func:`comparison`, with ``started_at`` as UTC timestamps and each metric
+    column as ``float64``; a run without a parameter or metric has a missing value there.
+    """
+    import pandas as pd
+
+    columns, rows = comparison(records, pipeline)
     frame = pd.DataFrame.from_records(rows, columns=columns)
     frame["started_at"] = pd.to_datetime(frame["started_at"], unit="s", utc=True)
-    for column in metrics:
-        frame[column] = frame[column].astype("float64")
+    for column in columns:
+        if not column.startswith("param.") and column not in _BASE_COLUMNS:
+            frame[column] = frame[column].astype("float64")
     return frame
+
+
+def comparison_table(
+    records: Iterable[RunRecord], pipeline: str | None = None, *, title: str = "runs"
+) -> Any:
+    """The comparison of runs as a ``rich`` table (``mlflowkit runs compare`` prints it).
+
+    Times are shown in UTC to the second, metrics with 4 significant digits, a missing
+    parameter or metric as ``-``.
+    """
+    import time
+
+    from rich.table import Table
+
+    columns, rows = comparison(records, pipeline)
+    if pipeline is not None:  # one pipeline: its column says nothing
+        columns.remove("pipeline")
+    table = Table(title=title)
+    for column in columns:
+        numeric = column not in _BASE_COLUMNS and not column.startswith("param.")
+        header = column.replace(".", ".\n", 1)  # "evaluate[0].\naccuracy": narrower columns
+        table.add_column(header, justify="right" if numeric else "left", overflow="fold")
+    for row in rows:
+        cells = []
+        for column in columns:
+            value = row.get(column)
+            if column == "started_at":
+                cells.append(time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(value)))
+            elif value is None and column not in row:
+                cells.append("-")
+            elif type(value) is float:
+                cells.append(f"{value:.4g}")
+            else:
+                cells.append(str(value))
+        table.add_row(*cells)
+    return table
+
+
+def print_comparison(
+    records: Iterable[RunRecord], pipeline: str | None = None, *, title: str = "runs"
+) -> int:
+    """Print :func:`comparison_table` to stdout; return how many runs it shows (none: no
+    table is printed).
+
+    On a terminal the table fits its width (long cells fold); elsewhere (a pipe, a file) it
+    is as wide as its content, so that nothing folds.
+    """
+    import sys
+
+    from rich.console import Console
+
+    table = comparison_table(records, pipeline, title=title)
+    if not table.row_count:
+        return 0
+    if sys.stdout.isatty():
+        Console().print(table)
+    else:
+        widths = [max(map(len, str(c.header).splitlines()), default=0) for c in table.columns]
+        for i, column in enumerate(table.columns):
+            for cell in column.cells:
+                widths[i] = max(widths[i], len(str(cell)))
+        Console(width=sum(widths) + 3 * len(widths) + 1).print(table)
+    return int(table.row_count)
 
 
 def _pyplot_ready() -> None:

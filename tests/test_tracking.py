@@ -225,3 +225,90 @@ def test_running_and_reading_metrics_does_not_import_pandas(tmp_path: Path) -> N
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert json.loads(out.stdout) is False
+
+
+# --- comparing runs ---------------------------------------------------------------------------
+def test_store_metrics_is_one_row_per_run(store: Any) -> None:
+    import pandas as pd
+
+    assert list(store.metrics().columns) == ["run_id", "pipeline", "status", "started_at"]
+    first = _run(dt.experiment, store, epochs=2, alpha=0.5)
+    second = _run(dt.experiment, store, epochs=3, alpha=0.5)
+    other = _run(dt.fan, store, n=1)
+    frame = store.metrics()
+    assert list(frame["run_id"]) == [first.id, second.id, other.id]  # oldest first
+    assert set(frame.columns) == {
+        "run_id",
+        "pipeline",
+        "status",
+        "started_at",
+        "param.epochs",
+        "param.alpha",
+        "param.n",
+        "train.loss",
+        "train.final_loss",
+        "train.epochs",
+        "evaluate.accuracy",
+        "where[0].pid",
+        "where[0].x",
+    }
+    assert str(frame["started_at"].dtype).startswith("datetime64") and frame["started_at"].dt.tz
+    assert frame["started_at"].iloc[0] == pd.Timestamp(first.record.started_at, unit="s", tz="UTC")
+    assert frame["train.loss"].dtype == "float64"
+    exp = store.metrics("experiment")
+    assert list(exp["run_id"]) == [first.id, second.id]
+    assert list(exp["param.epochs"]) == [2, 3]
+    assert list(exp["train.loss"]) == [0.25, 0.125]
+    assert list(exp["evaluate.accuracy"]) == [0.875, 0.9375]
+    assert set(exp["status"]) == {"succeeded"} and set(exp["pipeline"]) == {"experiment"}
+    assert pd.isna(frame.loc[2, "train.loss"]) and pd.isna(frame.loc[0, "where[0].x"])
+
+
+def test_a_metric_across_runs_charts_with_matplotlib(store: Any) -> None:
+    pytest.importorskip("matplotlib")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from mlflowkit.tracking import plot_history, plot_metric
+
+    for epochs in (1, 2, 3):
+        run = _run(dt.experiment, store, epochs=epochs)
+    ax = plot_metric(store, "evaluate.accuracy", pipeline="experiment")
+    (line,) = ax.get_lines()
+    assert list(line.get_ydata()) == [0.75, 0.875, 0.9375]
+    assert ax.get_title() == "evaluate.accuracy"
+    ax = plot_history(run.step("train"), "loss")
+    assert list(ax.get_lines()[0].get_ydata()) == [0.5, 0.25, 0.125]
+    with pytest.raises(mk.MlflowkitError, match=r"no run has a metric 'nope'.*evaluate.accuracy"):
+        plot_metric(store.metrics(), "nope")
+    plt.close("all")
+
+
+def test_a_run_renders_its_metrics_in_a_notebook(store: Any) -> None:
+    html = _run(dt.experiment, store)._repr_html_()
+    assert ">metrics</th>" in html
+    assert "accuracy=0.9375" in html and "loss=0.125" in html
+    assert ">metrics</th>" not in _run(dt.lots, store, n=0)._repr_html_()  # nothing logged
+
+
+def test_the_digits_example_logs_accuracies_and_prints_the_comparison(tmp_path: Path) -> None:
+    pytest.importorskip("sklearn")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOWKIT_STORE": str(tmp_path / "s")}
+    for _ in range(2):
+        out = subprocess.run(
+            [sys.executable, str(ROOT / "examples" / "digits.py")],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=tmp_path,
+            env=env,
+        ).stdout
+    assert "runs of digits" in out and "evaluate[0]." in out and "best_accuracy" in out
+    frame = mk.Store(str(tmp_path / "s")).metrics("digits")
+    assert len(frame) == 2
+    accuracies = frame[[f"evaluate[{i}].accuracy" for i in range(5)]]
+    assert (accuracies.iloc[0] == accuracies.iloc[1]).all()  # the cached run reports the same
+    assert ((accuracies > 0.9) & (accuracies <= 1.0)).all().all()
+    assert (frame["pick_best.best_accuracy"] == accuracies.max(axis=1)).all()
