@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import click
 
-from mlflowkit.cli import _DEBUG_OPTION, _STORE_OPTION, _guard, _open, runs
+from mlflowkit.cli import _DEBUG_OPTION, _STORE_OPTION, _guard, _open, main, runs
 
-__all__ = ["runs_compare"]
+__all__ = ["export", "export_mlflow", "runs_compare"]
 
 
 @runs.command("compare")
@@ -38,5 +38,53 @@ def runs_compare(
         if not print_comparison(records, pipeline, title=title):
             which = f" of pipeline {pipeline!r}" if pipeline else ""
             click.echo(f"no runs{which} in store {the_store.url}")
+
+    _guard(debug, go)
+
+
+@main.group(short_help="Export runs to other tools (MLflow).")
+def export() -> None:
+    """Export the runs of a store to other tools: `mlflowkit export mlflow`."""
+
+
+@export.command("mlflow")
+@click.argument("run_ids", nargs=-1, metavar="[RUN_ID]...")
+@click.option(
+    "--tracking-uri",
+    required=True,
+    metavar="URI",
+    help="The MLflow tracking server (http://host:5000) or store (sqlite:///mlflow.db, a folder).",
+)
+@click.option(
+    "--experiment",
+    default=None,
+    metavar="NAME",
+    help="The MLflow experiment (default: one per pipeline, named after it).",
+)
+@_STORE_OPTION
+@_DEBUG_OPTION
+def export_mlflow(
+    run_ids: tuple[str, ...],
+    tracking_uri: str,
+    experiment: str | None,
+    store: str | None,
+    debug: bool,
+) -> None:
+    """Export runs to MLflow: params, metrics with their history, tags, nested step runs.
+
+    Without RUN_ID, every run of the store. Exporting again creates nothing new: runs already
+    exported (found by their `mlflowkit.run_id` tag) are left as they are. Needs
+    `pip install 'mlflowkit[mlflow]'`.
+    """
+
+    def go() -> None:
+        from mlflowkit.integrations.mlflow import export as export_runs
+
+        the_store = _open(store)
+        ids = [the_store.run(r).id for r in run_ids] if run_ids else None
+        exported = export_runs(the_store, tracking_uri, experiment=experiment, runs=ids)
+        for run_id, mlflow_id in exported.items():
+            click.echo(f"{run_id} -> {mlflow_id}")
+        click.echo(f"{len(exported)} run(s) in MLflow at {tracking_uri}")
 
     _guard(debug, go)

@@ -10,10 +10,11 @@ from a worker process or a Dask worker, and the scheduler copies it into the cal
 Invariants
 ----------
 * A metric name is a non-empty ``str`` of at most ``MAX_NAME_LEN`` characters, made of
-  letters, digits, ``_ - . / `` and spaces (what MLflow accepts as a key), not starting with
-  ``/`` and without ``..``; a value is a finite real number (``bool`` is not one), kept as a
-  ``float``; ``step`` is an ``int`` (``bool`` is not one) in the 64-bit range. Anything else
-  raises ``TrackingError`` naming the step call, the metric and the value.
+  letters, digits, ``_ - . /`` and spaces, that reads as a plain relative path (what MLflow
+  accepts as a key: no ``/`` first or last, no ``//``, ``./`` or ``..``); a value is a
+  finite real number (``bool`` is not one), kept as a ``float``; ``step`` is an ``int``
+  (``bool`` is not one) in the 64-bit range. Anything else raises ``TrackingError`` naming
+  the step call, the metric and the value.
 * Nothing is half-recorded: ``log_metrics`` checks every pair before it records any; a call
   that fails (an exception, a wrong return type) keeps none of its metrics, and a retried call
   keeps only those of the attempt that succeeded.
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import posixpath
 import re
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -170,17 +172,18 @@ def _check(where: str | None, name: Any, value: Any, step: Any) -> tuple[int | N
     if type(name) is not str or not (
         0 < len(name) <= MAX_NAME_LEN
         and _NAME.fullmatch(name)
-        and not name.startswith("/")
-        and ".." not in name
+        and posixpath.normpath(name) == name  # no "/" last, no "//", "./" or "a/.."
+        and not name.startswith(("/", ".."))
+        and name != "."
     ):
         found = f"{type(name).__name__} {short_repr(name)}"
         if type(name) is str and len(name) > MAX_NAME_LEN:
             found += f" ({len(name)} characters)"
         raise TrackingError(
             f"{_who(where)}metric name {short_repr(name)} (value {short_repr(value)}): expected "
-            f"a str of 1 to {MAX_NAME_LEN} letters, digits, '_', '-', '.', '/' or spaces (not "
-            f"starting with '/', without '..'), found {found}. Rename the metric, e.g. "
-            f"'val_accuracy'.",
+            f"a str of 1 to {MAX_NAME_LEN} letters, digits, '_', '-', '.', '/' or spaces that "
+            f"reads as a plain relative path (no '/' first or last, no '//', './' or '..'), "
+            f"found {found}. Rename the metric, e.g. 'val_accuracy' or 'val/accuracy'.",
             step=where,
             metric=name,
             value=value,

@@ -70,7 +70,8 @@ def test_error_tree() -> None:
 def test_import_is_light() -> None:
     code = (
         "import sys, json, mlflowkit\n"
-        "heavy = ['dask', 'distributed', 'cupy', 'numba', 'pandas', 'pyarrow', 'sklearn', 'rich']\n"
+        "heavy = ['dask', 'distributed', 'cupy', 'numba', 'pandas', 'pyarrow', 'sklearn', 'rich',\n"
+        "         'mlflow', 'openlineage', 'matplotlib']\n"
         "print(json.dumps([m for m in heavy if m in sys.modules]))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

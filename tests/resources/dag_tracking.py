@@ -90,6 +90,9 @@ BAD_NAMES: dict[str, Any] = {
     "newline": "bad\nname",
     "bytes": b"loss",
     "dotdot": "a/../b",
+    "slash-first": "/loss",
+    "double-slash": "val//loss",
+    "trailing-slash": "loss/",
 }
 BAD_STEPS: dict[str, Any] = {"str": "1", "float": 1.5, "bool": True, "huge": 2**64}
 
