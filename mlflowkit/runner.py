@@ -9,6 +9,9 @@ Invariants
 * Every step that asks for a GPU is checked against the executor *before* anything runs.
 * A failed step makes ``run_plan`` raise ``RunFailed`` chained to the step's own exception, with
   its (remote) traceback text in the message.
+* When the OpenLineage client is configured (checked once per run, nothing imported
+  otherwise), the run emits its lineage events: START as it starts, the step calls' events and
+  COMPLETE/FAIL once its record is final (``mlflowkit.integrations.openlineage``).
 * Every run ends with the executor's ``finish()`` (then ``shutdown()`` when the run made the
   executor), so an executor kept between runs holds nothing it loaded for an earlier one.
 """
@@ -30,6 +33,7 @@ from mlflowkit.cache import KeyMaker
 from mlflowkit.errors import ExecutorError, RunFailed, TypeCheckError, WiringError
 from mlflowkit.executors import get as get_executor
 from mlflowkit.executors.base import Executor, InMemory, TaskResult
+from mlflowkit.integrations import lineage_emitter
 from mlflowkit.interactive import wants_progress
 from mlflowkit.plan import Ref
 from mlflowkit.records import CacheEntry, RunRecord
@@ -292,6 +296,9 @@ def _run_plan(
         started_at=time.time(),
         executor=ex.name,
     )
+    lineage = lineage_emitter(plan, the_store, record)  # None unless OpenLineage is set up
+    if lineage is not None:
+        lineage.started()
     keys = KeyMaker()
     pack_name = _pack_name(plan)
     read_pack = getattr(the_store, "read_pack", None)  # an optional store feature
@@ -345,6 +352,8 @@ def _run_plan(
     record.environment = environment(result.packages)
     record.output = _output_record(plan.output, result.digests, the_store)
     the_store.put_run(record)
+    if lineage is not None:
+        lineage.finished(record)
     if read_pack is not None and result.failure is None and _changed(pack, result.entries):
         the_store.write_pack(pack_name, result.entries.values())  # type: ignore[attr-defined]
     if output_error is not None:

@@ -81,3 +81,58 @@ def _wait_for(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
             pass
         time.sleep(0.5)
     pytest.fail(f"the MLflow server did not answer {url} in {SERVER_START_S} s:\n{log.read_text()}")
+
+
+class LineageReceiver:
+    """An HTTP server on 127.0.0.1 that keeps every OpenLineage event POSTed to it."""
+
+    def __init__(self) -> None:
+        import http.server
+        import json
+        import threading
+
+        events: list[dict[str, object]] = []
+        self.events = events
+        self.paths: list[str] = []
+        paths = self.paths
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", "0"))
+                body = self.rfile.read(length)
+                if self.headers.get("Content-Encoding") == "gzip":
+                    import gzip
+
+                    body = gzip.decompress(body)
+                paths.append(self.path)
+                events.append(json.loads(body))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:  # quiet
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture
+def lineage_receiver(monkeypatch: pytest.MonkeyPatch) -> Iterator[LineageReceiver]:
+    """A receiver, and the OpenLineage client configured (OPENLINEAGE_URL) to send to it."""
+    pytest.importorskip("openlineage.client")
+    receiver = LineageReceiver()
+    monkeypatch.setenv("OPENLINEAGE_URL", receiver.url)
+    monkeypatch.delenv("OPENLINEAGE_CONFIG", raising=False)
+    monkeypatch.delenv("OPENLINEAGE_DISABLED", raising=False)
+    try:
+        yield receiver
+    finally:
+        receiver.close()
