@@ -85,6 +85,21 @@ PUBLIC_NAMES = [
     "store.lineage",
     "store.verify",
     "store.gc",
+    # tracking
+    "mk.log_metric",
+    "mk.log_metrics",
+    "run.metrics",
+    "step_run.metrics",
+    "metric_history",
+    "store.metrics",
+    "mlflowkit.integrations.mlflow",
+    "experiment=",
+    "mlflowkit.run_id",
+    "OPENLINEAGE_URL",
+    "openlineage.yml",
+    "TrackingError",
+    "[mlflow]",
+    "[openlineage]",
     # executors and plugins
     "mk.executors.available",
     "mk.executors.get",
@@ -116,6 +131,8 @@ PUBLIC_NAMES = [
     "mlflowkit store gc",
     "mlflowkit store du",
     "mlflowkit executors",
+    "mlflowkit runs compare",
+    "mlflowkit export mlflow",
 ]
 
 
