@@ -36,7 +36,7 @@ from mlflowkit.executors.base import Executor, InMemory, TaskResult
 from mlflowkit.integrations import lineage_emitter
 from mlflowkit.interactive import wants_progress
 from mlflowkit.plan import Ref
-from mlflowkit.records import CacheEntry, RunRecord
+from mlflowkit.records import METRICS, CacheEntry, RunRecord
 from mlflowkit.run import Run
 from mlflowkit.scheduler import Progress, walk
 from mlflowkit.templates import leaves
@@ -401,10 +401,20 @@ def _pack_name(plan: Plan) -> str:
 
 
 def _changed(pack: dict[str, CacheEntry], entries: dict[str, CacheEntry]) -> bool:
-    """Whether a run's entries differ from the pack it read (then the pack is rewritten)."""
+    """Whether a run's entries differ from the pack it read (then the pack is rewritten).
+
+    An entry differs by its output digest, or by its metrics (a forced re-execution that made
+    the same output logged its own: the pack must not keep reporting the earlier ones).
+    """
     if pack.keys() != entries.keys():
         return True
-    return any(pack[k].output_digest != e.output_digest for k, e in entries.items())
+    for k, e in entries.items():
+        p = pack[k]
+        if p.output_digest != e.output_digest:
+            return True
+        if p.meta is not e.meta and p.meta.get(METRICS) != e.meta.get(METRICS):
+            return True
+    return False
 
 
 #: Containers nested deeper than this in a parameter are shown as a short text in the record.

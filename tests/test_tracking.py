@@ -46,6 +46,17 @@ def test_metrics_are_recorded_per_step_and_per_run(store: Any) -> None:
     assert record.steps[0].metric_history("loss") == train.metric_history("loss")
 
 
+def test_a_forced_execution_replaces_the_metrics_a_hit_reports(store: Any) -> None:
+    first = _run(dt.stamped, store)
+    forced = dt.stamped.plan().run(store=store, progress=False, force=["stamp"])
+    assert forced.step("stamp").status == "executed"
+    assert forced.metrics != first.metrics  # the same output, logged again
+    again = _run(dt.stamped, store)  # a hit, from the cache pack
+    assert again.step("stamp").cached and again.metrics == forced.metrics
+    store.drop_packs()
+    assert _run(dt.stamped, store).metrics == forced.metrics  # and from the cache entry
+
+
 def test_a_value_logged_without_step_counts_its_position(store: Any) -> None:
     run = _run(dt.lots, store, n=3)
     assert run.step("many").metric_history("value") == [(0, 0.0), (1, 0.5), (2, 1.0)]

@@ -173,3 +173,15 @@ def side_effect(x: int) -> int:
 @mk.pipeline
 def uncached(x: int = 1) -> int:
     return side_effect(x)
+
+
+@mk.step
+def stamp(x: int) -> int:
+    """Logs a value that differs at each execution (the same output every time)."""
+    mk.log_metric("clock", time.perf_counter())
+    return x
+
+
+@mk.pipeline
+def stamped(x: int = 1) -> int:
+    return stamp(x)
