@@ -28,6 +28,7 @@ from mlflowkit.errors import (
     RunFailed,
     SerializationError,
     StoreError,
+    TrackingError,
     TypeCheckError,
     WiringError,
 )
@@ -38,6 +39,7 @@ from mlflowkit.records import StepRun
 from mlflowkit.run import Run
 from mlflowkit.runtime import current, rng
 from mlflowkit.step import Step, step
+from mlflowkit.tracking import log_metric, log_metrics
 
 if TYPE_CHECKING:
     from mlflowkit import executors as executors
@@ -87,6 +89,7 @@ __all__ = [
     "StepRun",
     "Store",
     "StoreError",
+    "TrackingError",
     "TypeCheckError",
     "WiringError",
     "__version__",
@@ -96,6 +99,8 @@ __all__ = [
     "gate",
     "gates",
     "hash_value",
+    "log_metric",
+    "log_metrics",
     "pipeline",
     "publish",
     "register_hasher",

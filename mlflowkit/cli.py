@@ -217,6 +217,7 @@ Examples:
   mlflowkit run examples/digits.py:digits -p seed=1   run it (results in ./.mlflowkit)
   mlflowkit runs list                                 recent runs
   mlflowkit runs show RUN_ID                          steps, statuses and digests of a run
+  mlflowkit runs compare --pipeline digits            parameters and metrics of its runs
   mlflowkit lineage DIGEST                            what an artifact was made from
   mlflowkit artifacts                                 named artifacts, versions, stages
   mlflowkit promote digits-model@4 --to prototype     move a stage, through its gates
@@ -827,6 +828,9 @@ def _add_registry_commands() -> None:
 
 
 _add_registry_commands()
+
+# the tracking commands (runs compare, export mlflow) live in their own module
+from mlflowkit import _cli_tracking  # noqa: E402, F401
 
 
 def cli_main() -> None:  # pragma: no cover - console entry point alias

@@ -637,7 +637,8 @@ def _row(cells: Iterable[str], fill: str = _PLAIN, head: bool = False) -> str:
 
 
 def run_html(run: Run) -> str:
-    """An HTML table of a run's step calls: step, status, attempts, duration, output digest.
+    """An HTML table of a run's step calls: step, status, attempts, duration, output digest,
+    and the last value of each metric a call logged (when any did).
 
     Internal nodes (``StepRun.internal``) are neither rows nor counted, unless one failed.
     """
@@ -650,9 +651,11 @@ def run_html(run: Run) -> str:
     store = getattr(run.store, "url", None)
     where = f" &middot; store <code>{html.escape(str(store))}</code>" if store else ""
     failed = any(s.error for s in steps)
+    measured = any(s.metric_log for s in steps)
     rows = [
         _row(
             ["step", "status", "attempts", "duration", "output digest"]
+            + (["metrics"] if measured else [])
             + (["error"] if failed else []),
             head=True,
         )
@@ -666,6 +669,8 @@ def run_html(run: Run) -> str:
             f"<code title='{html.escape(s.output_digest or '')}'>"
             f"{html.escape((s.output_digest or '')[:12])}</code>",
         ]
+        if measured:
+            cells.append(html.escape(", ".join(f"{k}={v:.4g}" for k, v in s.metrics.items())))
         if failed:
             cells.append(html.escape(s.error or ""))
         rows.append(_row(cells, _fill(s.status)))

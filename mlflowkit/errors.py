@@ -12,6 +12,7 @@
     ├── StoreError           the store is unreachable, not writable, or holds a corrupt object
     │   └── CorruptObjectError   an object failed its integrity check on read
     ├── ExecutorError        an executor is unknown, unreachable, or lacks a resource (no GPU)
+    ├── TrackingError        a metric logged with a bad name or value, or outside a step
     ├── RunFailed            a step failed; ``.run`` holds the record, the cause is chained
     └── RegistryError        a named artifact, version or stage is invalid or unknown
         └── GateFailed       a promotion's gate failed (or raised); nothing changed
@@ -37,6 +38,7 @@ __all__ = [
     "RunFailed",
     "SerializationError",
     "StoreError",
+    "TrackingError",
     "TypeCheckError",
     "WiringError",
 ]
@@ -151,6 +153,28 @@ class ExecutorError(MlflowkitError):
         super().__init__(message)
         self.executor = executor
         self.step = step
+
+
+class TrackingError(MlflowkitError):
+    """A metric was logged with a bad name or value, or outside a running step.
+
+    Attributes
+    ----------
+    step:
+        Display name of the step call that logged it, if any.
+    metric:
+        The metric's name as given.
+    value:
+        The value as given.
+    """
+
+    def __init__(
+        self, message: str, *, step: str | None = None, metric: Any = None, value: Any = None
+    ):
+        super().__init__(message)
+        self.step = step
+        self.metric = metric
+        self.value = value
 
 
 class RunFailed(MlflowkitError):

@@ -11,7 +11,23 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
-__all__ = ["CacheEntry", "RunRecord", "StepRun", "count_calls", "describe_calls"]
+__all__ = [
+    "METRICS",
+    "CacheEntry",
+    "MetricLog",
+    "RunRecord",
+    "StepRun",
+    "count_calls",
+    "describe_calls",
+]
+
+#: The key of a step execution's metric log in its output ``meta`` (the cache entry, the
+#: ``TaskResult``): the metrics travel with the output they were logged for.
+METRICS = "metrics"
+
+#: The metrics one step execution logged: name -> ``[[step, value], ...]`` in logging order
+#: (plain lists, so the log is JSON as it is). See ``mlflowkit.tracking``.
+MetricLog = dict[str, list[list[float]]]
 
 StepStatus = Literal["cached", "executed", "failed", "skipped"]
 RunStatus = Literal["running", "succeeded", "failed", "interrupted"]
@@ -24,6 +40,8 @@ class StepRun:
     ``inputs`` maps each parameter name to the content digest of what was passed (for a
     structure holding upstream values, ``upstream`` lists their digests);
     ``step`` is the step's identity (``module:qualname``), ``name`` its display name in the plan.
+    ``metric_log`` holds the metrics logged by the execution that produced the output (for a
+    cache hit: the execution it reuses), or None when it logged none.
     """
 
     name: str
@@ -41,6 +59,30 @@ class StepRun:
     #: for a parameter given a structure holding upstream values (``[a, b]``, a gather): the
     #: digests of those values, in order; lineage follows them
     upstream: dict[str, list[str]] = field(default_factory=dict)
+    metric_log: MetricLog | None = None
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        """The last value logged of each metric (``mk.log_metric``), by name."""
+        log = self.metric_log
+        return {name: points[-1][1] for name, points in log.items()} if log else {}
+
+    def metric_history(self, name: str) -> list[tuple[int, float]]:
+        """Every value logged for metric ``name``, as ``(step, value)`` in logging order.
+
+        ``step`` is the ``step=`` given to ``mk.log_metric``, or else the value's position
+        among that metric's values (0, 1, 2, ...).
+
+        Raises
+        ------
+        KeyError
+            The step call logged no metric ``name`` (the message lists those it logged).
+        """
+        points = (self.metric_log or {}).get(name)
+        if points is None:
+            logged = sorted(self.metric_log or {})
+            raise KeyError(f"step call {self.name!r} logged no metric {name!r}; it logged {logged}")
+        return [(int(step), value) for step, value in points]
 
     @property
     def cached(self) -> bool:
@@ -69,6 +111,7 @@ class StepRun:
             "started_at": self.started_at,
             "traceback": self.traceback,
             "upstream": {k: list(v) for k, v in self.upstream.items()},
+            "metric_log": self.metric_log,
         }
 
     @classmethod

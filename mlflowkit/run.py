@@ -34,6 +34,8 @@ class Run:
         others, the user's step calls.
     record:
         The full ``RunRecord`` (environment, params, timings), as written to the store.
+    metrics:
+        ``{"<step>.<metric>": value}``, the metrics its step calls logged (``mk.log_metric``).
     """
 
     def __init__(
@@ -62,6 +64,17 @@ class Run:
     @property
     def steps(self) -> list[StepRun]:
         return self.record.steps
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        """``{"<step>.<metric>": value}``: the last value of each metric its step calls logged.
+
+        A cached call reports the metrics of the execution whose output it reuses; each call's
+        full history is ``run.step(name).metric_history(metric)``.
+        """
+        from mlflowkit.tracking import run_metrics
+
+        return run_metrics(self.record.steps)
 
     def step(self, name: str) -> StepRun:
         """The record of the step call ``name``."""

@@ -13,6 +13,9 @@ Invariants
   once: the executor drops what has not started (``interrupt()``), steps still running are not
   waited for, the record is written with status ``interrupted``, and the ``KeyboardInterrupt``
   is raised again. ``SystemExit`` and ``GeneratorExit`` raised by a step are step failures.
+* When the OpenLineage client is configured (checked once per run, nothing imported
+  otherwise), the run emits its lineage events: START as it starts, the step calls' events and
+  COMPLETE/FAIL once its record is final (``mlflowkit.integrations.openlineage``).
 * Every run ends with the executor's ``finish()`` (then ``shutdown()`` when the run made the
   executor), so an executor kept between runs holds nothing it loaded for an earlier one.
 """
@@ -34,9 +37,10 @@ from mlflowkit.cache import KeyMaker
 from mlflowkit.errors import ExecutorError, RunFailed, StoreError, TypeCheckError, WiringError
 from mlflowkit.executors import get as get_executor
 from mlflowkit.executors.base import Executor, InMemory, TaskResult
+from mlflowkit.integrations import lineage_emitter
 from mlflowkit.interactive import wants_progress
 from mlflowkit.plan import Ref
-from mlflowkit.records import CacheEntry, RunRecord
+from mlflowkit.records import METRICS, CacheEntry, RunRecord
 from mlflowkit.run import Run
 from mlflowkit.scheduler import Progress, walk
 from mlflowkit.templates import leaves
@@ -299,6 +303,9 @@ def _run_plan(
         started_at=time.time(),
         executor=ex.name,
     )
+    lineage = lineage_emitter(plan, the_store, record)  # None unless OpenLineage is set up
+    if lineage is not None:
+        lineage.started()
     keys = KeyMaker()
     if plan.consumes:  # named artifacts: answered from the store, never re-executed
         from mlflowkit.registry.pipeline import consumed_record, prepare
@@ -391,6 +398,8 @@ def _run_plan(
         record_error: StoreError | None = exc
     else:
         record_error = None
+    if lineage is not None and record_error is None:
+        lineage.finished(record)
     if (
         read_pack is not None
         and record_error is None
@@ -448,10 +457,20 @@ def _pack_name(plan: Plan) -> str:
 
 
 def _changed(pack: dict[str, CacheEntry], entries: dict[str, CacheEntry]) -> bool:
-    """Whether a run's entries differ from the pack it read (then the pack is rewritten)."""
+    """Whether a run's entries differ from the pack it read (then the pack is rewritten).
+
+    An entry differs by its output digest, or by its metrics (a forced re-execution that made
+    the same output logged its own: the pack must not keep reporting the earlier ones).
+    """
     if pack.keys() != entries.keys():
         return True
-    return any(pack[k].output_digest != e.output_digest for k, e in entries.items())
+    for k, e in entries.items():
+        p = pack[k]
+        if p.output_digest != e.output_digest:
+            return True
+        if p.meta is not e.meta and p.meta.get(METRICS) != e.meta.get(METRICS):
+            return True
+    return False
 
 
 #: Containers nested deeper than this in a parameter are shown as a short text in the record.

@@ -23,6 +23,12 @@ Invariants
   turn), pandas frames and series as copies (shallow under copy-on-write). Other objects are
   passed as they are. mlflowkit's own small steps (items, attributes, gathers) get the values
   as they are: they never change them.
+* ``mk.current()``, ``mk.rng()`` and ``mk.log_metric()`` read a context variable set for the
+  duration of the call. Its frame has a slot for the call's metric log, created only when the
+  step logs a metric (a step that logs nothing allocates nothing for it); the log of the
+  attempt that succeeded goes into the output's ``meta`` (``records.METRICS``), so it is
+  written with the cache entry and travels with the result to the driver. The log of a
+  failed attempt is dropped.
 """
 
 from __future__ import annotations
@@ -41,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 from mlflowkit.errors import InputMutationError, MlflowkitError, TypeCheckError
 from mlflowkit.executors.base import Derived, InMemory, Input, Stored, Task, TaskResult
 from mlflowkit.hashing import hash_value
-from mlflowkit.records import CacheEntry
+from mlflowkit.records import METRICS, CacheEntry
 from mlflowkit.templates import SCALARS, leaves, map_leaves
 from mlflowkit.wiring import check_value, describe, describe_value, mismatch, short_repr
 
@@ -74,9 +80,10 @@ class StepContext:
     attempt: int = 1
 
 
-#: the running task and its attempt number; ``current()`` makes the ``StepContext`` on demand
-#: (most steps never ask, and a fan-out runs thousands of calls)
-_CURRENT: ContextVar[tuple[Task, int] | None] = ContextVar("mlflowkit_current", default=None)
+#: the running call's frame ``[task, attempt number, metric log or None]``; ``current()``
+#: makes the ``StepContext`` on demand (most steps never ask, and a fan-out runs thousands of
+#: calls), and ``mlflowkit.tracking`` creates the metric log on the first metric logged
+_CURRENT: ContextVar[list[Any] | None] = ContextVar("mlflowkit_current", default=None)
 
 
 def current() -> StepContext:
@@ -93,8 +100,8 @@ def current() -> StepContext:
             "mk.current() was called outside a running step: expected to be inside a step "
             "executed by a run, found none. Call it from a step function during plan.run()."
         )
-    task, attempt = running
-    return StepContext(task.name, task.run_id, task.key, attempt)
+    task: Task = running[0]
+    return StepContext(task.name, task.run_id, task.key, running[1])
 
 
 def rng() -> np.random.Generator:
@@ -546,7 +553,8 @@ def _run(
     attempts = 0
     while True:
         attempts += 1
-        token = _CURRENT.set((task, attempts))
+        frame = [task, attempts, None]  # the metric log slot is filled by mk.log_metric
+        token = _CURRENT.set(frame)
         try:
             output = (
                 step.fn(**arguments)  # call_step's common case, without the extra call
@@ -604,6 +612,8 @@ def _run(
             )
         digest = hash_value(output)
         meta = _meta(output) if isinstance(output, (list, tuple)) else NO_META
+        if frame[2] is not None:  # the step logged metrics: they are stored with the output
+            meta = {**meta, METRICS: frame[2]}
         if write is not None:
             write(task, output, digest, meta)
         elif task.store_value or task.cache_entry:

@@ -15,6 +15,8 @@ Invariants
   whatever did not finish is ``skipped``.
 * Hits come from the pack the runner read (the last run's entries) or the store; a pack hit's
   stored value is checked to exist only for the plan's outputs (what the caller loads).
+* A step call's record carries the metric log of the execution that produced its output: the
+  one that just ran, or, for a hit, the one whose cache entry it reuses (``records.METRICS``).
 * The scheduler does no I/O of its own: it talks to the store and the executor through their
   contracts only, and imports neither a concrete executor nor a concrete store.
 """
@@ -39,7 +41,7 @@ from mlflowkit.errors import (
 from mlflowkit.executors.base import Derived, Input, Stored, Task, TaskResult
 from mlflowkit.hashing import hash_value
 from mlflowkit.plan import _OPS, Node, Ref, find_refs
-from mlflowkit.records import CacheEntry, StepRun
+from mlflowkit.records import METRICS, CacheEntry, StepRun
 from mlflowkit.templates import SCALARS, leaves, map_leaves
 
 if TYPE_CHECKING:
@@ -261,6 +263,7 @@ class _Walk:
             if entry is not None:
                 record.status = "cached"
                 record.output_digest = entry.output_digest
+                record.metric_log = entry.meta.get(METRICS)  # those of the execution reused
                 self.digests[name] = entry.output_digest
                 self.meta[name] = entry.meta
                 self.handles[name] = (
@@ -449,6 +452,7 @@ class _Walk:
             )
         record.status = status = "cached" if result.cached else "executed"
         record.output_digest = digest = result.output_digest
+        record.metric_log = metric_log = result.meta.get(METRICS)
         self.digests[name] = digest
         self.handles[name] = result.value
         self.meta[name] = result.meta
@@ -459,6 +463,7 @@ class _Walk:
             wrec = self.records[waiter]
             wrec.status = "cached"
             wrec.output_digest = result.output_digest
+            wrec.metric_log = metric_log
             self.digests[waiter] = result.output_digest
             self.handles[waiter] = result.value
             self.meta[waiter] = result.meta

@@ -45,6 +45,11 @@ class Tracer(typing.Protocol):
 #: The active planning tracer, or None outside a pipeline body.
 _TRACER: ContextVar[Tracer | None] = ContextVar("mlflowkit_tracer", default=None)
 
+#: The step called as a plain function (outside a pipeline) whose body is running, if any: a
+#: metric it logs is checked and then dropped (nothing is recorded for a plain call), so user
+#: code that logs metrics stays trivial to unit-test.
+_PLAIN_CALL: ContextVar[Step[Any, Any] | None] = ContextVar("mlflowkit_plain", default=None)
+
 
 @dataclass(frozen=True)
 class StepIdentity:
@@ -286,7 +291,11 @@ class Step(Generic[P, R]):
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         tracer = _TRACER.get()
         if tracer is None:
-            return self.fn(*args, **kwargs)
+            token = _PLAIN_CALL.set(self)
+            try:
+                return self.fn(*args, **kwargs)
+            finally:
+                _PLAIN_CALL.reset(token)
         result: R = tracer.call(self, args, kwargs)
         return result
 

@@ -105,6 +105,21 @@ PUBLIC_NAMES = [
     "mk.reproduce",
     "mk.Reproduction",
     "mk.gates.reproduces",
+    # tracking
+    "mk.log_metric",
+    "mk.log_metrics",
+    "run.metrics",
+    "step_run.metrics",
+    "metric_history",
+    "store.metrics",
+    "mlflowkit.integrations.mlflow",
+    "experiment=",
+    "mlflowkit.run_id",
+    "OPENLINEAGE_URL",
+    "openlineage.yml",
+    "TrackingError",
+    "[mlflow]",
+    "[openlineage]",
     # executors and plugins
     "mk.executors.available",
     "mk.executors.get",
@@ -141,6 +156,8 @@ PUBLIC_NAMES = [
     "mlflowkit artifacts",
     "mlflowkit promote",
     "mlflowkit reproduce",
+    "mlflowkit runs compare",
+    "mlflowkit export mlflow",
 ]
 
 

@@ -153,6 +153,9 @@ def test_notebook_runs_and_shows_dag_table_and_progress(
     assert any("mlflowkit-dag" in h or "<svg" in h for h in html), "no DAG picture was shown"
     assert any("mlflowkit-run" in h for h in html), "no run table was shown"
     assert any("mlflowkit-progress" in h for h in html), "no progress bar was shown"
+    if path.name == "quickstart.ipynb":  # the comparison of runs, as a table and a chart
+        assert any("evaluate[0].accuracy" in h and "<table" in h for h in html), "no comparison"
+        assert any("image/png" in o.get("data", {}) for o in _outputs(nb)), "no metric chart"
     assert elapsed < 120, f"{path.name} took {elapsed:.0f} s; keep notebooks small"
 
 

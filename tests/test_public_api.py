@@ -35,6 +35,7 @@ PUBLIC = [
     "StepRun",
     "Store",
     "StoreError",
+    "TrackingError",
     "TypeCheckError",
     "WiringError",
     "__version__",
@@ -44,6 +45,8 @@ PUBLIC = [
     "gate",
     "gates",
     "hash_value",
+    "log_metric",
+    "log_metrics",
     "pipeline",
     "publish",
     "register_hasher",
@@ -71,6 +74,7 @@ def test_error_tree() -> None:
         "ExecutorError",
         "RunFailed",
         "RegistryError",
+        "TrackingError",
     ):
         assert issubclass(getattr(mk, name), mk.MlflowkitError)
     assert issubclass(mk.WiringError, mk.PlanningError)
@@ -82,7 +86,8 @@ def test_error_tree() -> None:
 def test_import_is_light() -> None:
     code = (
         "import sys, json, mlflowkit\n"
-        "heavy = ['dask', 'distributed', 'cupy', 'numba', 'pandas', 'pyarrow', 'sklearn', 'rich']\n"
+        "heavy = ['dask', 'distributed', 'cupy', 'numba', 'pandas', 'pyarrow', 'sklearn', 'rich',\n"
+        "         'mlflow', 'openlineage', 'matplotlib']\n"
         "print(json.dumps([m for m in heavy if m in sys.modules]))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -104,6 +104,7 @@ from mlflowkit.store.locks import DEFAULT_LEASE_S, hold
 
 if TYPE_CHECKING:
     import networkx as nx
+    import pandas as pd
 
     from mlflowkit.registry.records import ArtifactVersion, Promotion
 
@@ -885,6 +886,16 @@ class Store:
             There is no store at this url (nothing is created).
         """
         return [_as_read(r) for r in self._synced().run_records()]
+
+    def metrics(self, pipeline: str | None = None) -> pd.DataFrame:
+        """One row per run, to compare experiments: see :func:`mlflowkit.tracking.metrics_frame`.
+
+        Columns ``run_id``, ``pipeline``, ``status``, ``started_at``, ``param.<name>`` per
+        pipeline parameter and ``<step>.<metric>`` per metric logged; oldest run first.
+        """
+        from mlflowkit.tracking import metrics_frame
+
+        return metrics_frame(self.runs(), pipeline)
 
     def run(self, run_id: str) -> RunRecord:
         """One run record, by id or by a unique prefix of it.
