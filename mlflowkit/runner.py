@@ -382,7 +382,7 @@ def _run_plan(
             from mlflowkit.registry.pipeline import git_clean, publish_results
 
             published, made = publish_results(
-                plan, result.digests, result.handles, the_store, run_id
+                plan, result.digests, result.handles, the_store, run_id, run.metrics
             )
             run._published = published
             record.published = [

@@ -126,10 +126,25 @@ def _version(row: Any, stages: dict[int, str], store: Any) -> ArtifactVersion:
         created_at=created_at,
         created_by=created_by,
         metadata=json.loads(metadata),
-        metrics={},
+        metrics=_producing_metrics(store, run_id),
         stage=stages.get(int(version)),
         _store=store,
     )
+
+
+def _producing_metrics(store: Any, run_id: str | None) -> dict[str, Any]:
+    """The metrics of the run that published a version (``{}`` without one, or before its
+    record is written)."""
+    if store is None or run_id is None:
+        return {}
+    from mlflowkit.errors import StoreError
+    from mlflowkit.tracking import run_metrics
+
+    try:
+        record = store.run(run_id)
+    except StoreError:
+        return {}
+    return dict(run_metrics(record.steps))
 
 
 def _highest(holders: dict[str, int]) -> dict[int, str]:

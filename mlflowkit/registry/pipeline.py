@@ -26,7 +26,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from mlflowkit.errors import RegistryError
@@ -239,11 +239,13 @@ def publish_results(
     values: dict[str, Any],
     store: Any,
     run_id: str,
+    metrics: dict[str, float] | None = None,
 ) -> tuple[dict[str, ArtifactVersion], bool]:
     """After a run succeeded: make a version of each published value.
 
     ``values`` are the in-memory handles of the run's nodes (to store a published value that
-    is not in the store yet). Returns the versions by name, and whether any is new.
+    is not in the store yet); ``metrics`` the run's (its record is not written yet, so new
+    versions take them from here). Returns the versions by name, and whether any is new.
     """
     from mlflowkit.executors.base import InMemory
     from mlflowkit.hashing import hash_value
@@ -282,6 +284,8 @@ def publish_results(
             idx, item.name, digest, run_id=run_id, metadata=item.metadata, store=store
         )
         made = made or new
+        if new and metrics:
+            version = replace(version, metrics=dict(metrics))
         out[item.name] = version
     return out, made
 

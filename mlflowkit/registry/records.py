@@ -6,8 +6,8 @@ Invariants
   equality ignores the store a version was read from.
 * ``created_at`` and ``at`` are ISO-8601 UTC texts (``2026-12-04T15:20:00.123456+00:00``).
 * ``created_by`` and ``by`` are the signer's key id once stores sign their records; until then
-  they are None. ``metrics`` is the producing run's metrics once runs track them; until then
-  it is an empty dict.
+  they are None. ``metrics`` is the producing run's metrics (``{}`` for a version published
+  outside a run).
 """
 
 from __future__ import annotations
@@ -48,8 +48,8 @@ class ArtifactVersion:
     metadata:
         What the publisher attached (``metadata=``).
     metrics:
-        The producing run's metrics (``{"<step>.<metric>": value}``); empty until runs track
-        metrics.
+        The producing run's metrics (``{"<step>.<metric>": value}``, what ``run.metrics``
+        gives), so that gates can decide on them; ``{}`` when published outside a run.
     stage:
         The highest stage this version holds now (``"poc"``, ``"prototype"``, ``"mvp"``), or None.
     """

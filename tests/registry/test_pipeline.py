@@ -186,3 +186,37 @@ def test_a_failed_run_publishes_nothing(store: mk.Store) -> None:
     with pytest.raises(mk.RunFailed):
         failing.plan().run(store=store, progress=False)
     assert store.versions("never") == []
+
+
+@mk.step
+def scored(x: np.ndarray) -> float:
+    accuracy = float(x.mean()) / 10
+    mk.log_metric("accuracy", accuracy)
+    return accuracy
+
+
+@mk.pipeline
+def evaluated(n: int = 10) -> float:
+    return mk.publish("scored", scored(load(n)))
+
+
+def test_a_version_carries_the_metrics_of_the_run_that_made_it(store: mk.Store) -> None:
+    run = evaluated.plan(n=10).run(store=store, progress=False)
+    assert run.published["scored"].metrics == {"scored.accuracy": 0.45} == run.metrics
+    assert store.artifact("scored@1").metrics == {"scored.accuracy": 0.45}  # read back later
+    # a cached re-run finds the same version, with the metrics of the execution it reuses
+    assert evaluated.plan(n=10).run(store=store, progress=False).published["scored"].metrics == {
+        "scored.accuracy": 0.45
+    }
+    # so a gate can decide on them
+    passed = store.promote(
+        "scored@1",
+        to="poc",
+        gates=[lambda v: v.metrics["scored.accuracy"] >= 0.4],
+    )
+    assert passed.to_stage == "poc"
+    with pytest.raises(mk.GateFailed):
+        store.promote(
+            "scored@1", to="prototype", gates=[lambda v: v.metrics["scored.accuracy"] > 0.9]
+        )
+    assert store.publish("outside", 3).metrics == {}  # no producing run
