@@ -25,8 +25,16 @@ Invariants
   ``mlflowkit.run_id`` tag) is left as it is and its MLflow id returned. An export cut short
   (no ``mlflowkit.exported`` tag yet) is deleted, nested runs included, and done again.
 * Runs still marked ``running`` are not exported (they are, once they have finished).
-* Registered model versions for published artifacts are not written yet (named artifacts are
-  not part of this module).
+
+What a named artifact becomes
+-----------------------------
+* A registered model named after it (``/`` of a namespace written ``.``: MLflow model names
+  allow no slash), tagged ``mlflowkit.name``; each version a model version linked to the
+  exported run that published it, tagged ``mlflowkit.artifact_version`` (mlflowkit's number, which
+  MLflow's own numbering need not match) and ``mlflowkit.digest``; each stage an alias
+  (``poc``, ``prototype``, ``mvp``) on the version holding it now. A version already exported
+  (found by its ``mlflowkit.artifact_version`` tag) is not made again; aliases follow the stages on
+  every export. Exporting chosen ``runs`` exports only the versions those runs published.
 """
 
 from __future__ import annotations
@@ -117,7 +125,50 @@ def export(
             _delete(client, experiment_id, record.id, found[0])
         exported[record.id] = _export_run(client, experiment_id, record)
         known[record.id] = (exported[record.id], True)
+    _export_versions(client, the_store, exported, every=runs is None)
     return exported
+
+
+#: Tags of a registered model version: the artifact's version number and content digest.
+VERSION_TAG = "mlflowkit.artifact_version"
+DIGEST_TAG = "mlflowkit.digest"
+
+
+def model_name(name: str) -> str:
+    """The MLflow registered model name of the named artifact ``name``."""
+    return name.replace("/", ".")
+
+
+def _export_versions(client: Any, store: Any, exported: dict[str, str], *, every: bool) -> None:
+    """Registered model versions for the store's named artifact versions, stages as aliases."""
+    from mlflowkit.registry.names import STAGES
+
+    for name in store.artifacts():
+        versions = [v for v in store.versions(name) if every or v.run_id in exported]
+        if not versions:
+            continue
+        model = model_name(name)
+        if not client.search_registered_models(filter_string=f"name = '{model}'"):
+            client.create_registered_model(model, tags={"mlflowkit.name": name})
+        known = {
+            mv.tags.get(VERSION_TAG): str(mv.version)
+            for mv in client.search_model_versions(f"name = '{model}'")
+        }
+        for v in versions:
+            if str(v.version) in known:
+                continue
+            made = client.create_model_version(
+                model,
+                source=f"mlflowkit:{v.spec}",
+                run_id=exported.get(v.run_id) if v.run_id else None,
+                tags={VERSION_TAG: str(v.version), DIGEST_TAG: v.digest},
+                description=json.dumps(v.metadata, sort_keys=True) if v.metadata else None,
+            )
+            known[str(v.version)] = str(made.version)
+        for stage in STAGES:
+            holder = store.stage(name, stage)
+            if holder is not None and str(holder.version) in known:
+                client.set_registered_model_alias(model, stage, known[str(holder.version)])
 
 
 def _client(tracking_uri: str) -> Any:

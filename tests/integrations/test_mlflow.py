@@ -151,3 +151,48 @@ def test_the_bridge_imports_mlflow_only_when_it_exports() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+@mk.step
+def weights(n: int) -> list[float]:
+    mk.log_metric("size", n)
+    return [float(i) for i in range(n)]
+
+
+@mk.pipeline
+def publishing(n: int = 2) -> list[float]:
+    return mk.publish("vision/digits-model", weights(n), metadata={"n": n})
+
+
+def test_published_versions_become_model_versions_and_stages_aliases(
+    tmp_path: Path, store: Any
+) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    first = publishing.plan(n=2).run(store=store, progress=False)
+    second = publishing.plan(n=3).run(store=store, progress=False)
+    store.promote("vision/digits-model@1", to="poc")
+    store.promote("vision/digits-model@1", to="prototype")
+    store.promote("vision/digits-model@2", to="poc")
+    exported = export(store, uri)
+    client = MlflowClient(tracking_uri=uri)
+    model = "vision.digits-model"  # MLflow model names allow no slash
+    assert client.get_registered_model(model).tags == {"mlflowkit.name": "vision/digits-model"}
+    versions = {
+        mv.tags["mlflowkit.artifact_version"]: mv
+        for mv in client.search_model_versions(f"name = '{model}'")
+    }
+    assert set(versions) == {"1", "2"}
+    assert (
+        versions["1"].run_id == exported[first.id] and versions["2"].run_id == exported[second.id]
+    )
+    assert versions["2"].tags["mlflowkit.digest"] == second.published["vision/digits-model"].digest
+    aliases = {
+        a: client.get_model_version_by_alias(model, a).tags["mlflowkit.artifact_version"]
+        for a in ("poc", "prototype")
+    }
+    assert aliases == {"poc": "2", "prototype": "1"}
+    # exporting again makes no new version; aliases follow the stages (a rollback here)
+    store.promote("vision/digits-model@1", to="poc", reason="rollback")
+    export(store, uri)
+    assert len(client.search_model_versions(f"name = '{model}'")) == 2
+    assert client.get_model_version_by_alias(model, "poc").tags["mlflowkit.artifact_version"] == "1"
