@@ -18,7 +18,9 @@ What is emitted
   cache key, attempts). Input datasets are the outputs of the calls it consumed (through
   ``ref[i]`` and fan-out gathers), output dataset its own output.
 * Datasets are stored objects: namespace the store's URL (``file:///...`` for a local folder),
-  name the object's content digest.
+  name the named artifact's name when the run published or consumed the object as a version
+  of one (with a ``version`` facet holding the version number), else the object's content
+  digest.
 
 Invariants
 ----------
@@ -50,8 +52,10 @@ from openlineage.client.event_v2 import (
     RunState,
 )
 from openlineage.client.facet_v2 import (
+    DatasetFacet,
     JobFacet,
     RunFacet,
+    dataset_version_dataset,
     error_message_run,
     job_type_job,
     parent_run,
@@ -157,6 +161,7 @@ class RunEmitter:
         }
         self.failed = False
         self.client: Any = None
+        self.named: dict[str, tuple[str, int]] = {}  # digest -> (artifact name, version)
 
     # -- sending --------------------------------------------------------------------------
     def _emit(self, events: Iterable[RunEvent]) -> None:
@@ -184,6 +189,8 @@ class RunEmitter:
     def finished(self, record: RunRecord) -> None:
         """The run ended (its record is final): the step calls' events, then the pipeline's."""
         self.record = record
+        for v in (*record.consumed, *record.published):
+            self.named[str(v["digest"])] = (str(v["name"]), int(v["version"]))
         events = []
         for s in self._calls(record):
             events += self._step_events(s)
@@ -325,10 +332,24 @@ class RunEmitter:
         return list(found)
 
     def _input(self, digest: str) -> InputDataset:
-        return InputDataset(namespace=self.datasets, name=digest)
+        name, facets = self._dataset(digest)
+        return InputDataset(namespace=self.datasets, name=name, facets=facets)
 
     def _output(self, digest: str) -> OutputDataset:
-        return OutputDataset(namespace=self.datasets, name=digest)
+        name, facets = self._dataset(digest)
+        return OutputDataset(namespace=self.datasets, name=name, facets=facets)
+
+    def _dataset(self, digest: str) -> tuple[str, dict[str, DatasetFacet]]:
+        """A dataset's name (a named artifact's, else the digest) and its facets."""
+        named = self.named.get(digest)
+        if named is None:
+            return digest, {}
+        name, version = named
+        return name, {
+            "version": dataset_version_dataset.DatasetVersionDatasetFacet(
+                datasetVersion=str(version)
+            )
+        }
 
 
 def _given(s: StepRun) -> list[str]:

@@ -264,3 +264,40 @@ def test_every_event_fits_the_openlineage_schema(
         "processing_engine",
     } <= standard
     assert checked > len(events)
+
+
+@mk.step
+def make_rows(n: int) -> list[int]:
+    return list(range(n))
+
+
+@mk.step
+def count_rows(rows: list[int]) -> int:
+    return len(rows)
+
+
+@mk.pipeline
+def producing(n: int = 3) -> list[int]:
+    return mk.publish("rows", make_rows(n))
+
+
+@mk.pipeline
+def consuming() -> int:
+    return count_rows(mk.artifact("rows"))
+
+
+def test_published_and_consumed_versions_are_datasets_named_after_the_artifact(
+    lineage_receiver: LineageReceiver, store: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLFLOWKIT_STORE", str(store.url))  # where mk.artifact looks
+    producing.plan(n=3).run(store=store, progress=False)
+    made = {e["job"]["name"]: e for e in lineage_receiver.events if e["eventType"] == "COMPLETE"}
+    (output,) = made["producing.make_rows"]["outputs"]
+    assert output["name"] == "rows"
+    assert output["facets"]["version"]["datasetVersion"] == "1"
+    lineage_receiver.events.clear()
+    consuming.plan().run(store=store, progress=False)
+    used = {e["job"]["name"]: e for e in lineage_receiver.events if e["eventType"] == "COMPLETE"}
+    (given,) = used["consuming.count_rows"]["inputs"]
+    assert (given["name"], given["facets"]["version"]["datasetVersion"]) == ("rows", "1")
+    assert given["namespace"] == output["namespace"]  # the same dataset, across pipelines
