@@ -38,6 +38,7 @@ def test_runs_compare_prints_params_and_metrics_per_run(store: Any) -> None:
 
 
 def test_runs_compare_says_when_there_is_nothing_to_compare(store: Any) -> None:
+    store.create()  # an empty store (reading a folder that is no store is an error)
     out = _cli("runs", "compare", "--pipeline", "nope", "--store", str(store.url)).output
     assert out.strip() == f"no runs of pipeline 'nope' in store {store.url}"
     result = CliRunner().invoke(main, ["runs", "compare", "zzz", "--store", str(store.url)])

@@ -242,6 +242,7 @@ def test_running_and_reading_metrics_does_not_import_pandas(tmp_path: Path) -> N
 def test_store_metrics_is_one_row_per_run(store: Any) -> None:
     import pandas as pd
 
+    store.create()  # an empty store (reading a folder that is no store is an error)
     assert list(store.metrics().columns) == ["run_id", "pipeline", "status", "started_at"]
     first = _run(dt.experiment, store, epochs=2, alpha=0.5)
     second = _run(dt.experiment, store, epochs=3, alpha=0.5)
