@@ -65,7 +65,7 @@ import re
 import threading
 import time
 import weakref
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -79,6 +79,7 @@ from mlflowkit.errors import (
     MissingObjectError,
     SerializationError,
     StoreError,
+    UntrustedObjectError,
 )
 from mlflowkit.records import CacheEntry, RunRecord
 from mlflowkit.store import _owner, serializers
@@ -87,7 +88,8 @@ from mlflowkit.store._format import (
     HEAD_MAX,
     CorruptFile,
     decode_entry,
-    decode_pack,
+    decode_entry_signed,
+    decode_pack_signed,
     encode_entry,
     encode_pack,
     pack_header,
@@ -96,12 +98,16 @@ from mlflowkit.store._format import (
 )
 from mlflowkit.store._gc import GcReport
 from mlflowkit.store._io import TEMP_NAME, FileStat, FsspecIO, LocalIO, temp_owner_dead
+from mlflowkit.store._trust import SAFE_SERIALIZERS, Guard
 from mlflowkit.store.base import ArtifactStore
 from mlflowkit.store.index import Index, ObjectRow, RunFile
 from mlflowkit.store.locks import DEFAULT_LEASE_S, hold
 
 if TYPE_CHECKING:
     import networkx as nx
+
+    from mlflowkit.trust.audit import AuditEntry
+    from mlflowkit.trust.policy import Policy
 
 __all__ = ["DEFAULT_URL", "GcReport", "ObjectInfo", "Store", "open_store"]
 
@@ -138,15 +144,7 @@ _AREAS = ("objects", "cache", "packs", "runs", "locks", "quarantine", "tmp")
 _LEGACY_AREAS = ("objects", "cache", "runs")
 
 
-def _marker_bytes() -> bytes:
-    from mlflowkit import __version__
-
-    return orjson.dumps(
-        {"mlflowkit": "store", "format": 1, "created_by": __version__, "created_at": time.time()}
-    )
-
-
-def _prepare_layout(root: str, io: LocalIO) -> bool:
+def _prepare_layout(root: str, io: LocalIO, marker_bytes: Callable[[], bytes]) -> bool:
     """Create the store's folders and marker unless this process did so already.
 
     One ``stat`` tells a folder laid out here before from one that is new or was deleted and
@@ -164,7 +162,7 @@ def _prepare_layout(root: str, io: LocalIO) -> bool:
             os.makedirs(path, exist_ok=True)
     marker = os.path.join(root, MARKER)
     if not os.path.exists(marker):
-        io.write_atomic(marker, (_marker_bytes(),), False)
+        io.write_atomic(marker, (marker_bytes(),), False)
     _PREPARED[root] = os.stat(os.path.join(root, "tmp")).st_ino
     return True
 
@@ -254,6 +252,10 @@ class Store:
         Seconds between a write and its background flush (index rows and, if durable, data).
     lock_lease:
         Seconds a single-flight lock stays valid without its holder's heartbeat.
+    key:
+        The signing key of this process's writes: a key name (in the keys folder) or the path
+        of a ``.key`` file. Default: ``$MLFLOWKIT_KEY``, else the key ``default`` (made on
+        first use). See :mod:`mlflowkit.store._trust`.
     **storage_options:
         Passed to the fsspec filesystem (credentials, endpoint, ...).
     """
@@ -267,6 +269,7 @@ class Store:
         durable: bool = True,
         lock_lease: float = DEFAULT_LEASE_S,
         sync_interval: float = 1.0,
+        key: str | os.PathLike[str] | None = None,
         **storage_options: Any,
     ) -> None:
         if url is None:
@@ -329,6 +332,8 @@ class Store:
         self._finalizer: weakref.finalize[Any, Any] | None = None
         self._ready = False  # laid out (folders and marker) by this object
         self._known = False  # seen to be a store
+        self._key = key
+        self._guard = Guard(self, key)
         _OPEN_STORES.add(self)
 
     # creating --------------------------------------------------------------------------------
@@ -347,10 +352,10 @@ class Store:
         try:
             if self._io.local:
                 assert isinstance(self._io, LocalIO)
-                if _prepare_layout(self.root, self._io):
+                if _prepare_layout(self.root, self._io, self._guard.marker_bytes):
                     self.sweep_tmp()
             elif not self._ready and not self._io.exists(f"{self.root}/{MARKER}"):
-                self._io.write_atomic(f"{self.root}/{MARKER}", (_marker_bytes(),), False)
+                self._io.write_atomic(f"{self.root}/{MARKER}", (self._guard.marker_bytes(),), False)
         except (OSError, StoreError) as exc:
             raise StoreError(
                 f"cannot create a store at {self.url}: {exc}. Expected a writable folder "
@@ -358,7 +363,9 @@ class Store:
                 "$MLFLOWKIT_STORE.",
                 url=self.url,
             ) from exc
-        self._ready = self._known = True
+        self._known = True
+        self._guard.check_write()  # AccessDenied before anything is written through this object
+        self._ready = True
 
     def _ensure(self) -> None:
         """Before a write: the store exists (one attribute test once it does)."""
@@ -389,7 +396,14 @@ class Store:
     def __reduce__(self) -> tuple[Any, ...]:
         return (
             _reopen,
-            (self.url, self.durable, self.lock_lease, self._storage_options, self.sync_interval),
+            (
+                self.url,
+                self.durable,
+                self.lock_lease,
+                self._storage_options,
+                self.sync_interval,
+                self._key,
+            ),
         )
 
     # group commit ----------------------------------------------------------------------------
@@ -573,14 +587,21 @@ class Store:
         name, payload = serializers.dumps(value, serializer)
         if not isinstance(payload, bytes):
             payload = bytes(payload)
-        header = pack_header(name, payload, digest)
         if not self._ready:
             self.create()
+        if name in SAFE_SERIALIZERS:
+            header = pack_header(name, payload, digest)
+        else:  # a serializer that can run code: signed (see _trust)
+            checksum = payload_blake3(payload)
+            signature = self._guard.sign_object(digest, name, checksum)
+            header = pack_header(name, payload, digest, signature=signature, checksum=checksum)
         self._io.write_atomic(path, (header, payload), False)
         self._written(objects=ObjectRow(digest, len(header) + len(payload), name, time.time()))
         return digest
 
-    def _read_header(self, path: str) -> tuple[str, int, bytes, int, str | None] | None:
+    def _read_header(
+        self, path: str
+    ) -> tuple[str, int, bytes, int, str | None, bytes | None] | None:
         got = self._io.read_split(path, HEAD_MAX)
         if got is None:
             return None
@@ -596,14 +617,16 @@ class Store:
         """``(serializer, payload, bound)`` after every integrity check; None when missing.
 
         ``bound`` is False for an object written before headers named their address (its
-        name can only be checked by hashing its value).
+        name can only be checked by hashing its value). An object whose serializer can run
+        code is returned only when its signature verifies by a key allowed to write here
+        (else :class:`UntrustedObjectError`, before anything is deserialized).
         """
         got = self._io.read_split(self._object_path(digest), 1 << 16)
         if got is None:
             return None
         first, f = got
         try:
-            name, size, checksum, head, address = parse_header(first)
+            name, size, checksum, head, address, signature = parse_header(first)
             if address is not None and address != digest:
                 raise CorruptFile(
                     f"its header says it is object {address}: the file was copied or moved "
@@ -621,6 +644,8 @@ class Store:
             raise CorruptFile(f"payload is {len(payload)} bytes, the header says {size}")
         if payload_blake3(payload) != checksum:
             raise CorruptFile("payload BLAKE3 does not match the header")
+        if name not in SAFE_SERIALIZERS:  # the payload is bound to the signed checksum
+            self._guard.check_object(digest, name, checksum, signature)
         return name, payload, address is not None
 
     def _check_value(self, digest: str, value: Any) -> None:
@@ -692,7 +717,7 @@ class Store:
         if f is not None:
             f.close()
         try:
-            name, size, checksum, head, _ = parse_header(first)
+            name, size, checksum, head, _, _ = parse_header(first)
         except CorruptFile as exc:
             raise CorruptObjectError(
                 f"object {digest} has a corrupt header ({exc}); run store.verify() to set it aside",
@@ -730,10 +755,12 @@ class Store:
         data = self._io.read(path)
         if data is None:
             return None
-        entry = decode_entry(data)
+        entry, block, digest = decode_entry_signed(data)
         if entry is None or entry.key != key:
             self._discard(path)
             return None
+        if self._guard.document_problem("cache", digest, block) is not None:
+            return None  # unsigned or forged: a miss (reported by verify, replaced by the run)
         if entry.stored and not self._io.exists(self._object_path(entry.output_digest)):
             return None
         return entry
@@ -748,24 +775,27 @@ class Store:
         data = self._io.read(path)
         if data is None:
             return {}
-        entries = decode_pack(data)
+        entries, block, digest = decode_pack_signed(data)
         if entries is None:
             self._discard(path)
             return {}
+        if self._guard.document_problem("pack", digest, block) is not None:
+            return {}  # unsigned or forged: ignored (the run reads its entries one by one)
         return entries
 
     def write_pack(self, name: str, entries: Iterable[CacheEntry]) -> None:
         """Replace pack ``name`` with ``entries``, atomically."""
         self._ensure()
-        self._io.write_atomic(self._pack_path(name), (encode_pack(list(entries)),), False)
+        data = encode_pack(list(entries), self._guard.sign_document("pack"))
+        self._io.write_atomic(self._pack_path(name), (data,), False)
 
     def put_cache(self, entry: CacheEntry) -> None:
         """Record, atomically, that the call with ``entry.key`` gave ``entry.output_digest``."""
         path = self._cache_path(entry.key)
         self._check(entry.output_digest, "output digest")
-        data = encode_entry(entry)
         if not self._ready:
             self.create()
+        data = encode_entry(entry, self._guard.sign_document("cache"))
         self._io.write_atomic(path, (data,), False)
         self._written(cache=(entry, len(data)))
 
@@ -985,12 +1015,19 @@ class Store:
         return out
 
     def verify(self) -> list[str]:
-        """Check every stored object; quarantine and return the corrupt digests.
+        """Check every stored object and signed record; return what fails.
 
         An object is corrupt when its header or payload fails its checksum, when its header
         names another address, or when its value (deserialized) does not hash to the digest
         it is stored under. A value whose serializer or hasher is not registered in this
-        process is checked up to its bytes.
+        process is checked up to its bytes. Corrupt objects are quarantined and listed by
+        digest (first, sorted).
+
+        Then come lines (``"untrusted object <digest>: <why>"``, ``"untrusted cache entry
+        ..."``, ``"policy version ..."``, ``"audit entry ..."``) for every object that can run
+        code, cache entry or pack whose signature is missing, invalid or made by a key that
+        may not write here, every policy version that does not count, and every break in the
+        audit chain. Those are left in place (an untrusted object is never deserialized).
 
         Raises
         ------
@@ -999,9 +1036,15 @@ class Store:
         """
         self._require()
         corrupt = []
+        untrusted = []
         for _, digest in self._object_files("objects"):
             try:
-                got = self._load_payload(digest)
+                try:
+                    got = self._load_payload(digest)
+                except UntrustedObjectError as exc:
+                    reason = str(exc).split(": ", 1)[-1].split(". Its serializer", 1)[0]
+                    untrusted.append(f"untrusted object {digest}: {reason}")
+                    continue
                 if got is None:
                     continue
                 try:
@@ -1012,7 +1055,141 @@ class Store:
             except CorruptFile:
                 self._quarantine(digest)
                 corrupt.append(digest)
-        return sorted(corrupt)
+        return sorted(corrupt) + untrusted + self._guard.findings()
+
+    # governance ------------------------------------------------------------------------------
+    @property
+    def key_id(self) -> str:
+        """The key id this store object signs its writes with."""
+        return self._guard.key_id
+
+    @property
+    def owner(self) -> str | None:
+        """The key id of the store's owner (None: made by an earlier version, not adopted)."""
+        self._require()
+        return self._guard.owner()
+
+    @property
+    def policy(self) -> Policy:
+        """The policy in force (version 0: none written; the owner is admin everywhere)."""
+        self._require()
+        return self._guard.policy_state(fresh=True)[0]
+
+    def grant(
+        self, role: str, key_id: str, *, namespace: str | None = None, stage: str | None = None
+    ) -> Policy:
+        """Give ``key_id`` ``role`` (in ``namespace``; all when None); the new policy.
+
+        Raises
+        ------
+        AccessDenied
+            This process's key is not admin.
+        StoreError
+            An unknown role or a malformed key id.
+        """
+        from mlflowkit.trust.policy import Grant
+
+        grant = Grant(*self._grant_args(role, key_id, namespace, stage))
+        policy = self.policy
+        if grant in policy.grants:
+            return policy
+        return self._guard.set_policy((*policy.grants, grant))
+
+    def revoke(
+        self, role: str, key_id: str, *, namespace: str | None = None, stage: str | None = None
+    ) -> Policy:
+        """Take ``role`` (in ``namespace``; all grants of it when None) from ``key_id``.
+
+        What the key signed before stays in the store but is no longer trusted: readers
+        refuse its pickles and ignore its cache entries from now on (``verify`` lists them).
+        """
+        role, key_id, ns, stage = self._grant_args(role, key_id, namespace, stage)
+        policy = self.policy
+        kept = tuple(
+            g
+            for g in policy.grants
+            if not (
+                g.role == role
+                and g.key == key_id
+                and (namespace is None or g.namespace == ns)
+                and (stage is None or g.stage == stage)
+            )
+        )
+        if len(kept) == len(policy.grants):
+            return policy
+        return self._guard.set_policy(kept)
+
+    def _grant_args(
+        self, role: str, key_id: str, namespace: str | None, stage: str | None
+    ) -> tuple[str, str, str, str | None]:
+        from mlflowkit.trust.keys import KEY_ID
+        from mlflowkit.trust.policy import ROLES
+
+        if role not in ROLES:
+            raise StoreError(f"unknown role {role!r}: expected one of {', '.join(ROLES)}")
+        if not KEY_ID.fullmatch(key_id):
+            raise StoreError(
+                f"malformed key id {key_id!r}: expected 'ed25519:' and 32 hex characters, as "
+                "`mlflowkit keys list` prints"
+            )
+        if stage is not None and role != "promoter":
+            raise StoreError(f"--stage applies to the promoter role only, not to {role!r}")
+        return role, key_id, namespace or "*", stage
+
+    def audit(self, since: str | None = None) -> list[AuditEntry]:
+        """The audit trail, oldest first (from ``since``, an ISO-8601 time, when given).
+
+        Entries that fail their checks are listed by ``verify``.
+        """
+        self._require()
+        entries = self._guard.audit_state()[0]
+        if since is not None:
+            entries = [e for e in entries if _iso_after(e.at, since)]
+        return entries
+
+    def adopt(self) -> list[str]:
+        """Take on a store made by an earlier version; the digests of the objects signed.
+
+        Records this process's key as the store's owner when none is recorded, and signs
+        every unsigned object whose serializer can run code (pickles) with it: do this only
+        for a store whose content you trust. Unsigned cache entries need nothing: they are
+        recomputed (cheaply: their objects exist) the next time they are needed.
+
+        Raises
+        ------
+        AccessDenied
+            The store has an owner or a policy and this key is not admin.
+        """
+        self._require()
+        g = self._guard
+        g.forget_owner()
+        if g.owner() is None:
+            self._io.write_atomic(f"{self.root}/{MARKER}", (g.marker_bytes(),), False)
+            g.forget_owner()
+            g.owner()
+        g.check_write("admin")
+        self._ensure()
+        adopted = []
+        for _, digest in self._object_files("objects"):
+            path = self._object_path(digest)
+            data = self._io.read(path)
+            if data is None:
+                continue
+            try:
+                name, size, checksum, head, address, signature = parse_header(data)
+            except CorruptFile:
+                continue
+            if name in SAFE_SERIALIZERS or signature is not None or address not in (None, digest):
+                continue
+            payload = data[head:]
+            if len(payload) != size or payload_blake3(payload) != checksum:
+                continue
+            sig = g.sign_object(digest, name, checksum)
+            header = pack_header(name, payload, digest, signature=sig, checksum=checksum)
+            self._io.write_atomic(path, (header, payload), False)
+            adopted.append(digest)
+        g.append_audit("adopt", self.url, {"objects": len(adopted)})
+        return sorted(adopted)
 
     def gc(
         self,
@@ -1087,6 +1264,22 @@ class Store:
         return usage
 
 
+def _iso_after(at: str, since: str) -> bool:
+    """Whether ISO time ``at`` is at or after ``since`` (a naive ``since`` is UTC)."""
+    import datetime as dt
+
+    def parse(text: str) -> dt.datetime:
+        t = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return t if t.tzinfo else t.replace(tzinfo=dt.timezone.utc)
+
+    try:
+        return parse(at) >= parse(since)
+    except ValueError as exc:
+        raise StoreError(
+            f"invalid time {since!r}: expected ISO-8601, e.g. 2026-01-31T12:00"
+        ) from exc
+
+
 def _index_writable(root: str) -> bool:
     """Whether the index next to a local store's files can be opened for writing."""
     path = os.path.join(root, "index.sqlite")
@@ -1118,12 +1311,14 @@ def _reopen(
     lock_lease: float,
     storage_options: dict[str, Any],
     sync_interval: float = 1.0,
+    key: str | os.PathLike[str] | None = None,
 ) -> Store:
     return Store(
         url,
         durable=durable,
         lock_lease=lock_lease,
         sync_interval=sync_interval,
+        key=key,
         **storage_options,
     )
 
