@@ -16,6 +16,7 @@ from mlflowkit import hashing as _hashing  # noqa: F401
 from mlflowkit import runner as _runner  # noqa: F401
 from mlflowkit import store as _store  # noqa: F401
 from mlflowkit.errors import (
+    AccessDenied,
     CorruptObjectError,
     ExecutorError,
     HashingError,
@@ -27,6 +28,7 @@ from mlflowkit.errors import (
     SerializationError,
     StoreError,
     TypeCheckError,
+    UntrustedObjectError,
     WiringError,
 )
 from mlflowkit.executors import local as _local  # noqa: F401
@@ -44,10 +46,13 @@ if TYPE_CHECKING:
     from mlflowkit.hashing import hash_value as hash_value
     from mlflowkit.hashing import register_hasher as register_hasher
     from mlflowkit.store import Store as Store
+    from mlflowkit.trust.audit import AuditEntry as AuditEntry
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AccessDenied",
+    "AuditEntry",
     "CorruptObjectError",
     "Dir",
     "Executor",
@@ -69,6 +74,7 @@ __all__ = [
     "Store",
     "StoreError",
     "TypeCheckError",
+    "UntrustedObjectError",
     "WiringError",
     "__version__",
     "current",
@@ -81,6 +87,7 @@ __all__ = [
 ]
 
 _LAZY = {
+    "AuditEntry": ("mlflowkit.trust.audit", "AuditEntry"),
     "Dir": ("mlflowkit.files", "Dir"),
     "File": ("mlflowkit.files", "File"),
     "Store": ("mlflowkit.store", "Store"),

@@ -8,6 +8,8 @@ import mlflowkit as mk
 
 # The curated public surface (API.md). Changing it is a deliberate act: update this list.
 PUBLIC = [
+    "AccessDenied",
+    "AuditEntry",
     "CorruptObjectError",
     "Dir",
     "Executor",
@@ -29,6 +31,7 @@ PUBLIC = [
     "Store",
     "StoreError",
     "TypeCheckError",
+    "UntrustedObjectError",
     "WiringError",
     "__version__",
     "current",
@@ -58,17 +61,20 @@ def test_error_tree() -> None:
         "StoreError",
         "ExecutorError",
         "RunFailed",
+        "AccessDenied",
     ):
         assert issubclass(getattr(mk, name), mk.MlflowkitError)
     assert issubclass(mk.WiringError, mk.PlanningError)
     assert issubclass(mk.CorruptObjectError, mk.StoreError)
     assert issubclass(mk.MissingObjectError, mk.StoreError)
+    assert issubclass(mk.UntrustedObjectError, mk.StoreError)
 
 
 def test_import_is_light() -> None:
     code = (
         "import sys, json, mlflowkit\n"
-        "heavy = ['dask', 'distributed', 'cupy', 'numba', 'pandas', 'pyarrow', 'sklearn', 'rich']\n"
+        "heavy = ['dask', 'distributed', 'cupy', 'numba', 'pandas', 'pyarrow', 'sklearn', 'rich',"
+        " 'cryptography']\n"
         "print(json.dumps([m for m in heavy if m in sys.modules]))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
