@@ -290,13 +290,15 @@ class Guard:
     def audit_state(self) -> tuple[list[AuditEntry], list[str]]:
         """The audit entries and the problems of the chain."""
         from mlflowkit.trust.audit import check_chain
+        from mlflowkit.trust.policy import resolve_history
 
-        policy, _ = self.policy_state(fresh=True)
         owner = self.owner()
+        history, _ = resolve_history(self._documents("policy", "policy"), owner)
 
         def may(key: str, role: str) -> bool:
-            # judged by the policy in force (a revoked key's old entries are reported)
-            return policy.holds(key, role) or (policy.version == 0 and owner is None)
+            # history stays history: an entry counts when its key held the role in some valid
+            # policy version (so revoking a key does not make its past entries "forged")
+            return owner is None or any(p.holds(key, role) for p in history)
 
         return check_chain(self._documents("audit", "audit"), may)
 

@@ -1027,7 +1027,9 @@ class Store:
         ..."``, ``"policy version ..."``, ``"audit entry ..."``) for every object that can run
         code, cache entry or pack whose signature is missing, invalid or made by a key that
         may not write here, every policy version that does not count, and every break in the
-        audit chain. Those are left in place (an untrusted object is never deserialized).
+        audit chain. Untrusted objects are quarantined too, never deserialized (adopt a store
+        made by an earlier version *before* verifying it: ``adopt``); the other records are
+        left in place and never used.
 
         Raises
         ------
@@ -1044,6 +1046,7 @@ class Store:
                 except UntrustedObjectError as exc:
                     reason = str(exc).split(": ", 1)[-1].split(". Its serializer", 1)[0]
                     untrusted.append(f"untrusted object {digest}: {reason}")
+                    self._quarantine(digest)  # never loaded; its producer runs again
                     continue
                 if got is None:
                     continue
@@ -1080,6 +1083,9 @@ class Store:
     ) -> Policy:
         """Give ``key_id`` ``role`` (in ``namespace``; all when None); the new policy.
 
+        Signed by this process's key, which must be ``admin`` (a new store is created, owned
+        by it). The change is audited.
+
         Raises
         ------
         AccessDenied
@@ -1090,6 +1096,7 @@ class Store:
         from mlflowkit.trust.policy import Grant
 
         grant = Grant(*self._grant_args(role, key_id, namespace, stage))
+        self._ensure()  # a new store is made, owned by this key
         policy = self.policy
         if grant in policy.grants:
             return policy
@@ -1104,6 +1111,7 @@ class Store:
         refuse its pickles and ignore its cache entries from now on (``verify`` lists them).
         """
         role, key_id, ns, stage = self._grant_args(role, key_id, namespace, stage)
+        self._ensure()
         policy = self.policy
         kept = tuple(
             g

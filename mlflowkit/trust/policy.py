@@ -33,6 +33,7 @@ __all__ = [
     "Grant",
     "Policy",
     "resolve",
+    "resolve_history",
 ]
 
 ROLES = ("reader", "writer", "publisher", "promoter", "admin")
@@ -148,7 +149,16 @@ def resolve(
     versions: list[tuple[int, Any, str | None, bytes]],
     owner: str | None,
 ) -> tuple[Policy, list[str]]:
-    """The policy in force, and what was wrong with the chain.
+    """The policy in force, and what was wrong with the chain (see ``resolve_history``)."""
+    history, problems = resolve_history(versions, owner)
+    return history[-1], problems
+
+
+def resolve_history(
+    versions: list[tuple[int, Any, str | None, bytes]],
+    owner: str | None,
+) -> tuple[list[Policy], list[str]]:
+    """Every valid policy version (the implicit version 0 first), and what was wrong.
 
     Parameters
     ----------
@@ -159,6 +169,7 @@ def resolve(
         The store owner's key id (None: unknown, then no policy file counts).
     """
     current = Policy.implicit(owner)
+    history = [current]
     problems: list[str] = []
     for number, doc, signer, digest in sorted(versions, key=lambda v: v[0]):
         where = f"policy version {number}"
@@ -186,4 +197,5 @@ def resolve(
             problems.append(f"{where}: malformed grants")
             continue
         current = Policy(grants, number, digest.hex(), signer, str(doc.get("at", "")))
-    return current, problems
+        history.append(current)
+    return history, problems
