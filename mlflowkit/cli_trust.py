@@ -107,7 +107,7 @@ def _change(
 ) -> None:
     def go() -> None:
         s = _open(store)
-        before = s.policy.version
+        before = s.policy.version if s.exists() else 0
         fn = s.grant if verb == "grant" else s.revoke
         p = fn(role, key_id, namespace=namespace, stage=stage)
         where = f"namespace {namespace}" if namespace else "every namespace"
