@@ -31,6 +31,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import blake3
@@ -54,20 +55,46 @@ _verified_lock = threading.Lock()
 
 
 def _signer_of(block: bytes | None, message: bytes) -> str | None:
-    if block is None:
+    """The key id that signed ``message`` in ``block`` (None: it does not verify).
+
+    A signature verified once is remembered, in this process and in the user's cache folder
+    (``$MLFLOWKIT_CACHE_DIR/verified/``, an empty file named by the BLAKE3 of the block and
+    the message): a fully cached run in a fresh process checks one ``stat`` per signature and
+    never imports ``cryptography``. That folder is the user's own, trusted like the keys.
+    """
+    if block is None or len(block) != 96:
         return None
     memo = (block, message)
     found = _verified.get(memo, "")
     if found != "":
         return found
-    from mlflowkit.trust.signing import signer_of
+    from mlflowkit.trust.keys import key_id_of
 
-    got = signer_of(block, message)
+    mark = _verified_mark(block, message)
+    if mark is not None and os.path.exists(mark):
+        got: str | None = key_id_of(block[:32])
+    else:
+        from mlflowkit.trust.signing import signer_of
+
+        got = signer_of(block, message)
+        if got is not None and mark is not None:
+            with contextlib.suppress(OSError):
+                os.makedirs(os.path.dirname(mark), exist_ok=True)
+                with open(mark, "wb"):
+                    pass
     with _verified_lock:
         if len(_verified) > 100_000:
             _verified.clear()
         _verified[memo] = got
     return got
+
+
+def _verified_mark(block: bytes, message: bytes) -> str | None:
+    base = os.environ.get("MLFLOWKIT_CACHE_DIR") or os.path.join(
+        os.path.expanduser("~"), ".cache", "mlflowkit"
+    )
+    name = blake3.blake3(b"mlflowkit/verified/1\0" + block + message).hexdigest()
+    return os.path.join(base, "verified", name[:2], name)
 
 
 class Guard:
@@ -77,6 +104,7 @@ class Guard:
         self._store = store
         self._key_spec = key
         self._signer: Signer | None = None
+        self._key_id: str | None = None
         self._owner: tuple[str | None] | None = None
         self._policy: tuple[float, Policy, list[str]] | None = None
         self._sign_fns: dict[str, Callable[[bytes], bytes]] = {}
@@ -93,7 +121,15 @@ class Guard:
 
     @property
     def key_id(self) -> str:
-        return self.signer.key_id
+        """The id of the key this store's writes are signed with (no cryptography needed)."""
+        if self._key_id is None:
+            if self._signer is not None:
+                self._key_id = self._signer.key_id
+            else:
+                from mlflowkit.trust.keys import load_key_id
+
+                self._key_id = load_key_id(self._key_spec)
+        return self._key_id
 
     def sign_document(self, kind: str) -> Callable[[bytes], bytes]:
         """A ``sign(digest) -> block`` function for sealed documents of ``kind``."""
@@ -161,7 +197,7 @@ class Guard:
             except ValueError:
                 block = b""
             message = document_message("owner", blake3.blake3(claimed.encode()).digest())
-            if _signer_of(block, message) != claimed:
+            if self._pinned() != claimed and _signer_of(block, message) != claimed:
                 raise UntrustedObjectError(
                     f"the marker of store {s.url} names owner {claimed} without a valid "
                     f"signature of that key: someone edited {MARKER}. Restore it from a backup.",
@@ -173,17 +209,27 @@ class Guard:
         self._owner = (owner,)
         return owner
 
-    def _pin(self, owner: str) -> None:
-        """Remember the first owner seen for this store; refuse another one later."""
+    def _pin_path(self) -> Path:
         from mlflowkit.trust.keys import keys_dir
 
-        s = self._store
-        folder = keys_dir() / "known-stores"
-        path = folder / (blake3.blake3(s.url.encode()).hexdigest()[:32] + ".json")
+        name = blake3.blake3(self._store.url.encode()).hexdigest()[:32] + ".json"
+        return keys_dir() / "known-stores" / name
+
+    def _pinned(self) -> str | None:
+        """The owner this user saw first for this store (None: never opened here)."""
         try:
-            seen = orjson.loads(path.read_bytes()).get("owner")
+            seen = orjson.loads(self._pin_path().read_bytes()).get("owner")
         except (OSError, ValueError, AttributeError):
-            seen = None
+            return None
+        return seen if isinstance(seen, str) else None
+
+    def _pin(self, owner: str) -> None:
+        """Remember the first owner seen for this store; refuse another one later."""
+        s = self._store
+        path = self._pin_path()
+        folder = path.parent
+        seen = self._pinned()
+        if seen is None:
             with contextlib.suppress(OSError):
                 folder.mkdir(parents=True, exist_ok=True)
                 tmp = folder / f".{path.name}.{os.getpid()}"

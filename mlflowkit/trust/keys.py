@@ -39,6 +39,7 @@ __all__ = [
     "key_id_of",
     "keys_dir",
     "list_keys",
+    "load_key_id",
     "load_signer",
     "new_key",
     "verify_signature",
@@ -210,6 +211,27 @@ def _resolve(spec: str | os.PathLike[str] | None) -> tuple[str, Path]:
         path = Path(text).expanduser()
         return path.stem, path
     return _check_name(text), keys_dir() / f"{text}.key"
+
+
+def load_key_id(spec: str | os.PathLike[str] | None = None) -> str:
+    """The key id of the key ``spec`` names, read from its ``.pub`` file when it has one.
+
+    Reading an id needs no cryptography (a fully cached run never imports it); a key without
+    a ``.pub`` file (or the default key, not made yet) is loaded instead.
+    """
+    _, path = _resolve(spec)
+    try:
+        text = path.with_suffix(".pub").read_text().split()
+    except OSError:
+        text = []
+    if len(text) == 2 and KEY_ID.fullmatch(text[0]):
+        try:
+            public = bytes.fromhex(text[1])
+        except ValueError:
+            public = b""
+        if key_id_of(public) == text[0] and path.exists():
+            return text[0]
+    return load_signer(spec).key_id
 
 
 def load_signer(spec: str | os.PathLike[str] | None = None) -> Signer:
