@@ -39,6 +39,10 @@ import orjson
 
 from mlflowkit.errors import AccessDenied, StoreError, UntrustedObjectError
 from mlflowkit.store._format import seal_document, unseal_document
+from mlflowkit.trust import audit as _audit
+from mlflowkit.trust import keys as _keys
+from mlflowkit.trust import policy as _policy
+from mlflowkit.trust import signing as _signing
 
 if TYPE_CHECKING:
     from mlflowkit.trust.audit import AuditEntry
@@ -68,15 +72,12 @@ def _signer_of(block: bytes | None, message: bytes) -> str | None:
     found = _verified.get(memo, "")
     if found != "":
         return found
-    from mlflowkit.trust.keys import key_id_of
 
     mark = _verified_mark(block, message)
     if mark is not None and os.path.exists(mark):
-        got: str | None = key_id_of(block[:32])
+        got: str | None = _keys.key_id_of(block[:32])
     else:
-        from mlflowkit.trust.signing import signer_of
-
-        got = signer_of(block, message)
+        got = _signing.signer_of(block, message)
         if got is not None and mark is not None:
             with contextlib.suppress(OSError):
                 os.makedirs(os.path.dirname(mark), exist_ok=True)
@@ -114,9 +115,7 @@ class Guard:
     def signer(self) -> Signer:
         """The key this store's writes are signed with (loaded, or made, on first use)."""
         if self._signer is None:
-            from mlflowkit.trust.keys import load_signer
-
-            self._signer = load_signer(self._key_spec)
+            self._signer = _keys.load_signer(self._key_spec)
         return self._signer
 
     @property
@@ -126,38 +125,34 @@ class Guard:
             if self._signer is not None:
                 self._key_id = self._signer.key_id
             else:
-                from mlflowkit.trust.keys import load_key_id
-
-                self._key_id = load_key_id(self._key_spec)
+                self._key_id = _keys.load_key_id(self._key_spec)
         return self._key_id
 
     def sign_document(self, kind: str) -> Callable[[bytes], bytes]:
         """A ``sign(digest) -> block`` function for sealed documents of ``kind``."""
         fn = self._sign_fns.get(kind)
         if fn is None:
-            from mlflowkit.trust.signing import document_message, sign
-
             signer = self.signer
 
             def fn(digest: bytes) -> bytes:
-                return sign(signer, document_message(kind, digest))
+                return _signing.sign(signer, _signing.document_message(kind, digest))
 
             self._sign_fns[kind] = fn
         return fn
 
     def sign_object(self, address: str, serializer: str, checksum: bytes) -> bytes:
-        from mlflowkit.trust.signing import object_message, sign
 
-        return sign(self.signer, object_message(address, serializer, checksum))
+        return _signing.sign(self.signer, _signing.object_message(address, serializer, checksum))
 
     # the marker and the owner ---------------------------------------------------------------
     def marker_bytes(self) -> bytes:
         """The marker of a store made now: its owner is this process's key."""
         from mlflowkit import __version__
-        from mlflowkit.trust.signing import document_message, sign
 
         owner = self.key_id
-        block = sign(self.signer, document_message("owner", blake3.blake3(owner.encode()).digest()))
+        block = _signing.sign(
+            self.signer, _signing.document_message("owner", blake3.blake3(owner.encode()).digest())
+        )
         return orjson.dumps(
             {
                 "mlflowkit": "store",
@@ -181,7 +176,6 @@ class Guard:
         if self._owner is not None:
             return self._owner[0]
         from mlflowkit.store.fsspec import MARKER
-        from mlflowkit.trust.signing import document_message
 
         s = self._store
         data = s._io.read(f"{s.root}/{MARKER}")
@@ -196,8 +190,9 @@ class Guard:
                 block = bytes.fromhex(str(doc.get("owner_sig", "")))
             except ValueError:
                 block = b""
-            message = document_message("owner", blake3.blake3(claimed.encode()).digest())
-            if self._pinned() != claimed and _signer_of(block, message) != claimed:
+            message = _signing.document_message("owner", blake3.blake3(claimed.encode()).digest())
+            pinned = self._pinned()
+            if pinned != claimed and _signer_of(block, message) != claimed:
                 raise UntrustedObjectError(
                     f"the marker of store {s.url} names owner {claimed} without a valid "
                     f"signature of that key: someone edited {MARKER}. Restore it from a backup.",
@@ -205,15 +200,15 @@ class Guard:
                     signer=claimed,
                 )
             owner = claimed
-            self._pin(owner)
+            if pinned != owner:
+                self._pin(owner, pinned)
         self._owner = (owner,)
         return owner
 
     def _pin_path(self) -> Path:
-        from mlflowkit.trust.keys import keys_dir
 
         name = blake3.blake3(self._store.url.encode()).hexdigest()[:32] + ".json"
-        return keys_dir() / "known-stores" / name
+        return _keys.keys_dir() / "known-stores" / name
 
     def _pinned(self) -> str | None:
         """The owner this user saw first for this store (None: never opened here)."""
@@ -223,12 +218,11 @@ class Guard:
             return None
         return seen if isinstance(seen, str) else None
 
-    def _pin(self, owner: str) -> None:
+    def _pin(self, owner: str, seen: str | None) -> None:
         """Remember the first owner seen for this store; refuse another one later."""
         s = self._store
         path = self._pin_path()
         folder = path.parent
-        seen = self._pinned()
         if seen is None:
             with contextlib.suppress(OSError):
                 folder.mkdir(parents=True, exist_ok=True)
@@ -251,7 +245,6 @@ class Guard:
     # the policy -----------------------------------------------------------------------------
     def _documents(self, area: str, kind: str) -> list[tuple[int, Any, str | None, bytes]]:
         """``(number, JSON value or None, signer or None, BLAKE3)`` of each file in ``area``."""
-        from mlflowkit.trust.signing import document_message
 
         s = self._store
         out = []
@@ -262,7 +255,9 @@ class Guard:
             data = s._io.read(f"{s.root}/{area}/{f.name}") or b""
             value, block, digest = unseal_document(data)
             signer = (
-                _signer_of(block, document_message(kind, digest)) if value is not None else None
+                _signer_of(block, _signing.document_message(kind, digest))
+                if value is not None
+                else None
             )
             out.append((int(stem), value, signer, digest))
         return out
@@ -272,9 +267,8 @@ class Guard:
         cached = self._policy
         if cached is not None and not fresh and time.monotonic() - cached[0] < _POLICY_TTL_S:
             return cached[1], cached[2]
-        from mlflowkit.trust.policy import resolve
 
-        policy, problems = resolve(self._documents("policy", "policy"), self.owner())
+        policy, problems = _policy.resolve(self._documents("policy", "policy"), self.owner())
         self._policy = (time.monotonic(), policy, problems)
         return policy, problems
 
@@ -335,22 +329,19 @@ class Guard:
     # the audit trail ------------------------------------------------------------------------
     def audit_state(self) -> tuple[list[AuditEntry], list[str]]:
         """The audit entries and the problems of the chain."""
-        from mlflowkit.trust.audit import check_chain
-        from mlflowkit.trust.policy import resolve_history
 
         owner = self.owner()
-        history, _ = resolve_history(self._documents("policy", "policy"), owner)
+        history, _ = _policy.resolve_history(self._documents("policy", "policy"), owner)
 
         def may(key: str, role: str) -> bool:
             # history stays history: an entry counts when its key held the role in some valid
             # policy version (so revoking a key does not make its past entries "forged")
             return owner is None or any(p.holds(key, role) for p in history)
 
-        return check_chain(self._documents("audit", "audit"), may)
+        return _audit.check_chain(self._documents("audit", "audit"), may)
 
     def append_audit(self, action: str, target: str, detail: dict[str, Any]) -> None:
         """Append one signed entry to the audit trail (exclusive create; retried on a race)."""
-        from mlflowkit.trust.audit import new_entry
 
         s = self._store
         s._ensure()
@@ -360,7 +351,7 @@ class Guard:
             last = max(files, key=lambda f: f[0]) if files else None
             seq = 1 if last is None else last[0] + 1
             prev = None if last is None else last[3].hex() or None
-            raw = new_entry(seq, prev, self.key_id, action, target, detail)
+            raw = _audit.new_entry(seq, prev, self.key_id, action, target, detail)
             if s._io.create_exclusive(f"{s.root}/audit/{seq:012d}.json", seal_document(raw, sign)):
                 return
         raise StoreError(f"could not append to the audit trail of {s.url}", url=s.url)
@@ -369,9 +360,8 @@ class Guard:
     def object_signer(
         self, digest: str, serializer: str, checksum: bytes, block: bytes | None
     ) -> str | None:
-        from mlflowkit.trust.signing import object_message
 
-        return _signer_of(block, object_message(digest, serializer, checksum))
+        return _signer_of(block, _signing.object_message(digest, serializer, checksum))
 
     def check_object(
         self, digest: str, serializer: str, checksum: bytes, block: bytes | None
@@ -419,11 +409,10 @@ class Guard:
 
     def document_problem(self, kind: str, digest: bytes, block: bytes | None) -> str | None:
         """Why a signed cache entry or pack may not be used (None: it may)."""
-        from mlflowkit.trust.signing import document_message
 
         if block is None:
             return "it is not signed"
-        signer = _signer_of(block, document_message(kind, digest))
+        signer = _signer_of(block, _signing.document_message(kind, digest))
         if signer is None:
             return "its signature is invalid (edited)"
         if not self.trusts(signer):
