@@ -11,7 +11,10 @@ Layout under the store URL::
     quarantine/<digest>.<t>  objects that failed their integrity check, set aside
     tmp/                     temp files of in-flight local writes (swept when old)
     index.sqlite             query index (local stores; remote ones keep it in a cache folder)
-    mlflowkit-store.json     the marker: this folder is a store (written when it is created)
+    mlflowkit-store.json     the marker: this folder is a store (written when it is created),
+                             and its owner's key id, signed
+    policy/<n>.json          policy version n (signed by an admin)
+    audit/<n>.json           audit entry n (signed, hash-chained)
 
 The object and cache-entry file formats are described in ``mlflowkit.store._format``.
 
@@ -28,6 +31,10 @@ Invariants:
 * An object's header names the digest it is stored under; ``get`` compares it with the digest
   asked for (one string compare), so a file copied over another object's is corrupt, never a
   hit. ``verify`` also re-hashes each value and compares it with its name.
+* Objects whose serializer can run code (pickle, plugins) carry the writer's signature in
+  their header and are deserialized only after it verifies by a key allowed to write here;
+  cache entries and packs are signed too and read as missing otherwise. ``policy/`` holds the
+  signed policy chain and ``audit/`` the signed audit chain (see ``_trust``).
 * The files are the truth; ``index.sqlite`` is rebuilt from them when missing or replaced, and
   run rows are re-synced from a listing of ``runs/`` before every query. A store that cannot
   be written (a read-only folder) is read through a private copy of its index.
@@ -1109,6 +1116,13 @@ class Store:
 
         What the key signed before stays in the store but is no longer trusted: readers
         refuse its pickles and ignore its cache entries from now on (``verify`` lists them).
+
+        Raises
+        ------
+        AccessDenied
+            This process's key is not admin.
+        StoreError
+            The last admin grant would go (nobody could change the policy again).
         """
         role, key_id, ns, stage = self._grant_args(role, key_id, namespace, stage)
         self._ensure()
@@ -1125,6 +1139,12 @@ class Store:
         )
         if len(kept) == len(policy.grants):
             return policy
+        if not any(g.role == "admin" for g in kept):
+            raise StoreError(
+                f"revoking admin from {key_id} would leave store {self.url} without an admin, "
+                "and nobody could change its policy again; grant admin to another key first",
+                url=self.url,
+            )
         return self._guard.set_policy(kept)
 
     def _grant_args(

@@ -299,3 +299,13 @@ def test_policy_roles_nest() -> None:
     assert p.holds("r", "promoter", "x", stage="mvp") and not p.holds("r", "promoter", stage="poc")
     assert p.holds("r", "writer") and p.holds("x", "reader") and not p.holds("x", "writer")
     assert object_path is not None
+
+
+def test_the_last_admin_cannot_be_revoked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    alice = use_key(monkeypatch, "alice")
+    store = mk.Store(tmp_path / "store")
+    store.grant("writer", signer("bob").key_id)
+    with pytest.raises(mk.StoreError, match="without an admin"):
+        store.revoke("admin", alice)
+    store.grant("admin", signer("bob").key_id)
+    assert not store.revoke("admin", alice).holds(alice, "admin")
