@@ -31,6 +31,11 @@ shape with a list of ``[key, output_digest, stored, meta]`` (what a cache hit ne
 
     {"checksum":"<64 hex: BLAKE3 of the list JSON>","entry":[["<key>","<digest>",true,{}],...]}
 
+A finished run record is its JSON object with one more member at the end, the writer's
+signature block over ``document_message("run", BLAKE3 of the JSON without it)``::
+
+    {...record...,"signature":"<192 hex>"}
+
 Invariants:
 
 * A header is trusted only after its CRC-32 matches; a payload only after its length and its
@@ -69,8 +74,10 @@ __all__ = [
     "parse_header",
     "payload_blake3",
     "seal_document",
+    "sign_run",
     "template_digests",
     "unseal_document",
+    "unsign_run",
 ]
 
 _MAGIC = b"MKOB"
@@ -309,6 +316,29 @@ def _unseal(data: bytes) -> tuple[Any, bytes]:
         return orjson.loads(raw), digest
     except ValueError:
         return None, b""
+
+
+_RUN_SIG_HEAD = b',"signature":"'
+_RUN_SIG_LEN = len(_RUN_SIG_HEAD) + 2 * _SIG_MAX + 2  # then '"}'
+
+
+def sign_run(data: bytes, sign: Sign) -> bytes:
+    """A run record's JSON bytes with the writer's signature added (see the module docs)."""
+    block = sign(blake3.blake3(data).digest())
+    return b"".join((data[:-1], _RUN_SIG_HEAD, block.hex().encode(), b'"}'))
+
+
+def unsign_run(data: bytes) -> tuple[bytes, bytes | None, bytes]:
+    """``(record JSON without the signature, signature block or None, its BLAKE3)``."""
+    tail = data[-_RUN_SIG_LEN:]
+    if len(data) > _RUN_SIG_LEN and tail.startswith(_RUN_SIG_HEAD) and tail.endswith(b'"}'):
+        body = data[:-_RUN_SIG_LEN] + b"}"
+        try:
+            block: bytes | None = bytes.fromhex(tail[len(_RUN_SIG_HEAD) : -2].decode("ascii"))
+        except (UnicodeDecodeError, ValueError):
+            block = None
+        return body, block, blake3.blake3(body).digest()
+    return data, None, blake3.blake3(data).digest()
 
 
 def template_digests(template: Any) -> Iterator[str]:

@@ -421,11 +421,11 @@ class Guard:
 
     # verifying ------------------------------------------------------------------------------
     def findings(self) -> list[str]:
-        """Every cache entry, pack, policy version and audit entry that fails its checks.
+        """Every cache entry, pack, run record, policy version and audit entry that fails.
 
         (Objects are checked by ``Store.verify`` as it reads them.)
         """
-        from mlflowkit.store._format import decode_entry_signed, decode_pack_signed
+        from mlflowkit.store._format import decode_entry_signed, decode_pack_signed, unsign_run
 
         s = self._store
         out = []
@@ -449,6 +449,19 @@ class Guard:
             why = self.document_problem("pack", digest, block)
             if why is not None:
                 out.append(f"untrusted cache pack {f.name[:-5]}: {why}")
+        owned = self.owner() is not None
+        for rf in s._run_files():
+            if not rf.stamp.startswith(".json:"):
+                continue  # a run in progress: its record is signed when it ends
+            data = s._io.read(s._run_path(rf.run_id))
+            if data is None:
+                continue
+            body, block, digest = unsign_run(data)
+            if block is None and (not owned or b'"executed"' not in body):
+                continue  # an earlier version's store, or a fully cached run (never signed)
+            why = self.document_problem("run", digest, block)
+            if why is not None:
+                out.append(f"untrusted run record {rf.run_id}: {why}")
         policy, problems = self.policy_state(fresh=True)
         out.extend(problems)
         entries_, audit_problems = self.audit_state()

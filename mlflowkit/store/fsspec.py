@@ -102,6 +102,8 @@ from mlflowkit.store._format import (
     pack_header,
     parse_header,
     payload_blake3,
+    sign_run,
+    unsign_run,
 )
 from mlflowkit.store._gc import GcReport
 from mlflowkit.store._io import TEMP_NAME, FileStat, FsspecIO, LocalIO, temp_owner_dead
@@ -869,6 +871,8 @@ class Store:
                 url=self.url,
             ) from exc
         self._ensure()
+        if not running and _executed(record):  # signed once per run (see _signed_run)
+            data = sign_run(data, self._guard.sign_document("run"))
         try:
             self._io.write_atomic(path, (data,), False)
         except StoreError:
@@ -1179,9 +1183,10 @@ class Store:
         """Take on a store made by an earlier version; the digests of the objects signed.
 
         Records this process's key as the store's owner when none is recorded, and signs
-        every unsigned object whose serializer can run code (pickles) with it: do this only
-        for a store whose content you trust. Unsigned cache entries need nothing: they are
-        recomputed (cheaply: their objects exist) the next time they are needed.
+        every unsigned object whose serializer can run code (pickles), and every unsigned
+        finished run record, with it: do this only for a store whose content you trust.
+        Unsigned cache entries need nothing: they are recomputed (cheaply: their objects
+        exist) the next time they are needed.
 
         Raises
         ------
@@ -1216,7 +1221,14 @@ class Store:
             header = pack_header(name, payload, digest, signature=sig, checksum=checksum)
             self._io.write_atomic(path, (header, payload), False)
             adopted.append(digest)
-        g.append_audit("adopt", self.url, {"objects": len(adopted)})
+        runs = 0
+        for rf in self._run_files():
+            path = self._run_path(rf.run_id)
+            data = self._io.read(path) if rf.stamp.startswith(".json:") else None
+            if data is not None and unsign_run(data)[1] is None:
+                self._io.write_atomic(path, (sign_run(data, g.sign_document("run")),), False)
+                runs += 1
+        g.append_audit("adopt", self.url, {"objects": len(adopted), "runs": runs})
         return sorted(adopted)
 
     def gc(
@@ -1290,6 +1302,16 @@ class Store:
             "bytes": sum(v["bytes"] for v in usage.values()),
         }
         return usage
+
+
+def _executed(record: RunRecord) -> bool:
+    """Whether a run executed a step: its record is then signed.
+
+    The record of a fully cached run is not: signing would load the private key and its
+    cryptography (~12 ms) into every cached re-run, which takes a few ms; such a record
+    points only at results earlier signed runs produced (``verify`` checks the others).
+    """
+    return any(s.status == "executed" for s in record.steps)
 
 
 def _iso_after(at: str, since: str) -> bool:

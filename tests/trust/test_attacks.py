@@ -309,3 +309,14 @@ def test_the_last_admin_cannot_be_revoked(tmp_path: Path, monkeypatch: pytest.Mo
         store.revoke("admin", alice)
     store.grant("admin", signer("bob").key_id)
     assert not store.revoke("admin", alice).holds(alice, "admin")
+
+
+def test_a_forged_run_record_is_reported(tmp_path: Path) -> None:
+    store = mk.Store(tmp_path / "store")
+    run = pair.plan(n=20).run(store=store, progress=False)
+    path = Path(store.root, "runs", f"{run.id}.json")
+    data = path.read_bytes()
+    assert b'"signature":"' in data and store.verify() == []
+    assert mk.Store(store.url).run(run.id).id == run.id  # readers still parse it
+    path.write_bytes(data.replace(b'"succeeded"', b'"failed"'))
+    assert any(line.startswith(f"untrusted run record {run.id}") for line in store.verify())
