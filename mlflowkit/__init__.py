@@ -16,6 +16,7 @@ from mlflowkit import hashing as _hashing  # noqa: F401
 from mlflowkit import runner as _runner  # noqa: F401
 from mlflowkit import store as _store  # noqa: F401
 from mlflowkit.errors import (
+    AccessDenied,
     CorruptObjectError,
     ExecutorError,
     GateFailed,
@@ -30,6 +31,7 @@ from mlflowkit.errors import (
     StoreError,
     TrackingError,
     TypeCheckError,
+    UntrustedObjectError,
     WiringError,
 )
 from mlflowkit.executors import local as _local  # noqa: F401
@@ -58,12 +60,15 @@ if TYPE_CHECKING:
     from mlflowkit.registry.reproduce import Reproduction as Reproduction
     from mlflowkit.registry.reproduce import reproduce as reproduce
     from mlflowkit.store import Store as Store
+    from mlflowkit.trust.audit import AuditEntry as AuditEntry
 
 __version__ = "0.1.0"
 
 __all__ = [
     "STAGES",
+    "AccessDenied",
     "ArtifactVersion",
+    "AuditEntry",
     "CorruptObjectError",
     "Dir",
     "Executor",
@@ -91,6 +96,7 @@ __all__ = [
     "StoreError",
     "TrackingError",
     "TypeCheckError",
+    "UntrustedObjectError",
     "WiringError",
     "__version__",
     "artifact",
@@ -110,6 +116,7 @@ __all__ = [
 ]
 
 _LAZY = {
+    "AuditEntry": ("mlflowkit.trust.audit", "AuditEntry"),
     "Dir": ("mlflowkit.files", "Dir"),
     "File": ("mlflowkit.files", "File"),
     "Store": ("mlflowkit.store", "Store"),

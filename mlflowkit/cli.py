@@ -735,18 +735,24 @@ def store_group() -> None:
 @_STORE_OPTION
 @_DEBUG_OPTION
 def store_verify(store: str | None, debug: bool) -> None:
-    """Re-hash every stored object; set aside and list the corrupt ones."""
+    """Re-hash every stored object, set aside and list the corrupt ones; check signatures,
+    the policy chain and the audit trail, and list what fails."""
 
     def go() -> None:
         bad = _open(store).verify()
+        corrupt = [b for b in bad if " " not in b]
+        for digest in corrupt:
+            click.echo(f"corrupt: {digest}")
+        for line in bad:
+            if " " in line:
+                click.echo(line)
         if bad:
-            for digest in bad:
-                click.echo(f"corrupt: {digest}")
             raise click.ClickException(
-                f"{len(bad)} corrupt object(s) set aside; the steps that made them re-execute "
-                f"on the next run"
+                f"{len(corrupt)} corrupt object(s) set aside (the steps that made them "
+                f"re-execute on the next run); {len(bad) - len(corrupt)} untrusted or broken "
+                "signed record(s), left in place and never used"
             )
-        click.echo("all objects verified")
+        click.echo("all objects verified, and every signature and the audit trail")
 
     _guard(debug, go)
 
@@ -831,6 +837,7 @@ _add_registry_commands()
 
 # the tracking commands (runs compare, export mlflow) live in their own module
 from mlflowkit import _cli_tracking  # noqa: E402, F401
+from mlflowkit import cli_trust as _cli_trust  # noqa: E402,F401 - registers keys/policy/audit
 
 
 def cli_main() -> None:  # pragma: no cover - console entry point alias

@@ -10,12 +10,15 @@
     ├── HashingError         a value has no canonical digest (register a hasher for its type)
     ├── SerializationError   a value could not be written to or read from the store
     ├── StoreError           the store is unreachable, not writable, or holds a corrupt object
-    │   └── CorruptObjectError   an object failed its integrity check on read
+    │   ├── CorruptObjectError   an object failed its integrity check on read
+    │   ├── MissingObjectError   no object with this digest is stored
+    │   └── UntrustedObjectError an object that can run code is not signed by an allowed key
     ├── ExecutorError        an executor is unknown, unreachable, or lacks a resource (no GPU)
     ├── TrackingError        a metric logged with a bad name or value, or outside a step
     ├── RunFailed            a step failed; ``.run`` holds the record, the cause is chained
-    └── RegistryError        a named artifact, version or stage is invalid or unknown
-        └── GateFailed       a promotion's gate failed (or raised); nothing changed
+    ├── RegistryError        a named artifact, version or stage is invalid or unknown
+    │   └── GateFailed       a promotion's gate failed (or raised); nothing changed
+    └── AccessDenied         the process's key lacks the role for what it tries
 
 Invariant: every message says what was expected, what was found, and how to fix it; every
 error carries the offending step, plugin or digest as an attribute where there is one.
@@ -26,6 +29,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "AccessDenied",
     "CorruptObjectError",
     "ExecutorError",
     "GateFailed",
@@ -40,6 +44,7 @@ __all__ = [
     "StoreError",
     "TrackingError",
     "TypeCheckError",
+    "UntrustedObjectError",
     "WiringError",
 ]
 
@@ -144,6 +149,41 @@ class CorruptObjectError(StoreError):
 
 class MissingObjectError(StoreError):
     """No object with this digest is in the store: never stored here, or removed by gc."""
+
+
+class UntrustedObjectError(StoreError):
+    """An object whose serializer can run code is not signed by a key allowed to write there.
+
+    It is refused before it is deserialized. ``signer`` is the key id that signed it (None:
+    unsigned, or a signature that does not verify).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        digest: str | None = None,
+        url: str | None = None,
+        signer: str | None = None,
+    ):
+        super().__init__(message, digest=digest, url=url)
+        self.signer = signer
+
+
+class AccessDenied(MlflowkitError):
+    """The process's signing key lacks the role for what it tries.
+
+    Attributes
+    ----------
+    role, namespace, key_id:
+        The role needed, in which namespace (``"*"``: any), and the key that lacks it.
+    """
+
+    def __init__(self, message: str, *, role: str, namespace: str, key_id: str):
+        super().__init__(message)
+        self.role = role
+        self.namespace = namespace
+        self.key_id = key_id
 
 
 class ExecutorError(MlflowkitError):

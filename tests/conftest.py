@@ -47,3 +47,14 @@ def _isolated_cache_dir(
     default = tmp_path_factory.mktemp("default-store") / "store"
     monkeypatch.setenv("MLFLOWKIT_STORE", str(default))
     os.environ.setdefault("PYTHONHASHSEED", "0")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_keys(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Signing keys live in a temporary keys folder for the whole session (never the user's
+    ``~/.config/mlflowkit/keys``); every process of the session signs with its ``default``."""
+    base = tmp_path_factory.getbasetemp()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOWKIT_KEYS_DIR", str(base / "keys"))
+        patch.delenv("MLFLOWKIT_KEY", raising=False)
+        yield

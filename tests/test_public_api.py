@@ -10,6 +10,8 @@ import mlflowkit as mk
 PUBLIC = [
     "STAGES",
     "ArtifactVersion",
+    "AccessDenied",
+    "AuditEntry",
     "CorruptObjectError",
     "Dir",
     "Executor",
@@ -37,6 +39,7 @@ PUBLIC = [
     "StoreError",
     "TrackingError",
     "TypeCheckError",
+    "UntrustedObjectError",
     "WiringError",
     "__version__",
     "artifact",
@@ -75,19 +78,21 @@ def test_error_tree() -> None:
         "RunFailed",
         "RegistryError",
         "TrackingError",
+        "AccessDenied",
     ):
         assert issubclass(getattr(mk, name), mk.MlflowkitError)
     assert issubclass(mk.WiringError, mk.PlanningError)
     assert issubclass(mk.CorruptObjectError, mk.StoreError)
     assert issubclass(mk.MissingObjectError, mk.StoreError)
     assert issubclass(mk.GateFailed, mk.RegistryError)
+    assert issubclass(mk.UntrustedObjectError, mk.StoreError)
 
 
 def test_import_is_light() -> None:
     code = (
         "import sys, json, mlflowkit\n"
         "heavy = ['dask', 'distributed', 'cupy', 'numba', 'pandas', 'pyarrow', 'sklearn', 'rich',\n"
-        "         'mlflow', 'openlineage', 'matplotlib']\n"
+        "         'mlflow', 'openlineage', 'matplotlib', 'cryptography']\n"
         "print(json.dumps([m for m in heavy if m in sys.modules]))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

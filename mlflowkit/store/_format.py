@@ -2,9 +2,15 @@
 
 Object file (little-endian)::
 
-    "MKOB" | u16 format version (2) | u16 len(name) | u64 len(payload) | 32 B BLAKE3(payload)
-    | u16 len(address) | serializer name (ASCII) | address (ASCII)
+    "MKOB" | u16 format version (2 or 3) | u16 len(name) | u64 len(payload)
+    | 32 B BLAKE3(payload) | u16 len(address) | [format 3: u16 len(signature)]
+    | serializer name (ASCII) | address (ASCII) | [format 3: signature block]
     | u32 CRC-32 of everything before it | payload
+
+Format 3 carries a signature block (``mlflowkit.trust.signing``: the writer's public key and
+its Ed25519 signature over the address, the serializer name and the payload's BLAKE3). Objects
+whose serializer can run code (pickle, plugins) are written in format 3; safe formats (npy,
+Parquet, Arrow IPC, JSON, tree) in format 2, unsigned: their content digest is their proof.
 
 The *address* is the digest the object is stored under (its file name): the header binds the
 object to its own name, so a file copied or renamed over another object's is found out on
@@ -15,10 +21,20 @@ Cache-entry file (valid JSON, written byte for byte in this shape)::
 
     {"checksum":"<64 hex: BLAKE3 of the entry's JSON bytes>","entry":<CacheEntry JSON>}
 
+A *signed* cache-entry (or cache-pack) file puts the writer's signature block (192 hex
+characters; it signs ``document_message("cache"|"pack", BLAKE3 of the JSON)``) first::
+
+    {"signed":"<192 hex>","checksum":"<64 hex>","entry":<CacheEntry JSON>}
+
 Cache-pack file (the cache entries one pipeline's last run used, read in one go), the same
 shape with a list of ``[key, output_digest, stored, meta]`` (what a cache hit needs)::
 
     {"checksum":"<64 hex: BLAKE3 of the list JSON>","entry":[["<key>","<digest>",true,{}],...]}
+
+A finished run record is its JSON object with one more member at the end, the writer's
+signature block over ``document_message("run", BLAKE3 of the JSON without it)``::
+
+    {...record...,"signature":"<192 hex>"}
 
 Invariants:
 
@@ -34,7 +50,7 @@ from __future__ import annotations
 
 import struct
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import blake3
@@ -47,25 +63,36 @@ __all__ = [
     "ADDRESS_MAX",
     "HEAD_MAX",
     "CorruptFile",
+    "Sign",
     "decode_entry",
+    "decode_entry_signed",
     "decode_pack",
+    "decode_pack_signed",
     "encode_entry",
     "encode_pack",
     "pack_header",
     "parse_header",
     "payload_blake3",
+    "seal_document",
+    "sign_run",
     "template_digests",
+    "unseal_document",
+    "unsign_run",
 ]
 
 _MAGIC = b"MKOB"
 _FORMAT = 2
+_FORMAT_SIGNED = 3  # a signature block after the address
 _FORMAT_UNBOUND = 1  # earlier versions: no address in the header
 _FIXED = struct.Struct("<4sHHQ32s")
 _ADDRESS_LEN = struct.Struct("<H")
 _CRC = struct.Struct("<I")
 ADDRESS_MAX = 200  # the longest name a store accepts for an object
-HEAD_MAX = _FIXED.size + _ADDRESS_LEN.size + 64 + ADDRESS_MAX + _CRC.size
+_SIG_MAX = 96
+HEAD_MAX = _FIXED.size + 2 * _ADDRESS_LEN.size + 64 + ADDRESS_MAX + _SIG_MAX + _CRC.size
 _ENTRY_HEAD = b'{"checksum":"'
+_SIGNED_HEAD = b'{"signed":"'
+_SIGNED_RAW = len(_SIGNED_HEAD) + 2 * _SIG_MAX + 2  # then '","checksum":"...' as unsigned
 _ENTRY_MID = b'","entry":'
 _ENTRY_RAW = len(_ENTRY_HEAD) + 64 + len(_ENTRY_MID)
 _PARALLEL_HASH_BYTES = 4 << 20
@@ -81,25 +108,42 @@ def payload_blake3(data: bytes | bytearray | memoryview) -> bytes:
     return bytes(blake3.blake3(data, max_threads=threads).digest())
 
 
-def pack_header(name: str, payload: bytes, address: str) -> bytes:
-    """The header to write before ``payload`` serialized with ``name``, stored as ``address``."""
+def pack_header(
+    name: str,
+    payload: bytes,
+    address: str,
+    *,
+    signature: bytes = b"",
+    checksum: bytes | None = None,
+) -> bytes:
+    """The header to write before ``payload`` serialized with ``name``, stored as ``address``.
+
+    With a ``signature`` block the header is format 3; ``checksum`` is the payload's BLAKE3
+    when the caller has it already.
+    """
     raw = name.encode("ascii")
     where = address.encode("ascii")
+    if checksum is None:
+        checksum = payload_blake3(payload)
+    version = _FORMAT_SIGNED if signature else _FORMAT
     head = b"".join(
         (
-            _FIXED.pack(_MAGIC, _FORMAT, len(raw), len(payload), payload_blake3(payload)),
+            _FIXED.pack(_MAGIC, version, len(raw), len(payload), checksum),
             _ADDRESS_LEN.pack(len(where)),
+            _ADDRESS_LEN.pack(len(signature)) if signature else b"",
             raw,
             where,
+            signature,
         )
     )
     return head + _CRC.pack(zlib.crc32(head))
 
 
-def parse_header(buf: bytes) -> tuple[str, int, bytes, int, str | None]:
-    """``(serializer, payload length, payload BLAKE3, header length, address)``.
+def parse_header(buf: bytes) -> tuple[str, int, bytes, int, str | None, bytes | None]:
+    """``(serializer, payload length, payload BLAKE3, header length, address, signature)``.
 
-    ``address`` is None for a format-1 object (written before headers named their address).
+    ``address`` is None for a format-1 object (written before headers named their address);
+    ``signature`` is None for an unsigned (format 1 or 2) object.
 
     Raises
     ------
@@ -112,30 +156,43 @@ def parse_header(buf: bytes) -> tuple[str, int, bytes, int, str | None]:
     if magic != _MAGIC:
         raise CorruptFile("bad magic bytes")
     start = _FIXED.size
-    address_len = 0
-    if version == _FORMAT:
+    address_len = sig_len = 0
+    if version in (_FORMAT, _FORMAT_SIGNED):
         if len(buf) < start + _ADDRESS_LEN.size:
             raise CorruptFile("truncated header")
         (address_len,) = _ADDRESS_LEN.unpack_from(buf, start)
         start += _ADDRESS_LEN.size
-    end = start + name_len + address_len
+    if version == _FORMAT_SIGNED:
+        if len(buf) < start + _ADDRESS_LEN.size:
+            raise CorruptFile("truncated header")
+        (sig_len,) = _ADDRESS_LEN.unpack_from(buf, start)
+        start += _ADDRESS_LEN.size
+    end = start + name_len + address_len + sig_len
     if len(buf) < end + _CRC.size:
         raise CorruptFile("truncated header")
     (crc,) = _CRC.unpack_from(buf, end)
     if crc != zlib.crc32(buf[:end]):
         raise CorruptFile("header checksum mismatch")
-    if version not in (_FORMAT, _FORMAT_UNBOUND):
+    if version not in (_FORMAT, _FORMAT_SIGNED, _FORMAT_UNBOUND):
         raise CorruptFile(f"unknown object format version {version}")
+    where = start + name_len
     try:
-        name = buf[start : start + name_len].decode("ascii")
-        address = buf[start + name_len : end].decode("ascii") if version == _FORMAT else None
+        name = buf[start:where].decode("ascii")
+        address = (
+            buf[where : where + address_len].decode("ascii") if version != _FORMAT_UNBOUND else None
+        )
     except UnicodeDecodeError:
         raise CorruptFile("header names are not ASCII") from None
-    return name, payload_len, checksum, end + _CRC.size, address
+    signature = bytes(buf[where + address_len : end]) if version == _FORMAT_SIGNED else None
+    return name, payload_len, checksum, end + _CRC.size, address, signature
 
 
-def encode_entry(entry: CacheEntry) -> bytes:
-    """The bytes of a cache-entry file.
+#: Signs a sealed document: the BLAKE3 digest (32 bytes) of its JSON -> a signature block.
+Sign = Callable[[bytes], bytes]
+
+
+def encode_entry(entry: CacheEntry, sign: Sign | None = None) -> bytes:
+    """The bytes of a cache-entry file (signed when ``sign`` is given).
 
     Raises
     ------
@@ -149,22 +206,30 @@ def encode_entry(entry: CacheEntry) -> bytes:
             f"cache entry {entry.key} is not JSON-able ({exc}); its meta must hold only str, "
             "64-bit int, float, bool, None and lists/dicts of those (str keys)"
         ) from exc
-    return _seal(raw)
+    return _seal(raw, sign)
 
 
 def decode_entry(data: bytes) -> CacheEntry | None:
-    """The entry in a cache-entry file, or None when the file is damaged in any way."""
-    fields = _unseal(data)
+    """The entry in a cache-entry file, or None when the file is damaged in any way.
+
+    The signature (if any) is not checked here: see ``decode_entry_signed``.
+    """
+    return decode_entry_signed(data)[0]
+
+
+def decode_entry_signed(data: bytes) -> tuple[CacheEntry | None, bytes | None, bytes]:
+    """``(entry or None, signature block or None, BLAKE3 of the entry JSON)``."""
+    fields, block, digest = _unseal_signed(data)
     if not isinstance(fields, dict):
-        return None
+        return None, block, digest
     try:
-        return CacheEntry.from_dict(fields)
+        return CacheEntry.from_dict(fields), block, digest
     except TypeError:
-        return None
+        return None, block, digest
 
 
-def encode_pack(entries: list[CacheEntry]) -> bytes:
-    """The bytes of a cache-pack file holding ``entries``.
+def encode_pack(entries: list[CacheEntry], sign: Sign | None = None) -> bytes:
+    """The bytes of a cache-pack file holding ``entries`` (signed when ``sign`` is given).
 
     Raises
     ------
@@ -175,45 +240,105 @@ def encode_pack(entries: list[CacheEntry]) -> bytes:
         raw = orjson.dumps([(e.key, e.output_digest, e.stored, e.meta) for e in entries])
     except (TypeError, ValueError) as exc:
         raise StoreError(f"a cache pack entry is not JSON-able ({exc})") from exc
-    return _seal(raw)
+    return _seal(raw, sign)
 
 
 def decode_pack(data: bytes) -> dict[str, CacheEntry] | None:
-    """The entries of a cache-pack file by key, or None when the file is damaged in any way."""
-    items = _unseal(data)
+    """The entries of a cache-pack file by key, or None when the file is damaged in any way.
+
+    The signature (if any) is not checked here: see ``decode_pack_signed``.
+    """
+    return decode_pack_signed(data)[0]
+
+
+def decode_pack_signed(data: bytes) -> tuple[dict[str, CacheEntry] | None, bytes | None, bytes]:
+    """``(entries by key or None, signature block or None, BLAKE3 of the list JSON)``."""
+    items, block, digest = _unseal_signed(data)
     if not isinstance(items, list):
-        return None
+        return None, block, digest
     out = {}
     for item in items:
         if not (isinstance(item, list) and len(item) == 4):
-            return None
-        key, digest, stored, meta = item
-        if not (type(key) is str and type(digest) is str and type(stored) is bool
+            return None, block, digest
+        key, digest_, stored, meta = item
+        if not (type(key) is str and type(digest_) is str and type(stored) is bool
                 and type(meta) is dict):  # fmt: skip
-            return None
-        out[key] = CacheEntry(key, digest, "", stored, None, meta)  # positional: ~2x faster
-    return out
+            return None, block, digest
+        out[key] = CacheEntry(key, digest_, "", stored, None, meta)  # positional: ~2x faster
+    return out, block, digest
 
 
-def _seal(raw: bytes) -> bytes:
-    return b"".join((_ENTRY_HEAD, blake3.blake3(raw).hexdigest().encode(), _ENTRY_MID, raw, b"}"))
+def seal_document(raw: bytes, sign: Sign | None = None) -> bytes:
+    """A JSON document sealed by its BLAKE3 (and signed when ``sign`` is given)."""
+    return _seal(raw, sign)
 
 
-def _unseal(data: bytes) -> Any:
-    """The JSON value sealed in ``data``, or None when the checksum or framing is wrong."""
+def unseal_document(data: bytes) -> tuple[Any, bytes | None, bytes]:
+    """``(JSON value or None, signature block or None, BLAKE3 of the JSON bytes)``."""
+    return _unseal_signed(data)
+
+
+def _seal(raw: bytes, sign: Sign | None = None) -> bytes:
+    digest = blake3.blake3(raw).digest()
+    body = (_ENTRY_HEAD, digest.hex().encode(), _ENTRY_MID, raw, b"}")
+    if sign is None:
+        return b"".join(body)
+    unsigned = b"".join(body)
+    return b"".join((_SIGNED_HEAD, sign(digest).hex().encode(), b'",', unsigned[1:]))
+
+
+def _unseal_signed(data: bytes) -> tuple[Any, bytes | None, bytes]:
+    """The JSON value sealed in ``data`` (None when damaged), its signature block, BLAKE3."""
+    block = None
+    if data.startswith(_SIGNED_HEAD):
+        hex_block = data[len(_SIGNED_HEAD) : len(_SIGNED_HEAD) + 2 * _SIG_MAX]
+        if data[len(_SIGNED_HEAD) + 2 * _SIG_MAX : _SIGNED_RAW] != b'",':
+            return None, None, b""
+        try:
+            block = bytes.fromhex(hex_block.decode("ascii"))
+        except (UnicodeDecodeError, ValueError):
+            return None, None, b""
+        data = b"{" + data[_SIGNED_RAW:]
+    value, digest = _unseal(data)
+    return value, block, digest
+
+
+def _unseal(data: bytes) -> tuple[Any, bytes]:
+    """The JSON value sealed in ``data`` and its BLAKE3; None when checksum or framing is wrong."""
     if not (data.startswith(_ENTRY_HEAD) and data[_ENTRY_RAW - len(_ENTRY_MID) : _ENTRY_RAW]
             == _ENTRY_MID and data.endswith(b"}")):  # fmt: skip
-        return None
+        return None, b""
     raw = data[_ENTRY_RAW:-1]
-    if (
-        blake3.blake3(raw).hexdigest().encode()
-        != data[len(_ENTRY_HEAD) : _ENTRY_RAW - len(_ENTRY_MID)]
-    ):
-        return None
+    digest = blake3.blake3(raw).digest()
+    if digest.hex().encode() != data[len(_ENTRY_HEAD) : _ENTRY_RAW - len(_ENTRY_MID)]:
+        return None, b""
     try:
-        return orjson.loads(raw)
+        return orjson.loads(raw), digest
     except ValueError:
-        return None
+        return None, b""
+
+
+_RUN_SIG_HEAD = b',"signature":"'
+_RUN_SIG_LEN = len(_RUN_SIG_HEAD) + 2 * _SIG_MAX + 2  # then '"}'
+
+
+def sign_run(data: bytes, sign: Sign) -> bytes:
+    """A run record's JSON bytes with the writer's signature added (see the module docs)."""
+    block = sign(blake3.blake3(data).digest())
+    return b"".join((data[:-1], _RUN_SIG_HEAD, block.hex().encode(), b'"}'))
+
+
+def unsign_run(data: bytes) -> tuple[bytes, bytes | None, bytes]:
+    """``(record JSON without the signature, signature block or None, its BLAKE3)``."""
+    tail = data[-_RUN_SIG_LEN:]
+    if len(data) > _RUN_SIG_LEN and tail.startswith(_RUN_SIG_HEAD) and tail.endswith(b'"}'):
+        body = data[:-_RUN_SIG_LEN] + b"}"
+        try:
+            block: bytes | None = bytes.fromhex(tail[len(_RUN_SIG_HEAD) : -2].decode("ascii"))
+        except (UnicodeDecodeError, ValueError):
+            block = None
+        return body, block, blake3.blake3(body).digest()
+    return data, None, blake3.blake3(data).digest()
 
 
 def template_digests(template: Any) -> Iterator[str]:

@@ -174,6 +174,18 @@ def collect(
             store.drop_packs()
         idx.remove_cache(dead_keys)
         idx.remove_objects(dead_objects)
+        if dead_keys or dead_objects or quarantined:
+            store._guard.append_audit(
+                "gc",
+                store.url,
+                {
+                    "objects": len(dead_objects),
+                    "cache": len(dead_keys),
+                    "quarantined": len(quarantined),
+                    "bytes": freed,
+                    "keep_last": keep_last,
+                },
+            )
     return GcReport(
         objects_deleted=len(dead_objects),
         objects_kept=objects_kept,

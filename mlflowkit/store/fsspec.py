@@ -13,7 +13,10 @@ Layout under the store URL::
                              (``mlflowkit.registry.journal``; the index numbers them)
     tmp/                     temp files of in-flight local writes (swept when old)
     index.sqlite             query index (local stores; remote ones keep it in a cache folder)
-    mlflowkit-store.json     the marker: this folder is a store (written when it is created)
+    mlflowkit-store.json     the marker: this folder is a store (written when it is created),
+                             and its owner's key id, signed
+    policy/<n>.json          policy version n (signed by an admin)
+    audit/<n>.json           audit entry n (signed, hash-chained)
 
 The object and cache-entry file formats are described in ``mlflowkit.store._format``.
 
@@ -30,6 +33,10 @@ Invariants:
 * An object's header names the digest it is stored under; ``get`` compares it with the digest
   asked for (one string compare), so a file copied over another object's is corrupt, never a
   hit. ``verify`` also re-hashes each value and compares it with its name.
+* Objects whose serializer can run code (pickle, plugins) carry the writer's signature in
+  their header and are deserialized only after it verifies by a key allowed to write here;
+  cache entries and packs are signed too and read as missing otherwise. ``policy/`` holds the
+  signed policy chain and ``audit/`` the signed audit chain (see ``_trust``).
 * The files are the truth; ``index.sqlite`` is rebuilt from them when missing or replaced, and
   run rows are re-synced from a listing of ``runs/`` before every query. A store that cannot
   be written (a read-only folder) is read through a private copy of its index.
@@ -67,7 +74,7 @@ import re
 import threading
 import time
 import weakref
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -81,6 +88,7 @@ from mlflowkit.errors import (
     MissingObjectError,
     SerializationError,
     StoreError,
+    UntrustedObjectError,
 )
 from mlflowkit.records import CacheEntry, RunRecord
 from mlflowkit.store import _owner, serializers
@@ -89,15 +97,19 @@ from mlflowkit.store._format import (
     HEAD_MAX,
     CorruptFile,
     decode_entry,
-    decode_pack,
+    decode_entry_signed,
+    decode_pack_signed,
     encode_entry,
     encode_pack,
     pack_header,
     parse_header,
     payload_blake3,
+    sign_run,
 )
 from mlflowkit.store._gc import GcReport
+from mlflowkit.store._governance import Governance
 from mlflowkit.store._io import TEMP_NAME, FileStat, FsspecIO, LocalIO, temp_owner_dead
+from mlflowkit.store._trust import SAFE_SERIALIZERS, Guard
 from mlflowkit.store.base import ArtifactStore
 from mlflowkit.store.index import Index, ObjectRow, RunFile
 from mlflowkit.store.locks import DEFAULT_LEASE_S, hold
@@ -107,6 +119,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from mlflowkit.registry.records import ArtifactVersion, Promotion
+
 
 __all__ = ["DEFAULT_URL", "GcReport", "ObjectInfo", "Store", "open_store"]
 
@@ -143,15 +156,7 @@ _AREAS = ("objects", "cache", "packs", "runs", "locks", "quarantine", "tmp")
 _LEGACY_AREAS = ("objects", "cache", "runs")
 
 
-def _marker_bytes() -> bytes:
-    from mlflowkit import __version__
-
-    return orjson.dumps(
-        {"mlflowkit": "store", "format": 1, "created_by": __version__, "created_at": time.time()}
-    )
-
-
-def _prepare_layout(root: str, io: LocalIO) -> bool:
+def _prepare_layout(root: str, io: LocalIO, marker_bytes: Callable[[], bytes]) -> bool:
     """Create the store's folders and marker unless this process did so already.
 
     One ``stat`` tells a folder laid out here before from one that is new or was deleted and
@@ -169,7 +174,7 @@ def _prepare_layout(root: str, io: LocalIO) -> bool:
             os.makedirs(path, exist_ok=True)
     marker = os.path.join(root, MARKER)
     if not os.path.exists(marker):
-        io.write_atomic(marker, (_marker_bytes(),), False)
+        io.write_atomic(marker, (marker_bytes(),), False)
     _PREPARED[root] = os.stat(os.path.join(root, "tmp")).st_ino
     return True
 
@@ -242,7 +247,7 @@ def _index_path(url: str, local_root: str | None, protocol: str, writable: bool 
     return os.path.join(base, "index", name)
 
 
-class Store:
+class Store(Governance):
     """The artifact store: objects, cache entries, run records, locks, lineage.
 
     Parameters
@@ -259,6 +264,10 @@ class Store:
         Seconds between a write and its background flush (index rows and, if durable, data).
     lock_lease:
         Seconds a single-flight lock stays valid without its holder's heartbeat.
+    key:
+        The signing key of this process's writes: a key name (in the keys folder) or the path
+        of a ``.key`` file. Default: ``$MLFLOWKIT_KEY``, else the key ``default`` (made on
+        first use). See :mod:`mlflowkit.store._trust`.
     **storage_options:
         Passed to the fsspec filesystem (credentials, endpoint, ...).
     """
@@ -272,6 +281,7 @@ class Store:
         durable: bool = True,
         lock_lease: float = DEFAULT_LEASE_S,
         sync_interval: float = 1.0,
+        key: str | os.PathLike[str] | None = None,
         **storage_options: Any,
     ) -> None:
         if url is None:
@@ -334,6 +344,8 @@ class Store:
         self._finalizer: weakref.finalize[Any, Any] | None = None
         self._ready = False  # laid out (folders and marker) by this object
         self._known = False  # seen to be a store
+        self._key = key
+        self._guard = Guard(self, key)
         _OPEN_STORES.add(self)
 
     # creating --------------------------------------------------------------------------------
@@ -352,10 +364,10 @@ class Store:
         try:
             if self._io.local:
                 assert isinstance(self._io, LocalIO)
-                if _prepare_layout(self.root, self._io):
+                if _prepare_layout(self.root, self._io, self._guard.marker_bytes):
                     self.sweep_tmp()
             elif not self._ready and not self._io.exists(f"{self.root}/{MARKER}"):
-                self._io.write_atomic(f"{self.root}/{MARKER}", (_marker_bytes(),), False)
+                self._io.write_atomic(f"{self.root}/{MARKER}", (self._guard.marker_bytes(),), False)
         except (OSError, StoreError) as exc:
             raise StoreError(
                 f"cannot create a store at {self.url}: {exc}. Expected a writable folder "
@@ -363,7 +375,9 @@ class Store:
                 "$MLFLOWKIT_STORE.",
                 url=self.url,
             ) from exc
-        self._ready = self._known = True
+        self._known = True
+        self._guard.check_write()  # AccessDenied before anything is written through this object
+        self._ready = True
 
     def _ensure(self) -> None:
         """Before a write: the store exists (one attribute test once it does)."""
@@ -394,7 +408,14 @@ class Store:
     def __reduce__(self) -> tuple[Any, ...]:
         return (
             _reopen,
-            (self.url, self.durable, self.lock_lease, self._storage_options, self.sync_interval),
+            (
+                self.url,
+                self.durable,
+                self.lock_lease,
+                self._storage_options,
+                self.sync_interval,
+                self._key,
+            ),
         )
 
     # group commit ----------------------------------------------------------------------------
@@ -578,14 +599,21 @@ class Store:
         name, payload = serializers.dumps(value, serializer)
         if not isinstance(payload, bytes):
             payload = bytes(payload)
-        header = pack_header(name, payload, digest)
         if not self._ready:
             self.create()
+        if name in SAFE_SERIALIZERS:
+            header = pack_header(name, payload, digest)
+        else:  # a serializer that can run code: signed (see _trust)
+            checksum = payload_blake3(payload)
+            signature = self._guard.sign_object(digest, name, checksum)
+            header = pack_header(name, payload, digest, signature=signature, checksum=checksum)
         self._io.write_atomic(path, (header, payload), False)
         self._written(objects=ObjectRow(digest, len(header) + len(payload), name, time.time()))
         return digest
 
-    def _read_header(self, path: str) -> tuple[str, int, bytes, int, str | None] | None:
+    def _read_header(
+        self, path: str
+    ) -> tuple[str, int, bytes, int, str | None, bytes | None] | None:
         got = self._io.read_split(path, HEAD_MAX)
         if got is None:
             return None
@@ -601,14 +629,16 @@ class Store:
         """``(serializer, payload, bound)`` after every integrity check; None when missing.
 
         ``bound`` is False for an object written before headers named their address (its
-        name can only be checked by hashing its value).
+        name can only be checked by hashing its value). An object whose serializer can run
+        code is returned only when its signature verifies by a key allowed to write here
+        (else :class:`UntrustedObjectError`, before anything is deserialized).
         """
         got = self._io.read_split(self._object_path(digest), 1 << 16)
         if got is None:
             return None
         first, f = got
         try:
-            name, size, checksum, head, address = parse_header(first)
+            name, size, checksum, head, address, signature = parse_header(first)
             if address is not None and address != digest:
                 raise CorruptFile(
                     f"its header says it is object {address}: the file was copied or moved "
@@ -626,6 +656,8 @@ class Store:
             raise CorruptFile(f"payload is {len(payload)} bytes, the header says {size}")
         if payload_blake3(payload) != checksum:
             raise CorruptFile("payload BLAKE3 does not match the header")
+        if name not in SAFE_SERIALIZERS:  # the payload is bound to the signed checksum
+            self._guard.check_object(digest, name, checksum, signature)
         return name, payload, address is not None
 
     def _check_value(self, digest: str, value: Any) -> None:
@@ -697,7 +729,7 @@ class Store:
         if f is not None:
             f.close()
         try:
-            name, size, checksum, head, _ = parse_header(first)
+            name, size, checksum, head, _, _ = parse_header(first)
         except CorruptFile as exc:
             raise CorruptObjectError(
                 f"object {digest} has a corrupt header ({exc}); run store.verify() to set it aside",
@@ -735,10 +767,12 @@ class Store:
         data = self._io.read(path)
         if data is None:
             return None
-        entry = decode_entry(data)
+        entry, block, digest = decode_entry_signed(data)
         if entry is None or entry.key != key:
             self._discard(path)
             return None
+        if self._guard.document_problem("cache", digest, block) is not None:
+            return None  # unsigned or forged: a miss (reported by verify, replaced by the run)
         if entry.stored and not self._io.exists(self._object_path(entry.output_digest)):
             return None
         return entry
@@ -753,24 +787,27 @@ class Store:
         data = self._io.read(path)
         if data is None:
             return {}
-        entries = decode_pack(data)
+        entries, block, digest = decode_pack_signed(data)
         if entries is None:
             self._discard(path)
             return {}
+        if self._guard.document_problem("pack", digest, block) is not None:
+            return {}  # unsigned or forged: ignored (the run reads its entries one by one)
         return entries
 
     def write_pack(self, name: str, entries: Iterable[CacheEntry]) -> None:
         """Replace pack ``name`` with ``entries``, atomically."""
         self._ensure()
-        self._io.write_atomic(self._pack_path(name), (encode_pack(list(entries)),), False)
+        data = encode_pack(list(entries), self._guard.sign_document("pack"))
+        self._io.write_atomic(self._pack_path(name), (data,), False)
 
     def put_cache(self, entry: CacheEntry) -> None:
         """Record, atomically, that the call with ``entry.key`` gave ``entry.output_digest``."""
         path = self._cache_path(entry.key)
         self._check(entry.output_digest, "output digest")
-        data = encode_entry(entry)
         if not self._ready:
             self.create()
+        data = encode_entry(entry, self._guard.sign_document("cache"))
         self._io.write_atomic(path, (data,), False)
         self._written(cache=(entry, len(data)))
 
@@ -837,6 +874,8 @@ class Store:
                 url=self.url,
             ) from exc
         self._ensure()
+        if not running and _executed(record):  # signed once per run (see _signed_run)
+            data = sign_run(data, self._guard.sign_document("run"))
         try:
             self._io.write_atomic(path, (data,), False)
         except StoreError:
@@ -1000,12 +1039,21 @@ class Store:
         return out
 
     def verify(self) -> list[str]:
-        """Check every stored object; quarantine and return the corrupt digests.
+        """Check every stored object and signed record; return what fails.
 
         An object is corrupt when its header or payload fails its checksum, when its header
         names another address, or when its value (deserialized) does not hash to the digest
         it is stored under. A value whose serializer or hasher is not registered in this
-        process is checked up to its bytes.
+        process is checked up to its bytes. Corrupt objects are quarantined and listed by
+        digest (first, sorted).
+
+        Then come lines (``"untrusted object <digest>: <why>"``, ``"untrusted cache entry
+        ..."``, ``"policy version ..."``, ``"audit entry ..."``) for every object that can run
+        code, cache entry or pack whose signature is missing, invalid or made by a key that
+        may not write here, every policy version that does not count, and every break in the
+        audit chain. Untrusted objects are quarantined too, never deserialized (adopt a store
+        made by an earlier version *before* verifying it: ``adopt``); the other records are
+        left in place and never used.
 
         Raises
         ------
@@ -1014,9 +1062,16 @@ class Store:
         """
         self._require()
         corrupt = []
+        untrusted = []
         for _, digest in self._object_files("objects"):
             try:
-                got = self._load_payload(digest)
+                try:
+                    got = self._load_payload(digest)
+                except UntrustedObjectError as exc:
+                    reason = str(exc).split(": ", 1)[-1].split(". Its serializer", 1)[0]
+                    untrusted.append(f"untrusted object {digest}: {reason}")
+                    self._quarantine(digest)  # never loaded; its producer runs again
+                    continue
                 if got is None:
                     continue
                 try:
@@ -1027,7 +1082,7 @@ class Store:
             except CorruptFile:
                 self._quarantine(digest)
                 corrupt.append(digest)
-        return sorted(corrupt)
+        return sorted(corrupt) + untrusted + self._guard.findings()
 
     def gc(
         self,
@@ -1176,6 +1231,16 @@ class Store:
         return history(self, name)
 
 
+def _executed(record: RunRecord) -> bool:
+    """Whether a run executed a step: its record is then signed.
+
+    The record of a fully cached run is not: signing would load the private key and its
+    cryptography (~12 ms) into every cached re-run, which takes a few ms; such a record
+    points only at results earlier signed runs produced (``verify`` checks the others).
+    """
+    return any(s.status == "executed" for s in record.steps)
+
+
 def _index_writable(root: str) -> bool:
     """Whether the index next to a local store's files can be opened for writing."""
     path = os.path.join(root, "index.sqlite")
@@ -1207,12 +1272,14 @@ def _reopen(
     lock_lease: float,
     storage_options: dict[str, Any],
     sync_interval: float = 1.0,
+    key: str | os.PathLike[str] | None = None,
 ) -> Store:
     return Store(
         url,
         durable=durable,
         lock_lease=lock_lease,
         sync_interval=sync_interval,
+        key=key,
         **storage_options,
     )
 
