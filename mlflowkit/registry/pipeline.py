@@ -30,7 +30,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from mlflowkit.errors import RegistryError
-from mlflowkit.registry import db
+from mlflowkit.registry import db, signed
 from mlflowkit.registry.names import check_name, parse_spec
 from mlflowkit.registry.records import ArtifactVersion
 from mlflowkit.registry.versions import _check_metadata, resolve
@@ -252,6 +252,8 @@ def publish_results(
     from mlflowkit.plan import Ref
     from mlflowkit.templates import map_leaves
 
+    for item in plan.publishes:  # AccessDenied before anything is written
+        signed.require(store, "publisher", item.name)
     idx = db.index_of(store)
     out: dict[str, ArtifactVersion] = {}
     made = False
@@ -284,6 +286,8 @@ def publish_results(
             idx, item.name, digest, run_id=run_id, metadata=item.metadata, store=store
         )
         made = made or new
+        if new:
+            signed.audit(store, "publish", version.spec, {"digest": digest, "run_id": run_id})
         if new and metrics:
             version = replace(version, metrics=dict(metrics))
         out[item.name] = version
