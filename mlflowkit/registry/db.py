@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "TABLES",
+    "all_rows",
     "history",
     "index_of",
     "insert_version",
@@ -57,6 +58,7 @@ __all__ = [
     "move_stage",
     "names",
     "published_digests",
+    "sign_unsigned",
     "stage_holders",
     "version_row",
     "versions",
@@ -141,31 +143,31 @@ def _on(conn: sqlite3.Connection) -> Query:
     return q
 
 
-def judge_version_row(store: Any, row: Any) -> signed.Judged:
-    """Judge one ``registry_versions`` row (``_COLUMNS`` then ``record``)."""
+def judge_version_row(store: Any, row: Any) -> tuple[signed.Judged, bool]:
+    """Judge one ``registry_versions`` row (``_COLUMNS`` then ``record``); and whether its
+    key columns disagree with its record (an edited or copied row: the record wins)."""
     *columns, record = row
     judged = signed.judge(
         store, "version", record, dict(zip(_COLUMNS.split(", "), columns, strict=True))
     )
     r = judged.record
-    if judged.ok and r is not None and (r["name"], r.get("version")) != (row[0], int(row[1])):
-        return signed.Judged(r, "its record belongs to another version (copied?)")
-    return judged
+    moved = r is not None and (r["name"], r.get("version")) != (row[0], int(row[1]))
+    return judged, moved
 
 
-def judge_promotion_row(store: Any, row: Any) -> signed.Judged:
-    """Judge one ``registry_promotions`` row (``seq``, ``_PROMOTION_COLUMNS``, ``record``)."""
+def judge_promotion_row(store: Any, row: Any) -> tuple[signed.Judged, bool]:
+    """Judge one ``registry_promotions`` row (``seq``, ``_PROMOTION_COLUMNS``, ``record``); and
+    whether its key columns disagree with its record (the record wins)."""
     seq, *columns, record = row
     fallback = dict(zip(_PROMOTION_COLUMNS.split(", "), columns, strict=True), seq=seq)
     judged = signed.judge(store, "promotion", record, fallback)
     r = judged.record
-    if (
-        judged.ok
-        and r is not None
-        and (r["name"], r.get("version"), r.get("seq")) != (row[1], int(row[2]), int(seq))
-    ):
-        return signed.Judged(r, "its record belongs to another promotion (copied?)")
-    return judged
+    moved = r is not None and (r["name"], r.get("version"), r.get("seq")) != (
+        row[1],
+        int(row[2]),
+        int(seq),
+    )
+    return judged, moved
 
 
 @dataclass(frozen=True)
@@ -179,31 +181,35 @@ class _State:
 
 
 def _state(q: Query, name: str, store: Any) -> _State:
+    """Read every row of ``name`` and keep what its records prove: versions and promotions
+    are taken from their signed records (the other columns are never believed), a record is
+    counted once however many rows hold it, and stages are replayed from promotions."""
     versions: dict[int, dict[str, Any]] = {}
     top = 0
     for row in q(
         f"SELECT {_COLUMNS}, record FROM registry_versions WHERE name=? ORDER BY version", (name,)
     ):
         top = max(top, int(row[1]))
-        judged = judge_version_row(store, row)
-        if judged.ok and judged.record is not None:
-            versions[int(row[1])] = judged.record
-    promotions: list[dict[str, Any]] = []
-    holders: dict[str, int] = {}
+        judged, _ = judge_version_row(store, row)
+        r = judged.record
+        if judged.ok and r is not None and r["name"] == name and isinstance(r.get("version"), int):
+            versions.setdefault(int(r["version"]), r)
+    found: dict[int, dict[str, Any]] = {}
     for row in q(
-        f"SELECT seq, {_PROMOTION_COLUMNS}, record FROM registry_promotions WHERE name=? "
-        "ORDER BY seq",
+        f"SELECT seq, {_PROMOTION_COLUMNS}, record FROM registry_promotions WHERE name=?",
         (name,),
     ):
-        judged = judge_promotion_row(store, row)
+        judged, _ = judge_promotion_row(store, row)
         r = judged.record
-        if not judged.ok or r is None:
+        if not judged.ok or r is None or r["name"] != name:
             continue
-        v = versions.get(int(r["version"]))
-        if v is None or r.get("digest", v["digest"]) != v["digest"]:
+        seq = r.get("seq", row[0])  # rows of an earlier version: the row's own number
+        v = versions.get(r.get("version", 0))  # type: ignore[arg-type]
+        if not isinstance(seq, int) or v is None or r.get("digest", v["digest"]) != v["digest"]:
             continue  # a promotion of a version readers do not believe
-        promotions.append(r)
-        holders[str(r["to_stage"])] = int(r["version"])
+        found.setdefault(seq, r)
+    promotions = [found[seq] for seq in sorted(found)]
+    holders = {str(r["to_stage"]): int(r["version"]) for r in promotions}
     return _State(versions, promotions, holders, top)
 
 
@@ -408,5 +414,73 @@ def move_stage(
         )
         journal.promotion_file(store, name, seq, data)
         return _promotion(record)
+
+    return _write(idx, apply)
+
+
+def all_rows(idx: Index) -> tuple[list[Any], list[Any], list[Any]]:
+    """Every version row, promotion row and stage row (for ``store.verify``); empty lists
+    when the index has no registry tables (nothing is created)."""
+    exists = idx.query(
+        "SELECT name FROM sqlite_master WHERE type='table' AND name='registry_versions'"
+    )
+    if not exists:
+        return [], [], []
+    return (
+        idx.query(f"SELECT {_COLUMNS}, record FROM registry_versions ORDER BY name, version"),
+        idx.query(
+            f"SELECT seq, {_PROMOTION_COLUMNS}, record FROM registry_promotions ORDER BY seq"
+        ),
+        idx.query("SELECT name, stage, version FROM registry_stages ORDER BY name, stage"),
+    )
+
+
+def sign_unsigned(store: Any) -> int:
+    """Sign every unsigned record (an earlier version's) with this process's key, in one
+    transaction; the number signed. For ``store.adopt``: only for records one trusts."""
+    found = journal.read_all(store, "versions")
+    if not found and not published_digests(store._idx(flush=False)):
+        return 0  # no registry: nothing to create
+    idx = index_of(store)
+
+    def apply(conn: sqlite3.Connection) -> int:
+        count = 0
+        digests: dict[tuple[str, int], str] = {}
+        for row in conn.execute(f"SELECT {_COLUMNS}, record FROM registry_versions").fetchall():
+            judged, _ = judge_version_row(store, row)
+            r = judged.record
+            if r is None:
+                continue
+            digests[(row[0], int(row[1]))] = str(r["digest"])
+            if not signed.is_unsigned(row[-1]):
+                continue
+            base = {c: r.get(c) for c in _COLUMNS.split(", ")}
+            record = signed.stamp(store, "version", base)
+            data = signed.seal(store, "version", record)
+            conn.execute(
+                "UPDATE registry_versions SET created_by=?, record=? WHERE name=? AND version=?",
+                (record["created_by"], data, row[0], row[1]),
+            )
+            journal.version_file(store, row[0], int(row[1]), data)
+            count += 1
+        for row in conn.execute(
+            f"SELECT seq, {_PROMOTION_COLUMNS}, record FROM registry_promotions"
+        ).fetchall():
+            judged, _ = judge_promotion_row(store, row)
+            r = judged.record
+            digest = digests.get((row[1], int(row[2])))
+            if r is None or digest is None or not signed.is_unsigned(row[-1]):
+                continue
+            base = {c: r.get(c) for c in _PROMOTION_COLUMNS.split(", ")}
+            base.update(seq=int(row[0]), digest=digest)
+            record = signed.stamp(store, "promotion", base)
+            data = signed.seal(store, "promotion", record)
+            conn.execute(
+                "UPDATE registry_promotions SET by=?, record=? WHERE seq=?",
+                (record["by"], data, row[0]),
+            )
+            journal.promotion_file(store, row[1], int(row[0]), data)
+            count += 1
+        return count
 
     return _write(idx, apply)

@@ -36,6 +36,7 @@ __all__ = [
     "ROLE",
     "Judged",
     "audit",
+    "is_unsigned",
     "judge",
     "namespace_of",
     "require",
@@ -139,6 +140,16 @@ def judge(store: Any, kind: str, data: bytes | None, row: dict[str, Any] | None 
     if not isinstance(record, dict) or not isinstance(record.get("name"), str):
         return Judged(None, "it is unreadable (damaged)")
     return Judged(record, _problem(store, kind, record, block, digest))
+
+
+def is_unsigned(data: bytes | None) -> bool:
+    """Whether stored record bytes carry no signature (None: an index row without a record)."""
+    if data is None:
+        return True
+    from mlflowkit.store._format import unseal_document
+
+    value, block, _ = unseal_document(data)
+    return value is None or block is None
 
 
 def _problem(
