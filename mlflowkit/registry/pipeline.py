@@ -44,6 +44,7 @@ __all__ = [
     "ARTIFACT_PREFIX",
     "Publish",
     "artifact",
+    "check_publish",
     "consumed_record",
     "pinned",
     "prepare",
@@ -233,6 +234,13 @@ def consumed_record(plan: Plan) -> list[dict[str, Any]]:
     ]
 
 
+def check_publish(plan: Plan, store: Any) -> None:
+    """Before a run that publishes: raise ``AccessDenied`` unless this process's key holds
+    ``publisher`` in the namespace of every name the plan publishes (no cryptography)."""
+    for item in plan.publishes:
+        signed.require(store, "publisher", item.name)
+
+
 def publish_results(
     plan: Plan,
     digests: dict[str, str],
@@ -252,8 +260,7 @@ def publish_results(
     from mlflowkit.plan import Ref
     from mlflowkit.templates import map_leaves
 
-    for item in plan.publishes:  # AccessDenied before anything is written
-        signed.require(store, "publisher", item.name)
+    check_publish(plan, store)  # again: the policy may have changed during the run
     idx = db.index_of(store)
     out: dict[str, ArtifactVersion] = {}
     made = False

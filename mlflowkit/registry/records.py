@@ -6,8 +6,8 @@ Invariants
   equality ignores the store a version was read from.
 * ``created_at`` and ``at`` are ISO-8601 UTC texts (``2026-12-04T15:20:00.123456+00:00``).
 * ``created_by`` and ``by`` are the key id that signed the record (None only for an unsigned
-  record of an earlier version, accepted in a store without owner). ``metrics`` is the producing run's metrics (``{}`` for a version published
-  outside a run).
+  record of an earlier version, accepted in a store without owner). ``metrics`` is the
+  producing run's metrics (``{}`` for a version published outside a run).
 """
 
 from __future__ import annotations

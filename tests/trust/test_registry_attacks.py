@@ -244,9 +244,12 @@ def test_publishing_needs_the_publisher_role(team: dict[str, Any]) -> None:
     assert info.value.namespace == ""
     # nothing was written, not even the value
     assert sorted(p.name for p in Path(url, "objects").rglob("*") if p.is_file()) == objects
+    runs = len(rita.runs())
     with pytest.raises(mk.AccessDenied):
-        train.plan(n=9).run(store=rita, progress=False)  # mk.publish at the end of a run
+        train.plan(n=9).run(store=rita, progress=False)  # mk.publish: refused before running
     assert [v.version for v in mk.Store(url).versions(NAME)] == [1, 2]
+    assert len(rita.runs()) == runs
+    assert sorted(p.name for p in Path(url, "objects").rglob("*") if p.is_file()) == objects
 
 
 def test_unsigned_records_count_until_the_store_has_an_owner(tmp_path: Path) -> None:
@@ -278,3 +281,13 @@ def test_unsigned_records_count_until_the_store_has_an_owner(tmp_path: Path) -> 
     for suffix in ("", "-wal", "-shm"):
         Path(url, f"index.sqlite{suffix}").unlink(missing_ok=True)
     assert mk.Store(url).artifact("model@poc").version == 1
+
+
+def test_a_cached_run_that_publishes_equal_content_signs_nothing(team: dict[str, Any]) -> None:
+    url = team["url"]
+    audited = len(team["ada"].audit())
+    files = sorted(Path(url, "registry").rglob("*.json"))
+    run = train.plan(n=6).run(store=mk.Store(url, key="dan"), progress=False)
+    assert run.published[NAME].version == 2
+    assert len(team["ada"].audit()) == audited
+    assert sorted(Path(url, "registry").rglob("*.json")) == files
