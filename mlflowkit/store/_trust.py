@@ -294,6 +294,9 @@ class Guard:
     def check_write(self, role: str = "writer", namespace: str = "*") -> None:
         """Raise ``AccessDenied`` unless this process's key holds ``role`` here.
 
+        ``namespace="*"``: in some namespace; ``""``: the default namespace of artifact names
+        without one (covered only by grants for every namespace).
+
         A store without a recorded owner (made by an earlier version, not adopted) and
         without a policy lets anyone write, as it always did.
         """
@@ -304,8 +307,9 @@ class Guard:
         if policy.holds(me, role, namespace):
             return
         s = self._store
+        where = "the default namespace" if namespace == "" else f"namespace {namespace!r}"
         raise AccessDenied(
-            f"key {me} lacks the {role} role in namespace {namespace!r} of store {s.url}; "
+            f"key {me} lacks the {role} role in {where} of store {s.url}; "
             f"ask an admin of the store to run `mlflowkit policy grant {role} {me}"
             + ("" if namespace in ("*", "") else f" --namespace {namespace}")
             + f" --store {s.url}`, or sign with a key that holds it ($MLFLOWKIT_KEY)",
