@@ -164,7 +164,7 @@ def policy_revoke(
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines instead of a table.")
 @_DEBUG_OPTION
 def audit(since: str | None, store: str | None, as_json: bool, debug: bool) -> None:
-    """The audit trail: policy changes, gc, adoptions (and, later, publishes and promotions).
+    """The audit trail: policy changes, gc, adoptions, publishes and promotions.
 
     `mlflowkit store verify` reports an entry that was edited or removed.
     """

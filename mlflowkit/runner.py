@@ -307,6 +307,10 @@ def _run_plan(
     if lineage is not None:
         lineage.started()
     keys = KeyMaker()
+    if plan.publishes:  # named artifacts: AccessDenied before anything is executed or written
+        from mlflowkit.registry.pipeline import check_publish
+
+        check_publish(plan, the_store)
     if plan.consumes:  # named artifacts: answered from the store, never re-executed
         from mlflowkit.registry.pipeline import consumed_record, prepare
 

@@ -6,6 +6,9 @@ module also writes each record as a small JSON file under the store URL, like th
     registry/versions/<name>/<version>.json      one version (``/`` in a name written as ``~``)
     registry/promotions/<name>/<seq>.json        one promotion; ``seq`` orders them
 
+Each file holds the record sealed and signed (``signed``): the same bytes as the index row's
+``record`` column. Files written by an earlier version hold plain JSON (unsigned).
+
 Invariants
 ----------
 * A file is written (atomically) inside the transaction that makes its record, before COMMIT:
@@ -19,11 +22,10 @@ Invariants
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from typing import Any
 
-__all__ = ["promotion_file", "restore", "version_file"]
+__all__ = ["promotion_file", "read_all", "restore", "version_file"]
 
 _VERSIONS = "registry/versions"
 _PROMOTIONS = "registry/promotions"
@@ -42,57 +44,71 @@ def _io(store: Any) -> tuple[Any, str] | None:
     return None if io is None or root is None else (io, root)
 
 
-def _write(store: Any, path: str, data: dict[str, Any]) -> None:
+def _write(store: Any, path: str, data: bytes) -> None:
     found = _io(store)
     if found is None:
         return
     io, root = found
     durable = bool(getattr(store, "durable", False)) and bool(getattr(io, "local", False))
-    io.write_atomic(f"{root}/{path}", (json.dumps(data, sort_keys=True).encode(),), durable)
+    io.write_atomic(f"{root}/{path}", (data,), durable)
 
 
-def version_file(store: Any, row: dict[str, Any]) -> None:
-    """Write the file of one version (``row``: the columns of ``registry_versions``)."""
-    _write(store, f"{_VERSIONS}/{_folder(row['name'])}/{row['version']}.json", row)
+def version_file(store: Any, name: str, version: int, data: bytes) -> None:
+    """Write the file of one version (``data``: its sealed, signed record)."""
+    _write(store, f"{_VERSIONS}/{_folder(name)}/{version}.json", data)
 
 
-def promotion_file(store: Any, seq: int, row: dict[str, Any]) -> None:
-    """Write the file of one promotion (``row``: the columns of ``registry_promotions``)."""
-    _write(store, f"{_PROMOTIONS}/{_folder(row['name'])}/{seq}.json", row)
+def promotion_file(store: Any, name: str, seq: int, data: bytes) -> None:
+    """Write the file of one promotion (``data``: its sealed, signed record)."""
+    _write(store, f"{_PROMOTIONS}/{_folder(name)}/{seq}.json", data)
 
 
-def _read_all(store: Any, area: str) -> list[tuple[int, dict[str, Any]]]:
+def read_all(store: Any, area: str) -> list[tuple[int, str, str, bytes]]:
+    """``(number, name, path under the store, bytes)`` of each file of ``area``
+    (``"versions"`` or ``"promotions"``)."""
     found = _io(store)
     if found is None:
         return []
     io, root = found
-    out: list[tuple[int, dict[str, Any]]] = []
-    for f in io.walk(f"{root}/{area}"):
+    out: list[tuple[int, str, str, bytes]] = []
+    for f in io.walk(f"{root}/registry/{area}"):
         folder, _, base = f.name.rpartition("/")
         number = base.removesuffix(".json")
         if not base.endswith(".json") or not number.isdigit():
             continue
-        data = io.read(f"{root}/{area}/{f.name}")
-        try:
-            row = json.loads(data or b"")
-        except ValueError:
-            continue
-        if isinstance(row, dict) and row.get("name") == _name(folder.rsplit("/", 1)[-1]):
-            out.append((int(number), row))
+        path = f"registry/{area}/{f.name}"
+        data = io.read(f"{root}/{path}")
+        if data is not None:
+            out.append((int(number), _name(folder.rsplit("/", 1)[-1]), path, data))
     return out
+
+
+def _sealed(data: bytes) -> bytes | None:
+    """``data`` when it is a sealed record; None for an earlier version's plain JSON."""
+    return data if data.startswith((b'{"signed":"', b'{"checksum":"')) else None
 
 
 def restore(store: Any, conn: sqlite3.Connection) -> int:
     """Inside a write transaction on an index without versions: load the journal back.
 
-    Returns how many versions were restored.
+    Only records that count (``signed.judge``) are loaded: a file forged by someone without
+    the role never enters the index (``store.verify`` lists it). Returns how many versions
+    were restored.
     """
-    versions = _read_all(store, _VERSIONS)
+    from mlflowkit.registry.signed import judge
+
+    versions = []
+    for number, name, _, data in read_all(store, "versions"):
+        judged = judge(store, "version", data)
+        r = judged.record
+        if not judged.ok or r is None or r.get("name") != name or r.get("version") != number:
+            continue
+        versions.append((r, _sealed(data)))
     if not versions:
         return 0
     conn.executemany(
         "INSERT OR IGNORE INTO registry_versions (name, version, digest, run_id, created_at, "
-        "created_by, metadata) VALUES (?,?,?,?,?,?,?)",
+        "created_by, metadata, record) VALUES (?,?,?,?,?,?,?,?)",
         [
             (
                 r["name"],
@@ -102,15 +118,24 @@ def restore(store: Any, conn: sqlite3.Connection) -> int:
                 r["created_at"],
                 r.get("created_by"),
                 r.get("metadata", "{}"),
+                signed,
             )
-            for _, r in versions
+            for r, signed in versions
         ],
     )
-    promotions = sorted(_read_all(store, _PROMOTIONS), key=lambda item: item[0])
-    for seq, r in promotions:
+    promotions = []
+    for seq, name, _, data in read_all(store, "promotions"):
+        judged = judge(store, "promotion", data)
+        r = judged.record
+        if not judged.ok or r is None or r.get("name") != name:
+            continue
+        if r.get("seq", seq) != seq:
+            continue
+        promotions.append((seq, r, _sealed(data)))
+    for seq, r, signed in sorted(promotions, key=lambda item: item[0]):
         conn.execute(
             "INSERT OR IGNORE INTO registry_promotions (seq, name, version, from_stage, "
-            "to_stage, at, by, reason, gates) VALUES (?,?,?,?,?,?,?,?,?)",
+            "to_stage, at, by, reason, gates, record) VALUES (?,?,?,?,?,?,?,?,?,?)",
             (
                 seq,
                 r["name"],
@@ -121,6 +146,7 @@ def restore(store: Any, conn: sqlite3.Connection) -> int:
                 r.get("by"),
                 r.get("reason", ""),
                 r.get("gates", "[]"),
+                signed,
             ),
         )
         conn.execute(

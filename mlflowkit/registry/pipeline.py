@@ -30,7 +30,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from mlflowkit.errors import RegistryError
-from mlflowkit.registry import db
+from mlflowkit.registry import db, signed
 from mlflowkit.registry.names import check_name, parse_spec
 from mlflowkit.registry.records import ArtifactVersion
 from mlflowkit.registry.versions import _check_metadata, resolve
@@ -44,6 +44,7 @@ __all__ = [
     "ARTIFACT_PREFIX",
     "Publish",
     "artifact",
+    "check_publish",
     "consumed_record",
     "pinned",
     "prepare",
@@ -233,6 +234,13 @@ def consumed_record(plan: Plan) -> list[dict[str, Any]]:
     ]
 
 
+def check_publish(plan: Plan, store: Any) -> None:
+    """Before a run that publishes: raise ``AccessDenied`` unless this process's key holds
+    ``publisher`` in the namespace of every name the plan publishes (no cryptography)."""
+    for item in plan.publishes:
+        signed.require(store, "publisher", item.name)
+
+
 def publish_results(
     plan: Plan,
     digests: dict[str, str],
@@ -252,6 +260,7 @@ def publish_results(
     from mlflowkit.plan import Ref
     from mlflowkit.templates import map_leaves
 
+    check_publish(plan, store)  # again: the policy may have changed during the run
     idx = db.index_of(store)
     out: dict[str, ArtifactVersion] = {}
     made = False
@@ -284,6 +293,8 @@ def publish_results(
             idx, item.name, digest, run_id=run_id, metadata=item.metadata, store=store
         )
         made = made or new
+        if new:
+            signed.audit(store, "publish", version.spec, {"digest": digest, "run_id": run_id})
         if new and metrics:
             version = replace(version, metrics=dict(metrics))
         out[item.name] = version

@@ -5,9 +5,9 @@ Invariants
 * Records are frozen dataclasses of plain data (str, int, None, dicts of JSON-able values);
   equality ignores the store a version was read from.
 * ``created_at`` and ``at`` are ISO-8601 UTC texts (``2026-12-04T15:20:00.123456+00:00``).
-* ``created_by`` and ``by`` are the signer's key id once stores sign their records; until then
-  they are None. ``metrics`` is the producing run's metrics (``{}`` for a version published
-  outside a run).
+* ``created_by`` and ``by`` are the key id that signed the record (None only for an unsigned
+  record of an earlier version, accepted in a store without owner). ``metrics`` is the
+  producing run's metrics (``{}`` for a version published outside a run).
 """
 
 from __future__ import annotations
@@ -44,7 +44,8 @@ class ArtifactVersion:
     created_at:
         When the version was made, ISO-8601 UTC.
     created_by:
-        The publisher's key id; None until stores sign their records.
+        The publisher's key id (it signed the version's record); None for an unsigned record
+        made by an earlier version.
     metadata:
         What the publisher attached (``metadata=``).
     metrics:
@@ -130,7 +131,8 @@ class Promotion:
     at:
         When, ISO-8601 UTC.
     by:
-        The promoter's key id; None until stores sign their records.
+        The promoter's key id (it signed the promotion's record); None for an unsigned record
+        made by an earlier version.
     reason:
         Why, in the promoter's words (may be empty).
     gates:

@@ -10,6 +10,8 @@ Invariants
 * Every gate is checked before anything changes; if one fails, ``GateFailed`` lists every gate's
   outcome and nothing changes. If all pass, the stage moves and the ``Promotion`` is recorded in
   one transaction: a crash leaves the old state or the new one.
+* Promoting needs the ``promoter`` role for the name's namespace and the stage
+  (``mk.AccessDenied`` before any gate runs); the promotion's record is signed and audited.
 * Promoting a version to a stage it holds already changes nothing and returns the promotion
   that gave it that stage.
 """
@@ -20,9 +22,9 @@ from collections.abc import Iterable
 from typing import Any
 
 from mlflowkit.errors import GateFailed, RegistryError
-from mlflowkit.registry import db
+from mlflowkit.registry import db, signed
 from mlflowkit.registry.gates import gates_for, reproducible, run_gates
-from mlflowkit.registry.names import STAGES, check_name, check_stage, stage_below
+from mlflowkit.registry.names import STAGES, check_name, check_stage, parse_spec, stage_below
 from mlflowkit.registry.records import ArtifactVersion, Promotion
 from mlflowkit.registry.versions import resolve
 
@@ -34,14 +36,14 @@ def stage_holder(store: Any, name: str, stage: str) -> ArtifactVersion | None:
     check_name(name)
     check_stage(stage, name=name)
     idx = db.index_of(store)
-    number = db.stage_holders(idx, name).get(stage)
+    number = db.stage_holders(idx, name, store).get(stage)
     return None if number is None else db.version_row(idx, name, number, store)
 
 
 def history(store: Any, name: str) -> list[Promotion]:
     """Every promotion of ``name``, oldest first."""
     check_name(name)
-    return db.history(db.index_of(store), name)
+    return db.history(db.index_of(store), name, store)
 
 
 def _held(version: int, holders: dict[str, int]) -> list[str]:
@@ -82,7 +84,6 @@ def promote(
     to: str,
     reason: str = "",
     gates: Iterable[Any] = (),
-    by: str | None = None,
 ) -> Promotion:
     """Move stage ``to`` of an artifact to the version ``spec`` names, if every gate passes.
 
@@ -102,6 +103,8 @@ def promote(
 
     Raises
     ------
+    AccessDenied
+        This process's key lacks ``promoter`` for the name's namespace and stage ``to``.
     RegistryError
         Unknown artifact, version or stage, or a promotion that skips a rung.
     GateFailed
@@ -110,10 +113,11 @@ def promote(
     to = check_stage(to)
     if not isinstance(reason, str):
         raise RegistryError(f"reason= must be a string, got {type(reason).__qualname__}")
+    signed.require(store, "promoter", parse_spec(spec).name, stage=to)  # before anything else
     version = resolve(store, spec)
     idx = db.index_of(store)
-    holders = db.stage_holders(idx, version.name)
-    past = db.history(idx, version.name)
+    holders = db.stage_holders(idx, version.name, store)
+    past = db.history(idx, version.name, store)
     if holders.get(to) == version.version:
         for p in reversed(past):
             if p.version == version.version and p.to_stage == to:
@@ -145,7 +149,7 @@ def promote(
         held = _held(version.version, now)
         return held[-1] if held else None
 
-    return db.move_stage(
+    promotion = db.move_stage(
         idx,
         version.name,
         version.version,
@@ -153,6 +157,12 @@ def promote(
         check=check,
         reason=reason,
         gates=results,
-        by=by,
         store=store,
     )
+    signed.audit(
+        store,
+        "promote",
+        version.spec,
+        {"to": to, "from": promotion.from_stage, "digest": version.digest},
+    )
+    return promotion

@@ -4,6 +4,9 @@ Invariants
 ----------
 * A version's object is in the store before its version row exists (``put`` first), so a
   version never points at a missing object when it is made.
+* Publishing needs the ``publisher`` role in the name's namespace (``mk.AccessDenied``
+  before anything is written); lookups see only versions and stages whose signed records
+  count (``signed``).
 * Publishing content equal to the latest version's (same digest) makes no new version.
 * Every lookup that finds nothing raises ``RegistryError`` naming what was asked, what exists
   (the names, the version numbers, the stages held) and how to fix it.
@@ -15,7 +18,7 @@ import json
 from typing import Any
 
 from mlflowkit.errors import RegistryError
-from mlflowkit.registry import db
+from mlflowkit.registry import db, signed
 from mlflowkit.registry.names import STAGES, Spec, check_name, parse_spec
 from mlflowkit.registry.records import ArtifactVersion
 
@@ -50,6 +53,7 @@ def publish(
 
     check_name(name)
     meta = _check_metadata(name, metadata)
+    signed.require(store, "publisher", name)  # AccessDenied before anything is written
     digest = hash_value(value)
     store.put(value, digest)
     return publish_digest(store, name, digest, run_id=None, metadata=meta)
@@ -58,16 +62,22 @@ def publish(
 def publish_digest(
     store: Any, name: str, digest: str, *, run_id: str | None, metadata: dict[str, Any]
 ) -> ArtifactVersion:
-    """Make the stored object ``digest`` the next version of ``name`` (no-op when latest)."""
-    version, _ = db.insert_version(
+    """Make the stored object ``digest`` the next version of ``name`` (no-op when latest).
+
+    The caller has checked the publisher role (``signed.require``). A new version's record is
+    signed by this process's key and the publication audited.
+    """
+    version, new = db.insert_version(
         db.index_of(store), name, digest, run_id=run_id, metadata=metadata, store=store
     )
+    if new:
+        signed.audit(store, "publish", version.spec, {"digest": digest, "run_id": run_id})
     return version
 
 
 def artifacts(store: Any) -> list[str]:
     """Every artifact name with a version in ``store``, sorted."""
-    return db.names(db.index_of(store))
+    return db.names(db.index_of(store), store)
 
 
 def versions(store: Any, name: str) -> list[ArtifactVersion]:
@@ -113,7 +123,7 @@ def resolve(store: Any, spec: str | Spec) -> ArtifactVersion:
             name=name,
         )
     if parsed.stage is not None:
-        holders = db.stage_holders(idx, name)
+        holders = db.stage_holders(idx, name, store)
         if parsed.stage in holders:
             found = db.version_row(idx, name, holders[parsed.stage], store)
             if found is not None:

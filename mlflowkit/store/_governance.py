@@ -162,8 +162,9 @@ class Governance:
         """Take on a store made by an earlier version; the digests of the objects signed.
 
         Records this process's key as the store's owner when none is recorded, and signs
-        every unsigned object whose serializer can run code (pickles), and every unsigned
-        finished run record, with it: do this only for a store whose content you trust.
+        every unsigned object whose serializer can run code (pickles), every unsigned
+        finished run record, and every unsigned artifact version and promotion, with it: do
+        this only for a store whose content you trust.
         Unsigned cache entries need nothing: they are recomputed (cheaply: their objects
         exist) the next time they are needed.
 
@@ -176,8 +177,11 @@ class Governance:
         g = self._guard
         g.forget_owner()
         if g.owner() is None:
+            from mlflowkit.registry.db import index_of
             from mlflowkit.store.fsspec import MARKER
 
+            if self._io.listdir(f"{self.root}/registry"):
+                index_of(self)  # a lost index is filled back while unsigned records still count
             self._io.write_atomic(f"{self.root}/{MARKER}", (g.marker_bytes(),), False)
             g.forget_owner()
             g.owner()
@@ -209,7 +213,12 @@ class Governance:
             if data is not None and unsign_run(data)[1] is None:
                 self._io.write_atomic(path, (sign_run(data, g.sign_document("run")),), False)
                 runs += 1
-        g.append_audit("adopt", self.url, {"objects": len(adopted), "runs": runs})
+        from mlflowkit.registry.db import sign_unsigned
+
+        records = sign_unsigned(self)
+        g.append_audit(
+            "adopt", self.url, {"objects": len(adopted), "runs": runs, "registry": records}
+        )
         return sorted(adopted)
 
 

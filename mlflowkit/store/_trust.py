@@ -107,7 +107,7 @@ class Guard:
         self._signer: Signer | None = None
         self._key_id: str | None = None
         self._owner: tuple[str | None] | None = None
-        self._policy: tuple[float, Policy, list[str]] | None = None
+        self._policy: tuple[float, list[Policy], list[str]] | None = None
         self._sign_fns: dict[str, Callable[[bytes], bytes]] = {}
 
     # the process's key ---------------------------------------------------------------------
@@ -264,16 +264,38 @@ class Guard:
 
     def policy_state(self, fresh: bool = False) -> tuple[Policy, list[str]]:
         """The policy in force and the problems of the policy chain."""
+        history, problems = self.policy_history(fresh)
+        return history[-1], problems
+
+    def policy_history(self, fresh: bool = False) -> tuple[list[Policy], list[str]]:
+        """Every valid policy version (the implicit version 0 first) and the chain's problems.
+
+        ``history[n]`` is version ``n``: the chain is contiguous.
+        """
         cached = self._policy
         if cached is not None and not fresh and time.monotonic() - cached[0] < _POLICY_TTL_S:
             return cached[1], cached[2]
 
-        policy, problems = _policy.resolve(self._documents("policy", "policy"), self.owner())
-        self._policy = (time.monotonic(), policy, problems)
-        return policy, problems
+        history, problems = _policy.resolve_history(
+            self._documents("policy", "policy"), self.owner()
+        )
+        self._policy = (time.monotonic(), history, problems)
+        return history, problems
+
+    def unowned(self) -> bool:
+        """Whether the store has neither an owner nor a policy (made by an earlier version and
+        not adopted): then anyone may write, and unsigned records are accepted."""
+        return self.owner() is None and self.policy_state()[0].version == 0
+
+    def document_signer(self, kind: str, digest: bytes, block: bytes | None) -> str | None:
+        """The key id that signed a sealed document of ``kind`` (None: it does not verify)."""
+        return _signer_of(block, _signing.document_message(kind, digest))
 
     def check_write(self, role: str = "writer", namespace: str = "*") -> None:
         """Raise ``AccessDenied`` unless this process's key holds ``role`` here.
+
+        ``namespace="*"``: in some namespace; ``""``: the default namespace of artifact names
+        without one (covered only by grants for every namespace).
 
         A store without a recorded owner (made by an earlier version, not adopted) and
         without a policy lets anyone write, as it always did.
@@ -285,10 +307,11 @@ class Guard:
         if policy.holds(me, role, namespace):
             return
         s = self._store
+        where = "the default namespace" if namespace == "" else f"namespace {namespace!r}"
         raise AccessDenied(
-            f"key {me} lacks the {role} role in namespace {namespace!r} of store {s.url}; "
+            f"key {me} lacks the {role} role in {where} of store {s.url}; "
             f"ask an admin of the store to run `mlflowkit policy grant {role} {me}"
-            + ("" if namespace == "*" else f" --namespace {namespace}")
+            + ("" if namespace in ("*", "") else f" --namespace {namespace}")
             + f" --store {s.url}`, or sign with a key that holds it ($MLFLOWKIT_KEY)",
             role=role,
             namespace=namespace,

@@ -1048,12 +1048,15 @@ class Store(Governance):
         digest (first, sorted).
 
         Then come lines (``"untrusted object <digest>: <why>"``, ``"untrusted cache entry
-        ..."``, ``"policy version ..."``, ``"audit entry ..."``) for every object that can run
-        code, cache entry or pack whose signature is missing, invalid or made by a key that
-        may not write here, every policy version that does not count, and every break in the
-        audit chain. Untrusted objects are quarantined too, never deserialized (adopt a store
-        made by an earlier version *before* verifying it: ``adopt``); the other records are
-        left in place and never used.
+        ..."``, ``"policy version ..."``, ``"audit entry ..."``, ``"untrusted artifact
+        version ..."``, ``"untrusted promotion ..."``, ``"untrusted registry file ..."``) for
+        every object that can run code, cache entry or pack whose signature is missing,
+        invalid or made by a key that may not write here, every policy version that does not
+        count, every break in the audit chain, and every artifact version or promotion whose
+        record is unsigned, forged or made by a key without the role (readers ignore it).
+        Untrusted objects are quarantined too, never deserialized (adopt a store made by an
+        earlier version *before* verifying it: ``adopt``); the other records are left in
+        place and never used.
 
         Raises
         ------
@@ -1082,7 +1085,9 @@ class Store(Governance):
             except CorruptFile:
                 self._quarantine(digest)
                 corrupt.append(digest)
-        return sorted(corrupt) + untrusted + self._guard.findings()
+        from mlflowkit.registry.verify import findings as registry_findings
+
+        return sorted(corrupt) + untrusted + self._guard.findings() + registry_findings(self)
 
     def gc(
         self,
@@ -1167,10 +1172,13 @@ class Store(Governance):
         """Store ``value`` and make it the next version of the artifact ``name``.
 
         Publishing content equal to the latest version's (same digest) makes no new version
-        and returns the latest. See :doc:`/concepts/artifacts`.
+        and returns the latest. A new version's record is signed by this store's key (its
+        ``created_by``) and audited. See :doc:`/concepts/artifacts`.
 
         Raises
         ------
+        AccessDenied
+            This store's key lacks ``publisher`` in the name's namespace (nothing is written).
         RegistryError
             An invalid name or metadata that is not JSON.
         """
@@ -1212,7 +1220,9 @@ class Store(Governance):
     ) -> Promotion:
         """Move stage ``to`` of an artifact to the version ``spec`` names, if every gate passes.
 
-        See :func:`mlflowkit.registry.stages.promote`.
+        Needs ``promoter`` for the name's namespace and stage ``to`` (else ``AccessDenied``);
+        the promotion is signed by this store's key (its ``by``) and audited. See
+        :func:`mlflowkit.registry.stages.promote`.
         """
         from mlflowkit.registry.stages import promote
 

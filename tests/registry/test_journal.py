@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import mlflowkit as mk
+from mlflowkit.store._format import unseal_document
 
 
 def _history(store: mk.Store) -> list[tuple[int, str, str]]:
@@ -37,8 +37,10 @@ def test_every_record_has_its_file(tmp_path: Path) -> None:
     assert versions == ["1.json", "2.json", "3.json"]
     promotions = sorted((root / "promotions" / "vision~model").iterdir())
     assert len(promotions) == 3
-    first = json.loads((root / "versions" / "vision~model" / "1.json").read_text())
+    # each file is the version's record, sealed and signed by the publisher's key
+    first, block, _ = unseal_document((root / "versions" / "vision~model" / "1.json").read_bytes())
     assert first["name"] == "vision/model" and first["version"] == 1
+    assert block is not None and first["created_by"] == store.key_id
 
 
 def test_a_deleted_index_is_filled_back(tmp_path: Path) -> None:

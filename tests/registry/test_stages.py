@@ -30,7 +30,7 @@ def test_one_rung_at_a_time(store: mk.Store) -> None:
         "poc",
         "first try",
     )
-    assert p.by is None and p.gates == ()
+    assert p.by == store.key_id and p.gates == ()  # the promoter's key signed it
     q = store.promote("model@2", to="prototype")
     assert q.from_stage == "poc"
     v = store.artifact("model@2")

@@ -38,7 +38,7 @@ def test_versions_are_numbered_and_equal_content_makes_none(store: mk.Store) -> 
     assert [a.version, again.version, b.version, c.version] == [1, 1, 2, 3]
     assert again == a
     assert a.digest == mk.hash_value(np.arange(3)) == c.digest
-    assert a.metadata == {"source": "test"} and a.metrics == {} and a.created_by is None
+    assert a.metadata == {"source": "test"} and a.metrics == {} and a.created_by == store.key_id
     assert a.run_id is None and a.stage is None
     when = datetime.datetime.fromisoformat(a.created_at)
     assert when.utcoffset() == datetime.timedelta(0)

@@ -38,8 +38,22 @@ def test_the_governance_guide_runs(tmp_path: Path) -> None:
         assert action in out.stdout
     import mlflowkit as mk
 
+    assert "lacks the promoter role for stage 'mvp'" in out.stderr  # Dan tried
     store = mk.Store(tmp_path / "team-store")
     audit = store.audit()
-    assert [e.action for e in audit] == ["policy", "policy", "policy"]
-    assert len({e.by for e in audit}) == 1  # all by Ada
-    assert store.policy.version == 3
+    actions = [e.action for e in audit]
+    assert actions == ["policy"] * 4 + ["publish"] + ["promote"] * 3 + ["policy"]
+    assert len({e.by for e in audit if e.action == "policy"}) == 1  # all by Ada
+    assert store.policy.version == 5
+    # the promote step is real: Rita's signed promotion holds mvp, even after her revocation
+    dan = next(e.by for e in audit if e.action == "publish")
+    rita = audit[7].by
+    mvp = store.artifact("digits/digits-model@mvp")
+    assert (mvp.version, mvp.stage, mvp.created_by) == (1, "mvp", dan)
+    assert [(p.to_stage, p.by == rita) for p in store.history("digits/digits-model")] == [
+        ("poc", False),
+        ("prototype", False),
+        ("mvp", True),
+    ]
+    assert store.history("digits/digits-model")[-1].reason == "passed the release review"
+    assert store.verify() == []
