@@ -204,7 +204,7 @@ def _state(q: Query, name: str, store: Any) -> _State:
         if not judged.ok or r is None or r["name"] != name:
             continue
         seq = r.get("seq", row[0])  # rows of an earlier version: the row's own number
-        v = versions.get(r.get("version", 0))  # type: ignore[arg-type]
+        v = versions.get(r.get("version", 0))
         if not isinstance(seq, int) or v is None or r.get("digest", v["digest"]) != v["digest"]:
             continue  # a promotion of a version readers do not believe
         found.setdefault(seq, r)
