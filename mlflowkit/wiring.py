@@ -367,6 +367,10 @@ def item_type(hint: Any, key: Any) -> Any:
 
 def is_unknown(hint: Any) -> bool:
     """Whether a hint says nothing about a value (``Any``, ``object``, an unbound TypeVar)."""
+    if hint is Any or hint is object:
+        return True
+    if isinstance(hint, type):  # a plain class (the common case, asked once per step call)
+        return False
     hint = _strip(hint)
     return hint is Any or hint is object
 
