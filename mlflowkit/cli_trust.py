@@ -8,6 +8,7 @@ the process signs with ``$MLFLOWKIT_KEY`` (else the ``default`` key).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 import click
 
@@ -120,13 +121,29 @@ def _change(
     _guard(debug, go)
 
 
+def _grant_options(fn: Callable[..., None]) -> Callable[..., None]:
+    """ROLE KEY_ID [--namespace NS] [--stage STAGE] [--store URL] [--debug]: what grant and
+    revoke take."""
+    for option in reversed(
+        (
+            click.argument("role"),
+            click.argument("key_id"),
+            click.option(
+                "--namespace", default=None, help="Only in this namespace (default: all)."
+            ),
+            click.option(
+                "--stage", default=None, help="For promoter: only this stage (default: all)."
+            ),
+            _STORE_OPTION,
+            _DEBUG_OPTION,
+        )
+    ):
+        fn = option(fn)
+    return fn
+
+
 @policy.command("grant")
-@click.argument("role")
-@click.argument("key_id")
-@click.option("--namespace", default=None, help="Only in this namespace (default: all).")
-@click.option("--stage", default=None, help="For promoter: only this stage (default: all).")
-@_STORE_OPTION
-@_DEBUG_OPTION
+@_grant_options
 def policy_grant(
     role: str,
     key_id: str,
@@ -140,12 +157,7 @@ def policy_grant(
 
 
 @policy.command("revoke")
-@click.argument("role")
-@click.argument("key_id")
-@click.option("--namespace", default=None, help="Only in this namespace (default: all).")
-@click.option("--stage", default=None, help="For promoter: only this stage (default: all).")
-@_STORE_OPTION
-@_DEBUG_OPTION
+@_grant_options
 def policy_revoke(
     role: str,
     key_id: str,
