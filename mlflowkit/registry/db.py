@@ -34,6 +34,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import weakref
+from collections import abc as cabc
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -223,25 +224,47 @@ def _version(record: dict[str, Any], stages: dict[int, str], store: Any) -> Arti
         created_at=record["created_at"],
         created_by=record.get("created_by"),
         metadata=json.loads(metadata) if isinstance(metadata, str) else dict(metadata),
-        metrics=_producing_metrics(store, record.get("run_id")),
+        metrics=_ProducingMetrics(store, record.get("run_id")),
         stage=stages.get(int(record["version"])),
         _store=store,
     )
 
 
-def _producing_metrics(store: Any, run_id: str | None) -> dict[str, Any]:
-    """The metrics of the run that published a version (``{}`` without one, or before its
-    record is written)."""
-    if store is None or run_id is None:
-        return {}
-    from mlflowkit.errors import StoreError
-    from mlflowkit.tracking import run_metrics
+class _ProducingMetrics(cabc.Mapping[str, Any]):
+    """The metrics of the run that published a version, read from its record on first use
+    (``{}`` without a run, or before its record is written): listing versions, or finding the
+    latest one on a cached re-run that publishes, reads no run record."""
 
-    try:
-        record = store.run(run_id)
-    except StoreError:
-        return {}
-    return dict(run_metrics(record.steps))
+    def __init__(self, store: Any, run_id: str | None) -> None:
+        self._store = store
+        self._run_id = run_id
+        self._loaded: dict[str, Any] | None = None
+
+    def _metrics(self) -> dict[str, Any]:
+        if self._loaded is None:
+            self._loaded = {}
+            if self._store is not None and self._run_id is not None:
+                from mlflowkit.errors import StoreError
+                from mlflowkit.tracking import run_metrics
+
+                try:
+                    record = self._store.run(self._run_id)
+                except StoreError:
+                    return self._loaded
+                self._loaded = dict(run_metrics(record.steps))
+        return self._loaded
+
+    def __getitem__(self, key: str) -> Any:
+        return self._metrics()[key]
+
+    def __iter__(self) -> cabc.Iterator[str]:
+        return iter(self._metrics())
+
+    def __len__(self) -> int:
+        return len(self._metrics())
+
+    def __repr__(self) -> str:
+        return repr(self._metrics())
 
 
 def _highest(holders: dict[str, int]) -> dict[int, str]:

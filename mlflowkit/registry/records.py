@@ -13,6 +13,7 @@ Invariants
 from __future__ import annotations
 
 import datetime
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -62,7 +63,7 @@ class ArtifactVersion:
     created_at: str
     created_by: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
-    metrics: dict[str, Any] = field(default_factory=dict)
+    metrics: Mapping[str, Any] = field(default_factory=dict)
     stage: str | None = None
     _store: ArtifactStore | None = field(default=None, compare=False, repr=False)
 
