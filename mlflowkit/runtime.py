@@ -562,32 +562,30 @@ def _run(
                 else call_step(step, arguments)
             )
         except BaseException as exc:  # SystemExit, GeneratorExit too: see the module doc
-            if views and _writes_read_only(exc):  # not retried: it would write again
-                tb = traceback.format_exc()
-                error = _wrote_into_input(task, views, exc)
-                error.__cause__ = exc
-                return TaskResult(
-                    task.name,
-                    False,
-                    attempts=attempts,
-                    duration_s=time.perf_counter() - t0,
-                    started_at=started,
-                    error=error,
-                    traceback=f"{tb}\n{type(error).__name__}: {error}\n",
-                )
-            if attempts <= step.hints.retries and not isinstance(exc, KeyboardInterrupt):
+            wrote = bool(views) and _writes_read_only(exc)  # not retried: it would write again
+            if (
+                not wrote
+                and attempts <= step.hints.retries
+                and not isinstance(exc, KeyboardInterrupt)
+            ):
                 delay = step.hints.retry_delay
                 if delay > 0:
                     time.sleep(delay * 2 ** (attempts - 1))
                 continue
+            tb = traceback.format_exc()
+            error: BaseException = exc
+            if wrote:
+                error = _wrote_into_input(task, views, exc)
+                error.__cause__ = exc
+                tb = f"{tb}\n{type(error).__name__}: {error}\n"
             return TaskResult(
                 task.name,
                 False,
                 attempts=attempts,
                 duration_s=time.perf_counter() - t0,
                 started_at=started,
-                error=exc,
-                traceback=traceback.format_exc(),
+                error=error,
+                traceback=tb,
             )
         finally:
             _CURRENT.reset(token)
