@@ -84,3 +84,15 @@ def dask_address(dask_cluster: Any, dask_watcher: Any) -> str:
     """The session cluster's scheduler address, once all of its workers are running."""
     wait_until_whole(dask_cluster, dask_watcher)
     return str(dask_cluster.scheduler_address)
+
+
+@pytest.fixture
+def dask_ex(dask_address: str) -> Iterator[Any]:
+    """A ``dask`` executor on the session cluster, shut down after the test."""
+    import mlflowkit as mk
+
+    ex = mk.executors.get("dask", address=dask_address)
+    try:
+        yield ex
+    finally:
+        ex.shutdown()

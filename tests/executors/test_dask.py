@@ -8,7 +8,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,15 +18,6 @@ from tests.executors.recorder import Recorder
 from tests.resources import dag_executors as dx
 
 pytestmark = pytest.mark.dask
-
-
-@pytest.fixture
-def dask_ex(dask_address: str) -> Iterator[Any]:
-    ex = mk.executors.get("dask", address=dask_address)
-    try:
-        yield ex
-    finally:
-        ex.shutdown()
 
 
 def _per_task_ms(run: mk.Run, seconds: float) -> float:

@@ -3,24 +3,13 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-import mlflowkit as mk
 from tests.resources import dag_tracking as dt
 
 pytestmark = pytest.mark.dask
-
-
-@pytest.fixture
-def dask_ex(dask_address: str) -> Iterator[Any]:
-    ex = mk.executors.get("dask", address=dask_address)
-    try:
-        yield ex
-    finally:
-        ex.shutdown()
 
 
 def test_metrics_logged_on_workers_are_reported_and_reused(dask_ex: Any, store: Any) -> None:
