@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from mlflowkit import driver as _runner  # noqa: F401
+
 # The run machinery (scheduler, cache keys, store, hashing, the default executor) loads here,
 # not in the first run: it costs ~15 ms either way, and paying it at import makes the first run
 # of a process as fast as the next (a fully cached re-run in a fresh process is timed from the
 # run call).
 from mlflowkit import hashing as _hashing  # noqa: F401
-from mlflowkit import runner as _runner  # noqa: F401
 from mlflowkit import store as _store  # noqa: F401
 from mlflowkit.errors import (
     AccessDenied,
@@ -39,8 +40,8 @@ from mlflowkit.executors.base import Executor
 from mlflowkit.plan import Pipeline, Plan, Ref, pipeline
 from mlflowkit.records import StepRun
 from mlflowkit.run import Run
-from mlflowkit.runtime import current, rng
 from mlflowkit.step import Step, step
+from mlflowkit.stepcall import current, rng
 from mlflowkit.tracking import log_metric, log_metrics
 
 if TYPE_CHECKING:

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from mlflowkit.cache import KeyMaker
 from mlflowkit.errors import HashingError
 from mlflowkit.executors.base import Input
+from mlflowkit.keys import KeyMaker
+from mlflowkit.placeholders import map_leaves
 from mlflowkit.plan import _OPS, Node, Ref
 from mlflowkit.records import RunRecord, StepRun
-from mlflowkit.templates import map_leaves
 from mlflowkit.wiring import safe_repr
 
 if TYPE_CHECKING:

@@ -8,10 +8,10 @@ Invariants
 * Wiring is checked while recording: a mistake raises ``WiringError`` before anything runs.
   Derived nodes (``ref.attr``, ``ref[k]``) are typed from the parent's annotation where it
   says; a parameter fed one whose type stays unknown is listed in its call's ``Node.checks``
-  and checked when the call runs, before the function (``runtime.check_inputs``).
+  and checked when the call runs, before the function (``stepcall.check_inputs``).
 * A pipeline's return annotation is checked while planning where the output's static type
   decides it, else on the output value when a run ends (``Plan.check_returns``).
-* Every argument, parameter and output is walked with ``templates.leaves``, which refuses a
+* Every argument, parameter and output is walked with ``placeholders.leaves``, which refuses a
   container that holds itself: planning always ends.
 * A ``Ref`` refuses to take part in Python control flow (``bool``, ``len``, iteration of an
   unknown length, comparisons, arithmetic, formatting): it has no value yet.
@@ -32,8 +32,8 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
 from mlflowkit._heap import set_aside
 from mlflowkit.errors import HashingError, PlanningError, WiringError
+from mlflowkit.placeholders import SCALARS, leaves
 from mlflowkit.step import _TRACER, Step
-from mlflowkit.templates import SCALARS, leaves
 from mlflowkit.wiring import (
     attribute_type,
     check_value,
@@ -823,7 +823,7 @@ class Plan:
         #: imports to plan a past run again
         self.source: dict[str, str] = source or {}
         #: the pipeline's return annotation; ``check_returns``: planning could not prove that
-        #: the output fits it, so a run checks the output value (``runner``)
+        #: the output fits it, so a run checks the output value (``driver``)
         self.returns = returns
         self.check_returns = check_returns
         self._graph: nx.DiGraph | None = None
@@ -954,8 +954,8 @@ class Plan:
         progress: bool | None = None,
         force: bool | list[str] = False,
     ) -> Run:
-        """Execute the plan; see ``mlflowkit.runner.run_plan``."""
-        from mlflowkit.runner import run_plan  # the run machinery sits in a layer above
+        """Execute the plan; see ``mlflowkit.driver.run_plan``."""
+        from mlflowkit.driver import run_plan  # the run machinery sits in a layer above
 
         return run_plan(
             self,
@@ -968,7 +968,7 @@ class Plan:
 
     def explain(self, store: Any = None) -> list[dict[str, Any]]:
         """For each step call: would a run now hit the cache or execute, and why."""
-        from mlflowkit.runner import explain_plan
+        from mlflowkit.driver import explain_plan
 
         return explain_plan(self, store)
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from mlflowkit.errors import StoreError
+from mlflowkit.placeholders import map_leaves
 from mlflowkit.records import RunRecord, StepRun, count_calls, describe_calls
-from mlflowkit.templates import map_leaves
 
 if TYPE_CHECKING:
     from mlflowkit.registry.records import ArtifactVersion
@@ -138,7 +138,7 @@ class Run:
         )
 
     def _decode(self, data: Any) -> Any:
-        """Rebuild the output from a run record's JSON form (see ``runner._output_record``)."""
+        """Rebuild the output from a run record's JSON form (see ``driver._output_record``)."""
         if isinstance(data, list):
             return [self._decode(v) for v in data]
         if isinstance(data, dict):

@@ -13,7 +13,7 @@ Invariants
 * A ``KeyboardInterrupt`` (Ctrl-C in this thread, or a step's result carrying one) ends the
   walk at once, without waiting for tasks in flight: the result says ``interrupted``, and
   whatever did not finish is ``skipped``.
-* Hits come from the pack the runner read (the last run's entries) or the store; a pack hit's
+* Hits come from the pack the driver read (the last run's entries) or the store; a pack hit's
   stored value is checked to exist only for the plan's outputs (what the caller loads).
 * A step call's record carries the metric log of the execution that produced its output: the
   one that just ran, or, for a hit, the one whose cache entry it reuses (``records.METRICS``).
@@ -30,7 +30,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from mlflowkit.cache import KeyMaker
 from mlflowkit.errors import (
     CorruptObjectError,
     ExecutorError,
@@ -40,9 +39,10 @@ from mlflowkit.errors import (
 )
 from mlflowkit.executors.base import Derived, Input, Stored, Task, TaskResult
 from mlflowkit.hashing import hash_value
+from mlflowkit.keys import KeyMaker
+from mlflowkit.placeholders import SCALARS, leaves, map_leaves
 from mlflowkit.plan import _OPS, Node, Ref, find_refs
 from mlflowkit.records import METRICS, CacheEntry, StepRun
-from mlflowkit.templates import SCALARS, leaves, map_leaves
 
 if TYPE_CHECKING:
     from mlflowkit.executors.base import Executor
@@ -290,7 +290,7 @@ class _Walk:
         )
         if cacheable:
             self.writes[name] = store_value
-        if self.on_first_task is not None:  # e.g. the runner records that the run is running
+        if self.on_first_task is not None:  # e.g. the driver records that the run is running
             first, self.on_first_task = self.on_first_task, None
             first()
         try:

@@ -1,8 +1,8 @@
 """Metrics: logged inside a step, stored with the execution, compared across runs.
 
 ``mk.log_metric(name, value, step=None)`` and ``mk.log_metrics({name: value})`` append to the
-running call's metric log, a slot of the step context (``runtime._CURRENT``) created on the
-first metric logged. When the call succeeds, the runtime puts the log in the output's ``meta``
+running call's metric log, a slot of the step context (``stepcall._CURRENT``) created on the
+first metric logged. When the call succeeds, the step call puts the log in the output's ``meta``
 (``records.METRICS``): it is written with the cache entry and travels back with the result
 from a worker process or a Dask worker, and the scheduler copies it into the call's
 ``StepRun.metric_log``. A cache hit therefore reports the metrics of the execution it reuses.
@@ -34,8 +34,8 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from mlflowkit.errors import MlflowkitError, TrackingError
-from mlflowkit.runtime import _CURRENT
 from mlflowkit.step import _PLAIN_CALL
+from mlflowkit.stepcall import _CURRENT
 from mlflowkit.wiring import short_repr
 
 if TYPE_CHECKING:

@@ -53,7 +53,7 @@ def forkserver() -> Any:
             "beartype.roar",
             "cloudpickle",
             "fsspec.implementations.local",
-            "mlflowkit.runner",
+            "mlflowkit.driver",
             "mlflowkit.hashing.arrays",
             "mlflowkit.store.fsspec",
             "mlflowkit.executors.local",

@@ -86,7 +86,7 @@ def test_cached_property() -> None:
 
 
 def test_parameters_json_cannot_hold_exactly_are_recorded_by_repr(tmp_path: Path) -> None:
-    from mlflowkit.runner import _jsonable
+    from mlflowkit.driver import _jsonable
 
     assert _jsonable({"a": float("nan"), "b": 2**70, "c": [1, 2.5, "x"], "d": None}) == {
         "a": "nan",

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import mlflowkit as mk
-from mlflowkit.templates import leaves, map_leaves
+from mlflowkit.placeholders import leaves, map_leaves
 
 
 class Leaf:
@@ -66,7 +66,7 @@ def test_deep_templates_are_walked_without_recursion_limits() -> None:
 
 
 def test_all_of_type_checks_exact_types() -> None:
-    from mlflowkit.templates import all_of_type
+    from mlflowkit.placeholders import all_of_type
 
     class Sub(int):
         pass
@@ -94,7 +94,7 @@ def test_a_container_that_holds_itself_is_refused_at_once() -> None:
 
 @given(_templates())
 def test_the_deep_walk_gives_what_the_recursive_one_gives(template: Any) -> None:
-    from mlflowkit.templates import _map_deep
+    from mlflowkit.placeholders import _map_deep
 
     def mark(leaf: Leaf) -> int:
         return leaf.n * 10

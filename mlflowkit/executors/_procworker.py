@@ -15,7 +15,7 @@ Protocol (each message is a list of frames; a frame is one ``Connection.send_byt
 
 Invariants
 ----------
-* A worker runs one task at a time, in its main thread, through ``runtime.execute``; it answers
+* A worker runs one task at a time, in its main thread, through ``stepcall.execute``; it answers
   every task message with exactly one result message, even when the task could not be
   unpickled or the step raised ``SystemExit``.
 * The worker writes the output to the store itself when the task asks for it and the store is
@@ -153,7 +153,7 @@ class _Worker:
 
 
 def _execute(task: Task, store: Any) -> TaskResult:
-    from mlflowkit.runtime import execute, local_resolver
+    from mlflowkit.stepcall import execute, local_resolver
 
     try:
         return execute(task, store, local_resolver(store), keep_value=True)

@@ -18,7 +18,7 @@ import pickle
 from typing import TYPE_CHECKING, Any
 
 from mlflowkit.executors.base import Derived, Input, Stored
-from mlflowkit.templates import leaves
+from mlflowkit.placeholders import leaves
 
 if TYPE_CHECKING:
     from mlflowkit.executors.base import Task

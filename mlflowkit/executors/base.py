@@ -1,7 +1,7 @@
 """The executor contract: where ready step calls run.
 
 Layer 3: contracts only. The scheduler hands an executor one ready ``Task`` at a time through
-``submit``; the executor runs ``mlflowkit.runtime.execute`` wherever the task belongs (this
+``submit``; the executor runs ``mlflowkit.stepcall.execute`` wherever the task belongs (this
 thread, a pool, a Dask worker, a GPU) and reports exactly one ``TaskResult`` through the
 ``on_done`` callback, from any thread. The scheduler never blocks inside ``submit``.
 
@@ -184,7 +184,7 @@ class Executor(abc.ABC):
     def wait(self) -> None:  # noqa: B027 - optional hook
         """Block until work still running in the background (e.g. store writes) is done.
 
-        The runner calls it before it records a run as finished; an error raised here (a
+        The driver calls it before it records a run as finished; an error raised here (a
         failed background write) fails the run.
         """
 
@@ -201,7 +201,7 @@ class Executor(abc.ABC):
         """The run that ``start`` began is over: let go of what only that run needed.
 
         E.g. the inputs it loaded for the run's steps (``local`` and ``threads`` drop their
-        resolver). The executor stays ready for the next ``start``. The runner calls it after
+        resolver). The executor stays ready for the next ``start``. The driver calls it after
         every run, before ``shutdown`` when it owns the executor; tasks may still be in flight
         only when the run was interrupted. (``dask`` keeps the run's values on the workers
         until its next run, so that ``fetch`` can still bring one back.)

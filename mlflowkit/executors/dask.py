@@ -7,7 +7,7 @@ How a run flows
 ---------------
 ``submit`` only buffers; ``flush`` (called by the scheduler before it waits) sends the buffered
 tasks as *batches*: one Dask task runs several mlflowkit tasks that do not depend on each other
-(``runtime.execute`` for each, on the worker, writing to the store from the worker). The batch's
+(``stepcall.execute`` for each, on the worker, writing to the store from the worker). The batch's
 result -- the output values and a summary per task -- stays in that worker's memory as the
 Dask future's result. A second, tiny Dask task per batch extracts the summaries (digest, meta,
 attempts, duration, error and traceback text) and only that comes back to the client. A
@@ -111,7 +111,7 @@ def run_batch(key: str, payload: bytes, store_blob: bytes, *deps: Any) -> BatchO
     import cloudpickle
     import distributed
 
-    from mlflowkit.runtime import call_step, execute, local_resolver, resolve_template
+    from mlflowkit.stepcall import call_step, execute, local_resolver, resolve_template
 
     lib: Any = distributed  # only partly annotated
     lib.get_client().log_event(_STARTED_TOPIC, {"key": key})
@@ -769,7 +769,7 @@ class DaskExecutor(Executor):
         if isinstance(handle, (Stored, Derived)):
             import cloudpickle
 
-            from mlflowkit.runtime import local_resolver
+            from mlflowkit.stepcall import local_resolver
 
             store = cloudpickle.loads(self._store_blob) if self._store_blob else None
             return local_resolver(store)(handle)

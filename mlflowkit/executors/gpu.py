@@ -97,10 +97,10 @@ from mlflowkit.executors.base import (
     TaskHandle,
     TaskResult,
 )
+from mlflowkit.placeholders import leaves
 from mlflowkit.plan import _OPS
-from mlflowkit.runtime import Writer, call_step, execute, local_resolver, resolve_template
-from mlflowkit.runtime import write_output as _write_output
-from mlflowkit.templates import leaves
+from mlflowkit.stepcall import Writer, call_step, execute, local_resolver, resolve_template
+from mlflowkit.stepcall import write_output as _write_output
 
 if TYPE_CHECKING:
     from mlflowkit.store.base import ArtifactStore
@@ -677,7 +677,7 @@ class GpuExecutor(Executor):
 
     # --- background writes --------------------------------------------------------------------
     def _writer(self, device: int | None) -> Writer:
-        """The ``write`` hook of ``runtime.execute`` for a step run on ``device`` (or a CPU)."""
+        """The ``write`` hook of ``stepcall.execute`` for a step run on ``device`` (or a CPU)."""
 
         def write(task: Task, output: Any, digest: str, meta: dict[str, Any]) -> None:
             store = self._store

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from mlflowkit.executors.base import DONE, Capabilities, Executor, Task, TaskHandle, TaskResult
-from mlflowkit.runtime import execute, local_resolver
+from mlflowkit.stepcall import execute, local_resolver
 
 if TYPE_CHECKING:
     from mlflowkit.store.base import ArtifactStore

@@ -2,7 +2,7 @@
 
 Invariants
 ----------
-* Each task runs ``runtime.execute`` in a pool worker and is reported through ``on_done``
+* Each task runs ``stepcall.execute`` in a pool worker and is reported through ``on_done``
   exactly once, from a pool thread; the scheduler's queue is the only state shared with it.
 * ``processes``: worker processes are started on demand (at most ``max_workers``) and reused
   by every task of every run until ``shutdown()``. One background *dispatcher* thread owns
@@ -57,7 +57,7 @@ from mlflowkit.executors.base import (
     TaskResult,
 )
 from mlflowkit.executors.local import _refuse_gpu
-from mlflowkit.runtime import execute, local_resolver, write_output
+from mlflowkit.stepcall import execute, local_resolver, write_output
 
 if TYPE_CHECKING:
     from mlflowkit.step import Step

@@ -1,6 +1,6 @@
 """OpenLineage events of a run: START and COMPLETE/FAIL for the pipeline and each step call.
 
-Used by the runner only when the OpenLineage client is configured by its own conventions
+Used by the driver only when the OpenLineage client is configured by its own conventions
 (``OPENLINEAGE_URL``, ``openlineage.yml``; see ``mlflowkit.integrations``); the events go
 through ``openlineage.client.OpenLineageClient``, so every transport it offers works. Needs the
 extra ``pip install 'mlflowkit[openlineage]'``; this module is the only one that imports it.

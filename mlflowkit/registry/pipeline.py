@@ -3,7 +3,7 @@ what a run does with them.
 
 ``mk.artifact(spec)`` resolves the spec to one version *while planning* and adds a source node
 named ``artifact:<name>`` whose only argument is that version's digest. Before the walk, the
-runner (``prepare``) checks the run's store holds that object and records the node's cache
+driver (``prepare``) checks the run's store holds that object and records the node's cache
 entry pointing at it, so the node is always a cache hit: its consumers receive the stored
 value and are keyed by its content digest, and a new version with equal content changes
 nothing downstream.
@@ -13,7 +13,7 @@ makes each value the next version of its name (no new version for equal content)
 
 Invariants
 ----------
-* A plan that neither publishes nor consumes costs nothing here: the runner calls into this
+* A plan that neither publishes nor consumes costs nothing here: the driver calls into this
   module only when ``plan.publishes`` or ``plan.consumes`` is non-empty.
 * A cached re-run that publishes reads the latest version's digest (one index query) and
   writes nothing when it is equal.
@@ -37,7 +37,7 @@ from mlflowkit.registry.versions import _check_metadata, resolve
 from mlflowkit.step import _TRACER, Step
 
 if TYPE_CHECKING:
-    from mlflowkit.cache import KeyMaker
+    from mlflowkit.keys import KeyMaker
     from mlflowkit.plan import Plan, Ref
 
 __all__ = [
@@ -180,7 +180,7 @@ def artifact(spec: str, store: Any = None) -> Ref[Any]:
 
 
 # ---------------------------------------------------------------------------------------------
-# what a run does (called by the runner only for plans that publish or consume)
+# what a run does (called by the driver only for plans that publish or consume)
 # ---------------------------------------------------------------------------------------------
 def prepare(plan: Plan, store: Any, keys: KeyMaker) -> None:
     """Before a run: check the run's store holds every consumed version's object and record
@@ -257,8 +257,8 @@ def publish_results(
     """
     from mlflowkit.executors.base import InMemory
     from mlflowkit.hashing import hash_value
+    from mlflowkit.placeholders import map_leaves
     from mlflowkit.plan import Ref
-    from mlflowkit.templates import map_leaves
 
     check_publish(plan, store)  # again: the policy may have changed during the run
     idx = db.index_of(store)

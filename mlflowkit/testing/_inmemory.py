@@ -2,7 +2,7 @@
 
 Invariants
 ----------
-* ``submit`` runs the task to completion inline (through ``runtime.execute``, like ``local``)
+* ``submit`` runs the task to completion inline (through ``stepcall.execute``, like ``local``)
   and reports it through ``on_done`` exactly once before returning.
 * Everything it is asked to do is recorded, in order: ``submitted`` (task names), ``results``,
   ``flushes``, ``starts``, ``shutdowns``.
@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 from mlflowkit.errors import ExecutorError
 from mlflowkit.executors.base import DONE, Capabilities, Executor, Task, TaskHandle, TaskResult
-from mlflowkit.runtime import execute, local_resolver
 from mlflowkit.step import Step
+from mlflowkit.stepcall import execute, local_resolver
 
 if TYPE_CHECKING:
     from mlflowkit.store.base import ArtifactStore

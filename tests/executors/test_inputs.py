@@ -214,7 +214,7 @@ def test_pandas_frames_are_the_steps_own_copies(executor: Executor, store: Any) 
 
 def test_plain_scalar_arguments_are_passed_without_a_copy() -> None:
     """The trivial-task hot path: a call whose arguments are all plain scalars is not touched."""
-    from mlflowkit.runtime import guard_arguments
+    from mlflowkit.stepcall import guard_arguments
 
     arguments = {"i": 1, "s": "x"}
     assert guard_arguments(total, arguments) == [] and arguments == {"i": 1, "s": "x"}
@@ -227,7 +227,7 @@ def test_plain_scalar_arguments_are_passed_without_a_copy() -> None:
 
 def test_an_array_at_the_bottom_of_a_very_deep_list_is_read_only_too() -> None:
     # Past the recursion limit, the guard goes on without recursion.
-    from mlflowkit.runtime import guard_arguments
+    from mlflowkit.stepcall import guard_arguments
 
     array = np.zeros(3)
     deep: Any = [array]

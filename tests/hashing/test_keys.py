@@ -7,7 +7,7 @@ from blake3 import blake3
 from hypothesis import given
 
 import mlflowkit as mk
-from mlflowkit.cache import KEY_VERSION, KeyMaker
+from mlflowkit.keys import KEY_VERSION, KeyMaker
 
 
 def _pinned(a: int, b: str = "x") -> int:

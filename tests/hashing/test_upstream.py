@@ -5,10 +5,10 @@ from __future__ import annotations
 import hypothesis.strategies as st
 from hypothesis import given
 
-from mlflowkit.cache import KeyMaker, Upstream
 from mlflowkit.executors.base import Input
 from mlflowkit.hashing import hash_value
 from mlflowkit.hashing.values import encode, type_name
+from mlflowkit.keys import KeyMaker, Upstream
 
 
 @given(st.text(alphabet="0123456789abcdef", max_size=64))

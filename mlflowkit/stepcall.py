@@ -47,8 +47,8 @@ from typing import TYPE_CHECKING, Any
 from mlflowkit.errors import InputMutationError, MlflowkitError, TypeCheckError
 from mlflowkit.executors.base import Derived, InMemory, Input, Stored, Task, TaskResult
 from mlflowkit.hashing import hash_value
+from mlflowkit.placeholders import SCALARS, leaves, map_leaves
 from mlflowkit.records import METRICS, CacheEntry
-from mlflowkit.templates import SCALARS, leaves, map_leaves
 from mlflowkit.wiring import check_value, describe, describe_value, mismatch, short_repr
 
 if TYPE_CHECKING:

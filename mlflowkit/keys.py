@@ -21,7 +21,7 @@ from blake3 import blake3
 from mlflowkit.executors.base import Input
 from mlflowkit.hashing import CodeDigester, hash_value
 from mlflowkit.hashing.values import EncodeState, encode, register_encoder
-from mlflowkit.templates import SCALARS, all_of_type, leaves, map_leaves
+from mlflowkit.placeholders import SCALARS, all_of_type, leaves, map_leaves
 
 if TYPE_CHECKING:
     from mlflowkit.step import Step

@@ -33,17 +33,17 @@ from typing import TYPE_CHECKING, Any
 from blake3 import blake3
 
 from mlflowkit._heap import set_aside
-from mlflowkit.cache import KeyMaker
 from mlflowkit.errors import ExecutorError, RunFailed, StoreError, TypeCheckError, WiringError
 from mlflowkit.executors import get as get_executor
 from mlflowkit.executors.base import Executor, InMemory, TaskResult
 from mlflowkit.integrations import lineage_emitter
 from mlflowkit.interactive import wants_progress
+from mlflowkit.keys import KeyMaker
+from mlflowkit.placeholders import leaves
 from mlflowkit.plan import Ref
 from mlflowkit.records import METRICS, CacheEntry, RunRecord
 from mlflowkit.run import Run
 from mlflowkit.scheduler import Progress, walk
-from mlflowkit.templates import leaves
 from mlflowkit.wiring import check_value, describe, describe_value, mismatch, safe_repr
 
 if TYPE_CHECKING:
