@@ -20,6 +20,10 @@ throughput
 tune (``--tune``)
     Pipelined throughput of a few thread-block configurations of the kernels, each with its
     digest checked against the CPU.
+ceiling
+    The fastest any BLAKE3 kernel of this shape can hash on this device: compression-only
+    kernels (mlflowkit's Numba ``compress``, and the same in CUDA C) with no memory traffic
+    (``benchmarks/gpu_ceiling.py``).
 chain
     Ten GPU steps on 1 GiB arrays through mlflowkit's public API (``mk.step(resources={"gpu":
     1})``, ``mk.pipeline``, ``plan.run(executor="gpu", store=...)``), against the same chain with
@@ -151,6 +155,10 @@ def simulate(report: Report) -> int:
     report.add("correctness", bytes=host.nbytes, ok=ok, layout="launch_digest", simulated=True)
     report.note("throughput", "skipped: the simulator's timings say nothing about a device")
 
+    ok = _ceiling_module().simulate_check()
+    failures += not ok
+    report.add("ceiling", kernel="numba (simulated, 8 threads x 2 compressions)", same_as_cpu=ok)
+
     pipeline, why = _build_chain()
     if pipeline is None:
         report.note("chain", f"skipped: mlflowkit's step/pipeline API not available ({why})")
@@ -158,6 +166,15 @@ def simulate(report: Report) -> int:
         plan = pipeline.plan(size=1024, steps=3)
         report.add("chain", how="planned only (simulator)", steps=len(plan.steps))
     return 1 if failures else 0
+
+
+def _ceiling_module() -> Any:
+    """``benchmarks/gpu_ceiling.py``, whether this file runs as a script or as a module."""
+    try:
+        from benchmarks import gpu_ceiling
+    except ImportError:  # run as ``python benchmarks/gpu.py``: its folder is on the path
+        import gpu_ceiling  # type: ignore[no-redef]
+    return gpu_ceiling
 
 
 # -- correctness ---------------------------------------------------------------------------------
@@ -461,6 +478,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=10, help="steps in the chain (default 10)")
     parser.add_argument("--repeats", type=int, help="timed repetitions (default 10, quick 3)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--sections",
+        default="correctness,throughput,ceiling,chain",
+        help="comma-separated sections to run (default: all)",
+    )
     args = parser.parse_args(argv)
 
     if args.simulate:
@@ -506,12 +528,21 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"device: {name}; {size} bytes per array; {repeats} repeats", flush=True)
 
+        sections = set(args.sections.split(","))
         started = time.perf_counter()
-        failures = correctness(report, cupy, args.quick, args.seed)
-        print(f"correctness: {failures} failure(s)", flush=True)
-        throughput(report, cupy, size, repeats, args.tune)
-        print("throughput: done", flush=True)
-        chain(report, cupy, size, args.steps)
+        failures = 0
+        if "correctness" in sections:
+            failures = correctness(report, cupy, args.quick, args.seed)
+            print(f"correctness: {failures} failure(s)", flush=True)
+        if "throughput" in sections:
+            throughput(report, cupy, size, repeats, args.tune)
+            print("throughput: done", flush=True)
+        if "ceiling" in sections:
+            _ceiling_module().ceiling(report, cupy, repeats)
+            failures += sum(row.get("same_as_cpu") is False for row in report.rows)
+            print("ceiling: done", flush=True)
+        if "chain" in sections:
+            chain(report, cupy, size, args.steps)
         report.add("setup", total_s=time.perf_counter() - started)
         report.print_tables()
         return 1 if failures else 0
