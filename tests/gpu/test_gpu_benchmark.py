@@ -42,6 +42,9 @@ def test_simulated_smoke_run(tmp_path: Path) -> None:
     assert len(checks) >= 5
     assert all(r["ok"] for r in checks)
     assert "== correctness ==" in proc.stdout
+    ceiling = [r for r in rows if r["section"] == "ceiling"]
+    assert len(ceiling) == 1
+    assert ceiling[0]["same_as_cpu"] is True  # the ceiling kernel computes real compressions
 
 
 def test_without_a_device_says_so_and_exits_0(tmp_path: Path) -> None:
