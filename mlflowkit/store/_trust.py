@@ -39,10 +39,12 @@ import orjson
 
 from mlflowkit.errors import AccessDenied, StoreError, UntrustedObjectError
 from mlflowkit.store._format import seal_document, unseal_document
+from mlflowkit.store.layout import MARKER
 from mlflowkit.trust import audit as _audit
 from mlflowkit.trust import keys as _keys
 from mlflowkit.trust import policy as _policy
 from mlflowkit.trust import signing as _signing
+from mlflowkit.version import __version__
 
 if TYPE_CHECKING:
     from mlflowkit.trust.audit import AuditEntry
@@ -147,8 +149,6 @@ class Guard:
     # the marker and the owner ---------------------------------------------------------------
     def marker_bytes(self) -> bytes:
         """The marker of a store made now: its owner is this process's key."""
-        from mlflowkit import __version__
-
         owner = self.key_id
         block = _signing.sign(
             self.signer, _signing.document_message("owner", blake3.blake3(owner.encode()).digest())
@@ -175,8 +175,6 @@ class Guard:
         """
         if self._owner is not None:
             return self._owner[0]
-        from mlflowkit.store.fsspec import MARKER
-
         s = self._store
         data = s._io.read(f"{s.root}/{MARKER}")
         owner = None

@@ -1,0 +1,77 @@
+"""Checking and measuring a whole store: ``verify`` of the objects, ``du``.
+
+Layer 5 (part of the store's implementation). Both read the files themselves (the truth),
+never the index, so they are right even after a writer was killed before its index rows
+were written.
+
+Invariants:
+
+* ``verify_objects`` deserializes nothing that can run code before its signature verified;
+  a corrupt or untrusted object is quarantined (its cache entries dropped), never deleted.
+* ``disk_usage`` counts only the store's own files (no temp files in ``objects/`` or
+  ``cache/``), and creates nothing.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from mlflowkit.errors import SerializationError, UntrustedObjectError
+from mlflowkit.store import serializers
+from mlflowkit.store._format import CorruptFile
+from mlflowkit.store.layout import STARTED, is_temp
+
+if TYPE_CHECKING:
+    from mlflowkit.store.core import StoreCore
+
+__all__ = ["disk_usage", "verify_objects"]
+
+
+def verify_objects(store: StoreCore) -> tuple[list[str], list[str]]:
+    """``(corrupt digests, sorted; "untrusted object <digest>: <why>" lines)``.
+
+    An object is corrupt when its header or payload fails its checksum, when its header names
+    another address, or when its value does not hash to its name (when its serializer and
+    hasher are registered here).
+    """
+    corrupt = []
+    untrusted = []
+    for _, digest in store._object_files("objects"):
+        try:
+            try:
+                got = store._load_payload(digest)
+            except UntrustedObjectError as exc:
+                reason = str(exc).split(": ", 1)[-1].split(". Its serializer", 1)[0]
+                untrusted.append(f"untrusted object {digest}: {reason}")
+                store._quarantine(digest)  # never loaded; its producer runs again
+                continue
+            if got is None:
+                continue
+            try:
+                value = serializers.loads(got[0], got[1])
+            except SerializationError:
+                continue
+            store._check_value(digest, value)
+        except CorruptFile:
+            store._quarantine(digest)
+            corrupt.append(digest)
+    return sorted(corrupt), untrusted
+
+
+def disk_usage(store: StoreCore) -> dict[str, Any]:
+    """Counts and bytes per area: objects, cache, runs, packs, quarantine, tmp, total."""
+    files, root = store.seams.objects, store.root
+    usage: dict[str, Any] = {}
+    for area in ("objects", "cache"):
+        found = [f for f in files.walk(f"{root}/{area}") if not is_temp(f.name)]
+        usage[area] = {"count": len(found), "bytes": sum(f.size for f in found)}
+    runs = [f for f in files.listdir(f"{root}/runs") if f.name.endswith((".json", STARTED))]
+    usage["runs"] = {"count": len(runs), "bytes": sum(f.size for f in runs)}
+    for area in ("packs", "quarantine", "tmp"):
+        found = files.listdir(f"{root}/{area}")
+        usage[area] = {"count": len(found), "bytes": sum(f.size for f in found)}
+    usage["total"] = {
+        "count": sum(v["count"] for v in usage.values()),
+        "bytes": sum(v["bytes"] for v in usage.values()),
+    }
+    return usage
