@@ -377,7 +377,12 @@ class FsspecFiles:
     def write_atomic(
         self, path: str, parts: Iterable[bytes | bytearray | memoryview], durable: bool
     ) -> None:
-        """One ``pipe_file`` of the joined parts (a single PUT on object stores)."""
+        """One ``pipe_file`` of the joined parts (a single PUT on object stores).
+
+        Atomic exactly where the backend's ``pipe_file`` is: object stores (one PUT) and
+        ``memory://``. fsspec's own local filesystem writes in place, which is why a local
+        folder is always worked on through ``LocalFiles``.
+        """
         data = b"".join(bytes(p) if not isinstance(p, bytes) else p for p in parts)
         try:
             self.fs.pipe_file(path, data)
