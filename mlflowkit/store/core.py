@@ -108,7 +108,7 @@ from mlflowkit.store.layout import (
     prepare_layout,
 )
 from mlflowkit.store.locks import DEFAULT_LEASE_S, hold
-from mlflowkit.store.maintenance import disk_usage, verify_objects
+from mlflowkit.store.maintenance import disk_usage, record_findings, verify_objects
 from mlflowkit.store.objects import FileStat, ObjectStore
 from mlflowkit.store.runfiles import RunFiles, as_read, executed
 from mlflowkit.store.sqlite_index import open_for_store
@@ -224,7 +224,7 @@ class StoreCore:
         self._ready = False  # laid out (folders and marker) by this object
         self._known = False  # seen to be a store
         self._key = key
-        self._guard = Guard(self, key)
+        self._guard = Guard(self._io, self.url, self._ensure, key)
         _OPEN_STORES.add(self)
 
     # creating --------------------------------------------------------------------------------
@@ -782,7 +782,7 @@ class StoreCore:
         """
         self._require()
         corrupt, untrusted = verify_objects(self)
-        return corrupt + untrusted + self._guard.findings()
+        return corrupt + untrusted + record_findings(self) + self._guard.findings()
 
     def gc(
         self,

@@ -1,4 +1,4 @@
-"""Checking and measuring a whole store: ``verify`` of the objects, ``du``.
+"""Checking and measuring a whole store: ``verify`` of objects and signed records, ``du``.
 
 Layer 5 (part of the store's implementation). Both read the files themselves (the truth),
 never the index, so they are right even after a writer was killed before its index rows
@@ -8,6 +8,8 @@ Invariants:
 
 * ``verify_objects`` deserializes nothing that can run code before its signature verified;
   a corrupt or untrusted object is quarantined (its cache entries dropped), never deleted.
+* ``record_findings`` judges every cache entry, pack and finished run record by its signature
+  (the guard's ``document_problem``) and changes nothing.
 * ``disk_usage`` counts only the store's own files (no temp files in ``objects/`` or
   ``cache/``), and creates nothing.
 """
@@ -18,13 +20,18 @@ from typing import TYPE_CHECKING, Any
 
 from mlflowkit.errors import SerializationError, UntrustedObjectError
 from mlflowkit.store import serializers
-from mlflowkit.store._format import CorruptFile
+from mlflowkit.store._format import (
+    CorruptFile,
+    decode_entry_signed,
+    decode_pack_signed,
+    unsign_run,
+)
 from mlflowkit.store.layout import STARTED, is_temp
 
 if TYPE_CHECKING:
     from mlflowkit.store.core import StoreCore
 
-__all__ = ["disk_usage", "verify_objects"]
+__all__ = ["disk_usage", "record_findings", "verify_objects"]
 
 
 def verify_objects(store: StoreCore) -> tuple[list[str], list[str]]:
@@ -56,6 +63,46 @@ def verify_objects(store: StoreCore) -> tuple[list[str], list[str]]:
             store._quarantine(digest)
             corrupt.append(digest)
     return sorted(corrupt), untrusted
+
+
+def record_findings(store: StoreCore) -> list[str]:
+    """One line per cache entry, pack or run record whose signature does not count."""
+    guard, files, root = store.seams.guard, store.seams.objects, store.root
+    out = []
+    for f, key in store._object_files("cache", ".json"):
+        data = files.read(f"{root}/cache/{f.name}")
+        if data is None:
+            continue
+        entry, block, digest = decode_entry_signed(data)
+        if entry is None:
+            continue  # damaged: removed when read, like before
+        why = guard.document_problem("cache", digest, block)
+        if why is not None:
+            out.append(f"untrusted cache entry {key}: {why}")
+    for f in store._own_files("packs"):
+        if not f.name.endswith(".json"):
+            continue
+        data = files.read(f"{root}/packs/{f.name}") or b""
+        entries, block, digest = decode_pack_signed(data)
+        if entries is None:
+            continue
+        why = guard.document_problem("pack", digest, block)
+        if why is not None:
+            out.append(f"untrusted cache pack {f.name[:-5]}: {why}")
+    owned = guard.owner() is not None
+    for rf in store._run_files():
+        if not rf.stamp.startswith(".json:"):
+            continue  # a run in progress: its record is signed when it ends
+        data = files.read(store._run_path(rf.run_id))
+        if data is None:
+            continue
+        body, block, digest = unsign_run(data)
+        if block is None and (not owned or b'"executed"' not in body):
+            continue  # an earlier version's store, or a fully cached run (never signed)
+        why = guard.document_problem("run", digest, block)
+        if why is not None:
+            out.append(f"untrusted run record {rf.run_id}: {why}")
+    return out
 
 
 def disk_usage(store: StoreCore) -> dict[str, Any]:
