@@ -1,19 +1,17 @@
 """``StoreCore``: the artifact store made of its two seams, objects and index.
 
-Layer 5 (a store implementation). It writes and reads the store's files through an
-:class:`~mlflowkit.store.objects.ObjectStore` (``LocalFiles`` for a folder, ``FsspecFiles`` for
-any fsspec URL) and keeps its index through the index seam (:class:`~mlflowkit.store.index.Index`,
-``SqliteIndex`` by default, kept by an ``IndexKeeper``); it signs and judges through its
-``Guard`` (``_trust``). It imports nothing above its layer: the public ``mk.Store``
-(:mod:`mlflowkit.store.fsspec`) adds lineage, metrics, the registry and governance on top.
-Where each file lives is in :mod:`mlflowkit.store.layout`, their formats in
-:mod:`mlflowkit.store._format`.
+Layer 5. It works on the store's files through an :class:`~mlflowkit.store.objects.ObjectStore`
+(``LocalFiles`` for a folder, ``FsspecFiles`` for any fsspec URL), keeps its index through the
+index seam (``SqliteIndex`` by default, kept by an ``IndexKeeper``), and signs and judges
+through its ``Guard`` (``_trust``). The public ``mk.Store`` (:mod:`mlflowkit.store.fsspec`,
+layer 6) adds lineage, metrics, the registry and governance on top. Where each file lives:
+:mod:`mlflowkit.store.layout`; their formats: :mod:`mlflowkit.store._format`.
 
 Invariants:
 
 * Objects are addressed by the content digest of their value (``hash_value``); ``put`` skips
-  digests already present and writes atomically (the objects seam), so a reader sees a whole object
-  or none.
+  digests already present and writes atomically (the objects seam), so a reader sees a whole
+  object or none.
 * ``get`` checks the header and the payload's BLAKE3 *before* deserializing. A mismatch moves
   the object to ``quarantine/``, drops the cache entries pointing at it and raises
   :class:`~mlflowkit.errors.CorruptObjectError`: a corrupt object is never returned.
@@ -48,9 +46,7 @@ Invariants:
   returns only once everything written so far is on disk. A power failure inside
   that window can lose the newest files but never makes a wrong one readable: every object
   and cache entry carries a checksum that is verified on read. With ``durable=False`` nothing
-  is fsynced.
-* Index rows for new objects and cache entries are buffered and written in one transaction
-  (at the next query, ``sync()``, or within ``sync_interval``); the files stay the truth.
+  is fsynced. Index rows are buffered likewise (``indexer``); the files stay the truth.
 """
 
 from __future__ import annotations
@@ -80,7 +76,6 @@ from mlflowkit.store._flush import FLUSHER
 from mlflowkit.store._format import (
     HEAD_MAX,
     CorruptFile,
-    decode_entry,
     decode_entry_signed,
     decode_pack_signed,
     encode_entry,
@@ -92,7 +87,7 @@ from mlflowkit.store._format import (
 )
 from mlflowkit.store._gc import GcReport, collect
 from mlflowkit.store._trust import SAFE_SERIALIZERS, Guard
-from mlflowkit.store.filesystems import TEMP_NAME, FsspecFiles, LocalFiles, temp_owner_dead
+from mlflowkit.store.filesystems import TEMP_NAME, open_files, temp_owner_dead
 from mlflowkit.store.index import Index, ObjectRow, RunFile
 from mlflowkit.store.indexer import IndexKeeper, Scan
 from mlflowkit.store.layout import (
@@ -108,7 +103,7 @@ from mlflowkit.store.layout import (
     prepare_layout,
 )
 from mlflowkit.store.locks import DEFAULT_LEASE_S, hold
-from mlflowkit.store.maintenance import disk_usage, record_findings, verify_objects
+from mlflowkit.store.maintenance import disk_usage, record_findings, scan_files, verify_objects
 from mlflowkit.store.objects import FileStat, ObjectStore
 from mlflowkit.store.runfiles import RunFiles, as_read, executed
 from mlflowkit.store.sqlite_index import open_for_store
@@ -166,55 +161,15 @@ class StoreCore:
     ) -> None:
         if url is None:
             url = os.environ.get("MLFLOWKIT_STORE") or DEFAULT_URL
-        url = os.fspath(url)
-        if not isinstance(url, str) or not url or "\x00" in url:
-            raise StoreError(
-                f"invalid store url {url!r}: expected a folder path or an fsspec URL (e.g. "
-                "'./.mlflowkit' or 'memory://name'), not empty and without NUL characters; "
-                "pass '.' for the current folder.",
-                url=str(url),
-            )
-        fs: Any = None
-        if "://" in url or "::" in url or storage_options:
-            from fsspec.core import url_to_fs
-
-            try:
-                fs, path = url_to_fs(url, **storage_options)
-            except (ValueError, ImportError) as exc:
-                raise StoreError(
-                    f"cannot open store {url!r}: {exc}. Expected a folder or an fsspec URL "
-                    "such as 'memory://name' or 's3://bucket/prefix' (with its fsspec backend "
-                    "installed).",
-                    url=url,
-                ) from exc
-        else:
-            path = url  # a plain folder: no need to import fsspec at all
+        files, self.url, protocol = open_files(os.fspath(url), storage_options)
         self.durable = durable
         self.lock_lease = lock_lease
         self.sync_interval = sync_interval
         self._dirty = False  # written since the last sync, on a disk that needs flushing
         self._dirty_lock = threading.Lock()
         self._storage_options = storage_options
-        self._io: ObjectStore
-        if fs is None or _is_local_fs(fs):
-            root = os.path.abspath(path)
-            self.url = root
-            self._io = LocalFiles(root)
-            if os.path.exists(root) and not os.path.isdir(root):
-                raise StoreError(
-                    f"cannot create a store at {root}: it is a file. Expected a folder (or a "
-                    "path where one can be created); pass another url or set $MLFLOWKIT_STORE.",
-                    url=root,
-                )
-        else:
-            root = path.rstrip("/")
-            self.url = fs.unstrip_protocol(root)
-            self._io = FsspecFiles(fs, root)
-        self.root = root
-        if fs is None:
-            protocol = "file"
-        else:
-            protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+        self._io: ObjectStore = files
+        self.root = root = files.root
         local_root = root if self._io.local else None
         url_now = self.url
         self._indexes = IndexKeeper(
@@ -352,24 +307,7 @@ class StoreCore:
 
     def _scan(self) -> Scan:
         """Read the files: object headers, cache entries and run records."""
-        objects = []
-        for f in self._io.walk(f"{self.root}/objects"):
-            digest = f.name.rsplit("/", 1)[-1]
-            got = self._read_header(f"{self.root}/objects/{f.name}")
-            if got is not None:
-                objects.append(ObjectRow(digest, f.size, got[0], f.mtime))
-        caches = []
-        for f in self._io.walk(f"{self.root}/cache"):
-            data = self._io.read(f"{self.root}/cache/{f.name}")
-            entry = decode_entry(data) if data is not None else None
-            if entry is not None:
-                caches.append((entry, f.size))
-        runs = []
-        for rf in self._run_files():
-            data = self._read_run(rf.run_id)
-            if data is not None:
-                runs.append((rf, data.decode("utf-8", "replace")))
-        return objects, caches, runs
+        return scan_files(self)
 
     def reindex(self) -> dict[str, int]:
         """Rebuild the index from the files; return how many of each it found."""
@@ -814,12 +752,6 @@ class StoreCore:
         """
         self._require()
         return disk_usage(self)
-
-
-def _is_local_fs(fs: Any) -> bool:
-    from fsspec.implementations.local import LocalFileSystem
-
-    return isinstance(fs, LocalFileSystem)
 
 
 #: Stores of this process, synced at interpreter exit so no buffered index row is lost.

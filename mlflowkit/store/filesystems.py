@@ -41,7 +41,14 @@ from mlflowkit.store import _owner
 from mlflowkit.store._flush import sync_filesystem
 from mlflowkit.store.objects import FileStat
 
-__all__ = ["TEMP_NAME", "FileStat", "FsspecFiles", "LocalFiles", "temp_owner_dead"]
+__all__ = [
+    "TEMP_NAME",
+    "FileStat",
+    "FsspecFiles",
+    "LocalFiles",
+    "open_files",
+    "temp_owner_dead",
+]
 
 _counter = itertools.count()
 
@@ -423,3 +430,57 @@ class FsspecFiles:
 
     def sync(self) -> None:
         """Nothing to do: each ``pipe_file`` is as durable as the filesystem makes it."""
+
+
+def open_files(
+    url: str, storage_options: dict[str, Any]
+) -> tuple[LocalFiles | FsspecFiles, str, str]:
+    """The objects seam of the store at ``url``: ``(files, canonical url, protocol)``.
+
+    A plain folder (or any URL fsspec resolves to its local filesystem) is worked on with
+    ``LocalFiles``, its url made absolute; anything else through the fsspec filesystem the URL
+    names. fsspec is not imported for a plain folder.
+
+    Raises
+    ------
+    StoreError
+        The url is empty or holds NUL characters, names a file, or names a filesystem fsspec
+        cannot open here.
+    """
+    if not isinstance(url, str) or not url or "\x00" in url:
+        raise StoreError(
+            f"invalid store url {url!r}: expected a folder path or an fsspec URL (e.g. "
+            "'./.mlflowkit' or 'memory://name'), not empty and without NUL characters; "
+            "pass '.' for the current folder.",
+            url=str(url),
+        )
+    fs: Any = None
+    if "://" in url or "::" in url or storage_options:
+        from fsspec.core import url_to_fs
+        from fsspec.implementations.local import LocalFileSystem
+
+        try:
+            fs, path = url_to_fs(url, **storage_options)
+        except (ValueError, ImportError) as exc:
+            raise StoreError(
+                f"cannot open store {url!r}: {exc}. Expected a folder or an fsspec URL "
+                "such as 'memory://name' or 's3://bucket/prefix' (with its fsspec backend "
+                "installed).",
+                url=url,
+            ) from exc
+        if isinstance(fs, LocalFileSystem):
+            fs = None
+    else:
+        path = url  # a plain folder: no need to import fsspec at all
+    if fs is None:
+        root = os.path.abspath(path)
+        if os.path.exists(root) and not os.path.isdir(root):
+            raise StoreError(
+                f"cannot create a store at {root}: it is a file. Expected a folder (or a "
+                "path where one can be created); pass another url or set $MLFLOWKIT_STORE.",
+                url=root,
+            )
+        return LocalFiles(root), root, "file"
+    root = path.rstrip("/")
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    return FsspecFiles(fs, root), fs.unstrip_protocol(root), protocol

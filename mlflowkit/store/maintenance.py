@@ -1,4 +1,4 @@
-"""Checking and measuring a whole store: ``verify`` of objects and signed records, ``du``.
+"""Walks of a whole store's files: verifying them, measuring them, scanning them into index rows.
 
 Layer 5 (part of the store's implementation). Both read the files themselves (the truth),
 never the index, so they are right even after a writer was killed before its index rows
@@ -10,6 +10,7 @@ Invariants:
   a corrupt or untrusted object is quarantined (its cache entries dropped), never deleted.
 * ``record_findings`` judges every cache entry, pack and finished run record by its signature
   (the guard's ``document_problem``) and changes nothing.
+* ``scan_files`` reads only: it is what an index is rebuilt from.
 * ``disk_usage`` counts only the store's own files (no temp files in ``objects/`` or
   ``cache/``), and creates nothing.
 """
@@ -22,16 +23,19 @@ from mlflowkit.errors import SerializationError, UntrustedObjectError
 from mlflowkit.store import serializers
 from mlflowkit.store._format import (
     CorruptFile,
+    decode_entry,
     decode_entry_signed,
     decode_pack_signed,
     unsign_run,
 )
+from mlflowkit.store.index import ObjectRow
 from mlflowkit.store.layout import STARTED, is_temp
 
 if TYPE_CHECKING:
     from mlflowkit.store.core import StoreCore
+    from mlflowkit.store.indexer import Scan
 
-__all__ = ["disk_usage", "record_findings", "verify_objects"]
+__all__ = ["disk_usage", "record_findings", "scan_files", "verify_objects"]
 
 
 def verify_objects(store: StoreCore) -> tuple[list[str], list[str]]:
@@ -122,3 +126,26 @@ def disk_usage(store: StoreCore) -> dict[str, Any]:
         "bytes": sum(v["bytes"] for v in usage.values()),
     }
     return usage
+
+
+def scan_files(store: StoreCore) -> Scan:
+    """Read the files into index rows: object headers, cache entries and run records."""
+    files, root = store.seams.objects, store.root
+    objects = []
+    for f in files.walk(f"{root}/objects"):
+        digest = f.name.rsplit("/", 1)[-1]
+        got = store._read_header(f"{root}/objects/{f.name}")
+        if got is not None:
+            objects.append(ObjectRow(digest, f.size, got[0], f.mtime))
+    caches = []
+    for f in files.walk(f"{root}/cache"):
+        data = files.read(f"{root}/cache/{f.name}")
+        entry = decode_entry(data) if data is not None else None
+        if entry is not None:
+            caches.append((entry, f.size))
+    runs = []
+    for rf in store._run_files():
+        data = store._read_run(rf.run_id)
+        if data is not None:
+            runs.append((rf, data.decode("utf-8", "replace")))
+    return objects, caches, runs
