@@ -63,7 +63,7 @@ if TYPE_CHECKING:
     from mlflowkit.store import Store as Store
     from mlflowkit.trust.audit import AuditEntry as AuditEntry
 
-__version__ = "0.1.0"
+from mlflowkit.version import __version__
 
 __all__ = [
     "STAGES",

@@ -157,8 +157,8 @@ def explain(plan: Plan, store: ArtifactStore, keys: KeyMaker) -> Explanation:
     digests: dict[str, str] = {}
     metas: dict[str, dict[str, Any]] = {}
     executing: dict[str, str] = {}  # node -> first upstream cause
-    exists = getattr(store, "exists", None)  # a store not created yet has no runs to compare
-    previous = _previous(store.runs() if exists is None or exists() else [], plan.pipeline)
+    # a store not created yet has no runs to compare
+    previous = _previous(store.runs() if store.exists() else [], plan.pipeline)
     out = Explanation()
     out.internal = frozenset(n for n, node in plan.nodes.items() if node.kind == "derived")
     for name, node in plan.nodes.items():

@@ -103,7 +103,7 @@ def store_is_shareable(store: ArtifactStore | None) -> bytes | None:
     """
     if store is None:
         return None
-    url = str(getattr(store, "url", ""))
+    url = str(store.url)
     if url.startswith("memory:"):
         return None
     import cloudpickle

@@ -1,30 +1,24 @@
-"""The registry's tables in the store's index, and every query and transaction on them.
+"""The registry's rows in the store's index, and every read and transaction on them.
 
-Tables (created on first use, ``CREATE TABLE IF NOT EXISTS``, so existing stores keep working
-and two processes creating them at once is harmless)::
-
-    registry_versions   (name, version) -> digest, run_id, created_at, created_by, metadata,
-                                           record
-    registry_stages     (name, stage)   -> version            a stage is a pointer
-    registry_promotions seq -> name, version, from_stage, to_stage, at, by, reason, gates,
-                               record
-
-``record`` is the signed record (``signed``) the row was made from; readers build versions and
-promotions from it, never from the other columns, and derive the stages from the valid
-promotions (``registry_stages`` is written but never believed).
+The rows (``VersionRow``, ``PromotionRow``, ``StageRow``) live behind the index contract
+(:mod:`mlflowkit.store.index`: SQLite by default); this module speaks only that contract, never
+SQL. ``record`` is the signed record (``signed``) a row was made from; readers build versions
+and promotions from it, never from the other columns, and derive the stages from the valid
+promotions (the stage rows are written but never believed).
 
 Invariants
 ----------
-* Every change is one ``BEGIN IMMEDIATE`` transaction (``Index.write``): concurrent writers
-  (threads, processes) wait for each other, a version number is read and taken under the same
-  write lock, and ``PRIMARY KEY (name, version)`` refuses a number given twice. A process killed
-  mid-change leaves the old state or the new one, never a half-made one.
+* Every change is one exclusive registry transaction (``Index.registry``): concurrent writers
+  (threads, processes) wait for each other, a version number is read and taken in the same
+  transaction, and the index refuses a number given twice. A process killed mid-change leaves
+  the old state or the new one, never a half-made one.
 * A row whose record does not count (``signed.judge``: forged, edited, unsigned in an owned
   store, or made by a key without the role) is ignored by every reader, as is a promotion of
   a version that does not count.
 * Unlike the index's other tables these rows are not a cache of the store's files: the index
   never drops them when it rebuilds (see ``mlflowkit.store.index``).
-* Only this module writes SQL for the registry; the rest of the registry speaks in records.
+* Only this module reads and writes the registry's rows; the rest of the registry speaks in
+  records.
 * Each new version and promotion is also written as a file of the store (``journal``) inside
   its transaction, and a new or lost index is filled back from those files on first use.
 """
@@ -32,23 +26,27 @@ Invariants
 from __future__ import annotations
 
 import json
-import sqlite3
 import weakref
 from collections import abc as cabc
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any
 
 from mlflowkit.errors import RegistryError
 from mlflowkit.registry import journal, signed
 from mlflowkit.registry.names import STAGES
 from mlflowkit.registry.records import ArtifactVersion, GateResult, Promotion, utc_now
-
-if TYPE_CHECKING:
-    from mlflowkit.store.index import Index
+from mlflowkit.store.index import (
+    Index,
+    PromotionRow,
+    RegistryReader,
+    RegistryTransaction,
+    StageRow,
+    VersionRow,
+)
+from mlflowkit.store.seams import HasSeams
 
 __all__ = [
-    "TABLES",
     "all_rows",
     "history",
     "index_of",
@@ -65,108 +63,71 @@ __all__ = [
     "versions",
 ]
 
-_T = TypeVar("_T")
-
-TABLES = """
-CREATE TABLE IF NOT EXISTS registry_versions (
-    name TEXT NOT NULL, version INTEGER NOT NULL, digest TEXT NOT NULL, run_id TEXT,
-    created_at TEXT NOT NULL, created_by TEXT, metadata TEXT NOT NULL, record BLOB,
-    PRIMARY KEY (name, version));
-CREATE TABLE IF NOT EXISTS registry_stages (
-    name TEXT NOT NULL, stage TEXT NOT NULL, version INTEGER NOT NULL,
-    PRIMARY KEY (name, stage));
-CREATE TABLE IF NOT EXISTS registry_promotions (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL, version INTEGER NOT NULL,
-    from_stage TEXT, to_stage TEXT NOT NULL, at TEXT NOT NULL, by TEXT, reason TEXT NOT NULL,
-    gates TEXT NOT NULL, record BLOB);
-CREATE INDEX IF NOT EXISTS registry_promotions_name ON registry_promotions (name, seq);
-"""
-
 _READY: weakref.WeakSet[Index] = weakref.WeakSet()
 
 
-def _create(conn: sqlite3.Connection) -> None:
-    for stmt in TABLES.split(";"):
-        if stmt.strip():
-            conn.execute(stmt)
-    for table in ("registry_versions", "registry_promotions"):
-        columns = {r[1] for r in conn.execute(f"PRAGMA table_info({table})").fetchall()}
-        if "record" not in columns:  # an index made before records were signed
-            conn.execute(f"ALTER TABLE {table} ADD COLUMN record BLOB")
-
-
 def index_of(store: Any) -> Index:
-    """The store's index, with the registry's tables in it.
+    """The store's index, filled back from the journal when it holds no version yet.
 
     Raises
     ------
     RegistryError
-        The store keeps no index (another implementation of the store contract).
+        The store exposes no seams (another implementation of the store contract).
     """
-    get = getattr(store, "_idx", None)
-    if get is None:
+    if not isinstance(store, HasSeams):
         raise RegistryError(
-            f"store {getattr(store, 'url', store)!r} keeps no index, so it cannot hold named "
-            f"artifacts: use an mk.Store (a folder or an fsspec URL)"
+            f"store {store!r} keeps no index, so it cannot hold named artifacts: use an "
+            "mk.Store (a folder or an fsspec URL)"
         )
-    # fresh: an index file deleted or replaced since it was opened is opened again (and then
-    # filled back from the journal); flush=False: buffered cache rows are not needed here
-    idx: Index = get(fresh=True, flush=False)
+    # an index replaced since it was opened is opened again (and then filled back)
+    idx = store.seams.index()
     if idx not in _READY:
 
-        def prepare(conn: sqlite3.Connection) -> None:
-            _create(conn)
-            if conn.execute("SELECT 1 FROM registry_versions LIMIT 1").fetchone() is None:
-                journal.restore(store, conn)  # a new or lost index: load the store's files
+        def prepare(tx: RegistryTransaction) -> None:
+            if not tx.version_rows():
+                journal.restore(store, tx)  # a new or lost index: load the store's files
 
-        idx.write(prepare)
+        idx.registry(prepare)
         _READY.add(idx)
     return idx
 
 
-def _write(idx: Index, fn: Callable[[sqlite3.Connection], _T]) -> _T:
-    def apply(conn: sqlite3.Connection) -> _T:
-        _create(conn)  # a no-op unless the tables were dropped since (cheap: schema lookup)
-        return fn(conn)
-
-    return idx.write(apply)
-
-
-_COLUMNS = "name, version, digest, run_id, created_at, created_by, metadata"
-_PROMOTION_COLUMNS = "name, version, from_stage, to_stage, at, by, reason, gates"
-Query = Callable[[str, tuple[Any, ...]], list[Any]]
-
-
-def _on(conn: sqlite3.Connection) -> Query:
-    def q(sql: str, params: tuple[Any, ...]) -> list[Any]:
-        return conn.execute(sql, params).fetchall()
-
-    return q
+_COLUMNS = ("name", "version", "digest", "run_id", "created_at", "created_by", "metadata")
+_PROMOTION_COLUMNS = (
+    "name",
+    "version",
+    "from_stage",
+    "to_stage",
+    "at",
+    "by",
+    "reason",
+    "gates",
+)
 
 
-def judge_version_row(store: Any, row: Any) -> tuple[signed.Judged, bool]:
-    """Judge one ``registry_versions`` row (``_COLUMNS`` then ``record``); and whether its
-    key columns disagree with its record (an edited or copied row: the record wins)."""
-    *columns, record = row
-    judged = signed.judge(
-        store, "version", record, dict(zip(_COLUMNS.split(", "), columns, strict=True))
-    )
+def _columns(row: VersionRow | PromotionRow, names: tuple[str, ...]) -> dict[str, Any]:
+    return {c: getattr(row, c) for c in names}
+
+
+def judge_version_row(store: Any, row: VersionRow) -> tuple[signed.Judged, bool]:
+    """Judge one version row; and whether its key columns disagree with its record (an
+    edited or copied row: the record wins)."""
+    judged = signed.judge(store, "version", row.record, _columns(row, _COLUMNS))
     r = judged.record
-    moved = r is not None and (r["name"], r.get("version")) != (row[0], int(row[1]))
+    moved = r is not None and (r["name"], r.get("version")) != (row.name, int(row.version))
     return judged, moved
 
 
-def judge_promotion_row(store: Any, row: Any) -> tuple[signed.Judged, bool]:
-    """Judge one ``registry_promotions`` row (``seq``, ``_PROMOTION_COLUMNS``, ``record``); and
-    whether its key columns disagree with its record (the record wins)."""
-    seq, *columns, record = row
-    fallback = dict(zip(_PROMOTION_COLUMNS.split(", "), columns, strict=True), seq=seq)
-    judged = signed.judge(store, "promotion", record, fallback)
+def judge_promotion_row(store: Any, row: PromotionRow) -> tuple[signed.Judged, bool]:
+    """Judge one promotion row; and whether its key columns disagree with its record (the
+    record wins)."""
+    fallback = dict(_columns(row, _PROMOTION_COLUMNS), seq=row.seq)
+    judged = signed.judge(store, "promotion", row.record, fallback)
     r = judged.record
     moved = r is not None and (r["name"], r.get("version"), r.get("seq")) != (
-        row[1],
-        int(row[2]),
-        int(seq),
+        row.name,
+        int(row.version),
+        row.seq,
     )
     return judged, moved
 
@@ -181,30 +142,25 @@ class _State:
     top: int  # the highest version number of any row (numbers are never given twice)
 
 
-def _state(q: Query, name: str, store: Any) -> _State:
+def _state(rows: RegistryReader, name: str, store: Any) -> _State:
     """Read every row of ``name`` and keep what its records prove: versions and promotions
     are taken from their signed records (the other columns are never believed), a record is
     counted once however many rows hold it, and stages are replayed from promotions."""
     versions: dict[int, dict[str, Any]] = {}
     top = 0
-    for row in q(
-        f"SELECT {_COLUMNS}, record FROM registry_versions WHERE name=? ORDER BY version", (name,)
-    ):
-        top = max(top, int(row[1]))
+    for row in rows.version_rows(name):
+        top = max(top, int(row.version))
         judged, _ = judge_version_row(store, row)
         r = judged.record
         if judged.ok and r is not None and r["name"] == name and isinstance(r.get("version"), int):
             versions.setdefault(int(r["version"]), r)
     found: dict[int, dict[str, Any]] = {}
-    for row in q(
-        f"SELECT seq, {_PROMOTION_COLUMNS}, record FROM registry_promotions WHERE name=?",
-        (name,),
-    ):
-        judged, _ = judge_promotion_row(store, row)
+    for prow in rows.promotion_rows(name):
+        judged, _ = judge_promotion_row(store, prow)
         r = judged.record
         if not judged.ok or r is None or r["name"] != name:
             continue
-        seq = r.get("seq", row[0])  # rows of an earlier version: the row's own number
+        seq = r.get("seq", prow.seq)  # rows of an earlier version: the row's own number
         v = versions.get(r.get("version", 0))
         if not isinstance(seq, int) or v is None or r.get("digest", v["digest"]) != v["digest"]:
             continue  # a promotion of a version readers do not believe
@@ -278,42 +234,37 @@ def _highest(holders: dict[str, int]) -> dict[int, str]:
 
 def stage_holders(idx: Index, name: str, store: Any) -> dict[str, int]:
     """stage -> the version holding it now (replayed from the valid promotions)."""
-    return _state(idx.query, name, store).holders
+    return _state(idx, name, store).holders
 
 
 def published_digests(idx: Index) -> list[str]:
     """The digest of every version of every name (for gc to keep); reads, never creates."""
-    exists = idx.query(
-        "SELECT name FROM sqlite_master WHERE type='table' AND name='registry_versions'"
-    )
-    if not exists:
-        return []
-    return [r[0] for r in idx.query("SELECT DISTINCT digest FROM registry_versions")]
+    return idx.published_digests()
 
 
 def names(idx: Index, store: Any) -> list[str]:
     """Every artifact name with at least one valid version, sorted."""
-    rows = idx.query("SELECT DISTINCT name FROM registry_versions ORDER BY name")
-    return [r[0] for r in rows if _state(idx.query, r[0], store).versions]
+    found = sorted({row.name for row in idx.version_rows()})
+    return [name for name in found if _state(idx, name, store).versions]
 
 
 def versions(idx: Index, name: str, store: Any) -> list[ArtifactVersion]:
     """Every valid version of ``name``, oldest first."""
-    st = _state(idx.query, name, store)
+    st = _state(idx, name, store)
     stages = _highest(st.holders)
     return [_version(st.versions[n], stages, store) for n in sorted(st.versions)]
 
 
 def version_row(idx: Index, name: str, version: int, store: Any) -> ArtifactVersion | None:
     """One valid version, or None."""
-    st = _state(idx.query, name, store)
+    st = _state(idx, name, store)
     found = st.versions.get(version)
     return None if found is None else _version(found, _highest(st.holders), store)
 
 
 def latest(idx: Index, name: str, store: Any) -> ArtifactVersion | None:
     """The newest valid version of ``name``, or None."""
-    st = _state(idx.query, name, store)
+    st = _state(idx, name, store)
     if not st.versions:
         return None
     return _version(st.versions[max(st.versions)], _highest(st.holders), store)
@@ -331,12 +282,12 @@ def insert_version(
     """Add a version of ``name`` holding ``digest``, unless the latest holds it already.
 
     Returns the version and whether it is new. One transaction: the number is read and taken
-    under the index's write lock; the record is signed (``signed.seal``) only when it is new.
+    in it; the record is signed (``signed.seal``) only when it is new.
     """
     meta_text = json.dumps(metadata, sort_keys=True)
 
-    def apply(conn: sqlite3.Connection) -> tuple[dict[str, Any], bool]:
-        st = _state(_on(conn), name, store)
+    def apply(tx: RegistryTransaction) -> tuple[dict[str, Any], bool]:
+        st = _state(tx, name, store)
         if st.versions and st.versions[max(st.versions)]["digest"] == digest:
             return st.versions[max(st.versions)], False
         number = st.top + 1
@@ -351,14 +302,17 @@ def insert_version(
         }
         record = signed.stamp(store, "version", base)
         data = signed.seal(store, "version", record)
-        conn.execute(
-            f"INSERT INTO registry_versions ({_COLUMNS}, record) VALUES (?,?,?,?,?,?,?,?)",
-            (*(record[c] for c in _COLUMNS.split(", ")), data),
-        )
+        row = VersionRow(**{c: record[c] for c in _COLUMNS}, record=data)
+        if not tx.insert_version(row):
+            raise RegistryError(
+                f"{name}@{number} was taken inside the transaction that numbered it: the "
+                "index did not keep the registry's transaction exclusive; check its backend",
+                name=name,
+            )
         journal.version_file(store, name, number, data)
         return record, True
 
-    record, made = _write(idx, apply)
+    record, made = idx.registry(apply)
     return _version(record, _highest(stage_holders(idx, name, store)), store), made
 
 
@@ -380,7 +334,7 @@ def _promotion(record: dict[str, Any]) -> Promotion:
 
 def history(idx: Index, name: str, store: Any) -> list[Promotion]:
     """Every valid promotion of ``name``, oldest first."""
-    return [_promotion(r) for r in _state(idx.query, name, store).promotions]
+    return [_promotion(r) for r in _state(idx, name, store).promotions]
 
 
 def move_stage(
@@ -401,19 +355,19 @@ def move_stage(
     The promotion's record is signed inside the transaction (it names its ``seq``).
     """
 
-    def apply(conn: sqlite3.Connection) -> Promotion:
-        st = _state(_on(conn), name, store)
+    def apply(tx: RegistryTransaction) -> Promotion:
+        st = _state(tx, name, store)
         from_stage = check(st.holders, [_promotion(r) for r in st.promotions])
         target = st.versions.get(version)
         if target is None:
             raise RegistryError(f"{name}@{version} is not a valid version (any more)", name=name)
         gates_text = json.dumps([g.to_dict() for g in gates])
         at = utc_now()
-        cursor = conn.execute(
-            f"INSERT INTO registry_promotions ({_PROMOTION_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)",
-            (name, version, from_stage, to_stage, at, None, reason, gates_text),
+        row = PromotionRow(
+            None, name, version, from_stage, to_stage, at, None, reason, gates_text, None
         )
-        seq = int(cursor.lastrowid or 0)
+        seq = tx.insert_promotion(row)
+        assert seq is not None  # a promotion without a number always gets one
         base = {
             "seq": seq,
             "name": name,
@@ -428,82 +382,60 @@ def move_stage(
         }
         record = signed.stamp(store, "promotion", base)
         data = signed.seal(store, "promotion", record)
-        conn.execute(
-            "UPDATE registry_promotions SET by=?, record=? WHERE seq=?", (record["by"], data, seq)
-        )
-        conn.execute(
-            "INSERT OR REPLACE INTO registry_stages (name, stage, version) VALUES (?,?,?)",
-            (name, to_stage, version),
-        )
+        tx.update_promotion(seq, record["by"], data)
+        tx.set_stage(name, to_stage, version)
         journal.promotion_file(store, name, seq, data)
         return _promotion(record)
 
-    return _write(idx, apply)
+    return idx.registry(apply)
 
 
-def all_rows(idx: Index) -> tuple[list[Any], list[Any], list[Any]]:
+def all_rows(idx: Index) -> tuple[list[VersionRow], list[PromotionRow], list[StageRow]]:
     """Every version row, promotion row and stage row (for ``store.verify``); empty lists
-    when the index has no registry tables (nothing is created)."""
-    exists = idx.query(
-        "SELECT name FROM sqlite_master WHERE type='table' AND name='registry_versions'"
-    )
-    if not exists:
-        return [], [], []
-    return (
-        idx.query(f"SELECT {_COLUMNS}, record FROM registry_versions ORDER BY name, version"),
-        idx.query(
-            f"SELECT seq, {_PROMOTION_COLUMNS}, record FROM registry_promotions ORDER BY seq"
-        ),
-        idx.query("SELECT name, stage, version FROM registry_stages ORDER BY name, stage"),
-    )
+    when the index has no registry (nothing is created)."""
+    return idx.version_rows(), idx.promotion_rows(), idx.stage_rows()
 
 
 def sign_unsigned(store: Any) -> int:
     """Sign every unsigned record (an earlier version's) with this process's key, in one
     transaction; the number signed. For ``store.adopt``: only for records one trusts."""
     found = journal.read_all(store, "versions")
-    if not found and not published_digests(store._idx(flush=False)):
+    if not found and not published_digests(store.seams.index()):
         return 0  # no registry: nothing to create
     idx = index_of(store)
 
-    def apply(conn: sqlite3.Connection) -> int:
+    def apply(tx: RegistryTransaction) -> int:
         count = 0
         digests: dict[tuple[str, int], str] = {}
-        for row in conn.execute(f"SELECT {_COLUMNS}, record FROM registry_versions").fetchall():
+        for row in tx.version_rows():
             judged, _ = judge_version_row(store, row)
             r = judged.record
             if r is None:
                 continue
-            digests[(row[0], int(row[1]))] = str(r["digest"])
-            if not signed.is_unsigned(row[-1]):
+            digests[(row.name, int(row.version))] = str(r["digest"])
+            if not signed.is_unsigned(row.record):
                 continue
-            base = {c: r.get(c) for c in _COLUMNS.split(", ")}
+            base = {c: r.get(c) for c in _COLUMNS}
             record = signed.stamp(store, "version", base)
             data = signed.seal(store, "version", record)
-            conn.execute(
-                "UPDATE registry_versions SET created_by=?, record=? WHERE name=? AND version=?",
-                (record["created_by"], data, row[0], row[1]),
-            )
-            journal.version_file(store, row[0], int(row[1]), data)
+            tx.update_version(row.name, row.version, record["created_by"], data)
+            journal.version_file(store, row.name, int(row.version), data)
             count += 1
-        for row in conn.execute(
-            f"SELECT seq, {_PROMOTION_COLUMNS}, record FROM registry_promotions"
-        ).fetchall():
-            judged, _ = judge_promotion_row(store, row)
+        for prow in tx.promotion_rows():
+            judged, _ = judge_promotion_row(store, prow)
             r = judged.record
-            digest = digests.get((row[1], int(row[2])))
-            if r is None or digest is None or not signed.is_unsigned(row[-1]):
+            digest = digests.get((prow.name, int(prow.version)))
+            if r is None or digest is None or prow.seq is None:
                 continue
-            base = {c: r.get(c) for c in _PROMOTION_COLUMNS.split(", ")}
-            base.update(seq=int(row[0]), digest=digest)
+            if not signed.is_unsigned(prow.record):
+                continue
+            base = {c: r.get(c) for c in _PROMOTION_COLUMNS}
+            base.update(seq=int(prow.seq), digest=digest)
             record = signed.stamp(store, "promotion", base)
             data = signed.seal(store, "promotion", record)
-            conn.execute(
-                "UPDATE registry_promotions SET by=?, record=? WHERE seq=?",
-                (record["by"], data, row[0]),
-            )
-            journal.promotion_file(store, row[1], int(row[0]), data)
+            tx.update_promotion(prow.seq, record["by"], data)
+            journal.promotion_file(store, prow.name, int(prow.seq), data)
             count += 1
         return count
 
-    return _write(idx, apply)
+    return idx.registry(apply)

@@ -22,8 +22,13 @@ Invariants
 
 from __future__ import annotations
 
-import sqlite3
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from mlflowkit.store.index import PromotionRow, VersionRow
+from mlflowkit.store.seams import HasSeams
+
+if TYPE_CHECKING:
+    from mlflowkit.store.index import RegistryTransaction
 
 __all__ = ["promotion_file", "read_all", "restore", "version_file"]
 
@@ -39,18 +44,12 @@ def _name(folder: str) -> str:
     return folder.replace("~", "/")
 
 
-def _io(store: Any) -> tuple[Any, str] | None:
-    io, root = getattr(store, "_io", None), getattr(store, "root", None)
-    return None if io is None or root is None else (io, root)
-
-
 def _write(store: Any, path: str, data: bytes) -> None:
-    found = _io(store)
-    if found is None:
-        return
-    io, root = found
-    durable = bool(getattr(store, "durable", False)) and bool(getattr(io, "local", False))
-    io.write_atomic(f"{root}/{path}", (data,), durable)
+    if not isinstance(store, HasSeams):
+        return  # a store without files of its own keeps no journal
+    seams = store.seams
+    objects = seams.objects
+    objects.write_atomic(f"{objects.root}/{path}", (data,), seams.durable and objects.local)
 
 
 def version_file(store: Any, name: str, version: int, data: bytes) -> None:
@@ -66,10 +65,10 @@ def promotion_file(store: Any, name: str, seq: int, data: bytes) -> None:
 def read_all(store: Any, area: str) -> list[tuple[int, str, str, bytes]]:
     """``(number, name, path under the store, bytes)`` of each file of ``area``
     (``"versions"`` or ``"promotions"``)."""
-    found = _io(store)
-    if found is None:
+    if not isinstance(store, HasSeams):
         return []
-    io, root = found
+    io = store.seams.objects
+    root = io.root
     out: list[tuple[int, str, str, bytes]] = []
     for f in io.walk(f"{root}/registry/{area}"):
         folder, _, base = f.name.rpartition("/")
@@ -88,8 +87,8 @@ def _sealed(data: bytes) -> bytes | None:
     return data if data.startswith((b'{"signed":"', b'{"checksum":"')) else None
 
 
-def restore(store: Any, conn: sqlite3.Connection) -> int:
-    """Inside a write transaction on an index without versions: load the journal back.
+def restore(store: Any, tx: RegistryTransaction) -> int:
+    """Inside a registry transaction on an index without versions: load the journal back.
 
     Only records that count (``signed.judge``) are loaded: a file forged by someone without
     the role never enters the index (``store.verify`` lists it). Returns how many versions
@@ -106,23 +105,19 @@ def restore(store: Any, conn: sqlite3.Connection) -> int:
         versions.append((r, _sealed(data)))
     if not versions:
         return 0
-    conn.executemany(
-        "INSERT OR IGNORE INTO registry_versions (name, version, digest, run_id, created_at, "
-        "created_by, metadata, record) VALUES (?,?,?,?,?,?,?,?)",
-        [
-            (
-                r["name"],
-                int(r["version"]),
-                r["digest"],
-                r.get("run_id"),
-                r["created_at"],
-                r.get("created_by"),
-                r.get("metadata", "{}"),
-                signed,
+    for r, sealed in versions:
+        tx.insert_version(
+            VersionRow(
+                name=r["name"],
+                version=int(r["version"]),
+                digest=r["digest"],
+                run_id=r.get("run_id"),
+                created_at=r["created_at"],
+                created_by=r.get("created_by"),
+                metadata=r.get("metadata", "{}"),
+                record=sealed,
             )
-            for r, signed in versions
-        ],
-    )
+        )
     promotions = []
     for seq, name, _, data in read_all(store, "promotions"):
         judged = judge(store, "promotion", data)
@@ -132,25 +127,20 @@ def restore(store: Any, conn: sqlite3.Connection) -> int:
         if r.get("seq", seq) != seq:
             continue
         promotions.append((seq, r, _sealed(data)))
-    for seq, r, signed in sorted(promotions, key=lambda item: item[0]):
-        conn.execute(
-            "INSERT OR IGNORE INTO registry_promotions (seq, name, version, from_stage, "
-            "to_stage, at, by, reason, gates, record) VALUES (?,?,?,?,?,?,?,?,?,?)",
-            (
-                seq,
-                r["name"],
-                int(r["version"]),
-                r.get("from_stage"),
-                r["to_stage"],
-                r["at"],
-                r.get("by"),
-                r.get("reason", ""),
-                r.get("gates", "[]"),
-                signed,
-            ),
+    for seq, r, sealed in sorted(promotions, key=lambda item: item[0]):
+        tx.insert_promotion(
+            PromotionRow(
+                seq=seq,
+                name=r["name"],
+                version=int(r["version"]),
+                from_stage=r.get("from_stage"),
+                to_stage=r["to_stage"],
+                at=r["at"],
+                by=r.get("by"),
+                reason=r.get("reason", ""),
+                gates=r.get("gates", "[]"),
+                record=sealed,
+            )
         )
-        conn.execute(
-            "INSERT OR REPLACE INTO registry_stages (name, stage, version) VALUES (?,?,?)",
-            (r["name"], r["to_stage"], int(r["version"])),
-        )
+        tx.set_stage(r["name"], r["to_stage"], int(r["version"]))
     return len(versions)

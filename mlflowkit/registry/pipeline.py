@@ -168,7 +168,7 @@ def artifact(spec: str, store: Any = None) -> Ref[Any]:
     pins = _PINNED.get()
     if pins is not None and parsed.name in pins:
         version = pins[parsed.name]
-        url = str(getattr(version._store, "url", ""))
+        url = "" if version._store is None else str(version._store.url)
     else:
         the_store = open_store(store)
         version = resolve(the_store, parsed)

@@ -31,6 +31,7 @@ from typing import Any
 import orjson
 
 from mlflowkit.errors import AccessDenied
+from mlflowkit.store.seams import HasSeams
 
 __all__ = [
     "ROLE",
@@ -60,7 +61,8 @@ def namespace_of(name: str) -> str:
 
 
 def _guard(store: Any) -> Any:
-    return getattr(store, "_guard", None)
+    """The store's guard (its seams'); None for a store without one (no signing, no roles)."""
+    return store.seams.guard if isinstance(store, HasSeams) else None
 
 
 def require(store: Any, role: str, name: str, stage: str | None = None) -> None:

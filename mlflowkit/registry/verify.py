@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from mlflowkit.registry import db, journal, signed
+from mlflowkit.store.seams import HasSeams
 
 __all__ = ["findings"]
 
@@ -35,7 +36,9 @@ def findings(store: Any) -> list[str]:
             if why is not None:
                 out.append(f"untrusted registry file {path}: {why}")
     # a lost index is filled back first, as readers would
-    idx = db.index_of(store) if files[0] or files[1] else store._idx(flush=False)
+    if not isinstance(store, HasSeams):
+        return out
+    idx = db.index_of(store) if files[0] or files[1] else store.seams.index()
     version_rows, promotion_rows, stage_rows = db.all_rows(idx)
     for row in version_rows:
         judged, moved = db.judge_version_row(store, row)
@@ -43,24 +46,25 @@ def findings(store: Any) -> list[str]:
         if why is None and moved:
             why = "its columns do not match its record (edited or copied; readers use the record)"
         if why is not None:
-            out.append(f"untrusted artifact version {row[0]}@{row[1]} (index row): {why}")
-    for row in promotion_rows:
-        judged, moved = db.judge_promotion_row(store, row)
+            out.append(f"untrusted artifact version {row.name}@{row.version} (index row): {why}")
+    for prow in promotion_rows:
+        judged, moved = db.judge_promotion_row(store, prow)
         why = judged.problem
         if why is None and moved:
             why = "its columns do not match its record (edited or copied; readers use the record)"
-        if why is None and db.version_row(idx, row[1], int(row[2]), store) is None:
-            why = f"version {row[1]}@{row[2]} does not count"
+        if why is None and db.version_row(idx, prow.name, int(prow.version), store) is None:
+            why = f"version {prow.name}@{prow.version} does not count"
         if why is not None:
             out.append(
-                f"untrusted promotion {row[0]} of {row[1]}@{row[2]} to {row[4]!r} "
-                f"(index row): {why}"
+                f"untrusted promotion {prow.seq} of {prow.name}@{prow.version} to "
+                f"{prow.to_stage!r} (index row): {why}"
             )
-    names = sorted({r[0] for r in version_rows} | {r[0] for r in stage_rows})
+    names = sorted({r.name for r in version_rows} | {r.name for r in stage_rows})
     for name in names:
         holders = db.stage_holders(idx, name, store)
-        for row_name, stage, version in stage_rows:
-            if row_name == name and holders.get(stage) != int(version):
+        for srow in stage_rows:
+            stage, version = srow.stage, srow.version
+            if srow.name == name and holders.get(stage) != int(version):
                 believed = holders.get(stage)
                 out.append(
                     f"registry stage {name}@{stage} points at version {version} in the index, "

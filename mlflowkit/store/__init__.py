@@ -1,8 +1,11 @@
 """The artifact store: content-addressed objects, cache entries, run records and lineage.
 
 ``Store`` implements the :class:`~mlflowkit.store.base.ArtifactStore` contract on any fsspec
-filesystem. Importing this package stays light: fsspec, pandas, pyarrow and networkx are
-imported only when a store is opened or a value of theirs is seen.
+filesystem. It is a facade (:mod:`mlflowkit.store.fsspec`) over ``StoreCore``
+(:mod:`mlflowkit.store.core`), which stands on two seams: its files
+(:mod:`mlflowkit.store.objects`) and its index (:mod:`mlflowkit.store.index`). Importing this
+package stays light: fsspec, pandas, pyarrow and networkx are imported only when a store is
+opened or a value of theirs is seen.
 """
 
 from mlflowkit.store.base import ArtifactStore

@@ -25,11 +25,12 @@ from typing import TYPE_CHECKING, Any
 from mlflowkit.errors import StoreError
 from mlflowkit.store import _owner
 from mlflowkit.store._format import decode_entry, decode_pack, template_digests
+from mlflowkit.store.layout import QUARANTINED
 
 if TYPE_CHECKING:
     from mlflowkit.records import RunRecord
-    from mlflowkit.store._io import FileStat
-    from mlflowkit.store.fsspec import Store
+    from mlflowkit.store.core import StoreCore
+    from mlflowkit.store.objects import FileStat
 
 __all__ = ["LEASE_SLACK_S", "RUNNING_GRACE_S", "GcReport", "collect"]
 
@@ -83,7 +84,7 @@ def _live(record: RunRecord, now: float) -> bool:
 
 
 def collect(
-    store: Store,
+    store: StoreCore,
     *,
     keep_last: int,
     pins: Iterable[str] | None,
@@ -91,7 +92,6 @@ def collect(
     dry_run: bool,
 ) -> GcReport:
     """``store.gc(...)``: see :meth:`mlflowkit.store.Store.gc`."""
-    from mlflowkit.store.fsspec import _QUARANTINED
 
     if keep_last < 0:
         raise StoreError(f"keep_last must be >= 0, got {keep_last}", url=store.url)
@@ -162,7 +162,7 @@ def collect(
         freed += f.size
         if not dry_run:
             store._io.remove(f"{store.root}/objects/{f.name}")
-    quarantined = [f for f in store._own_files("quarantine") if _QUARANTINED.fullmatch(f.name)]
+    quarantined = [f for f in store._own_files("quarantine") if QUARANTINED.fullmatch(f.name)]
     stale_tmp = store.stale_temps()
     freed += sum(f.size for f in quarantined) + sum(f.size for f in stale_tmp)
     if not dry_run:

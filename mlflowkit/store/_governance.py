@@ -1,7 +1,8 @@
 """The governance methods of a store: its key, owner, policy, audit trail and adoption.
 
-A mixin of :class:`mlflowkit.store.fsspec.Store` (kept apart to keep that module small). The
-decisions are made by the store's ``Guard`` (``_trust``) and :mod:`mlflowkit.trust`.
+A mixin of the public :class:`mlflowkit.store.fsspec.Store` (layer 6, like it: ``adopt`` signs
+the registry's records through :mod:`mlflowkit.registry`). The decisions are made by the
+store's ``Guard`` (``_trust``) and :mod:`mlflowkit.trust`.
 
 Invariants:
 
@@ -27,7 +28,7 @@ from mlflowkit.store._format import (
 from mlflowkit.store._trust import SAFE_SERIALIZERS, Guard
 
 if TYPE_CHECKING:
-    from mlflowkit.store._io import FsspecIO, LocalIO
+    from mlflowkit.store.objects import ObjectStore
     from mlflowkit.trust.audit import AuditEntry
     from mlflowkit.trust.policy import Policy
 
@@ -38,7 +39,7 @@ class Governance:
     """Governance methods, mixed into ``Store`` (which provides the attributes below)."""
 
     _guard: Guard
-    _io: LocalIO | FsspecIO
+    _io: ObjectStore
     url: str
     root: str
 
@@ -178,7 +179,7 @@ class Governance:
         g.forget_owner()
         if g.owner() is None:
             from mlflowkit.registry.db import index_of
-            from mlflowkit.store.fsspec import MARKER
+            from mlflowkit.store.layout import MARKER
 
             if self._io.listdir(f"{self.root}/registry"):
                 index_of(self)  # a lost index is filled back while unsigned records still count

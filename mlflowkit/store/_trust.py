@@ -1,8 +1,9 @@
 """The store's side of governance: who signs its writes, whom its reads trust.
 
-A ``Guard`` belongs to one ``Store`` object. It loads the process's signing key on first
-need, reads the store's owner from its marker file, its policy from ``policy/`` and its audit
-trail from ``audit/``; the judging itself is done by :mod:`mlflowkit.trust` (pure functions).
+A ``Guard`` belongs to one store object and sees only its files (the objects seam). It loads
+the process's signing key on first need, reads the store's owner from its marker file, its
+policy from ``policy/`` and its audit trail from ``audit/``; the judging itself is done by
+:mod:`mlflowkit.trust` (pure functions).
 
 Layout it uses::
 
@@ -39,10 +40,13 @@ import orjson
 
 from mlflowkit.errors import AccessDenied, StoreError, UntrustedObjectError
 from mlflowkit.store._format import seal_document, unseal_document
+from mlflowkit.store.layout import MARKER
+from mlflowkit.store.objects import ObjectStore
 from mlflowkit.trust import audit as _audit
 from mlflowkit.trust import keys as _keys
 from mlflowkit.trust import policy as _policy
 from mlflowkit.trust import signing as _signing
+from mlflowkit.version import __version__
 
 if TYPE_CHECKING:
     from mlflowkit.trust.audit import AuditEntry
@@ -101,8 +105,17 @@ def _verified_mark(block: bytes, message: bytes) -> str | None:
 class Guard:
     """Signing and trust decisions for one store (see the module docstring)."""
 
-    def __init__(self, store: Any, key: str | os.PathLike[str] | None) -> None:
-        self._store = store
+    def __init__(
+        self,
+        files: ObjectStore,
+        url: str,
+        ensure: Callable[[], None],
+        key: str | os.PathLike[str] | None,
+    ) -> None:
+        self._files = files
+        self._root = files.root
+        self._url = url
+        self._ensure = ensure  # lays the store out before its first write
         self._key_spec = key
         self._signer: Signer | None = None
         self._key_id: str | None = None
@@ -147,8 +160,6 @@ class Guard:
     # the marker and the owner ---------------------------------------------------------------
     def marker_bytes(self) -> bytes:
         """The marker of a store made now: its owner is this process's key."""
-        from mlflowkit import __version__
-
         owner = self.key_id
         block = _signing.sign(
             self.signer, _signing.document_message("owner", blake3.blake3(owner.encode()).digest())
@@ -175,10 +186,7 @@ class Guard:
         """
         if self._owner is not None:
             return self._owner[0]
-        from mlflowkit.store.fsspec import MARKER
-
-        s = self._store
-        data = s._io.read(f"{s.root}/{MARKER}")
+        data = self._files.read(f"{self._root}/{MARKER}")
         owner = None
         try:
             doc = orjson.loads(data) if data else {}
@@ -194,9 +202,9 @@ class Guard:
             pinned = self._pinned()
             if pinned != claimed and _signer_of(block, message) != claimed:
                 raise UntrustedObjectError(
-                    f"the marker of store {s.url} names owner {claimed} without a valid "
+                    f"the marker of store {self._url} names owner {claimed} without a valid "
                     f"signature of that key: someone edited {MARKER}. Restore it from a backup.",
-                    url=s.url,
+                    url=self._url,
                     signer=claimed,
                 )
             owner = claimed
@@ -207,7 +215,7 @@ class Guard:
 
     def _pin_path(self) -> Path:
 
-        name = blake3.blake3(self._store.url.encode()).hexdigest()[:32] + ".json"
+        name = blake3.blake3(self._url.encode()).hexdigest()[:32] + ".json"
         return _keys.keys_dir() / "known-stores" / name
 
     def _pinned(self) -> str | None:
@@ -220,21 +228,20 @@ class Guard:
 
     def _pin(self, owner: str, seen: str | None) -> None:
         """Remember the first owner seen for this store; refuse another one later."""
-        s = self._store
         path = self._pin_path()
         folder = path.parent
         if seen is None:
             with contextlib.suppress(OSError):
                 folder.mkdir(parents=True, exist_ok=True)
                 tmp = folder / f".{path.name}.{os.getpid()}"
-                tmp.write_bytes(orjson.dumps({"url": s.url, "owner": owner}))
+                tmp.write_bytes(orjson.dumps({"url": self._url, "owner": owner}))
                 os.replace(tmp, path)
         if seen is not None and seen != owner:
             raise UntrustedObjectError(
-                f"store {s.url} now names owner {owner}, but this user first saw it owned by "
+                f"store {self._url} now names owner {owner}, but this user first saw it owned by "
                 f"{seen}: its marker was replaced. If the store really changed hands, delete "
                 f"{path} and open it again.",
-                url=s.url,
+                url=self._url,
                 signer=owner,
             )
 
@@ -245,14 +252,12 @@ class Guard:
     # the policy -----------------------------------------------------------------------------
     def _documents(self, area: str, kind: str) -> list[tuple[int, Any, str | None, bytes]]:
         """``(number, JSON value or None, signer or None, BLAKE3)`` of each file in ``area``."""
-
-        s = self._store
         out = []
-        for f in s._io.listdir(f"{s.root}/{area}"):
+        for f in self._files.listdir(f"{self._root}/{area}"):
             stem, dot, ext = f.name.partition(".")
             if ext != "json" or not dot or not stem.isdigit() or len(stem) > 12:
                 continue
-            data = s._io.read(f"{s.root}/{area}/{f.name}") or b""
+            data = self._files.read(f"{self._root}/{area}/{f.name}") or b""
             value, block, digest = unseal_document(data)
             signer = (
                 _signer_of(block, _signing.document_message(kind, digest))
@@ -306,13 +311,12 @@ class Guard:
             return
         if policy.holds(me, role, namespace):
             return
-        s = self._store
         where = "the default namespace" if namespace == "" else f"namespace {namespace!r}"
         raise AccessDenied(
-            f"key {me} lacks the {role} role in {where} of store {s.url}; "
+            f"key {me} lacks the {role} role in {where} of store {self._url}; "
             f"ask an admin of the store to run `mlflowkit policy grant {role} {me}"
             + ("" if namespace in ("*", "") else f" --namespace {namespace}")
-            + f" --store {s.url}`, or sign with a key that holds it ($MLFLOWKIT_KEY)",
+            + f" --store {self._url}`, or sign with a key that holds it ($MLFLOWKIT_KEY)",
             role=role,
             namespace=namespace,
             key_id=me,
@@ -326,24 +330,23 @@ class Guard:
         AccessDenied
             This key is not admin under the policy in force.
         """
-        s = self._store
-        s._ensure()
+        self._ensure()
         if self.owner() is None:
             raise StoreError(
-                f"store {s.url} has no recorded owner (made by an earlier version); adopt it "
+                f"store {self._url} has no recorded owner (made by an earlier version); adopt it "
                 "first with `mlflowkit store adopt`",
-                url=s.url,
+                url=self._url,
             )
         current, _ = self.policy_state(fresh=True)
         self.check_write("admin")
         nxt, raw = current.changed(grants, self.key_id)
         data = seal_document(raw, self.sign_document("policy"))
-        path = f"{s.root}/policy/{nxt.version:08d}.json"
-        if not s._io.create_exclusive(path, data):
+        path = f"{self._root}/policy/{nxt.version:08d}.json"
+        if not self._files.create_exclusive(path, data):
             raise StoreError(
-                f"policy version {nxt.version} of store {s.url} was written by someone else "
+                f"policy version {nxt.version} of store {self._url} was written by someone else "
                 "meanwhile; run the command again",
-                url=s.url,
+                url=self._url,
             )
         self._policy = None
         self.append_audit("policy", "policy", {"version": nxt.version, "grants": len(grants)})
@@ -365,9 +368,7 @@ class Guard:
 
     def append_audit(self, action: str, target: str, detail: dict[str, Any]) -> None:
         """Append one signed entry to the audit trail (exclusive create; retried on a race)."""
-
-        s = self._store
-        s._ensure()
+        self._ensure()
         sign = self.sign_document("audit")
         for _ in range(100):
             files = self._documents("audit", "audit")
@@ -375,9 +376,11 @@ class Guard:
             seq = 1 if last is None else last[0] + 1
             prev = None if last is None else last[3].hex() or None
             raw = _audit.new_entry(seq, prev, self.key_id, action, target, detail)
-            if s._io.create_exclusive(f"{s.root}/audit/{seq:012d}.json", seal_document(raw, sign)):
+            if self._files.create_exclusive(
+                f"{self._root}/audit/{seq:012d}.json", seal_document(raw, sign)
+            ):
                 return
-        raise StoreError(f"could not append to the audit trail of {s.url}", url=s.url)
+        raise StoreError(f"could not append to the audit trail of {self._url}", url=self._url)
 
     # reading --------------------------------------------------------------------------------
     def object_signer(
@@ -394,15 +397,14 @@ class Guard:
             return
         reason = self.object_problem(digest, serializer, checksum, block)
         if reason is not None:
-            s = self._store
             raise UntrustedObjectError(
-                f"object {digest} in store {s.url} is refused before deserializing it: "
+                f"object {digest} in store {self._url} is refused before deserializing it: "
                 f"{reason}. Its serializer ({serializer}) can run code, so only a key allowed "
                 "to write to this store may sign it. If you trust its content (a store made "
                 "by an earlier version), adopt it with `mlflowkit store adopt`; else delete it "
                 "and run the pipeline again.",
                 digest=digest,
-                url=s.url,
+                url=self._url,
                 signer=self.object_signer(digest, serializer, checksum, block),
             )
 
@@ -444,47 +446,12 @@ class Guard:
 
     # verifying ------------------------------------------------------------------------------
     def findings(self) -> list[str]:
-        """Every cache entry, pack, run record, policy version and audit entry that fails.
+        """Every policy version and audit entry that fails, and a rolled-back policy.
 
-        (Objects are checked by ``Store.verify`` as it reads them.)
+        (Objects, cache entries, packs and run records are checked by the store's ``verify``,
+        with ``document_problem``.)
         """
-        from mlflowkit.store._format import decode_entry_signed, decode_pack_signed, unsign_run
-
-        s = self._store
-        out = []
-        for f, key in s._object_files("cache", ".json"):
-            data = s._io.read(f"{s.root}/cache/{f.name}")
-            if data is None:
-                continue
-            entry, block, digest = decode_entry_signed(data)
-            if entry is None:
-                continue  # damaged: removed when read, like before
-            why = self.document_problem("cache", digest, block)
-            if why is not None:
-                out.append(f"untrusted cache entry {key}: {why}")
-        for f in s._own_files("packs"):
-            if not f.name.endswith(".json"):
-                continue
-            data = s._io.read(f"{s.root}/packs/{f.name}") or b""
-            entries, block, digest = decode_pack_signed(data)
-            if entries is None:
-                continue
-            why = self.document_problem("pack", digest, block)
-            if why is not None:
-                out.append(f"untrusted cache pack {f.name[:-5]}: {why}")
-        owned = self.owner() is not None
-        for rf in s._run_files():
-            if not rf.stamp.startswith(".json:"):
-                continue  # a run in progress: its record is signed when it ends
-            data = s._io.read(s._run_path(rf.run_id))
-            if data is None:
-                continue
-            body, block, digest = unsign_run(data)
-            if block is None and (not owned or b'"executed"' not in body):
-                continue  # an earlier version's store, or a fully cached run (never signed)
-            why = self.document_problem("run", digest, block)
-            if why is not None:
-                out.append(f"untrusted run record {rf.run_id}: {why}")
+        out: list[str] = []
         policy, problems = self.policy_state(fresh=True)
         out.extend(problems)
         entries_, audit_problems = self.audit_state()

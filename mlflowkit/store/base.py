@@ -1,6 +1,8 @@
 """The artifact-store contract the cache, the scheduler and the executors talk to.
 
 Layer 3: contracts only, no implementation. ``mlflowkit.store.fsspec.Store`` implements it.
+The store's own two seams (its files, its index) have contracts of their own:
+:mod:`mlflowkit.store.objects`, :mod:`mlflowkit.store.index` and :mod:`mlflowkit.store.seams`.
 
 Invariants every implementation keeps:
 
@@ -33,6 +35,10 @@ class ArtifactStore(Protocol):
     """What the rest of mlflowkit needs from a store."""
 
     url: str
+
+    def exists(self) -> bool:
+        """Whether a store is at ``url`` yet (one not created yet has no runs to read)."""
+        ...
 
     # objects -------------------------------------------------------------------------------
     def has(self, digest: str) -> bool:

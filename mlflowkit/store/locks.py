@@ -26,48 +26,16 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Protocol
 
 from mlflowkit.store._owner import pid_alive
+from mlflowkit.store.objects import ObjectStore
 
-__all__ = ["DEFAULT_LEASE_S", "Holder", "LockIO", "hold"]
+__all__ = ["DEFAULT_LEASE_S", "Holder", "hold"]
 
 DEFAULT_LEASE_S = 60.0
 #: Seconds after which a lock file with no readable holder record counts as abandoned.
 EMPTY_GRACE_S = 2.0
 _HOST = os.uname().nodename if hasattr(os, "uname") else os.environ.get("COMPUTERNAME", "")
-
-
-class LockIO(Protocol):
-    """The few file operations a lock needs from a store backend."""
-
-    def create_exclusive(self, path: str, data: bytes) -> bool:
-        """Create ``path`` with ``data`` unless it exists; True when created here."""
-        ...
-
-    def read(self, path: str) -> bytes | None:
-        """The file's bytes, or None when it does not exist."""
-        ...
-
-    def remove(self, path: str) -> bool:
-        """Delete the file; True when it existed."""
-        ...
-
-    def rename_new(self, src: str, dst: str) -> bool:
-        """Move ``src`` to a fresh ``dst``; False when ``src`` is gone."""
-        ...
-
-    def restore(self, src: str, dst: str) -> bool:
-        """Move ``src`` back to ``dst`` unless ``dst`` exists; True when moved."""
-        ...
-
-    def replace(self, path: str, data: bytes) -> None:
-        """Atomically write ``data`` at ``path`` (over any previous content)."""
-        ...
-
-    def age(self, path: str) -> float | None:
-        """Seconds since the file was last modified, or None when it does not exist."""
-        ...
 
 
 @dataclass(frozen=True)
@@ -119,14 +87,14 @@ class _Heartbeats:
     """
 
     def __init__(self) -> None:
-        self._held: dict[tuple[int, str], tuple[LockIO, Holder, float]] = {}
+        self._held: dict[tuple[int, str], tuple[ObjectStore, Holder, float]] = {}
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
         self._interval = float("inf")  # the loop's current wait
 
-    def add(self, io: LockIO, path: str, holder: Holder, lease: float) -> None:
+    def add(self, io: ObjectStore, path: str, holder: Holder, lease: float) -> None:
         with self._lock:
             if self._pid != os.getpid():  # forked: the parent's thread does not exist here
                 self._held, self._thread, self._pid = {}, None, os.getpid()
@@ -139,7 +107,7 @@ class _Heartbeats:
                 )
                 self._thread.start()
 
-    def remove(self, io: LockIO, path: str) -> None:
+    def remove(self, io: ObjectStore, path: str) -> None:
         with self._lock:
             self._held.pop((id(io), path), None)
 
@@ -172,7 +140,7 @@ class _Heartbeats:
                     acquired_at=holder.acquired_at,
                     expires_at=time.time() + lease,
                 )
-                io.replace(path, refreshed.encode())
+                io.write_atomic(path, (refreshed.encode(),), False)
                 with self._lock:
                     if (id(io), path) in self._held:
                         self._held[(id(io), path)] = (io, refreshed, lease)
@@ -181,9 +149,9 @@ class _Heartbeats:
 _HEARTBEATS = _Heartbeats()
 
 
-def _break(io: LockIO, path: str, stale: Holder | None) -> None:
+def _break(io: ObjectStore, path: str, stale: Holder | None) -> None:
     aside = f"{path}.broken-{os.urandom(8).hex()}"
-    if not io.rename_new(path, aside):
+    if not io.move(path, aside):
         return  # someone else broke (or released) it first
     moved = Holder.decode(io.read(aside) or b"")
     same = (moved is None and stale is None) or (
@@ -199,7 +167,7 @@ def _break(io: LockIO, path: str, stale: Holder | None) -> None:
 
 @contextmanager
 def hold(
-    io: LockIO,
+    io: ObjectStore,
     path: str,
     *,
     timeout: float,

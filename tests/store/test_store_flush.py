@@ -10,7 +10,7 @@ from pathlib import Path
 
 from mlflowkit.store import Store
 from mlflowkit.store._flush import Flusher
-from mlflowkit.store.index import Index
+from mlflowkit.store.sqlite_index import SqliteIndex as Index
 
 
 class _Slow:

@@ -19,9 +19,10 @@ import pytest
 from mlflowkit.errors import StoreError
 from mlflowkit.records import RunRecord
 from mlflowkit.store import Store, _owner
-from mlflowkit.store import fsspec as store_module
-from mlflowkit.store._io import TEMP_NAME
-from mlflowkit.store.fsspec import _PREPARED, MARKER, TMP_MAX_AGE_S
+from mlflowkit.store import sqlite_index as index_module
+from mlflowkit.store.filesystems import TEMP_NAME
+from mlflowkit.store.layout import MARKER, TMP_MAX_AGE_S
+from mlflowkit.store.layout import PREPARED as _PREPARED
 
 
 def old(path: Path, seconds: float = TMP_MAX_AGE_S + 600) -> Path:
@@ -209,7 +210,7 @@ def test_a_read_only_store_is_read_through_a_private_index(
     root = tmp_path / "ro"
     digest = _filled(root)
     # (as root, permissions do not stop writes: say it cannot be written, and check nothing was)
-    monkeypatch.setattr(store_module, "_index_writable", lambda root: False)
+    monkeypatch.setattr(index_module, "_writable", lambda root: False)
     _make_read_only(root)
     before = _snapshot(root)
     try:

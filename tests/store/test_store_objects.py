@@ -16,7 +16,8 @@ from store_helpers import fake_digest
 from mlflowkit.errors import CorruptObjectError, SerializationError, StoreError
 from mlflowkit.records import CacheEntry
 from mlflowkit.store import Store, open_store, register_serializer, unregister_serializer
-from mlflowkit.store.fsspec import _PREPARED, TMP_MAX_AGE_S
+from mlflowkit.store.layout import PREPARED as _PREPARED
+from mlflowkit.store.layout import TMP_MAX_AGE_S
 
 
 def object_path(store: Store, digest: str) -> str:

@@ -173,8 +173,9 @@ def test_garbage_index_file_is_replaced(tmp_path: Path) -> None:
 def test_remote_store_index_lives_in_the_cache_dir(memory_store: Store) -> None:
     memory_store.put_run(record("r1", 1.0))
     assert memory_store.runs()[0].id == "r1"
-    assert os.path.exists(memory_store._index_file)
-    assert not memory_store._index_file.startswith("/mk-test")
+    index_file = memory_store._idx().path  # type: ignore[attr-defined]  # a SqliteIndex
+    assert os.path.exists(index_file)
+    assert not index_file.startswith("/mk-test")
 
 
 # lineage ---------------------------------------------------------------------------------------

@@ -1,4 +1,7 @@
-"""File operations of a store, for a local disk (plain ``os`` calls) and any fsspec filesystem.
+"""The objects seam's implementations: a local folder (plain ``os`` calls), any fsspec filesystem.
+
+Layer 5: both implement :class:`~mlflowkit.store.objects.ObjectStore` and pass its contract
+suite (``mlflowkit.testing.ObjectStoreContract``).
 
 The store never goes through a second filesystem layer of its own: a local folder is worked on
 with ``os`` directly (the cache lookup is on the hot path), anything else through the fsspec
@@ -31,13 +34,21 @@ import stat
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
 from mlflowkit.errors import StoreError
 from mlflowkit.store import _owner
+from mlflowkit.store._flush import sync_filesystem
+from mlflowkit.store.objects import FileStat
 
-__all__ = ["TEMP_NAME", "FileStat", "FsspecIO", "LocalIO", "temp_owner_dead"]
+__all__ = [
+    "TEMP_NAME",
+    "FileStat",
+    "FsspecFiles",
+    "LocalFiles",
+    "open_files",
+    "temp_owner_dead",
+]
 
 _counter = itertools.count()
 
@@ -66,17 +77,7 @@ def temp_owner_dead(name: str) -> bool:
     return _owner.process_gone(pid, start or None)
 
 
-@dataclass(frozen=True)
-class FileStat:
-    """A listed file: path relative to the listed folder, size, change stamp, mtime."""
-
-    name: str
-    size: int
-    stamp: str
-    mtime: float
-
-
-class LocalIO:
+class LocalFiles:
     """File operations on a local folder with plain ``os`` calls."""
 
     local = True
@@ -123,28 +124,12 @@ class LocalIO:
         except (OSError, ValueError):
             return False
 
-    def writable(self) -> bool:
-        """Whether files can be written under the store folder."""
-        return os.access(self.root, os.W_OK)
-
-    def size(self, path: str) -> int | None:
-        """The file's size, or None."""
-        try:
-            return os.stat(path).st_size
-        except FileNotFoundError:
-            return None
-
     def age(self, path: str) -> float | None:
         """Seconds since the file was modified, or None."""
         try:
             return time.time() - os.stat(path).st_mtime
         except FileNotFoundError:
             return None
-
-    def stamp(self, path: str) -> str:
-        """A fingerprint that changes when the file is rewritten."""
-        st = os.stat(path)
-        return f"{st.st_mtime_ns}:{st.st_ino}"
 
     def listdir(self, folder: str) -> list[FileStat]:
         """Files directly in ``folder`` (none when it does not exist)."""
@@ -235,10 +220,6 @@ class LocalIO:
         if durable:
             _fsync_dir(os.path.dirname(path))
 
-    def replace(self, path: str, data: bytes) -> None:
-        """Atomically rewrite a small file (no fsync: used for lock leases)."""
-        self.write_atomic(path, [data], durable=False)
-
     def create_exclusive(self, path: str, data: bytes) -> bool:
         """Create ``path`` with ``data`` (``O_EXCL``); False when it exists."""
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
@@ -274,10 +255,6 @@ class LocalIO:
             os.replace(src, dst)
         return True
 
-    def rename_new(self, src: str, dst: str) -> bool:
-        """Move ``src`` to a fresh name; False when ``src`` is gone."""
-        return self.move(src, dst)
-
     def restore(self, src: str, dst: str) -> bool:
         """Move ``src`` back to ``dst`` unless ``dst`` exists (``link`` is exclusive)."""
         try:
@@ -289,9 +266,9 @@ class LocalIO:
         os.remove(src)
         return True
 
-    def makedirs(self, folder: str) -> None:
-        """Create ``folder`` and its parents."""
-        os.makedirs(folder, exist_ok=True)
+    def sync(self) -> None:
+        """Flush the filesystem holding the store to stable storage (``syncfs``)."""
+        sync_filesystem(self.root)
 
 
 def _fsync_dir(folder: str) -> None:
@@ -326,7 +303,7 @@ def _info_stamp(info: dict[str, Any]) -> str:
     return "|".join(str(info[k]) for k in _STAMP_KEYS if k in info)
 
 
-class FsspecIO:
+class FsspecFiles:
     """File operations through an fsspec filesystem (memory, object stores, ...)."""
 
     local = False
@@ -345,7 +322,7 @@ class FsspecIO:
         return data
 
     def read_split(self, path: str, head: int) -> tuple[bytes, Any] | None:
-        """The whole file as ``(bytes, None)``; see :meth:`LocalIO.read_split`."""
+        """The whole file as ``(bytes, None)``; see :meth:`LocalFiles.read_split`."""
         data = self.read(path)
         return None if data is None else (data, None)
 
@@ -357,21 +334,12 @@ class FsspecIO:
         """Whether ``folder`` belongs to the store (fsspec filesystems have no links)."""
         return True
 
-    def writable(self) -> bool:
-        """Whether files can be written (assumed: a remote store says so when it refuses)."""
-        return True
-
     def _info(self, path: str) -> dict[str, Any] | None:
         try:
             info: dict[str, Any] = self.fs.info(path)
         except FileNotFoundError:
             return None
         return info
-
-    def size(self, path: str) -> int | None:
-        """The file's size, or None."""
-        info = self._info(path)
-        return None if info is None else int(info.get("size") or 0)
 
     def age(self, path: str) -> float | None:
         """Seconds since the file was modified (0 when the filesystem does not say), or None."""
@@ -380,11 +348,6 @@ class FsspecIO:
             return None
         t = _info_time(info)
         return 0.0 if t is None else time.time() - t
-
-    def stamp(self, path: str) -> str:
-        """A fingerprint that changes when the file is rewritten (may be empty)."""
-        info = self._info(path)
-        return "" if info is None else _info_stamp(info)
 
     def _stats(self, entries: Iterable[dict[str, Any]], base: str) -> list[FileStat]:
         out = []
@@ -421,17 +384,18 @@ class FsspecIO:
     def write_atomic(
         self, path: str, parts: Iterable[bytes | bytearray | memoryview], durable: bool
     ) -> None:
-        """One ``pipe_file`` of the joined parts (a single PUT on object stores)."""
+        """One ``pipe_file`` of the joined parts (a single PUT on object stores).
+
+        Atomic exactly where the backend's ``pipe_file`` is: object stores (one PUT) and
+        ``memory://``. fsspec's own local filesystem writes in place, which is why a local
+        folder is always worked on through ``LocalFiles``.
+        """
         data = b"".join(bytes(p) if not isinstance(p, bytes) else p for p in parts)
         try:
             self.fs.pipe_file(path, data)
         except FileNotFoundError:
             self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
             self.fs.pipe_file(path, data)
-
-    def replace(self, path: str, data: bytes) -> None:
-        """Rewrite a small file."""
-        self.write_atomic(path, [data], durable=False)
 
     def create_exclusive(self, path: str, data: bytes) -> bool:
         """Best effort: create unless it exists, then read back to confirm we won."""
@@ -457,10 +421,6 @@ class FsspecIO:
             return False
         return True
 
-    def rename_new(self, src: str, dst: str) -> bool:
-        """Move ``src`` to a fresh name; False when ``src`` is gone."""
-        return self.move(src, dst)
-
     def restore(self, src: str, dst: str) -> bool:
         """Move ``src`` back to ``dst`` unless ``dst`` exists (best effort)."""
         with self._exclusive:
@@ -468,6 +428,59 @@ class FsspecIO:
                 return False
             return self.move(src, dst)
 
-    def makedirs(self, folder: str) -> None:
-        """Create ``folder`` where the filesystem has folders."""
-        self.fs.makedirs(folder, exist_ok=True)
+    def sync(self) -> None:
+        """Nothing to do: each ``pipe_file`` is as durable as the filesystem makes it."""
+
+
+def open_files(
+    url: str, storage_options: dict[str, Any]
+) -> tuple[LocalFiles | FsspecFiles, str, str]:
+    """The objects seam of the store at ``url``: ``(files, canonical url, protocol)``.
+
+    A plain folder (or any URL fsspec resolves to its local filesystem) is worked on with
+    ``LocalFiles``, its url made absolute; anything else through the fsspec filesystem the URL
+    names. fsspec is not imported for a plain folder.
+
+    Raises
+    ------
+    StoreError
+        The url is empty or holds NUL characters, names a file, or names a filesystem fsspec
+        cannot open here.
+    """
+    if not isinstance(url, str) or not url or "\x00" in url:
+        raise StoreError(
+            f"invalid store url {url!r}: expected a folder path or an fsspec URL (e.g. "
+            "'./.mlflowkit' or 'memory://name'), not empty and without NUL characters; "
+            "pass '.' for the current folder.",
+            url=str(url),
+        )
+    fs: Any = None
+    if "://" in url or "::" in url or storage_options:
+        from fsspec.core import url_to_fs
+        from fsspec.implementations.local import LocalFileSystem
+
+        try:
+            fs, path = url_to_fs(url, **storage_options)
+        except (ValueError, ImportError) as exc:
+            raise StoreError(
+                f"cannot open store {url!r}: {exc}. Expected a folder or an fsspec URL "
+                "such as 'memory://name' or 's3://bucket/prefix' (with its fsspec backend "
+                "installed).",
+                url=url,
+            ) from exc
+        if isinstance(fs, LocalFileSystem):
+            fs = None
+    else:
+        path = url  # a plain folder: no need to import fsspec at all
+    if fs is None:
+        root = os.path.abspath(path)
+        if os.path.exists(root) and not os.path.isdir(root):
+            raise StoreError(
+                f"cannot create a store at {root}: it is a file. Expected a folder (or a "
+                "path where one can be created); pass another url or set $MLFLOWKIT_STORE.",
+                url=root,
+            )
+        return LocalFiles(root), root, "file"
+    root = path.rstrip("/")
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    return FsspecFiles(fs, root), fs.unstrip_protocol(root), protocol

@@ -1,0 +1,802 @@
+"""``StoreCore``: the artifact store made of its two seams, objects and index.
+
+Layer 5. It works on the store's files through an :class:`~mlflowkit.store.objects.ObjectStore`
+(``LocalFiles`` for a folder, ``FsspecFiles`` for any fsspec URL), keeps its index through the
+index seam (``SqliteIndex`` by default, kept by an ``IndexKeeper``), and signs and judges
+through its ``Guard`` (``_trust``). The public ``mk.Store`` (:mod:`mlflowkit.store.fsspec`,
+layer 6) adds lineage, metrics, the registry and governance on top. Where each file lives:
+:mod:`mlflowkit.store.layout`; their formats: :mod:`mlflowkit.store._format`.
+
+Invariants:
+
+* Objects are addressed by the content digest of their value (``hash_value``); ``put`` skips
+  digests already present and writes atomically (the objects seam), so a reader sees a whole
+  object or none.
+* ``get`` checks the header and the payload's BLAKE3 *before* deserializing. A mismatch moves
+  the object to ``quarantine/``, drops the cache entries pointing at it and raises
+  :class:`~mlflowkit.errors.CorruptObjectError`: a corrupt object is never returned.
+* A cache entry carries the BLAKE3 of its own JSON; a corrupt entry reads as missing (and is
+  removed), and so does an entry whose stored object is gone.
+* An object's header names the digest it is stored under; ``get`` compares it with the digest
+  asked for (one string compare), so a file copied over another object's is corrupt, never a
+  hit. ``verify`` also re-hashes each value and compares it with its name.
+* Objects whose serializer can run code (pickle, plugins) carry the writer's signature in
+  their header and are deserialized only after it verifies by a key allowed to write here;
+  cache entries and packs are signed too and read as missing otherwise. ``policy/`` holds the
+  signed policy chain and ``audit/`` the signed audit chain (see ``_trust``).
+* The files are the truth; the index is rebuilt from them when missing or replaced, and
+  run rows are re-synced from a listing of ``runs/`` before every query. A store that cannot
+  be written (a read-only folder) is read through a private copy of its index.
+* Creating is explicit: constructing a ``Store`` touches nothing. The folders and the marker
+  are made by ``create()`` (a run calls it first) or by the first write. Reading
+  (``runs``, ``run``, ``lineage``, ``du``) never creates or deletes anything, and on a path
+  that is not a store raises ``StoreError``. A folder is a store when it holds the marker, or
+  the ``objects/``, ``cache/`` and ``runs/`` folders every earlier version made (such a store
+  is adopted: the marker is written the first time it is written to).
+* A store deletes only what it can tell it wrote: names of its own shapes (``TEMP_NAME`` in
+  ``tmp/``, digests under ``objects/``, keys under ``cache/``, ...), in its own folders, never
+  through a symbolic link to a folder elsewhere, and only once the folder is known to be a
+  store.
+* A running record names its owner (host, boot, pid, start time); once that process is
+  provably gone, the run reads as ``interrupted`` and its temp files are swept at once.
+* Durability is a group commit. Every write is atomic at once (temp file + rename), so a
+  crashed or killed process never leaves a half-written file behind a real name. With
+  ``durable=True`` (the default) the data reaches stable storage in batches: a background
+  flush within ``sync_interval`` seconds of a write and at interpreter exit, and ``sync()``
+  returns only once everything written so far is on disk. A power failure inside
+  that window can lose the newest files but never makes a wrong one readable: every object
+  and cache entry carries a checksum that is verified on read. With ``durable=False`` nothing
+  is fsynced. Index rows are buffered likewise (``indexer``); the files stay the truth.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import threading
+import time
+import weakref
+from collections.abc import Iterable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any
+
+import blake3
+
+from mlflowkit.errors import (
+    CorruptObjectError,
+    HashingError,
+    MissingObjectError,
+    StoreError,
+)
+from mlflowkit.records import CacheEntry, RunRecord
+from mlflowkit.store import serializers
+from mlflowkit.store._flush import FLUSHER
+from mlflowkit.store._format import (
+    HEAD_MAX,
+    CorruptFile,
+    decode_entry_signed,
+    decode_pack_signed,
+    encode_entry,
+    encode_pack,
+    pack_header,
+    parse_header,
+    payload_blake3,
+    sign_run,
+)
+from mlflowkit.store._gc import GcReport, collect
+from mlflowkit.store._trust import SAFE_SERIALIZERS, Guard
+from mlflowkit.store.filesystems import TEMP_NAME, open_files, temp_owner_dead
+from mlflowkit.store.index import Index, ObjectRow, RunFile
+from mlflowkit.store.indexer import IndexKeeper, Scan
+from mlflowkit.store.layout import (
+    DEFAULT_LOCK_TIMEOUT_S,
+    DEFAULT_URL,
+    LEGACY_AREAS,
+    LOCK_NAME,
+    MARKER,
+    NAME,
+    TMP_MAX_AGE_S,
+    check_name,
+    no_store,
+    prepare_layout,
+)
+from mlflowkit.store.locks import DEFAULT_LEASE_S, hold
+from mlflowkit.store.maintenance import disk_usage, record_findings, scan_files, verify_objects
+from mlflowkit.store.objects import FileStat, ObjectStore
+from mlflowkit.store.runfiles import RunFiles, as_read, executed
+from mlflowkit.store.sqlite_index import open_for_store
+
+__all__ = ["ObjectInfo", "Seams", "StoreCore"]
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """What an object's header says, read without loading the payload."""
+
+    digest: str
+    serializer: str
+    size: int
+    payload_size: int
+    payload_blake3: str
+
+
+class StoreCore:
+    """The artifact store on its seams: objects, cache entries, run records, locks.
+
+    Parameters
+    ----------
+    url:
+        A local folder, ``file://`` URL or any fsspec URL (``memory://x``, ``s3://bucket/p``).
+        Default: ``$MLFLOWKIT_STORE``, else ``./.mlflowkit`` (made absolute at construction).
+    durable:
+        Flush written files to stable storage on local disks (default), as a group commit:
+        in the background within ``sync_interval`` seconds and at interpreter exit, and at
+        once on ``sync()``. ``False`` never flushes: writes stay atomic and verified, but a power
+        failure may lose the most recent ones; for throwaway stores.
+    sync_interval:
+        Seconds between a write and its background flush (index rows and, if durable, data).
+    lock_lease:
+        Seconds a single-flight lock stays valid without its holder's heartbeat.
+    key:
+        The signing key of this process's writes: a key name (in the keys folder) or the path
+        of a ``.key`` file. Default: ``$MLFLOWKIT_KEY``, else the key ``default`` (made on
+        first use). See :mod:`mlflowkit.store._trust`.
+    **storage_options:
+        Passed to the fsspec filesystem (credentials, endpoint, ...).
+    """
+
+    url: str
+
+    def __init__(
+        self,
+        url: str | os.PathLike[str] | None = None,
+        *,
+        durable: bool = True,
+        lock_lease: float = DEFAULT_LEASE_S,
+        sync_interval: float = 1.0,
+        key: str | os.PathLike[str] | None = None,
+        **storage_options: Any,
+    ) -> None:
+        if url is None:
+            url = os.environ.get("MLFLOWKIT_STORE") or DEFAULT_URL
+        files, self.url, protocol = open_files(os.fspath(url), storage_options)
+        self.durable = durable
+        self.lock_lease = lock_lease
+        self.sync_interval = sync_interval
+        self._dirty = False  # written since the last sync, on a disk that needs flushing
+        self._dirty_lock = threading.Lock()
+        self._storage_options = storage_options
+        self._io: ObjectStore = files
+        self.root = root = files.root
+        local_root = root if self._io.local else None
+        url_now = self.url
+        self._indexes = IndexKeeper(
+            lambda: open_for_store(url_now, local_root, protocol), self._scan
+        )
+        self._runs = RunFiles(self._io, self.url)
+        self._ready = False  # laid out (folders and marker) by this object
+        self._known = False  # seen to be a store
+        self._key = key
+        self._guard = Guard(self._io, self.url, self._ensure, key)
+        _OPEN_STORES.add(self)
+
+    # creating --------------------------------------------------------------------------------
+    def create(self) -> None:
+        """Lay out the store (its folders and marker) unless it is there; idempotent.
+
+        Runs call it first; the first write through this object does too. Stale temp files
+        (and those of writers that provably died) are swept the first time a process lays
+        out a local store.
+
+        Raises
+        ------
+        StoreError
+            The folder cannot be created or written (the message says why).
+        """
+        try:
+            if self._io.local:
+                if prepare_layout(self.root, self._io, self._guard.marker_bytes):
+                    self.sweep_tmp()
+            elif not self._ready and not self._io.exists(f"{self.root}/{MARKER}"):
+                self._io.write_atomic(f"{self.root}/{MARKER}", (self._guard.marker_bytes(),), False)
+        except (OSError, StoreError) as exc:
+            raise StoreError(
+                f"cannot create a store at {self.url}: {exc}. Expected a writable folder "
+                "(or a path where one can be created); pass another url or set "
+                "$MLFLOWKIT_STORE.",
+                url=self.url,
+            ) from exc
+        self._known = True
+        self._guard.check_write()  # AccessDenied before anything is written through this object
+        self._ready = True
+
+    def _ensure(self) -> None:
+        """Before a write: the store exists (one attribute test once it does)."""
+        if not self._ready:
+            self.create()
+
+    def exists(self) -> bool:
+        """Whether a store is at this url (its marker, or the layout of an earlier version)."""
+        if self._known:
+            return True
+        io, root = self._io, self.root
+        found = io.exists(f"{root}/{MARKER}")
+        if not found and io.local:
+            found = all(os.path.isdir(f"{root}/{area}") for area in LEGACY_AREAS)
+        elif not found:
+            found = any(io.exists(f"{root}/{area}") for area in LEGACY_AREAS)
+        self._known = found
+        return found
+
+    def _require(self) -> None:
+        """Before reading runs, lineage or usage: a store is there (else a clear error)."""
+        if not self.exists():
+            raise no_store(self.url)
+
+    def __repr__(self) -> str:
+        return f"Store({self.url!r})"
+
+    # group commit ----------------------------------------------------------------------------
+    def _written(
+        self, objects: ObjectRow | None = None, cache: tuple[CacheEntry, int] | None = None
+    ) -> None:
+        """Note a completed write: buffer its index row and schedule a background flush."""
+        self._indexes.note(objects, cache)
+        if self.durable and self._io.local and not self._dirty:
+            with self._dirty_lock:
+                self._dirty = True
+        FLUSHER.schedule(self, self.sync_interval)
+
+    def sync(self) -> None:
+        """Write buffered index rows and, when ``durable``, flush written files to disk."""
+        self._indexes.flush()
+        with self._dirty_lock:
+            dirty, self._dirty = self._dirty, False
+        if dirty:
+            self._io.sync()
+
+    def __enter__(self) -> StoreCore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Sync, then close the index connections (they reopen on demand)."""
+        self.sync()
+        FLUSHER.cancel(self)
+        self._indexes.close()
+
+    # paths -----------------------------------------------------------------------------------
+    def _check(self, name: str, what: str) -> str:
+        return check_name(name, what, self.url)
+
+    def _object_path(self, digest: str) -> str:
+        self._check(digest, "digest")
+        return f"{self.root}/objects/{digest[:2]}/{digest}"
+
+    def _cache_path(self, key: str) -> str:
+        self._check(key, "cache key")
+        return f"{self.root}/cache/{key[:2]}/{key}.json"
+
+    def _pack_path(self, name: str) -> str:
+        self._check(name, "pack name")
+        return f"{self.root}/packs/{name}.json"
+
+    def _run_path(self, run_id: str, suffix: str = ".json") -> str:
+        return self._runs.path(run_id, suffix)
+
+    def _read_run(self, run_id: str) -> bytes | None:
+        """A run's record file: the final one, else the one written when it started."""
+        return self._runs.read(run_id)
+
+    # index -----------------------------------------------------------------------------------
+    def _idx(self, *, fresh: bool = False, flush: bool = True) -> Index:
+        """The index (see ``IndexKeeper.index``): every finished write is in it when ``flush``."""
+        return self._indexes.index(fresh=fresh, flush=flush)
+
+    @property
+    def seams(self) -> Seams:
+        """The store's objects, index and guard, for the layers above (the registry, plugins).
+
+        See :class:`mlflowkit.store.seams.StoreSeams`.
+        """
+        return Seams(self)
+
+    def _scan(self) -> Scan:
+        """Read the files: object headers, cache entries and run records."""
+        return scan_files(self)
+
+    def reindex(self) -> dict[str, int]:
+        """Rebuild the index from the files; return how many of each it found."""
+        self._require()
+        return self._indexes.rebuild()
+
+    # objects ---------------------------------------------------------------------------------
+    def has(self, digest: str) -> bool:
+        """Whether an object with this content digest is stored (a cheap existence check)."""
+        return self._io.exists(self._object_path(digest))
+
+    def put(self, value: Any, digest: str | None = None, *, serializer: str | None = None) -> str:
+        """Store ``value`` once, atomically; return its content digest.
+
+        Parameters
+        ----------
+        value:
+            Any value a serializer can write (see :mod:`mlflowkit.store.serializers`).
+        digest:
+            The value's content digest when the caller already has it (else it is computed).
+        serializer:
+            Force this serializer by name instead of choosing one by type.
+
+        Raises
+        ------
+        SerializationError
+            No serializer could write the value.
+        """
+        if digest is None:
+            from mlflowkit.hashing import hash_value
+
+            digest = hash_value(value)
+        path = self._object_path(digest)
+        if self._io.exists(path):
+            return digest
+        name, payload = serializers.dumps(value, serializer)
+        if not isinstance(payload, bytes):
+            payload = bytes(payload)
+        if not self._ready:
+            self.create()
+        if name in SAFE_SERIALIZERS:
+            header = pack_header(name, payload, digest)
+        else:  # a serializer that can run code: signed (see _trust)
+            checksum = payload_blake3(payload)
+            signature = self._guard.sign_object(digest, name, checksum)
+            header = pack_header(name, payload, digest, signature=signature, checksum=checksum)
+        self._io.write_atomic(path, (header, payload), False)
+        self._written(objects=ObjectRow(digest, len(header) + len(payload), name, time.time()))
+        return digest
+
+    def _read_header(
+        self, path: str
+    ) -> tuple[str, int, bytes, int, str | None, bytes | None] | None:
+        got = self._io.read_split(path, HEAD_MAX)
+        if got is None:
+            return None
+        first, f = got
+        if f is not None:
+            f.close()
+        try:
+            return parse_header(first)
+        except CorruptFile:
+            return None
+
+    def _load_payload(self, digest: str) -> tuple[str, bytes, bool] | None:
+        """``(serializer, payload, bound)`` after every integrity check; None when missing.
+
+        ``bound`` is False for an object written before headers named their address (its
+        name can only be checked by hashing its value). An object whose serializer can run
+        code is returned only when its signature verifies by a key allowed to write here
+        (else :class:`UntrustedObjectError`, before anything is deserialized).
+        """
+        got = self._io.read_split(self._object_path(digest), 1 << 16)
+        if got is None:
+            return None
+        first, f = got
+        try:
+            name, size, checksum, head, address, signature = parse_header(first)
+            if address is not None and address != digest:
+                raise CorruptFile(
+                    f"its header says it is object {address}: the file was copied or moved "
+                    "here from another object's place"
+                )
+            if f is None or len(first) < 1 << 16:
+                payload = first[head:]
+            else:
+                f.seek(head)
+                payload = f.readall()
+        finally:
+            if f is not None:
+                f.close()
+        if len(payload) != size:
+            raise CorruptFile(f"payload is {len(payload)} bytes, the header says {size}")
+        if payload_blake3(payload) != checksum:
+            raise CorruptFile("payload BLAKE3 does not match the header")
+        if name not in SAFE_SERIALIZERS:  # the payload is bound to the signed checksum
+            self._guard.check_object(digest, name, checksum, signature)
+        return name, payload, address is not None
+
+    def _check_value(self, digest: str, value: Any) -> None:
+        """Raise ``CorruptFile`` when ``value`` does not hash to ``digest`` (when it hashes)."""
+        from mlflowkit.hashing import hash_value
+
+        try:
+            actual = hash_value(value)
+        except HashingError:  # no hasher for its type in this process: cannot tell
+            return
+        if actual != digest:
+            raise CorruptFile(f"its value hashes to {actual}, not to the name it is stored under")
+
+    def get(self, digest: str) -> Any:
+        """Load, verify and deserialize the object with this digest.
+
+        Raises
+        ------
+        CorruptObjectError
+            The object failed its integrity check; it was quarantined, its cache entries
+            dropped, and the step that made it will execute again on the next run.
+        MissingObjectError
+            No object with this digest is stored (a ``StoreError``).
+        SerializationError
+            The serializer named in the header is not registered here or failed.
+        """
+        try:
+            got = self._load_payload(digest)
+            if got is not None and not got[2]:  # written before headers named their address
+                value = serializers.loads(got[0], got[1])
+                self._check_value(digest, value)
+                return value
+        except CorruptFile as exc:
+            raise self._corrupt(digest, exc) from None
+        if got is None:
+            raise MissingObjectError(
+                f"no object {digest} in store {self.url}: it was never stored here, or was "
+                "removed by gc. Run the pipeline again to recompute it.",
+                digest=digest,
+                url=self.url,
+            )
+        return serializers.loads(got[0], got[1])
+
+    def _corrupt(self, digest: str, exc: CorruptFile) -> CorruptObjectError:
+        """Set a corrupt object aside; the error to raise."""
+        if self._quarantine(digest):
+            fix = (
+                "it was moved to quarantine/ and its cache entries dropped, so the step that "
+                "produced it will execute again on the next run."
+            )
+        else:
+            fix = (
+                "the store cannot be written, so it stays in place: delete the file, or run "
+                "`mlflowkit store verify` with write access to set it aside."
+            )
+        return CorruptObjectError(
+            f"object {digest} in store {self.url} is corrupt ({exc}); {fix}",
+            digest=digest,
+            url=self.url,
+        )
+
+    def info(self, digest: str) -> ObjectInfo:
+        """The object's header facts (serializer, sizes, payload BLAKE3) without loading it."""
+        path = self._object_path(digest)
+        got = self._io.read_split(path, HEAD_MAX)
+        if got is None:
+            raise StoreError(f"no object {digest} in store {self.url}", digest=digest)
+        first, f = got
+        if f is not None:
+            f.close()
+        try:
+            name, size, checksum, head, _, _ = parse_header(first)
+        except CorruptFile as exc:
+            raise CorruptObjectError(
+                f"object {digest} has a corrupt header ({exc}); run store.verify() to set it aside",
+                digest=digest,
+                url=self.url,
+            ) from None
+        return ObjectInfo(digest, name, head + size, size, checksum.hex())
+
+    def _quarantine(self, digest: str) -> bool:
+        """Move an object to ``quarantine/``, drop its cache entries; False if read-only."""
+        src = self._object_path(digest)
+        dst = f"{self.root}/quarantine/{digest}.{time.time_ns()}"
+        try:
+            self._io.move(src, dst)
+        except OSError:
+            return False
+        idx = self._idx()
+        keys = idx.cache_keys_for(digest)
+        for key in keys:
+            self._io.remove(self._cache_path(key))
+        idx.remove_cache(keys)
+        idx.remove_objects([digest])
+        self.drop_packs()
+        return True
+
+    def _discard(self, path: str) -> None:
+        """Delete a damaged file met while reading; left alone when the store is read-only."""
+        with contextlib.suppress(OSError):
+            self._io.remove(path)
+
+    # cache -----------------------------------------------------------------------------------
+    def get_cache(self, key: str) -> CacheEntry | None:
+        """The cache entry for ``key``; None when missing, corrupt, or its object is gone."""
+        path = self._cache_path(key)
+        data = self._io.read(path)
+        if data is None:
+            return None
+        entry, block, digest = decode_entry_signed(data)
+        if entry is None or entry.key != key:
+            self._discard(path)
+            return None
+        if self._guard.document_problem("cache", digest, block) is not None:
+            return None  # unsigned or forged: a miss (reported by verify, replaced by the run)
+        if entry.stored and not self._io.exists(self._object_path(entry.output_digest)):
+            return None
+        return entry
+
+    def read_pack(self, name: str) -> dict[str, CacheEntry]:
+        """The cache entries of pack ``name`` by key (empty when missing or damaged).
+
+        A pack is only a faster way to read many cache entries at once: every entry in it was
+        true when it was written, and the caller still checks that a stored output exists.
+        """
+        path = self._pack_path(name)
+        data = self._io.read(path)
+        if data is None:
+            return {}
+        entries, block, digest = decode_pack_signed(data)
+        if entries is None:
+            self._discard(path)
+            return {}
+        if self._guard.document_problem("pack", digest, block) is not None:
+            return {}  # unsigned or forged: ignored (the run reads its entries one by one)
+        return entries
+
+    def write_pack(self, name: str, entries: Iterable[CacheEntry]) -> None:
+        """Replace pack ``name`` with ``entries``, atomically."""
+        self._ensure()
+        data = encode_pack(list(entries), self._guard.sign_document("pack"))
+        self._io.write_atomic(self._pack_path(name), (data,), False)
+
+    def put_cache(self, entry: CacheEntry) -> None:
+        """Record, atomically, that the call with ``entry.key`` gave ``entry.output_digest``."""
+        path = self._cache_path(entry.key)
+        self._check(entry.output_digest, "output digest")
+        if not self._ready:
+            self.create()
+        data = encode_entry(entry, self._guard.sign_document("cache"))
+        self._io.write_atomic(path, (data,), False)
+        self._written(cache=(entry, len(data)))
+
+    def drop_cache(self, key: str) -> None:
+        """Forget the cache entry for ``key`` (no error when there is none)."""
+        self._io.remove(self._cache_path(key))
+        self._idx().remove_cache([key])
+        self.drop_packs()
+
+    def drop_packs(self) -> None:
+        """Delete every cache pack (they may list a dropped entry; the next runs remake them)."""
+        for f in self._own_files("packs"):
+            if f.name.endswith(".json") and NAME.fullmatch(f.name[:-5]):
+                self._io.remove(f"{self.root}/packs/{f.name}")
+
+    def _own_files(self, area: str) -> list[FileStat]:
+        """The files directly in ``area``, or none when it is a link to a folder elsewhere."""
+        folder = f"{self.root}/{area}"
+        return self._io.listdir(folder) if self._io.own_dir(folder) else []
+
+    def lock(
+        self, key: str, timeout: float = DEFAULT_LOCK_TIMEOUT_S
+    ) -> AbstractContextManager[bool]:
+        """A single-flight lock on ``key``: ``with store.lock(key) as acquired: ...``.
+
+        Yields True once acquired, False after ``timeout`` seconds. A holder that died (its pid
+        is gone on this host, or its lease of ``lock_lease`` seconds ran out) is broken.
+        """
+        name = key if LOCK_NAME.fullmatch(key) else blake3.blake3(key.encode()).hexdigest()
+        self._ensure()
+        return hold(
+            self._io, f"{self.root}/locks/{name}.lock", timeout=timeout, lease=self.lock_lease
+        )
+
+    # runs ------------------------------------------------------------------------------------
+    def put_run(self, record: RunRecord) -> None:
+        """Write (or overwrite) a run record atomically.
+
+        A record with status ``running`` goes to ``runs/<id>.started``; the finished record
+        goes to ``runs/<id>.json`` and then the ``.started`` file is removed. The finished one
+        is so written under a new name instead of over the old (replacing a file makes some
+        filesystems flush it to disk at once, ~0.5 ms); readers prefer ``.json``.
+
+        A running record without an ``owner`` is given this process as its owner (host, boot,
+        pid, start time): readers show the run as ``interrupted`` once that process is gone.
+
+        Raises
+        ------
+        StoreError
+            The record holds something JSON cannot write, or the file could not be written
+            (disk full, read-only store). A finished record that cannot be written removes
+            the ``.started`` one, so no record claims that the run is still going.
+        """
+        running = record.status == "running"
+        data = self._runs.encode(record)
+        self._ensure()
+        if not running and executed(record):  # signed once per run (see ``executed``)
+            data = sign_run(data, self._guard.sign_document("run"))
+        self._runs.write(record.id, data, running)
+        if self.durable and self._io.local:
+            with self._dirty_lock:
+                self._dirty = True
+        # no index row here: see ``runfiles``
+
+    def _run_files(self) -> list[RunFile]:
+        """Every run's record file (see ``RunFiles.listing``)."""
+        return self._runs.listing()
+
+    def _synced(self) -> Index:
+        self._require()
+        idx = self._idx(fresh=True)
+        idx.sync_runs(self._runs.listing(), self._runs.text)
+        return idx
+
+    def runs(self) -> list[RunRecord]:
+        """All (readable) run records, newest first.
+
+        A record still marked ``running`` whose owner is provably gone (killed, crashed: see
+        ``put_run``) reads as ``interrupted``; the file itself is left as it is.
+
+        Raises
+        ------
+        StoreError
+            There is no store at this url (nothing is created).
+        """
+        return [as_read(r) for r in self._synced().run_records()]
+
+    def run(self, run_id: str) -> RunRecord:
+        """One run record, by id or by a unique prefix of it.
+
+        Raises
+        ------
+        StoreError
+            No run matches, or the prefix matches several (the candidates are listed).
+        """
+        idx = self._synced()
+        ids = idx.run_ids(run_id)
+        if run_id in ids:
+            ids = [run_id]
+        if not ids:
+            recent = idx.run_ids("")[:5]
+            hint = f"recent runs: {', '.join(recent)}" if recent else "the store has no runs"
+            raise StoreError(f"no run {run_id!r} in store {self.url}; {hint}", url=self.url)
+        if len(ids) > 1:
+            shown = ", ".join(ids[:10]) + (f", … ({len(ids)} in all)" if len(ids) > 10 else "")
+            raise StoreError(
+                f"run id prefix {run_id!r} is ambiguous: it matches {shown}; give more characters",
+                url=self.url,
+            )
+        return self._runs.load(ids[0])
+
+    # maintenance -----------------------------------------------------------------------------
+    def stale_temps(self, max_age: float = TMP_MAX_AGE_S) -> list[FileStat]:
+        """Temp files of this store left by writers that died.
+
+        Only names this store makes (``TEMP_NAME``) in its own ``tmp/`` folder count: those
+        older than ``max_age`` seconds, and at once those whose writer is provably gone.
+        """
+        if not self._io.local or not self.exists():
+            return []
+        now = time.time()
+        return [
+            f
+            for f in self._own_files("tmp")
+            if TEMP_NAME.fullmatch(f.name) and (now - f.mtime > max_age or temp_owner_dead(f.name))
+        ]
+
+    def sweep_tmp(self, max_age: float = TMP_MAX_AGE_S) -> int:
+        """Delete the temp files crashed writers left (see ``stale_temps``); how many."""
+        removed = 0
+        for f in self.stale_temps(max_age):
+            with contextlib.suppress(OSError):
+                removed += self._io.remove(f"{self.root}/tmp/{f.name}")
+        return removed
+
+    def _object_files(self, area: str, suffix: str = "") -> list[tuple[FileStat, str]]:
+        """``(file, name)`` of each file under ``objects/`` or ``cache/`` this store made.
+
+        A file counts when it sits in the ``ab/`` folder its name starts with and its name
+        (less ``suffix``) is a valid digest or key; a linked folder is not looked into.
+        """
+        folder = f"{self.root}/{area}"
+        if not self._io.own_dir(folder):
+            return []
+        out = []
+        for f in self._io.walk(folder):
+            sub, _, base = f.name.rpartition("/")
+            name = base[: len(base) - len(suffix)] if base.endswith(suffix) else ""
+            if NAME.fullmatch(name) and sub == name[:2]:
+                out.append((f, name))
+        return out
+
+    def verify(self) -> list[str]:
+        """Check every stored object and signed record; return what fails.
+
+        Corrupt objects first (sorted digests), then untrusted objects, then the guard's
+        findings (cache entries, packs, policy, audit); see ``mk.Store.verify``.
+
+        Raises
+        ------
+        StoreError
+            There is no store at this url.
+        """
+        self._require()
+        corrupt, untrusted = verify_objects(self)
+        return corrupt + untrusted + record_findings(self) + self._guard.findings()
+
+    def gc(
+        self,
+        *,
+        keep_last: int = 10,
+        pins: Iterable[str] | None = None,
+        older_than: float | None = None,
+        dry_run: bool = False,
+    ) -> GcReport:
+        """Delete what neither recent runs nor pins reference; see ``mk.Store.gc``.
+
+        Raises
+        ------
+        StoreError
+            ``keep_last`` is negative, or there is no store at this url.
+        """
+        return collect(self, keep_last=keep_last, pins=pins, older_than=older_than, dry_run=dry_run)
+
+    def du(self) -> dict[str, Any]:
+        """Counts and bytes per area: objects, cache, runs, packs, quarantine, tmp, total.
+
+        Read from the files themselves (the truth), so it is right even after a writer was
+        killed before its index rows were written.
+
+        Raises
+        ------
+        StoreError
+            There is no store at this url (nothing is created).
+        """
+        self._require()
+        return disk_usage(self)
+
+
+#: Stores of this process, synced at interpreter exit so no buffered index row is lost.
+_OPEN_STORES: weakref.WeakSet[StoreCore] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_stores() -> None:
+    """At exit: stop background flushes first, then sync and close every store from here."""
+    FLUSHER.stop()
+    for store in list(_OPEN_STORES):
+        try:
+            store.close()
+        except Exception:
+            continue
+
+
+class Seams:
+    """A store core's seams (implements :class:`mlflowkit.store.seams.StoreSeams`)."""
+
+    __slots__ = ("_store",)
+
+    def __init__(self, store: StoreCore) -> None:
+        self._store = store
+
+    @property
+    def url(self) -> str:
+        """The store's URL."""
+        return self._store.url
+
+    @property
+    def objects(self) -> ObjectStore:
+        """The store's files."""
+        return self._store._io
+
+    @property
+    def durable(self) -> bool:
+        """Whether the store flushes its writes to stable storage."""
+        return self._store.durable
+
+    @property
+    def guard(self) -> Guard:
+        """The store's signing and trust guard."""
+        return self._store._guard
+
+    def index(self) -> Index:
+        """The index, opened again if it was replaced (buffered rows are not flushed)."""
+        return self._store._idx(fresh=True, flush=False)

@@ -1,0 +1,136 @@
+"""``RunFiles``: a store's run records as files under ``runs/``, and how readers see them.
+
+Layer 5 (part of the store's implementation), on the objects seam only.
+
+Invariants:
+
+* A record with status ``running`` lives in ``runs/<id>.started``; the finished record is
+  written to ``runs/<id>.json`` (a new name, not over the old: replacing a file makes some
+  filesystems flush it at once) and then the ``.started`` file is removed. Readers prefer
+  ``.json``. A finished record that cannot be written removes the ``.started`` one, so no
+  record claims that a run is still going.
+* A running record names its owner (host, boot, pid, start time); once that process is provably
+  gone, the run reads as ``interrupted`` (``as_read``); the file is left as it is.
+* Run records get no index row when written: every query re-syncs run rows from ``listing()``
+  first, so the indexing work is done only when someone asks, not on every run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+
+import orjson
+
+from mlflowkit.errors import StoreError
+from mlflowkit.records import RunRecord
+from mlflowkit.store import _owner
+from mlflowkit.store.index import RunFile
+from mlflowkit.store.layout import NAME, STARTED, check_name
+from mlflowkit.store.objects import ObjectStore
+
+__all__ = ["RunFiles", "as_read", "executed"]
+
+
+class RunFiles:
+    """The run record files of one store (see the module docstring)."""
+
+    __slots__ = ("_files", "_folder", "url")
+
+    def __init__(self, files: ObjectStore, url: str) -> None:
+        self._files = files
+        self._folder = f"{files.root}/runs"
+        self.url = url
+
+    def path(self, run_id: str, suffix: str = ".json") -> str:
+        """The file of a finished run (``suffix`` ``STARTED``: of a running one)."""
+        check_name(run_id, "run id", self.url)
+        return f"{self._folder}/{run_id}{suffix}"
+
+    def read(self, run_id: str) -> bytes | None:
+        """A run's record file: the final one, else the one written when it started."""
+        data = self._files.read(self.path(run_id))
+        return data if data is not None else self._files.read(self.path(run_id, STARTED))
+
+    def encode(self, record: RunRecord) -> bytes:
+        """The file's bytes; a running record without an owner is given this process.
+
+        Raises
+        ------
+        StoreError
+            The record holds something JSON cannot write.
+        """
+        if record.status == "running" and not record.owner:
+            record.owner = _owner.owner()
+        try:
+            return orjson.dumps(record.to_stored())  # steps as rows: see RunRecord.to_stored
+        except (TypeError, ValueError) as exc:
+            raise StoreError(
+                f"run record {record.id} is not JSON-able ({exc}); records hold only str, int, "
+                "float, bool, None and lists/dicts of those (str keys)",
+                url=self.url,
+            ) from exc
+
+    def write(self, run_id: str, data: bytes, running: bool) -> None:
+        """Write a record's file atomically (see the module docstring for which one)."""
+        path = self.path(run_id, STARTED if running else ".json")
+        try:
+            self._files.write_atomic(path, (data,), False)
+        except StoreError:
+            if not running:
+                with contextlib.suppress(OSError):
+                    self._files.remove(self.path(run_id, STARTED))
+            raise
+        if not running:
+            self._files.remove(self.path(run_id, STARTED))
+
+    def listing(self) -> list[RunFile]:
+        """Every run's record file: ``<id>.json``, or ``<id>.started`` for a run not finished."""
+        final: dict[str, RunFile] = {}
+        started: dict[str, RunFile] = {}
+        for f in self._files.listdir(self._folder):
+            for suffix, found in ((".json", final), (STARTED, started)):
+                run_id = f.name[: -len(suffix)]
+                if f.name.endswith(suffix) and NAME.fullmatch(run_id):
+                    found[run_id] = RunFile(run_id, f.size, f"{suffix}:{f.stamp}")
+        return [*final.values(), *(rf for i, rf in started.items() if i not in final)]
+
+    def text(self, run_id: str) -> str | None:
+        """A run's record file as text (for the index), or None."""
+        data = self.read(run_id)
+        return None if data is None else data.decode("utf-8", "replace")
+
+    def load(self, run_id: str) -> RunRecord:
+        """A run's record as readers see it (``as_read``).
+
+        Raises
+        ------
+        StoreError
+            The file is unreadable.
+        """
+        data = self.read(run_id)
+        try:
+            return as_read(RunRecord.from_dict(json.loads(data or b"")))
+        except (ValueError, TypeError, KeyError) as exc:
+            raise StoreError(
+                f"run record {run_id} in store {self.url} is unreadable ({exc}); delete "
+                f"runs/{run_id}.json",
+                url=self.url,
+            ) from exc
+
+
+def as_read(record: RunRecord) -> RunRecord:
+    """A record as readers see it: ``running`` with a provably dead owner is ``interrupted``."""
+    if record.status == "running" and _owner.dead(record.owner):
+        record.status = "interrupted"
+    return record
+
+
+def executed(record: RunRecord) -> bool:
+    """Whether a run executed a step: its record is then signed.
+
+    The record of a fully cached run is not: signing would load the private key and its
+    cryptography (~12 ms) into every cached re-run, which takes a few ms; such a record
+    points only at results earlier signed runs produced (``verify`` checks the others).
+    """
+    return any(s.status == "executed" for s in record.steps)
