@@ -104,7 +104,7 @@ def _import_pipeline(source: dict[str, str], run_id: str) -> Any:
                 f"run {run_id}: module {module_name} has no pipeline {qualname!r} any more; "
                 f"reproduce needs the code that made the run"
             )
-    from mlflowkit.plan import Pipeline
+    from mlflowkit.pipelines import Pipeline
 
     if not isinstance(obj, Pipeline):
         raise RegistryError(f"run {run_id}: {module_name}:{qualname} is not an mk.pipeline")
