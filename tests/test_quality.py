@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -22,8 +23,10 @@ def _tool(name: str) -> list[str]:
     return [found]
 
 
-def _run(cmd: list[str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900, check=False)
+def _run(cmd: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900, check=False
+    )
 
 
 def test_ruff_lint_is_clean() -> None:
@@ -41,4 +44,21 @@ def test_ruff_format_is_clean() -> None:
 @pytest.mark.slow
 def test_mypy_strict_is_clean() -> None:
     out = _run([*_tool("mypy"), "--strict", "mlflowkit"])
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_imports_flow_down_the_layers() -> None:
+    """The import-linter contracts in pyproject.toml: the layers of docs/concepts/design.md,
+    no import of the top package from below, no hashing -> gpu, private modules kept in
+    their package, and a command line that uses the public API only."""
+    # this checkout's package, whatever else is installed
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+    out = _run([*_tool("lint-imports")], env={**os.environ, "PYTHONPATH": path})
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "0 broken" in out.stdout, out.stdout
+
+
+def test_no_private_name_is_imported_from_another_module() -> None:
+    """``from mlflowkit.x import _name`` anywhere in the package (see .flake8)."""
+    out = _run([*_tool("flake8"), "mlflowkit"])
     assert out.returncode == 0, out.stdout + out.stderr
