@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -23,9 +24,11 @@ def _tool(name: str) -> list[str]:
     return [found]
 
 
-def _run(cmd: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def _run(
+    cmd: list[str], env: dict[str, str] | None = None, cwd: Path = ROOT
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900, check=False
+        cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900, check=False
     )
 
 
@@ -62,3 +65,30 @@ def test_no_private_name_is_imported_from_another_module() -> None:
     """``from mlflowkit.x import _name`` anywhere in the package (see .flake8)."""
     out = _run([*_tool("flake8"), "mlflowkit"])
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+@pytest.mark.slow
+def test_the_layer_contract_catches_an_upward_import(tmp_path: Path) -> None:
+    """The contracts are not vacuous: a copy of the package in which the plan imports the
+    driver (the old plan -> driver -> plan cycle) breaks the layers contract."""
+    copy = tmp_path / "mlflowkit"
+    shutil.copytree(ROOT / "mlflowkit", copy, ignore=shutil.ignore_patterns("__pycache__"))
+    with (copy / "plan.py").open("a", encoding="utf-8") as f:
+        f.write("\nfrom mlflowkit.driver import run_plan  # noqa: E402, F401\n")
+    # lint-imports finds the package from its working directory first
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    cmd = [*_tool("lint-imports"), "--no-cache", str(ROOT / "pyproject.toml")]
+    out = _run(cmd, env=env, cwd=tmp_path)
+    assert out.returncode != 0, out.stdout
+    assert "mlflowkit.plan -> mlflowkit.driver" in out.stdout, out.stdout
+
+
+def test_the_private_name_check_sees_imports_inside_the_package() -> None:
+    """Ruff's PLC2701 skips imports from the file's own package; the flake8 check does not."""
+    # not under pytest's tmp_path: the plugin skips paths that look like tests ("/test...")
+    with tempfile.TemporaryDirectory() as folder:
+        probe = Path(folder) / "probe.py"
+        probe.write_text("from mlflowkit.plan import _op_gather\n", encoding="utf-8")
+        out = _run([*_tool("flake8"), "--config", str(ROOT / ".flake8"), str(probe)])
+    assert out.returncode != 0
+    assert "PNI001" in out.stdout and "_op_gather" in out.stdout, out.stdout
