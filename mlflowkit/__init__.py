@@ -37,12 +37,14 @@ from mlflowkit.errors import (
 )
 from mlflowkit.executors import local as _local  # noqa: F401
 from mlflowkit.executors.base import Executor
-from mlflowkit.plan import Pipeline, Plan, Ref, pipeline
+from mlflowkit.pipelines import Pipeline, Plan, pipeline
+from mlflowkit.plan import Ref
 from mlflowkit.records import StepRun
 from mlflowkit.run import Run
 from mlflowkit.step import Step, step
 from mlflowkit.stepcall import current, rng
 from mlflowkit.tracking import log_metric, log_metrics
+from mlflowkit.version import __version__
 
 if TYPE_CHECKING:
     from mlflowkit import executors as executors
@@ -62,8 +64,6 @@ if TYPE_CHECKING:
     from mlflowkit.registry.reproduce import reproduce as reproduce
     from mlflowkit.store import Store as Store
     from mlflowkit.trust.audit import AuditEntry as AuditEntry
-
-from mlflowkit.version import __version__
 
 __all__ = [
     "STAGES",

@@ -31,7 +31,7 @@ from mlflowkit.records import count_calls, describe_calls
 from mlflowkit.scheduler import Progress
 
 if TYPE_CHECKING:
-    from mlflowkit.plan import Plan
+    from mlflowkit.plan import TracedPlan
     from mlflowkit.run import Run
 
 __all__ = [
@@ -262,7 +262,7 @@ def _combine_marks(marks: Iterable[str | None]) -> str | None:
 
 
 def _vertices(
-    plan: Plan, marks: Mapping[str, str], reasons: Mapping[str, str]
+    plan: TracedPlan, marks: Mapping[str, str], reasons: Mapping[str, str]
 ) -> tuple[dict[str, _Vertex], list[tuple[str, str]]]:
     """The boxes and edges to draw: fan-outs with many elements collapse into one box."""
     groups: dict[str, list[str]] = {}
@@ -408,7 +408,7 @@ def _route(vertices: dict[str, _Vertex], chain: list[str]) -> str:
     return " ".join(parts)
 
 
-def _layered_svg(plan: Plan, marks: Mapping[str, str], reasons: Mapping[str, str]) -> str:
+def _layered_svg(plan: TracedPlan, marks: Mapping[str, str], reasons: Mapping[str, str]) -> str:
     vertices, edges = _vertices(plan, marks, reasons)
     if len(vertices) > _MAX_DRAWN:
         return _too_big(plan)
@@ -454,12 +454,12 @@ def _layered_svg(plan: Plan, marks: Mapping[str, str], reasons: Mapping[str, str
     return "".join(out)
 
 
-def _is_map(plan: Plan, vertex: _Vertex) -> bool:
+def _is_map(plan: TracedPlan, vertex: _Vertex) -> bool:
     """A fan-out decided at run time: drawn as a stack, like a folded fan-out."""
     return not vertex.dummy and plan.nodes[vertex.members[0]].kind == "map"
 
 
-def _too_big(plan: Plan) -> str:
+def _too_big(plan: TracedPlan) -> str:
     return (
         f"<svg xmlns='http://www.w3.org/2000/svg' class='mlflowkit-dag' width='560' "
         f"height='40'><text x='8' y='24' font-family='sans-serif' font-size='13'>"
@@ -473,7 +473,9 @@ def _dot_quote(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
-def _graphviz_svg(plan: Plan, marks: Mapping[str, str], reasons: Mapping[str, str]) -> str | None:
+def _graphviz_svg(
+    plan: TracedPlan, marks: Mapping[str, str], reasons: Mapping[str, str]
+) -> str | None:
     """The plan drawn by Graphviz as SVG, when the ``dot`` program exists."""
     dot = shutil.which("dot")
     if dot is None:
@@ -503,7 +505,7 @@ def _graphviz_svg(plan: Plan, marks: Mapping[str, str], reasons: Mapping[str, st
 
 
 def plan_svg(
-    plan: Plan,
+    plan: TracedPlan,
     marks: Mapping[str, str] | None = None,
     reasons: Mapping[str, str] | None = None,
     *,
@@ -536,7 +538,7 @@ def plan_svg(
     return _layered_svg(plan, marks, reasons)
 
 
-def _legend(plan: Plan, marks: Mapping[str, str]) -> str:
+def _legend(plan: TracedPlan, marks: Mapping[str, str]) -> str:
     counts: dict[str, int] = {}
     for call in plan.calls():  # the user's step calls, as every count does
         mark = marks.get(call.name) or marks.get(call.node)
@@ -556,7 +558,7 @@ def _legend(plan: Plan, marks: Mapping[str, str]) -> str:
 
 
 def plan_html(
-    plan: Plan,
+    plan: TracedPlan,
     marks: Mapping[str, str] | None = None,
     reasons: Mapping[str, str] | None = None,
     *,
@@ -588,7 +590,7 @@ class PlanView:
         The ``Plan.explain`` result the marks come from, or None for an unmarked picture.
     """
 
-    def __init__(self, plan: Plan, explanation: list[dict[str, Any]] | None = None) -> None:
+    def __init__(self, plan: TracedPlan, explanation: list[dict[str, Any]] | None = None) -> None:
         self.plan = plan
         self.explanation = explanation
 

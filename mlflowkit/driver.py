@@ -47,7 +47,7 @@ from mlflowkit.scheduler import Progress, walk
 from mlflowkit.wiring import check_value, describe, describe_value, mismatch, safe_repr
 
 if TYPE_CHECKING:
-    from mlflowkit.plan import Plan
+    from mlflowkit.plan import TracedPlan as Plan
     from mlflowkit.store.base import ArtifactStore
 
 __all__ = ["environment", "explain_plan", "new_run_id", "open_store", "run_plan"]

@@ -13,12 +13,13 @@ from mlflowkit.errors import HashingError
 from mlflowkit.executors.base import Input
 from mlflowkit.keys import KeyMaker
 from mlflowkit.placeholders import map_leaves
-from mlflowkit.plan import _OPS, Node, Ref
+from mlflowkit.plan import OPS as _OPS
+from mlflowkit.plan import Node, Ref
 from mlflowkit.records import RunRecord, StepRun
 from mlflowkit.wiring import safe_repr
 
 if TYPE_CHECKING:
-    from mlflowkit.plan import Plan
+    from mlflowkit.plan import TracedPlan as Plan
     from mlflowkit.store.base import ArtifactStore
 
 __all__ = ["Explanation", "explain"]
@@ -46,11 +47,6 @@ class Explanation(list):  # type: ignore[type-arg]
             action = _ACTION_WORDS.get(e["action"], e["action"])
             lines.append(f"{e['step']:<{width}}  {action:<7}  {e['why']}")
         return "\n".join(lines)
-
-    def _repr_html_(self) -> str:
-        from mlflowkit.display import explanation_html  # notebooks only; display is above
-
-        return explanation_html(self)
 
 
 def _replace_refs(template: Any, digests: dict[str, str]) -> Any:

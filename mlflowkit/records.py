@@ -19,6 +19,7 @@ __all__ = [
     "StepRun",
     "count_calls",
     "describe_calls",
+    "output_digests",
 ]
 
 #: The key of a step execution's metric log in its output ``meta`` (the cache entry, the
@@ -251,3 +252,16 @@ class CacheEntry:
 
 
 _ENTRY_FIELDS = frozenset(f.name for f in fields(CacheEntry))
+
+
+def output_digests(template: Any) -> list[str]:
+    """The digests a run record's output template refers to (its ``{"$digest": ...}``
+    leaves, nested in lists and dicts), in order."""
+    if isinstance(template, dict):
+        digest = template.get("$digest")
+        if isinstance(digest, str) and len(template) == 1:
+            return [digest]
+        return [d for v in template.values() for d in output_digests(v)]
+    if isinstance(template, list):
+        return [d for v in template for d in output_digests(v)]
+    return []

@@ -41,7 +41,8 @@ from mlflowkit.executors.base import Derived, Input, Stored, Task, TaskResult
 from mlflowkit.hashing import hash_value
 from mlflowkit.keys import KeyMaker
 from mlflowkit.placeholders import SCALARS, leaves, map_leaves
-from mlflowkit.plan import _OPS, Node, Ref, find_refs
+from mlflowkit.plan import OPS as _OPS
+from mlflowkit.plan import Node, Ref, find_refs
 from mlflowkit.records import METRICS, CacheEntry, StepRun
 
 if TYPE_CHECKING:

@@ -8,7 +8,7 @@ Invariants
   decides what a result means, and *hints* (``retries``, ``retry_delay``, ``timeout``,
   ``resources``), which only decide how it runs. Hints never enter a cache key.
 * Decorating declares; it does not register anything globally. While a pipeline is being
-  planned, a tracer installed in ``_TRACER`` receives the call instead (see ``plan.py``).
+  planned, a tracer installed in ``TRACER`` receives the call instead (see ``tracing.py``).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ R = TypeVar("R")
 
 
 class Tracer(typing.Protocol):
-    """What a planning context must offer to receive step calls (implemented in plan.py)."""
+    """What a planning context must offer to receive step calls (implemented in tracing.py)."""
 
     def call(self, step: Step[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any: ...
 
@@ -43,12 +43,12 @@ class Tracer(typing.Protocol):
 
 
 #: The active planning tracer, or None outside a pipeline body.
-_TRACER: ContextVar[Tracer | None] = ContextVar("mlflowkit_tracer", default=None)
+TRACER: ContextVar[Tracer | None] = ContextVar("mlflowkit_tracer", default=None)
 
 #: The step called as a plain function (outside a pipeline) whose body is running, if any: a
 #: metric it logs is checked and then dropped (nothing is recorded for a plain call), so user
 #: code that logs metrics stays trivial to unit-test.
-_PLAIN_CALL: ContextVar[Step[Any, Any] | None] = ContextVar("mlflowkit_plain", default=None)
+PLAIN_CALL: ContextVar[Step[Any, Any] | None] = ContextVar("mlflowkit_plain", default=None)
 
 
 @dataclass(frozen=True)
@@ -289,13 +289,13 @@ class Step(Generic[P, R]):
 
     # --- calling -------------------------------------------------------------------------
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
-        tracer = _TRACER.get()
+        tracer = TRACER.get()
         if tracer is None:
-            token = _PLAIN_CALL.set(self)
+            token = PLAIN_CALL.set(self)
             try:
                 return self.fn(*args, **kwargs)
             finally:
-                _PLAIN_CALL.reset(token)
+                PLAIN_CALL.reset(token)
         result: R = tracer.call(self, args, kwargs)
         return result
 
@@ -305,7 +305,7 @@ class Step(Generic[P, R]):
         Arguments given as lists (or, inside a pipeline, as a ``Ref`` to a list) are zipped;
         the others are broadcast to every call. Outside a pipeline this returns a plain list.
         """
-        tracer = _TRACER.get()
+        tracer = TRACER.get()
         if tracer is not None:
             return tracer.map(self, kwargs)
         listed = {k: v for k, v in kwargs.items() if isinstance(v, list)}

@@ -34,7 +34,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from mlflowkit.errors import MlflowkitError, TrackingError
-from mlflowkit.step import _PLAIN_CALL
+from mlflowkit.step import PLAIN_CALL
 from mlflowkit.stepcall import _CURRENT
 from mlflowkit.wiring import short_repr
 
@@ -154,7 +154,7 @@ def _who(step: str | None) -> str:
 
 def _outside(function: str, name: Any, value: Any) -> str:
     """The name of the step called as a plain function, else raise: no step is running."""
-    plain = _PLAIN_CALL.get()
+    plain = PLAIN_CALL.get()
     if plain is not None:
         return plain.name
     raise TrackingError(

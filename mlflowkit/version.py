@@ -1,4 +1,7 @@
-"""The version of mlflowkit (layer 0: importable from anywhere, imports nothing)."""
+"""The package's version, in a module of its own so that any layer may read it.
+
+Invariant: imports nothing; ``mlflowkit.__version__`` is this value.
+"""
 
 __all__ = ["__version__"]
 

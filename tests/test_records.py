@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import mlflowkit as mk
-from mlflowkit.records import CacheEntry, RunRecord, StepRun
+from mlflowkit.records import CacheEntry, RunRecord, StepRun, output_digests
 
 _text = st.text(max_size=20)
 _steps = st.builds(
@@ -100,3 +100,14 @@ def test_parameters_json_cannot_hold_exactly_are_recorded_by_repr(tmp_path: Path
     assert run.output == dag_runs.side_effect.fn(2**70)
     with mk.Store(str(tmp_path / "store")) as store:
         assert store.run(run.id).params == {"x": repr(2**70)}
+
+
+def test_output_digests_lists_the_digest_leaves_of_an_output_template_in_order() -> None:
+    template = {
+        "model": {"$digest": "a" * 64},
+        "scores": [{"$digest": "b" * 64}, 0.5, {"$digest": "a" * 64}],
+        "plain": {"$digest": "c" * 64, "note": "not a leaf: two keys"},
+    }
+    assert output_digests(template) == ["a" * 64, "b" * 64, "a" * 64]
+    assert output_digests({"$digest": 3}) == []  # not a digest
+    assert output_digests(None) == []

@@ -98,7 +98,7 @@ from mlflowkit.executors.base import (
     TaskResult,
 )
 from mlflowkit.placeholders import leaves
-from mlflowkit.plan import _OPS
+from mlflowkit.plan import OPS as _OPS
 from mlflowkit.stepcall import Writer, call_step, execute, local_resolver, resolve_template
 from mlflowkit.stepcall import write_output as _write_output
 

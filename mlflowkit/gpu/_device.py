@@ -352,8 +352,8 @@ def prepare(cuda: Any, obj: object, *, allow_copy: bool, sim: bool) -> Prepared:
 
 
 def _digest(cuda: Any, obj: object, *, allow_copy: bool, config: Any, sim: bool) -> bytes:
-    from mlflowkit.gpu import _blake3
+    from mlflowkit.gpu._blake3 import DEFAULT_CONFIG, digest_device
 
     prepared = prepare(cuda, obj, allow_copy=allow_copy, sim=sim)
-    cfg = _blake3.DEFAULT_CONFIG if config is None else config
-    return _blake3.digest_device(prepared.words, prepared.data8, prepared.nbytes, cfg)
+    cfg = DEFAULT_CONFIG if config is None else config
+    return digest_device(prepared.words, prepared.data8, prepared.nbytes, cfg)

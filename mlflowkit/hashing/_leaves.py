@@ -2,7 +2,7 @@
 
 Part of the canonical encoding specified in ``mlflowkit.hashing.values``: each function maps one
 value to its whole encoding (a one-byte tag, then a fixed-size or length-prefixed payload), with
-no children to walk. ``_LEAF`` maps each exact type to its encoder.
+no children to walk. ``LEAF_ENCODERS`` maps each exact type to its encoder.
 """
 
 from __future__ import annotations
@@ -18,17 +18,28 @@ from typing import Any
 
 import blake3
 
-__all__ = ["BIG_BUFFER", "digest_bytes", "hash_bytes", "small_digest", "type_name"]
+__all__ = [
+    "BIG_BUFFER",
+    "LEAF_ENCODERS",
+    "digest_bytes",
+    "encode_path",
+    "encode_str",
+    "hash_bytes",
+    "pack_i64",
+    "pack_u64",
+    "small_digest",
+    "type_name",
+]
 
 #: Buffers larger than this are hashed with BLAKE3's multi-threaded mode, and ``bytes`` values
 #: at least this long are written as ``length | digest`` instead of inline.
 BIG_BUFFER = 1 << 20
 _INLINE_LIMIT = 1 << 16
 
-_Q = struct.Struct("<Q").pack
-_q = struct.Struct("<q").pack
+pack_u64 = struct.Struct("<Q").pack
+pack_i64 = struct.Struct("<q").pack
 _d = struct.Struct("<d").pack
-_NAN = _Q(0x7FF8000000000000)
+_NAN = pack_u64(0x7FF8000000000000)
 _DATE = struct.Struct("<HBB").pack
 _DATETIME = struct.Struct("<HBBBBBIB").pack
 _TIME = struct.Struct("<BBBIB").pack
@@ -85,10 +96,10 @@ def hash_bytes(data: Any) -> str:
 
 def _enc_int(x: int) -> bytes:
     try:
-        return b"i" + _q(x)
+        return b"i" + pack_i64(x)
     except struct.error:
         n = (x.bit_length() + 8) // 8
-        return b"I" + _Q(n) + int.to_bytes(x, n, "little", signed=True)
+        return b"I" + pack_u64(n) + int.to_bytes(x, n, "little", signed=True)
 
 
 def _fbits(x: float) -> bytes:
@@ -110,39 +121,39 @@ def _utf8(x: str) -> bytes:
         return x.encode("utf-8", "surrogatepass")
 
 
-def _enc_str(x: str) -> bytes:
+def encode_str(x: str) -> bytes:
     data = _utf8(x)
-    return b"s" + _Q(len(data)) + data
+    return b"s" + pack_u64(len(data)) + data
 
 
 def _enc_bytes(x: bytes) -> bytes:
     if len(x) < _INLINE_LIMIT:
-        return b"b" + _Q(len(x)) + x
-    return b"B" + _Q(len(x)) + digest_bytes(x)
+        return b"b" + pack_u64(len(x)) + x
+    return b"B" + pack_u64(len(x)) + digest_bytes(x)
 
 
 def _enc_bytearray(x: bytearray) -> bytes:
     if len(x) < _INLINE_LIMIT:
-        return b"y" + _Q(len(x)) + bytes(x)
-    return b"Y" + _Q(len(x)) + digest_bytes(x)
+        return b"y" + pack_u64(len(x)) + bytes(x)
+    return b"Y" + pack_u64(len(x)) + digest_bytes(x)
 
 
 def _enc_memoryview(x: memoryview) -> bytes:
     shape = x.shape or ()
     return (
         b"m"
-        + _enc_str(x.format)
-        + _Q(x.itemsize)
-        + _Q(len(shape))
-        + b"".join(_Q(n) for n in shape)
+        + encode_str(x.format)
+        + pack_u64(x.itemsize)
+        + pack_u64(len(shape))
+        + b"".join(pack_u64(n) for n in shape)
         + digest_bytes(x)
     )
 
 
 def _enc_decimal(x: decimal.Decimal) -> bytes:
     sign, digits, exponent = x.as_tuple()
-    exp = _enc_int(exponent) if isinstance(exponent, int) else _enc_str(exponent)
-    return b"D" + bytes([sign]) + _enc_str("".join(map(str, digits))) + exp
+    exp = _enc_int(exponent) if isinstance(exponent, int) else encode_str(exponent)
+    return b"D" + bytes([sign]) + encode_str("".join(map(str, digits))) + exp
 
 
 def _enc_timedelta_payload(x: _dt.timedelta | None) -> bytes:
@@ -155,19 +166,19 @@ def _enc_tz(tz: _dt.tzinfo | None, at: _dt.datetime | None) -> bytes:
     if tz is None:
         return b"N"
     if type(tz) is _dt.timezone:
-        return b"z" + _enc_timedelta_payload(tz.utcoffset(None)) + _enc_str(tz.tzname(None))
+        return b"z" + _enc_timedelta_payload(tz.utcoffset(None)) + encode_str(tz.tzname(None))
     key = getattr(tz, "key", None) or getattr(tz, "zone", None)  # zoneinfo / pytz names
-    name = _enc_str(type_name(type(tz)))
+    name = encode_str(type_name(type(tz)))
     if isinstance(key, str) and at is None:
-        return b"Z" + name + _enc_str(key)
+        return b"Z" + name + encode_str(key)
     offset = _enc_timedelta_payload(tz.utcoffset(at))
     label = tz.tzname(at)
     return (
         b"x"
         + name
-        + (_enc_str(key) if isinstance(key, str) else b"N")
+        + (encode_str(key) if isinstance(key, str) else b"N")
         + offset
-        + (_enc_str(label) if label is not None else b"N")
+        + (encode_str(label) if label is not None else b"N")
     )
 
 
@@ -192,18 +203,18 @@ def _enc_time(x: _dt.time) -> bytes:
     return b"t" + _TIME(*fields) + _enc_tz(x.tzinfo, None)
 
 
-def _enc_path(x: pathlib.PurePath) -> bytes:
+def encode_path(x: pathlib.PurePath) -> bytes:
     flavour = b"W" if isinstance(x, pathlib.PureWindowsPath) else b"P"
-    return b"p" + flavour + _enc_str(str(x))
+    return b"p" + flavour + encode_str(str(x))
 
 
-_LEAF: dict[type, Callable[[Any], bytes]] = {
+LEAF_ENCODERS: dict[type, Callable[[Any], bytes]] = {
     type(None): lambda _: b"N",
     bool: lambda x: b"T" if x else b"F",
     int: _enc_int,
     float: _enc_float,
     complex: _enc_complex,
-    str: _enc_str,
+    str: encode_str,
     bytes: _enc_bytes,
     bytearray: _enc_bytearray,
     memoryview: _enc_memoryview,
@@ -215,12 +226,12 @@ _LEAF: dict[type, Callable[[Any], bytes]] = {
     _dt.time: _enc_time,
     _dt.timedelta: _enc_timedelta_payload,
     uuid.UUID: lambda x: b"u" + x.bytes,
-    pathlib.PurePosixPath: _enc_path,
-    pathlib.PureWindowsPath: _enc_path,
-    pathlib.PosixPath: _enc_path,
-    pathlib.WindowsPath: _enc_path,
+    pathlib.PurePosixPath: encode_path,
+    pathlib.PureWindowsPath: encode_path,
+    pathlib.PosixPath: encode_path,
+    pathlib.WindowsPath: encode_path,
     range: lambda x: b"r" + _enc_int(x.start) + _enc_int(x.stop) + _enc_int(x.step),
-    type: lambda x: b"C" + _enc_str(type_name(x)),
+    type: lambda x: b"C" + encode_str(type_name(x)),
 }
 
 

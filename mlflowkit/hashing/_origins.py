@@ -14,9 +14,16 @@ import os
 import sys
 from collections.abc import Mapping
 
-__all__: list[str] = []
+__all__ = [
+    "STDLIB",
+    "THIRD_PARTY",
+    "USER",
+    "distribution",
+    "import_kind",
+    "module_kind",
+]
 
-_USER, _STDLIB, _THIRD = "user", "stdlib", "third-party"
+USER, STDLIB, THIRD_PARTY = "user", "stdlib", "third-party"
 _SITE_MARKERS = ("site-packages", "dist-packages")
 
 
@@ -28,7 +35,7 @@ def _distributions() -> Mapping[str, list[str]]:
 
 
 @functools.cache
-def _distribution(top: str) -> tuple[str, str]:
+def distribution(top: str) -> tuple[str, str]:
     """``(distribution, version)`` providing the top-level import name ``top``.
 
     A distribution named like the import name is taken first (cheap); the full
@@ -68,46 +75,46 @@ def _in_site(path: str) -> bool:
 
 
 @functools.lru_cache(maxsize=4096)
-def _module_kind(name: str) -> str:
+def module_kind(name: str) -> str:
     """Whether the module ``name`` is user code, standard library or third-party code."""
     top = name.partition(".")[0]
     if top == "__main__":
-        return _USER
+        return USER
     if top in sys.stdlib_module_names or top == "builtins":
-        return _STDLIB
+        return STDLIB
     if top == "mlflowkit":
-        return _THIRD
+        return THIRD_PARTY
     module = sys.modules.get(name) or sys.modules.get(top)
     path = getattr(module, "__file__", None)
     if path is None:
         locations = list(getattr(module, "__path__", None) or [])
         path = locations[0] if locations else None
     if path is None:
-        return _import_kind(top) if module is None else _USER
+        return import_kind(top) if module is None else USER
     path = str(path)
     if _in_site(path):
-        return _THIRD
+        return THIRD_PARTY
     if path.startswith(_stdlib_dirs()):
-        return _STDLIB
-    return _USER
+        return STDLIB
+    return USER
 
 
 @functools.lru_cache(maxsize=4096)
-def _import_kind(top: str) -> str:
-    """Like ``_module_kind`` for a top-level module that may not be imported yet."""
+def import_kind(top: str) -> str:
+    """Like ``module_kind`` for a top-level module that may not be imported yet."""
     if top in sys.stdlib_module_names or top == "builtins":
-        return _STDLIB
+        return STDLIB
     if top == "mlflowkit":
-        return _THIRD
+        return THIRD_PARTY
     try:
         spec = importlib.util.find_spec(top)
     except (ImportError, ValueError):
-        return _USER
+        return USER
     if spec is None:
-        return _USER
+        return USER
     locations = [spec.origin or "", *(spec.submodule_search_locations or [])]
     if any(_in_site(str(p)) for p in locations):
-        return _THIRD
+        return THIRD_PARTY
     if any(str(p).startswith(_stdlib_dirs()) for p in locations if p):
-        return _STDLIB
-    return _USER
+        return STDLIB
+    return USER

@@ -36,7 +36,7 @@ import numpy as np
 
 from mlflowkit.errors import HashingError, MlflowkitError
 from mlflowkit.hashing import values as _v
-from mlflowkit.hashing._leaves import _Q
+from mlflowkit.hashing._leaves import pack_u64
 
 __all__ = [
     "array_data_digest",
@@ -98,7 +98,7 @@ def dtype_encoding(dt: np.dtype[Any]) -> bytes:
 
 
 def _shape(shape: tuple[int, ...]) -> bytes:
-    return _Q(len(shape)) + b"".join(_Q(n) for n in shape)
+    return pack_u64(len(shape)) + b"".join(pack_u64(n) for n in shape)
 
 
 def array_data_digest(a: np.ndarray[Any, Any]) -> bytes:
@@ -162,7 +162,7 @@ def encode_scalar(st: _v.EncodeState, x: np.generic) -> None:
         st.stack.append(x.item())
         return
     data = _scalar_bytes(x)
-    st.out += b"n" + dtype_encoding(dt) + _Q(len(data)) + data
+    st.out += b"n" + dtype_encoding(dt) + pack_u64(len(data)) + data
 
 
 def encode_dtype(st: _v.EncodeState, dt: np.dtype[Any]) -> None:

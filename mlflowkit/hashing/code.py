@@ -62,12 +62,12 @@ import blake3
 from mlflowkit.errors import HashingError
 from mlflowkit.hashing import values as _v
 from mlflowkit.hashing._origins import (
-    _STDLIB,
-    _THIRD,
-    _USER,
-    _distribution,
-    _import_kind,
-    _module_kind,
+    STDLIB,
+    THIRD_PARTY,
+    USER,
+    distribution,
+    import_kind,
+    module_kind,
 )
 
 __all__ = ["CodeDigester", "code_digest", "package_versions"]
@@ -392,7 +392,7 @@ class _Collector:
         self.packages: dict[str, str] = {}
 
     def package(self, module: str) -> tuple[str, str]:
-        dist, version = _distribution(module.partition(".")[0])
+        dist, version = distribution(module.partition(".")[0])
         self.packages[dist] = version
         return dist, version
 
@@ -579,10 +579,10 @@ class CodeDigester:
         # classify by the top-level package: finding the spec of a submodule would import its
         # parent package (a slow, side-effecting import of e.g. sklearn just to hash code)
         package = module_name.partition(".")[0]
-        kind = _module_kind(package) if package in sys.modules else _import_kind(package)
-        if kind == _STDLIB:
+        kind = module_kind(package) if package in sys.modules else import_kind(package)
+        if kind == STDLIB:
             return ("import", package, "stdlib")
-        if kind == _THIRD:
+        if kind == THIRD_PARTY:
             return ("import", package, "package", *c.package(package))
         try:
             importlib.import_module(module_name)
@@ -598,20 +598,20 @@ class CodeDigester:
             return ("step", self._label(obj.fn, c))
         if isinstance(obj, types.FunctionType):
             module = _function_module(obj)
-            kind = _module_kind(module)
-            if kind == _USER:
+            kind = module_kind(module)
+            if kind == USER:
                 c.targets.append(obj)
                 return ("fn", obj.__qualname__, _code_info(obj.__code__).shallow)
             return self._library(module, obj.__qualname__, kind, obj, c)
         if isinstance(obj, type):
-            kind = _module_kind(obj.__module__)
-            if kind == _USER:
+            kind = module_kind(obj.__module__)
+            if kind == USER:
                 c.targets.append(obj)
                 return ("class", obj.__qualname__)
             return self._library(obj.__module__, obj.__qualname__, kind, obj, c)
         if isinstance(obj, types.ModuleType):
-            kind = _module_kind(obj.__name__)
-            if kind == _USER:
+            kind = module_kind(obj.__name__)
+            if kind == USER:
                 return ("module", obj.__name__, _module_source_digest(obj))
             return self._library(obj.__name__, "", kind, obj, c)
         if isinstance(obj, types.MethodType):
@@ -622,19 +622,19 @@ class CodeDigester:
             return ("partial", self._label(obj.func, c), args, kwargs)
         if hasattr(obj, "__wrapped__"):
             t = type(obj)
-            if _module_kind(t.__module__ or "") == _THIRD:
+            if module_kind(t.__module__ or "") == THIRD_PARTY:
                 c.package(t.__module__)
             return ("wrapped", _v.type_name(t), self._label(obj.__wrapped__, c))
-        if callable(obj) and _module_kind(type(obj).__module__ or "") != _USER:
+        if callable(obj) and module_kind(type(obj).__module__ or "") != USER:
             owner = getattr(obj, "__self__", None)
             module = getattr(obj, "__module__", None) or type(owner).__module__ or "builtins"
             name = getattr(obj, "__qualname__", None) or getattr(obj, "__name__", None)
             if isinstance(name, str) and isinstance(module, str):
-                return self._library(module, name, _module_kind(module), obj, c)
+                return self._library(module, name, module_kind(module), obj, c)
         return self._value_label(obj, c)
 
     def _library(self, module: str, name: str, kind: str, obj: Any, c: _Collector) -> Any:
-        if kind == _THIRD:
+        if kind == THIRD_PARTY:
             dist, _ = c.package(module)
             label: tuple[Any, ...] = ("lib", dist, module, name)
         else:
@@ -646,8 +646,8 @@ class CodeDigester:
 
     def _value_label(self, obj: Any, c: _Collector) -> Any:
         t = type(obj)
-        kind = _module_kind(t.__module__)
-        if kind == _USER and not isinstance(obj, type):
+        kind = module_kind(t.__module__)
+        if kind == USER and not isinstance(obj, type):
             c.targets.append(t)  # the methods of a user object's class are code too
         if id(obj) in self._valuing:
             raise HashingError(
@@ -659,7 +659,7 @@ class CodeDigester:
         try:
             return ("value", _v.digest_value(obj))
         except HashingError as exc:
-            if kind == _USER:
+            if kind == USER:
                 raise HashingError(
                     f"code refers to a {_v.type_name(t)} object that cannot be hashed, so "
                     f"its effect on results cannot be tracked ({str(exc).rstrip('.')}). "
@@ -667,7 +667,7 @@ class CodeDigester:
                     "the class, or pass the object to the step as a parameter.",
                     type_name=_v.type_name(t),
                 ) from exc
-            if kind == _THIRD:
+            if kind == THIRD_PARTY:
                 c.package(t.__module__)
             return ("instance", _v.type_name(t))
         finally:
@@ -677,7 +677,7 @@ class CodeDigester:
 def _walk(obj: Any, attrs: tuple[str, ...], used: list[str]) -> Any:
     """Follow attributes through user modules (stopping at anything else)."""
     for attr in attrs:
-        if not isinstance(obj, types.ModuleType) or _module_kind(obj.__name__) != _USER:
+        if not isinstance(obj, types.ModuleType) or module_kind(obj.__name__) != USER:
             break
         nxt = getattr(obj, attr, None)
         if nxt is None:

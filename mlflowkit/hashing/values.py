@@ -50,14 +50,14 @@ import blake3
 
 from mlflowkit.errors import HashingError, MlflowkitError
 from mlflowkit.hashing._leaves import (
-    _LEAF,
-    _Q,
     BIG_BUFFER,
-    _enc_path,
-    _enc_str,
-    _q,
+    LEAF_ENCODERS,
     digest_bytes,
+    encode_path,
+    encode_str,
     hash_bytes,
+    pack_i64,
+    pack_u64,
     small_digest,
     type_name,
 )
@@ -174,8 +174,8 @@ def _on_unordered(st: EncodeState, frame: _Unordered) -> None:
 
 def _enc_sequence(tag: bytes) -> Encoder:
     def enc(st: EncodeState, x: Any) -> None:
-        head = tag + _Q(len(x))
-        leaf = _LEAF.get
+        head = tag + pack_u64(len(x))
+        leaf = LEAF_ENCODERS.get
         fs = [leaf(type(e)) for e in x]
         if None not in fs:
             st.out += head + b"".join([f(e) for f, e in zip(fs, x, strict=True)])  # type: ignore[misc]
@@ -192,16 +192,16 @@ def _enc_sequence(tag: bytes) -> Encoder:
 def _enc_unordered(tag: bytes) -> Encoder:
     def enc(st: EncodeState, x: Any) -> None:
         n = len(x)
-        leaf = _LEAF.get
+        leaf = LEAF_ENCODERS.get
         items = list(x)
         fs = [leaf(type(e)) for e in items]
         if None not in fs:
             parts = [f(e) for f, e in zip(fs, items, strict=True)]  # type: ignore[misc]
             parts.sort()
-            st.out += tag + _Q(n) + b"".join(parts)
+            st.out += tag + pack_u64(n) + b"".join(parts)
             return
         st.enter(x)
-        frame = _Unordered(st, x, tag + _Q(n), n)
+        frame = _Unordered(st, x, tag + pack_u64(n), n)
         push = st.stack.append
         for e in x:
             push(frame)
@@ -212,17 +212,17 @@ def _enc_unordered(tag: bytes) -> Encoder:
 
 def _enc_dict(st: EncodeState, x: dict[Any, Any]) -> None:
     n = len(x)
-    leaf = _LEAF
+    leaf = LEAF_ENCODERS
     try:
         parts = [leaf[type(k)](k) + leaf[type(v)](v) for k, v in x.items()]
     except KeyError:
         pass
     else:
         parts.sort()
-        st.out += b"{" + _Q(n) + b"".join(parts)
+        st.out += b"{" + pack_u64(n) + b"".join(parts)
         return
     st.enter(x)
-    frame = _Unordered(st, x, b"{" + _Q(n), n)
+    frame = _Unordered(st, x, b"{" + pack_u64(n), n)
     push = st.stack.append
     for k, v in x.items():
         push(frame)
@@ -240,7 +240,7 @@ def _enc_as(reduce: Callable[[Any], Any]) -> Encoder:
 
     def enc(st: EncodeState, x: Any) -> None:
         st.enter(x)
-        st.out += b"X" + _enc_str(type_name(type(x)))
+        st.out += b"X" + encode_str(type_name(type(x)))
         st.stack.append(_Exit(x))
         st.stack.append(reduce(x))
 
@@ -274,8 +274,8 @@ def _enc_builtin(st: EncodeState, x: Any) -> None:
 
 def _enc_descriptor(st: EncodeState, x: Any) -> None:
     owner = getattr(x, "__objclass__", None)
-    st.out += b"V" + _enc_str(type_name(owner) if owner is not None else "?")
-    st.out += _enc_str(getattr(x, "__name__", "?"))
+    st.out += b"V" + encode_str(type_name(owner) if owner is not None else "?")
+    st.out += encode_str(getattr(x, "__name__", "?"))
 
 
 def _enc_partial(st: EncodeState, x: functools.partial[Any]) -> None:
@@ -284,7 +284,7 @@ def _enc_partial(st: EncodeState, x: functools.partial[Any]) -> None:
 
 
 def _enc_enum(st: EncodeState, x: enum.Enum) -> None:
-    st.out += b"E" + _enc_str(type_name(type(x)))
+    st.out += b"E" + encode_str(type_name(type(x)))
     st.stack.append(x._value_)
 
 
@@ -295,8 +295,8 @@ def _enc_step(st: EncodeState, x: Any) -> None:
 def _enc_dataclass(st: EncodeState, x: Any) -> None:
     names = [f.name for f in dataclasses.fields(x) if f.compare]
     st.enter(x)
-    st.out += b"K" + _enc_str(type_name(type(x))) + _Q(len(names))
-    st.out += b"".join(_enc_str(n) for n in names)
+    st.out += b"K" + encode_str(type_name(type(x))) + pack_u64(len(names))
+    st.out += b"".join(encode_str(n) for n in names)
     stack = st.stack
     stack.append(_Exit(x))
     stack.extend(reversed([getattr(x, n) for n in names]))
@@ -305,8 +305,8 @@ def _enc_dataclass(st: EncodeState, x: Any) -> None:
 def _enc_namedtuple(st: EncodeState, x: tuple[Any, ...]) -> None:
     names: tuple[str, ...] = type(x)._fields  # type: ignore[attr-defined]
     st.enter(x)
-    st.out += b"U" + _enc_str(type_name(type(x))) + _Q(len(names))
-    st.out += b"".join(_enc_str(n) for n in names) + _Q(len(x))
+    st.out += b"U" + encode_str(type_name(type(x))) + pack_u64(len(names))
+    st.out += b"".join(encode_str(n) for n in names) + pack_u64(len(x))
     stack = st.stack
     stack.append(_Exit(x))
     stack.extend(reversed(x))
@@ -314,11 +314,11 @@ def _enc_namedtuple(st: EncodeState, x: tuple[Any, ...]) -> None:
 
 def _subclass_encoder(base: type) -> Encoder:
     """Encoder for a subclass of a builtin: ``X | qualified name | the builtin's encoding``."""
-    leaf = _LEAF.get(base)
+    leaf = LEAF_ENCODERS.get(base)
     inner = _BUILTIN_COMPOSITE.get(base)
 
     def enc(st: EncodeState, x: Any) -> None:
-        st.out += b"X" + _enc_str(type_name(type(x)))
+        st.out += b"X" + encode_str(type_name(type(x)))
         if leaf is not None:
             st.out += leaf(x)
         elif inner is not None:
@@ -351,13 +351,13 @@ _DISPATCH: dict[type, Encoder] = {
     _Exit: _on_exit,
     _Unordered: _on_unordered,
 }
-_CORE = frozenset(_DISPATCH) | frozenset(_LEAF)
+_CORE = frozenset(_DISPATCH) | frozenset(LEAF_ENCODERS)
 
 #: Encoders for a type and its subclasses (consulted along the MRO of an unknown type).
 _BASES: dict[type, Encoder] = {
     enum.Enum: _enc_enum,
-    type: lambda st, x: st.out.extend(b"C" + _enc_str(type_name(x))),
-    pathlib.PurePath: lambda st, x: st.out.extend(_enc_path(x)),
+    type: lambda st, x: st.out.extend(b"C" + encode_str(type_name(x))),
+    pathlib.PurePath: lambda st, x: st.out.extend(encode_path(x)),
 }
 #: Types registered by users (these win over lazily loaded built-in hashers).
 _USER: set[type] = set()
@@ -470,7 +470,7 @@ def _forget_resolved() -> None:
 
 
 def _reducer(fn: Callable[[Any], Any], name: str | None) -> Encoder:
-    fixed = None if name is None else b"R" + _enc_str(name)
+    fixed = None if name is None else b"R" + encode_str(name)
 
     def enc(st: EncodeState, x: Any) -> None:
         st.enter(x)
@@ -484,7 +484,7 @@ def _reducer(fn: Callable[[Any], Any], name: str | None) -> Encoder:
                 f"{type(exc).__name__}: {exc}",
                 type_name=type_name(type(x)),
             ) from exc
-        st.out += fixed if fixed is not None else b"R" + _enc_str(type_name(type(x)))
+        st.out += fixed if fixed is not None else b"R" + encode_str(type_name(type(x)))
         st.stack.append(_Exit(x))
         st.stack.append(value)
 
@@ -543,7 +543,7 @@ def _structural(t: type) -> Encoder | None:
     if dataclasses.is_dataclass(t):
         return _enc_dataclass
     for base in t.__mro__[1:]:
-        if base in _LEAF or base in _BUILTIN_COMPOSITE:
+        if base in LEAF_ENCODERS or base in _BUILTIN_COMPOSITE:
             return _subclass_encoder(base)
     return None
 
@@ -625,7 +625,7 @@ def _encode_walk(obj: Any) -> bytearray:
     st = EncodeState()
     stack = st.stack
     stack.append(obj)
-    leaf = _LEAF
+    leaf = LEAF_ENCODERS
     dispatch = _DISPATCH
     while stack:
         item = stack.pop()
@@ -649,7 +649,7 @@ def encode(obj: Any) -> bytes:
     HashingError
         When ``obj`` (or something inside it) has no canonical encoding, or holds a cycle.
     """
-    f = _LEAF.get(type(obj))
+    f = LEAF_ENCODERS.get(type(obj))
     if f is not None:
         return f(obj)
     return bytes(_encode_walk(obj))
@@ -657,7 +657,7 @@ def encode(obj: Any) -> bytes:
 
 def digest_value(obj: Any) -> bytes:
     """The 32-byte BLAKE3 digest of ``encode(obj)``; ``hash_value`` is its hex form."""
-    f = _LEAF.get(type(obj))
+    f = LEAF_ENCODERS.get(type(obj))
     if f is not None:
         return small_digest(f(obj))
     data = _encode_walk(obj)
@@ -696,16 +696,16 @@ def hash_value(obj: Any) -> str:
     # (``digest().hex()``: about 120 ns cheaper than the blake3 package's ``hexdigest()``)
     t = type(obj)
     if t is int and _INT64_MIN <= obj < _INT64:  # the commonest argument: _enc_int, inlined
-        data = b"i" + _q(obj)
-    elif (f := _LEAF.get(t)) is not None:
+        data = b"i" + pack_i64(obj)
+    elif (f := LEAF_ENCODERS.get(t)) is not None:
         data = f(obj)
     elif t is tuple or t is list:  # fast path: a short sequence of leaves, as _enc_sequence
         try:
-            parts = b"".join([_LEAF[type(e)](e) for e in obj])
+            parts = b"".join([LEAF_ENCODERS[type(e)](e) for e in obj])
         except KeyError:
             data = b""
         else:
-            data = (b"(" if t is tuple else b"[") + _Q(len(obj)) + parts
+            data = (b"(" if t is tuple else b"[") + pack_u64(len(obj)) + parts
     else:
         data = b""
     if data:  # a leaf or short sequence: small, hashed with a reused hasher

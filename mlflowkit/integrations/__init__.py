@@ -18,7 +18,7 @@ import warnings
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from mlflowkit.plan import Plan
+    from mlflowkit.plan import TracedPlan
     from mlflowkit.records import RunRecord
     from mlflowkit.store.base import ArtifactStore
 
@@ -52,7 +52,7 @@ def _home_config(home: str | None) -> str:
     return os.path.join(os.path.expanduser("~"), ".openlineage", "openlineage.yml")
 
 
-def lineage_emitter(plan: Plan, store: ArtifactStore, record: RunRecord) -> Any:
+def lineage_emitter(plan: TracedPlan, store: ArtifactStore, record: RunRecord) -> Any:
     """The OpenLineage emitter of one run, or None when OpenLineage is not configured.
 
     Configured but not installed: a warning says how to install it, and the run goes on

@@ -63,10 +63,10 @@ from openlineage.client.facet_v2 import (
     source_code_location_job,
 )
 
-from mlflowkit.store._format import template_digests
+from mlflowkit.records import output_digests
 
 if TYPE_CHECKING:
-    from mlflowkit.plan import Plan
+    from mlflowkit.plan import TracedPlan
     from mlflowkit.records import RunRecord, StepRun
     from mlflowkit.step import Step
     from mlflowkit.store.base import ArtifactStore
@@ -75,7 +75,7 @@ __all__ = ["PRODUCER", "MlflowkitCodeJobFacet", "MlflowkitStepRunFacet", "RunEmi
 
 
 def _version() -> str:
-    from mlflowkit import __version__
+    from mlflowkit.version import __version__
 
     return __version__
 
@@ -152,7 +152,7 @@ def store_namespace(url: str) -> str:
 class RunEmitter:
     """Sends the OpenLineage events of one run (see the module docstring)."""
 
-    def __init__(self, plan: Plan, store: ArtifactStore, record: RunRecord) -> None:
+    def __init__(self, plan: TracedPlan, store: ArtifactStore, record: RunRecord) -> None:
         self.record = record
         self.namespace = os.environ.get("OPENLINEAGE_NAMESPACE") or "mlflowkit"
         self.datasets = store_namespace(str(store.url))
@@ -227,7 +227,7 @@ class RunEmitter:
             if state == RunState.FAIL:
                 message = (failed.error if failed else None) or "the run failed"
                 facets["errorMessage"] = _error(message, failed.traceback if failed else None)
-            outputs = [self._output(d) for d in dict.fromkeys(template_digests(record.output))]
+            outputs = [self._output(d) for d in dict.fromkeys(output_digests(record.output))]
         job_facets: dict[str, JobFacet] = {"jobType": _job_type("PIPELINE")}
         return RunEvent(
             eventType=state,

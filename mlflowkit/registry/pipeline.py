@@ -33,12 +33,13 @@ from mlflowkit.errors import RegistryError
 from mlflowkit.registry import db, signed
 from mlflowkit.registry.names import check_name, parse_spec
 from mlflowkit.registry.records import ArtifactVersion
-from mlflowkit.registry.versions import _check_metadata, resolve
-from mlflowkit.step import _TRACER, Step
+from mlflowkit.registry.versions import check_metadata, resolve
+from mlflowkit.step import TRACER, Step
+from mlflowkit.tracing import Tracer
 
 if TYPE_CHECKING:
     from mlflowkit.keys import KeyMaker
-    from mlflowkit.plan import Plan, Ref
+    from mlflowkit.plan import Ref, TracedPlan
 
 __all__ = [
     "ARTIFACT_PREFIX",
@@ -101,9 +102,9 @@ def pinned(versions: dict[str, ArtifactVersion]) -> Iterator[None]:
         _PINNED.reset(token)
 
 
-def _tracer(what: str, fix: str) -> Any:
-    tracer = _TRACER.get()
-    if tracer is None or not hasattr(tracer, "publishes"):
+def _tracer(what: str, fix: str) -> Tracer:
+    tracer = TRACER.get()
+    if not isinstance(tracer, Tracer):
         raise RegistryError(
             f"{what} is for use inside a pipeline body while it is planned; found no pipeline "
             f"being planned. {fix}"
@@ -123,14 +124,14 @@ def publish(name: str, ref_or_value: T, *, metadata: dict[str, Any] | None = Non
         An invalid name or metadata, a name published twice in one pipeline, or a call
         outside a pipeline.
     """
-    from mlflowkit.plan import _user_location
+    from mlflowkit.plan import user_location
 
     check_name(name)
     tracer = _tracer(
         f"mk.publish({name!r}, ...)", f"Outside a pipeline use store.publish({name!r}, value)."
     )
-    meta = _check_metadata(name, metadata)
-    loc = _user_location()
+    meta = check_metadata(name, metadata)
+    loc = user_location()
     for earlier in tracer.publishes:
         if earlier.name == name:
             raise RegistryError(
@@ -182,7 +183,7 @@ def artifact(spec: str, store: Any = None) -> Ref[Any]:
 # ---------------------------------------------------------------------------------------------
 # what a run does (called by the driver only for plans that publish or consume)
 # ---------------------------------------------------------------------------------------------
-def prepare(plan: Plan, store: Any, keys: KeyMaker) -> None:
+def prepare(plan: TracedPlan, store: Any, keys: KeyMaker) -> None:
     """Before a run: check the run's store holds every consumed version's object and record
     the cache entry that answers each ``mk.artifact`` node with it.
 
@@ -221,7 +222,7 @@ def prepare(plan: Plan, store: Any, keys: KeyMaker) -> None:
             )
 
 
-def consumed_record(plan: Plan) -> list[dict[str, Any]]:
+def consumed_record(plan: TracedPlan) -> list[dict[str, Any]]:
     """The consumed versions as a run record keeps them."""
     return [
         {
@@ -234,7 +235,7 @@ def consumed_record(plan: Plan) -> list[dict[str, Any]]:
     ]
 
 
-def check_publish(plan: Plan, store: Any) -> None:
+def check_publish(plan: TracedPlan, store: Any) -> None:
     """Before a run that publishes: raise ``AccessDenied`` unless this process's key holds
     ``publisher`` in the namespace of every name the plan publishes (no cryptography)."""
     for item in plan.publishes:
@@ -242,7 +243,7 @@ def check_publish(plan: Plan, store: Any) -> None:
 
 
 def publish_results(
-    plan: Plan,
+    plan: TracedPlan,
     digests: dict[str, str],
     values: dict[str, Any],
     store: Any,

@@ -13,6 +13,8 @@ Invariants
 * A step whose output differs (or that fails now, or is missing from the new plan) is listed in
   ``differences``; ``matches`` is True only when there is none.
 * A record made before runs kept their pipeline's source raises ``RegistryError`` saying so.
+
+``reproduces`` is the gate that requires it (``mk.gates.reproduces``).
 """
 
 from __future__ import annotations
@@ -20,11 +22,15 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlflowkit.errors import MlflowkitError, RegistryError, RunFailed
+from mlflowkit.registry.gating import store_of
 
-__all__ = ["Reproduction", "reproduce"]
+if TYPE_CHECKING:
+    from mlflowkit.registry.records import ArtifactVersion
+
+__all__ = ["Reproduction", "reproduce", "reproduces"]
 
 
 @dataclass(frozen=True)
@@ -104,7 +110,7 @@ def _import_pipeline(source: dict[str, str], run_id: str) -> Any:
                 f"run {run_id}: module {module_name} has no pipeline {qualname!r} any more; "
                 f"reproduce needs the code that made the run"
             )
-    from mlflowkit.plan import Pipeline
+    from mlflowkit.pipelines import Pipeline
 
     if not isinstance(obj, Pipeline):
         raise RegistryError(f"run {run_id}: {module_name}:{qualname} is not an mk.pipeline")
@@ -180,3 +186,16 @@ def reproduce(run_id: str, store: Any = None, *, executor: Any = "local") -> Rep
             return Reproduction(record.id, not differences, differences, compared, run.id)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def reproduces(version: ArtifactVersion) -> tuple[bool, str]:
+    """A gate that re-executes the version's producing run from scratch (``mk.reproduce``)
+    and passes only if every step gives the recorded output digest again."""
+    store = store_of(version)
+    if version.run_id is None:
+        return False, f"{version.spec} was published outside a run: there is nothing to re-run"
+    result = reproduce(version.run_id, store)
+    if result.matches:
+        return True, f"run {version.run_id} reproduced: every output digest matches"
+    steps = ", ".join(step for step, _, _ in result.differences)
+    return False, f"run {version.run_id} did not reproduce: {steps} gave other outputs"

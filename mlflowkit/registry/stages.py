@@ -23,7 +23,7 @@ from typing import Any
 
 from mlflowkit.errors import GateFailed, RegistryError
 from mlflowkit.registry import db, signed
-from mlflowkit.registry.gates import gates_for, reproducible, run_gates
+from mlflowkit.registry.gating import gates_for, reproducible, run_gates
 from mlflowkit.registry.names import STAGES, check_name, check_stage, parse_spec, stage_below
 from mlflowkit.registry.records import ArtifactVersion, Promotion
 from mlflowkit.registry.versions import resolve

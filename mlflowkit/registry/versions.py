@@ -25,7 +25,7 @@ from mlflowkit.registry.records import ArtifactVersion
 __all__ = ["artifact", "artifacts", "publish", "publish_digest", "resolve", "versions"]
 
 
-def _check_metadata(name: str, metadata: Any) -> dict[str, Any]:
+def check_metadata(name: str, metadata: Any) -> dict[str, Any]:
     if metadata is None:
         return {}
     if not isinstance(metadata, dict) or not all(isinstance(k, str) for k in metadata):
@@ -52,7 +52,7 @@ def publish(
     from mlflowkit.hashing import hash_value
 
     check_name(name)
-    meta = _check_metadata(name, metadata)
+    meta = check_metadata(name, metadata)
     signed.require(store, "publisher", name)  # AccessDenied before anything is written
     digest = hash_value(value)
     store.put(value, digest)

@@ -1,7 +1,7 @@
 """The ``mlflowkit artifacts``, ``promote`` and ``reproduce`` commands (named artifacts).
 
-Built on the public API only, like ``mlflowkit.cli``, whose error handling and tables they
-share: an error prints one clear message and exits with status 1.
+Built on the public API only, like the rest of :mod:`mlflowkit.cli`, whose error handling
+and tables they share: an error prints one clear message and exits with status 1.
 """
 
 from __future__ import annotations
@@ -16,18 +16,18 @@ from typing import Any
 import click
 
 import mlflowkit as mk
-from mlflowkit.cli import (
-    _DEBUG_OPTION,
-    _STORE_OPTION,
-    _fail,
-    _guard,
-    _ListByDefault,
-    _open,
-    _table,
-    _UserCodeError,
+from mlflowkit.cli.common import (
+    DEBUG_OPTION,
+    STORE_OPTION,
+    ListByDefault,
+    UserCodeError,
+    fail,
+    guard,
+    open_store,
+    table,
 )
 
-__all__ = ["add_commands"]
+__all__ = ["artifacts", "promote", "reproduce"]
 
 
 def _when(iso: str) -> str:
@@ -44,20 +44,20 @@ def _stages_of(store: Any, name: str) -> dict[str, int]:
     return held
 
 
-@click.group(cls=_ListByDefault, short_help="List named artifacts, their versions and stages.")
+@click.group(cls=ListByDefault, short_help="List named artifacts, their versions and stages.")
 def artifacts() -> None:
     """Named artifacts: versions published by pipelines (mk.publish) or store.publish, and
     the stages they hold. `mlflowkit artifacts` alone is `artifacts list`."""
 
 
 @artifacts.command("list")
-@_STORE_OPTION
-@_DEBUG_OPTION
+@STORE_OPTION
+@DEBUG_OPTION
 def artifacts_list(store: str | None, debug: bool) -> None:
     """Every artifact name: its latest version and which version holds each stage."""
 
     def go() -> None:
-        s = _open(store)
+        s = open_store(store)
         rows = []
         for name in s.artifacts():
             versions = s.versions(name)
@@ -75,24 +75,24 @@ def artifacts_list(store: str | None, debug: bool) -> None:
         if not rows:
             click.echo(f"no named artifacts in store {s.url}")
             return
-        _table(
+        table(
             f"artifacts in {s.url}",
             ["name", "versions", "latest", *mk.STAGES, "latest published (UTC)"],
             rows,
         )
 
-    _guard(debug, go)
+    guard(debug, go)
 
 
 @artifacts.command("show")
 @click.argument("spec", metavar="NAME[@VERSION|@STAGE]")
-@_STORE_OPTION
-@_DEBUG_OPTION
+@STORE_OPTION
+@DEBUG_OPTION
 def artifacts_show(spec: str, store: str | None, debug: bool) -> None:
     """One version (the latest unless @VERSION or @STAGE says which), then every version."""
 
     def go() -> None:
-        s = _open(store)
+        s = open_store(store)
         v = s.artifact(spec)
         held = [st for st, n in _stages_of(s, v.name).items() if n == v.version]
         click.echo(f"{v.spec}  digest {v.digest}")
@@ -114,24 +114,24 @@ def artifacts_show(spec: str, store: str | None, debug: bool) -> None:
             ]
             for x in s.versions(v.name)
         ]
-        _table(
+        table(
             f"versions of {v.name}",
             ["version", "digest", "run", "stage", "created (UTC)"],
             rows,
         )
 
-    _guard(debug, go)
+    guard(debug, go)
 
 
 @artifacts.command("history")
 @click.argument("name")
-@_STORE_OPTION
-@_DEBUG_OPTION
+@STORE_OPTION
+@DEBUG_OPTION
 def artifacts_history(name: str, store: str | None, debug: bool) -> None:
     """Every promotion of an artifact, oldest first: who moved which version where, and why."""
 
     def go() -> None:
-        s = _open(store)
+        s = open_store(store)
         if name not in s.artifacts():
             s.artifact(name)  # raises, listing what exists
         rows = [
@@ -148,13 +148,13 @@ def artifacts_history(name: str, store: str | None, debug: bool) -> None:
         if not rows:
             click.echo(f"{name}: no promotions yet")
             return
-        _table(
+        table(
             f"promotions of {name}",
             ["at (UTC)", "version", "stage", "by", "reason", "gates"],
             rows,
         )
 
-    _guard(debug, go)
+    guard(debug, go)
 
 
 def _load_gates(source: str) -> None:
@@ -162,24 +162,24 @@ def _load_gates(source: str) -> None:
     path = Path(source)
     if source.endswith(".py") or path.exists():
         if not path.exists():
-            _fail(f"gates file {source!r} does not exist; check the path")
+            fail(f"gates file {source!r} does not exist; check the path")
         resolved = path.resolve()
         sys.path.insert(0, str(resolved.parent))
         spec = importlib.util.spec_from_file_location(resolved.stem, resolved)
         if spec is None or spec.loader is None:
-            _fail(f"cannot load {source!r} as a Python module")
+            fail(f"cannot load {source!r} as a Python module")
         module = importlib.util.module_from_spec(spec)
         sys.modules[resolved.stem] = module
         try:
             spec.loader.exec_module(module)
         except Exception as exc:
-            raise _UserCodeError(f"importing gates from {source!r} failed", exc) from exc
+            raise UserCodeError(f"importing gates from {source!r} failed", exc) from exc
         return
     sys.path.insert(0, os.getcwd())
     try:
         importlib.import_module(source)
     except Exception as exc:
-        raise _UserCodeError(f"importing gates from {source!r} failed", exc) from exc
+        raise UserCodeError(f"importing gates from {source!r} failed", exc) from exc
 
 
 def _gate_rows(results: list[Any]) -> list[list[str]]:
@@ -197,8 +197,8 @@ def _gate_rows(results: list[Any]) -> list[list[str]]:
     metavar="FILE_OR_MODULE",
     help="A file or module whose @mk.gate declarations apply to this promotion.",
 )
-@_STORE_OPTION
-@_DEBUG_OPTION
+@STORE_OPTION
+@DEBUG_OPTION
 def promote(
     spec: str, to: str, reason: str, gates: str | None, store: str | None, debug: bool
 ) -> None:
@@ -211,40 +211,40 @@ def promote(
     def go() -> None:
         if gates:
             _load_gates(gates)
-        s = _open(store)
+        s = open_store(store)
         try:
             p = s.promote(spec, to=to, reason=reason)
         except mk.GateFailed as exc:
-            _table(
+            table(
                 f"gates for {spec} -> {to}", ["gate", "result", "message"], _gate_rows(exc.results)
             )
-            _fail(f"promotion of {spec} to {to} refused: a gate failed; nothing changed")
+            fail(f"promotion of {spec} to {to} refused: a gate failed; nothing changed")
         click.echo(
             f"{p.name}@{p.version}: {p.from_stage or '-'} -> {p.to_stage}"
             + (f"  ({p.reason})" if p.reason else "")
         )
         if p.gates:
-            _table(
+            table(
                 f"gates for {spec} -> {to}",
                 ["gate", "result", "message"],
                 _gate_rows(list(p.gates)),
             )
 
-    _guard(debug, go)
+    guard(debug, go)
 
 
 @click.command(short_help="Re-execute a past run from scratch and compare every digest.")
 @click.argument("run_id")
 @click.option("--executor", default="local", show_default=True, help="Where to execute.")
-@_STORE_OPTION
-@_DEBUG_OPTION
+@STORE_OPTION
+@DEBUG_OPTION
 def reproduce(run_id: str, executor: str, store: str | None, debug: bool) -> None:
     """Re-execute RUN_ID's step calls in a scratch store (nothing from the cache) and compare
     each output digest with the record. Exits with status 1 when a step gives another output."""
 
     def go() -> None:
         sys.path.insert(0, os.getcwd())  # the pipeline's module, as when it ran from here
-        s = _open(store)
+        s = open_store(store)
         result = mk.reproduce(run_id, s, executor=executor)
         record = s.run(run_id)
         different = {step: new for step, _, new in result.differences}
@@ -260,17 +260,10 @@ def reproduce(run_id: str, executor: str, store: str | None, debug: bool) -> Non
                     "DIFFERS" if step in different else "same",
                 ]
             )
-        _table(f"reproducing {result.run_id}", ["step", "recorded", "now", "result"], rows)
+        table(f"reproducing {result.run_id}", ["step", "recorded", "now", "result"], rows)
         if not result.matches:
             names = ", ".join(different)
-            _fail(f"run {result.run_id} does not reproduce: {names} gave another output")
+            fail(f"run {result.run_id} does not reproduce: {names} gave another output")
         click.echo(f"run {result.run_id} reproduces: every output digest is equal")
 
-    _guard(debug, go)
-
-
-def add_commands(main: click.Group) -> None:
-    """Add the commands of this module to the ``mlflowkit`` group."""
-    main.add_command(artifacts)
-    main.add_command(promote)
-    main.add_command(reproduce)
+    guard(debug, go)

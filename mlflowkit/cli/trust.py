@@ -1,5 +1,5 @@
 """The governance commands of the ``mlflowkit`` command line: ``keys``, ``policy``, ``audit``
-and ``store adopt``. Registered on :func:`mlflowkit.cli.main` when that module loads.
+(``store adopt`` is with the other store commands).
 
 Invariant: like every command, an error prints one clear message and exits with status 1;
 the process signs with ``$MLFLOWKIT_KEY`` (else the ``default`` key).
@@ -12,12 +12,12 @@ from collections.abc import Callable
 
 import click
 
-from mlflowkit.cli import _DEBUG_OPTION, _STORE_OPTION, _guard, _open, _table, main, store_group
+from mlflowkit.cli.common import DEBUG_OPTION, STORE_OPTION, guard, open_store, table
 
 __all__ = ["audit", "keys", "policy"]
 
 
-@main.group("keys", short_help="Make and list signing keys.")
+@click.group("keys", short_help="Make and list signing keys.")
 def keys() -> None:
     """Make and list the Ed25519 keys this user signs with.
 
@@ -29,7 +29,7 @@ def keys() -> None:
 
 @keys.command("new")
 @click.argument("name")
-@_DEBUG_OPTION
+@DEBUG_OPTION
 def keys_new(name: str, debug: bool) -> None:
     """Make key NAME (readable by its owner only) and print its key id."""
 
@@ -39,11 +39,11 @@ def keys_new(name: str, debug: bool) -> None:
         info = new_key(name)
         click.echo(info.key_id)
 
-    _guard(debug, go)
+    guard(debug, go)
 
 
 @keys.command("list")
-@_DEBUG_OPTION
+@DEBUG_OPTION
 def keys_list(debug: bool) -> None:
     """List the keys in the keys folder; * marks the one this process signs with."""
 
@@ -58,12 +58,12 @@ def keys_list(debug: bool) -> None:
             click.echo(f"no keys in {keys_dir()} (the default key is made on first use)")
             return
         rows = [[("* " if k.name == current else "  ") + k.name, k.key_id] for k in found]
-        _table(f"keys in {keys_dir()}", ["name", "key id"], rows)
+        table(f"keys in {keys_dir()}", ["name", "key id"], rows)
 
-    _guard(debug, go)
+    guard(debug, go)
 
 
-@main.group("policy", short_help="Show or change who may do what in a store.")
+@click.group("policy", short_help="Show or change who may do what in a store.")
 def policy() -> None:
     """Show or change the store's policy: which keys hold which roles, per namespace.
 
@@ -74,14 +74,14 @@ def policy() -> None:
 
 
 @policy.command("show")
-@_STORE_OPTION
+@STORE_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-@_DEBUG_OPTION
+@DEBUG_OPTION
 def policy_show(store: str | None, as_json: bool, debug: bool) -> None:
     """The policy in force (with no policy written, the store's owner is admin)."""
 
     def go() -> None:
-        s = _open(store)
+        s = open_store(store)
         p = s.policy
         if as_json:
             click.echo(json.dumps({"owner": s.owner, **p.to_dict()}, indent=2))
@@ -92,9 +92,9 @@ def policy_show(store: str | None, as_json: bool, debug: bool) -> None:
             else f"none written; the owner {s.owner} is admin"
         )
         rows = [[g.role, g.key, g.namespace, g.stage or ""] for g in p.grants]
-        _table(title, ["role", "key", "namespace", "stage"], rows)
+        table(title, ["role", "key", "namespace", "stage"], rows)
 
-    _guard(debug, go)
+    guard(debug, go)
 
 
 def _change(
@@ -107,7 +107,7 @@ def _change(
     debug: bool,
 ) -> None:
     def go() -> None:
-        s = _open(store)
+        s = open_store(store)
         before = s.policy.version if s.exists() else 0
         fn = s.grant if verb == "grant" else s.revoke
         p = fn(role, key_id, namespace=namespace, stage=stage)
@@ -118,7 +118,7 @@ def _change(
         else:
             click.echo(f"{verb}ed {what}: policy version {p.version}")
 
-    _guard(debug, go)
+    guard(debug, go)
 
 
 def _grant_options(fn: Callable[..., None]) -> Callable[..., None]:
@@ -134,8 +134,8 @@ def _grant_options(fn: Callable[..., None]) -> Callable[..., None]:
             click.option(
                 "--stage", default=None, help="For promoter: only this stage (default: all)."
             ),
-            _STORE_OPTION,
-            _DEBUG_OPTION,
+            STORE_OPTION,
+            DEBUG_OPTION,
         )
     ):
         fn = option(fn)
@@ -170,11 +170,11 @@ def policy_revoke(
     _change("revoke", role, key_id, namespace, stage, store, debug)
 
 
-@main.command("audit", short_help="Who changed what in the store.")
+@click.command("audit", short_help="Who changed what in the store.")
 @click.option("--since", default=None, metavar="ISO_TIME", help="Only entries from this time.")
-@_STORE_OPTION
+@STORE_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines instead of a table.")
-@_DEBUG_OPTION
+@DEBUG_OPTION
 def audit(since: str | None, store: str | None, as_json: bool, debug: bool) -> None:
     """The audit trail: policy changes, gc, adoptions, publishes and promotions.
 
@@ -182,7 +182,7 @@ def audit(since: str | None, store: str | None, as_json: bool, debug: bool) -> N
     """
 
     def go() -> None:
-        entries = _open(store).audit(since=since)
+        entries = open_store(store).audit(since=since)
         if as_json:
             for e in entries:
                 click.echo(
@@ -200,21 +200,6 @@ def audit(since: str | None, store: str | None, as_json: bool, debug: bool) -> N
         rows = [
             [e.at, e.by, e.action, e.target, json.dumps(e.detail, sort_keys=True)] for e in entries
         ]
-        _table("audit trail", ["at", "by", "action", "target", "detail"], rows)
+        table("audit trail", ["at", "by", "action", "target", "detail"], rows)
 
-    _guard(debug, go)
-
-
-@store_group.command("adopt")
-@_STORE_OPTION
-@_DEBUG_OPTION
-def store_adopt(store: str | None, debug: bool) -> None:
-    """Take on a store made by an earlier version: record this key as its owner (if none)
-    and sign its unsigned pickles. Only for a store whose content you trust."""
-
-    def go() -> None:
-        s = _open(store)
-        adopted = s.adopt()
-        click.echo(f"store {s.url} is owned by {s.owner}; signed {len(adopted)} object(s)")
-
-    _guard(debug, go)
+    guard(debug, go)
