@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from mlflowkit.errors import StoreError
-from mlflowkit.store import _owner
+from mlflowkit.store import owner
 from mlflowkit.store._format import decode_entry, decode_pack, template_digests
 from mlflowkit.store.layout import QUARANTINED
 
@@ -78,7 +78,7 @@ def _live(record: RunRecord, now: float) -> bool:
     if record.status != "running":
         return False
     who = record.owner
-    if who.get("host") == _owner.HOST and type(who.get("pid")) is int:
+    if who.get("host") == owner.HOST and type(who.get("pid")) is int:
         return True  # on this host: dead owners read as interrupted, so this one lives
     return now - record.started_at < RUNNING_GRACE_S
 

@@ -37,7 +37,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from mlflowkit.errors import StoreError
-from mlflowkit.store import _owner
+from mlflowkit.store import owner
 from mlflowkit.store._flush import sync_filesystem
 from mlflowkit.store.objects import FileStat
 
@@ -64,17 +64,17 @@ def _temp_suffix() -> str:
     global _temp_tail
     pid = os.getpid()
     if _temp_tail is None or _temp_tail[0] != pid:
-        _temp_tail = (pid, f"-{_owner.host_tag()}-{_owner.process_start(pid) or 0}.tmp")
+        _temp_tail = (pid, f"-{owner.host_tag()}-{owner.process_start(pid) or 0}.tmp")
     return _temp_tail[1]
 
 
 def temp_owner_dead(name: str) -> bool:
-    """Whether the process that wrote temp file ``name`` is provably gone (see ``_owner``)."""
+    """Whether the process that wrote temp file ``name`` is provably gone (see ``owner``)."""
     m = TEMP_NAME.fullmatch(name)
-    if m is None or m.group(2) != _owner.host_tag():
+    if m is None or m.group(2) != owner.host_tag():
         return False
     pid, start = int(m.group(1)), int(m.group(3))
-    return _owner.process_gone(pid, start or None)
+    return owner.process_gone(pid, start or None)
 
 
 class LocalFiles:

@@ -27,8 +27,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from mlflowkit.store._owner import pid_alive
 from mlflowkit.store.objects import ObjectStore
+from mlflowkit.store.owner import pid_alive
 
 __all__ = ["DEFAULT_LEASE_S", "Holder", "hold"]
 

@@ -24,7 +24,7 @@ import orjson
 
 from mlflowkit.errors import StoreError
 from mlflowkit.records import RunRecord
-from mlflowkit.store import _owner
+from mlflowkit.store import owner
 from mlflowkit.store.index import RunFile
 from mlflowkit.store.layout import NAME, STARTED, check_name
 from mlflowkit.store.objects import ObjectStore
@@ -61,7 +61,7 @@ class RunFiles:
             The record holds something JSON cannot write.
         """
         if record.status == "running" and not record.owner:
-            record.owner = _owner.owner()
+            record.owner = owner.owner()
         try:
             return orjson.dumps(record.to_stored())  # steps as rows: see RunRecord.to_stored
         except (TypeError, ValueError) as exc:
@@ -121,7 +121,7 @@ class RunFiles:
 
 def as_read(record: RunRecord) -> RunRecord:
     """A record as readers see it: ``running`` with a provably dead owner is ``interrupted``."""
-    if record.status == "running" and _owner.dead(record.owner):
+    if record.status == "running" and owner.dead(record.owner):
         record.status = "interrupted"
     return record
 

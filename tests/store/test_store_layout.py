@@ -18,7 +18,7 @@ import pytest
 
 from mlflowkit.errors import StoreError
 from mlflowkit.records import RunRecord
-from mlflowkit.store import Store, _owner
+from mlflowkit.store import Store, owner
 from mlflowkit.store import sqlite_index as index_module
 from mlflowkit.store.filesystems import TEMP_NAME
 from mlflowkit.store.layout import MARKER, TMP_MAX_AGE_S
@@ -143,10 +143,10 @@ def test_gc_deletes_only_names_the_store_makes(tmp_path: Path) -> None:
 def test_temp_files_of_a_dead_writer_are_swept_at_once(tmp_path: Path) -> None:
     with Store(str(tmp_path / "s")) as store:
         store.create()
-        tag = _owner.host_tag()
+        tag = owner.host_tag()
         me = os.getpid()
         gone = Path(store.root, "tmp", f"{dead_pid()}-0-0badcafe-{tag}-1.tmp")
-        live = Path(store.root, "tmp", f"{me}-0-1badcafe-{tag}-{_owner.process_start(me) or 0}.tmp")
+        live = Path(store.root, "tmp", f"{me}-0-1badcafe-{tag}-{owner.process_start(me) or 0}.tmp")
         elsewhere = Path(store.root, "tmp", f"{dead_pid()}-0-2badcafe-00000000-1.tmp")
         for path in (gone, live, elsewhere):
             assert TEMP_NAME.fullmatch(path.name)
@@ -161,7 +161,7 @@ def test_temp_files_of_a_dead_writer_are_swept_at_once(tmp_path: Path) -> None:
 def test_a_running_record_of_a_dead_process_reads_as_interrupted(tmp_path: Path) -> None:
     with Store(str(tmp_path / "s")) as store:
         crashed = RunRecord(id="r1", pipeline="p", started_at=1.0)
-        crashed.owner = {**_owner.owner(), "pid": dead_pid()}
+        crashed.owner = {**owner.owner(), "pid": dead_pid()}
         store.put_run(crashed)
         store.put_run(RunRecord(id="r2", pipeline="p", started_at=2.0))  # this process: alive
         elsewhere = RunRecord(id="r3", pipeline="p", started_at=3.0)
