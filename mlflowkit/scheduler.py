@@ -143,13 +143,14 @@ class Rehearsal:
     ``known`` maps nodes answered before the walk (named artifacts) to their digests.
     """
 
-    __slots__ = ("known", "unknown", "verdicts")
+    __slots__ = ("fans", "known", "unknown", "verdicts")
 
     def __init__(self, known: dict[str, str] | None = None) -> None:
         self.known = known or {}
         #: node that would execute (or waits on one that would) -> the first one that would
         self.unknown: dict[str, str] = {}
         self.verdicts: dict[str, Verdict] = {}
+        self.fans: dict[str, int] = {}  # gather of a fan-out -> its number of elements
 
 
 _GETITEM = _OPS["getitem"]
@@ -188,20 +189,74 @@ def _nested_upstream(args: dict[str, Any]) -> dict[str, list[str]]:
     return out
 
 
+class _All:
+    """``force=True``: every name is in it."""
+
+    __slots__ = ()
+
+    def __contains__(self, name: object) -> bool:
+        return True
+
+    def add(self, name: str) -> None:
+        """Already in."""
+
+
+class _CallKeys:
+    """The keys of a walk's step calls: the key maker, the digests of constant arguments
+    (computed once per call and parameter), and the packages the steps import."""
+
+    __slots__ = ("maker", "memo", "packages")
+
+    def __init__(self, maker: KeyMaker) -> None:
+        self.maker = maker
+        self.memo: dict[tuple[str, str], str] = {}
+        self.packages: dict[str, str] = {}
+
+    def of(
+        self, name: str, node: Node, args: dict[str, Any]
+    ) -> tuple[dict[str, str], str, str, bool]:
+        """Input digests, cache key and code digest of one step call, and whether an argument
+        is a structure (which may hold upstream values)."""
+        step = node.step
+        inputs: dict[str, str] = {}
+        nested = False
+        for pname, template in args.items():
+            if type(template) is Input:
+                inputs[pname] = template.digest
+            elif type(template) in SCALARS:  # cheap to hash: no memo
+                inputs[pname] = hash_value(template)
+            else:
+                nested = True
+                memo = (name, pname)
+                digest = self.memo.get(memo)
+                if digest is None:
+                    try:
+                        digest = self.maker.input_digest(template)
+                    except HashingError as exc:  # say which step call and parameter
+                        raise HashingError(
+                            f"Step {name!r}, parameter {pname!r} (at {node.location}): {exc}",
+                            type_name=exc.type_name,
+                        ) from exc
+                    if not node.deps or not find_refs(node.args[pname]):
+                        self.memo[memo] = digest
+                inputs[pname] = digest
+        key, code, packages = self.maker.key_and_code(step, inputs)
+        if packages:
+            self.packages.update(packages)
+        node.key = key
+        return inputs, key, code, nested
+
+
 class _Walk:
     """The state of one walk; see the module docstring for its states and routes."""
 
     __slots__ = (
         "cache",
-        "const_digests",
         "dependents",
         "digests",
-        "events",
         "executor",
         "failure",
-        "fans",
         "flights",
-        "force_all",
         "forced",
         "handles",
         "keys",
@@ -210,7 +265,6 @@ class _Walk:
         "on_first_task",
         "order",
         "outputs",
-        "packages",
         "progress",
         "ready",
         "records",
@@ -218,7 +272,6 @@ class _Walk:
         "retry",
         "run_id",
         "running",
-        "shows_progress",
         "waiting",
     )
 
@@ -234,33 +287,27 @@ class _Walk:
         keys: KeyMaker,
         rehearsal: Rehearsal | None = None,
     ) -> None:
-        # the graph (a fan-out adds to it) and what the walk talks to
-        self.nodes = dict(nodes)
-        self.order = list(nodes)
+        # the run: what it is asked, and who it talks to
+        self.run_id = run_id
         self.outputs = frozenset(outputs)
+        #: execute although cached: these names (healing adds to them), or all of them
+        self.forced: set[str] | _All = _All() if force is True else set(force or ())
         self.executor = executor
         self.cache = cache
-        self.run_id = run_id
-        # execute although cached: everything, or these names (healing adds to them)
-        self.force_all = force is True
-        self.forced: set[str] = set() if isinstance(force, bool) else set(force)
-        self.progress = progress
-        self.shows_progress = type(progress) is not Progress  # the base class does nothing
+        self.keys = _CallKeys(keys)
+        self.progress = progress if type(progress) is not Progress else None  # None: nobody
         self.on_first_task: Callable[[], None] | None = None
         self.rehearsal = rehearsal
-        # keys: the key maker, constant arguments' digests, the packages steps import
-        self.keys = keys
-        self.const_digests: dict[tuple[str, str], str] = {}
-        self.packages: dict[str, str] = {}
-        # states: waiting -> ready -> running -> done
-        self.waiting: dict[str, int] = {}
+        # the graph (a fan-out adds to it)
+        self.nodes = dict(nodes)
+        self.order = list(nodes)
         self.dependents: dict[str, list[str]] = {}  # a node nobody waits for has no entry
+        # the states: waiting -> ready -> running -> done
+        self.waiting: dict[str, int] = {}
         self.ready: deque[str] = deque()
         self.running: dict[str, Task] = {}
-        self.events: queue.SimpleQueue[TaskResult] = queue.SimpleQueue()
         self.flights: dict[str, list[str]] = {}  # key running -> nodes waiting for its result
         self.retry: dict[str, list[str]] = {}  # producer re-executed -> consumers to retry
-        self.fans: dict[str, int] = {}  # gather of a fan-out -> its number of elements
         self.records: dict[str, StepRun] = {}
         self.digests: dict[str, str] = {}
         self.handles: dict[str, Any] = {}
@@ -282,9 +329,10 @@ class _Walk:
 
     # ------------------------------------------------------------------------------------
     def run(self) -> WalkResult:
-        on_done = self.events.put
+        events: queue.SimpleQueue[TaskResult] = queue.SimpleQueue()
+        on_done = events.put  # the one thing executors touch, from any thread
         interrupted: KeyboardInterrupt | None = None
-        ready, running, events, process = self.ready, self.running, self.events, self._process
+        ready, running, process = self.ready, self.running, self._process
         try:
             while True:
                 while ready and self.failure is None:
@@ -313,7 +361,7 @@ class _Walk:
             self.digests,
             self.handles,
             self.failure,
-            self.packages,
+            self.keys.packages,
             interrupted,
             self.rehearsal.verdicts if self.rehearsal is not None else {},
         )
@@ -321,7 +369,7 @@ class _Walk:
     def _advance(self, name: str, status: str) -> None:
         """Tell the progress display that a step call ended; internal nodes (``ref[i]``,
         ``ref.attr``, gathers) are not step calls and are not counted, as everywhere else."""
-        if self.shows_progress and self.nodes[name].kind != "derived":
+        if self.progress is not None and self.nodes[name].kind != "derived":
             self.progress.advance(name, status)
 
     # ------------------------------------------------------------------------------------
@@ -344,7 +392,7 @@ class _Walk:
         ):
             return
         try:
-            inputs, key, code, nested = self._key(name, node, args)
+            inputs, key, code, nested = self.keys.of(name, node, args)
         except MlflowkitError as exc:  # an unhashable input, unreadable code: fail this call
             if self.rehearsal is not None:
                 raise
@@ -359,14 +407,14 @@ class _Walk:
         self.records[name] = record
         cache = self.cache
         cacheable = cache is not None and step.identity.cache
-        forced = cacheable and (self.force_all or name in self.forced)
+        forced = cacheable and name in self.forced
         if cacheable and not forced:
             assert cache is not None
             entry = cache.lookup(key, check=name in self.outputs, gather=step is _GATHER)
             if entry is not None:
                 record.attempts = 0
                 if self.rehearsal is not None:
-                    total = self.fans.get(name)
+                    total = self.rehearsal.fans.get(name)
                     if total is None:
                         self._verdict(name, "hit", "stored", key)
                     else:  # the gather of a fan-out whose elements are all stored
@@ -427,40 +475,6 @@ class _Walk:
         if result is not None:
             self._done(task, result)
 
-    def _key(
-        self, name: str, node: Node, args: dict[str, Any]
-    ) -> tuple[dict[str, str], str, str, bool]:
-        """Input digests, cache key and code digest of one step call, and whether an argument
-        is a structure (which may hold upstream values)."""
-        step = node.step
-        inputs: dict[str, str] = {}
-        nested = False
-        for pname, template in args.items():
-            if type(template) is Input:
-                inputs[pname] = template.digest
-            elif type(template) in SCALARS:  # cheap to hash: no memo
-                inputs[pname] = hash_value(template)
-            else:
-                nested = True
-                memo = (name, pname)
-                digest = self.const_digests.get(memo)
-                if digest is None:
-                    try:
-                        digest = self.keys.input_digest(template)
-                    except HashingError as exc:  # say which step call and parameter
-                        raise HashingError(
-                            f"Step {name!r}, parameter {pname!r} (at {node.location}): {exc}",
-                            type_name=exc.type_name,
-                        ) from exc
-                    if not node.deps or not find_refs(node.args[pname]):
-                        self.const_digests[memo] = digest
-                inputs[pname] = digest
-        key, code, packages = self.keys.key_and_code(step, inputs)
-        if packages:
-            self.packages.update(packages)
-        node.key = key
-        return inputs, key, code, nested
-
     # ------------------------------------------------------------------------------------
     def _done(self, task: Task, result: TaskResult) -> None:
         """Record how ``task`` ended, and settle or fail the nodes waiting for its key."""
@@ -515,7 +529,7 @@ class _Walk:
         self.digests[name] = digest
         self.handles[name] = handle
         self.meta[name] = meta
-        if self.shows_progress:
+        if self.progress is not None:
             self._advance(name, status)
         self._complete(name)
 
@@ -554,7 +568,7 @@ class _Walk:
         digest, length = items[index]
         if digest is None:
             return False
-        inputs, key, code, _ = self._key(name, node, args)
+        inputs, key, code, _ = self.keys.of(name, node, args)
         cached = self.records[parent].status == "cached"
         self.records[name] = StepRun(
             name=name,
@@ -613,8 +627,7 @@ class _Walk:
             producer_key = self.records[producer].key
             if producer_key is not None:
                 self.cache.forget(producer_key)
-            if not self.force_all:
-                self.forced.add(producer)
+            self.forced.add(producer)
             for name in retried:
                 self.retry.setdefault(producer, []).append(name)
                 self.waiting[name] += 1
@@ -703,11 +716,13 @@ class _Walk:
             persist=node.persist,
         )
         self.nodes[node.name] = gather
-        self.fans[node.name] = n
+        if self.rehearsal is not None:
+            self.rehearsal.fans[node.name] = n
         position = self.order.index(node.name)
         self.order[position:position] = [m.name for m in new]
         # the elements replace the one call the fan-out was counted as (items are internal)
-        self.progress.grow(sum(m.kind == "step" for m in new) - 1)
+        if self.progress is not None:
+            self.progress.grow(sum(m.kind == "step" for m in new) - 1)
         for m in new:
             self.waiting[m.name] = sum(
                 1 for d in m.deps if d not in self.digests or d in self.running
@@ -757,7 +772,7 @@ class _Walk:
                 self._unknown(name, name)
                 return True
             return False
-        total = self.fans.get(name)
+        total = rehearsal.fans.get(name)
         if total is not None:  # the gather of a fan-out: its elements decided it
             count = sum(1 for d in node.deps if d in unknown)
             if count:
@@ -788,7 +803,8 @@ class _Walk:
 
     def _would_execute(self, name: str, node: Node, key: str, args: dict[str, Any]) -> None:
         """A dry run's miss: record why, and mark ``name`` done without a digest."""
-        total = self.fans.get(name)
+        assert self.rehearsal is not None
+        total = self.rehearsal.fans.get(name)
         if total is not None:  # all elements stored, their gather is not
             self._verdict(name, "execute", "fan-collect").total = total
         else:
@@ -828,15 +844,14 @@ def walk(
     ``cache`` answers hits (None: nothing is cached, e.g. no store). ``on_first_task`` is
     called once, just before the first task is submitted (never when everything is a hit).
     """
-    state = _Walk(
-        nodes, outputs, executor, cache, run_id, force, progress or Progress(), keys or KeyMaker()
-    )
+    progress = progress or Progress()
+    state = _Walk(nodes, outputs, executor, cache, run_id, force, progress, keys or KeyMaker())
     state.on_first_task = on_first_task
-    state.progress.start(sum(n.kind != "derived" for n in nodes.values()))
+    progress.start(sum(n.kind != "derived" for n in nodes.values()))
     try:
         return state.run()
     finally:
-        state.progress.finish()
+        progress.finish()
 
 
 def rehearse(
