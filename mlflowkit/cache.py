@@ -94,7 +94,7 @@ class Cache:
             entry = self.store.get_cache(key)
             if entry is None:
                 return None
-        self.used[key] = packed(entry, gather)
+        self.used[key] = packed(entry, gather) if gather else entry
         return entry
 
     @contextmanager

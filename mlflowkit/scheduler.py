@@ -488,14 +488,14 @@ class _Walk:
             err = result.error
             if isinstance(err, (CorruptObjectError, MissingObjectError)) and self._heal(name, err):
                 return
-            waiters = self.flights.pop(key, None)
+            waiters = self.flights.pop(key, None) if self.flights else None
             self._fail(name, result)
             if isinstance(err, KeyboardInterrupt):  # the step was interrupted: so is the run
                 raise err
             for waiter in waiters or ():
                 self._fail(waiter, result)
             return
-        waiters = self.flights.pop(key, None)
+        waiters = self.flights.pop(key, None) if self.flights else None
         digest = result.output_digest
         assert digest is not None
         meta = result.meta
