@@ -64,13 +64,11 @@ from typing import TYPE_CHECKING, Any
 from mlflowkit.errors import (
     CorruptObjectError,
     ExecutorError,
-    HashingError,
     MissingObjectError,
     MlflowkitError,
 )
 from mlflowkit.executors.base import Derived, Input, Stored, Task, TaskResult
-from mlflowkit.hashing import hash_value
-from mlflowkit.keys import KeyMaker
+from mlflowkit.keys import CallKeys, KeyMaker
 from mlflowkit.placeholders import SCALARS, leaves, map_leaves
 from mlflowkit.plan import _OPS, Node, Ref, find_refs
 from mlflowkit.records import METRICS, CacheEntry, StepRun, StepStatus
@@ -201,52 +199,6 @@ class _All:
         """Already in."""
 
 
-class _CallKeys:
-    """The keys of a walk's step calls: the key maker, the digests of constant arguments
-    (computed once per call and parameter), and the packages the steps import."""
-
-    __slots__ = ("maker", "memo", "packages")
-
-    def __init__(self, maker: KeyMaker) -> None:
-        self.maker = maker
-        self.memo: dict[tuple[str, str], str] = {}
-        self.packages: dict[str, str] = {}
-
-    def of(
-        self, name: str, node: Node, args: dict[str, Any]
-    ) -> tuple[dict[str, str], str, str, bool]:
-        """Input digests, cache key and code digest of one step call, and whether an argument
-        is a structure (which may hold upstream values)."""
-        step = node.step
-        inputs: dict[str, str] = {}
-        nested = False
-        for pname, template in args.items():
-            if type(template) is Input:
-                inputs[pname] = template.digest
-            elif type(template) in SCALARS:  # cheap to hash: no memo
-                inputs[pname] = hash_value(template)
-            else:
-                nested = True
-                memo = (name, pname)
-                digest = self.memo.get(memo)
-                if digest is None:
-                    try:
-                        digest = self.maker.input_digest(template)
-                    except HashingError as exc:  # say which step call and parameter
-                        raise HashingError(
-                            f"Step {name!r}, parameter {pname!r} (at {node.location}): {exc}",
-                            type_name=exc.type_name,
-                        ) from exc
-                    if not node.deps or not find_refs(node.args[pname]):
-                        self.memo[memo] = digest
-                inputs[pname] = digest
-        key, code, packages = self.maker.key_and_code(step, inputs)
-        if packages:
-            self.packages.update(packages)
-        node.key = key
-        return inputs, key, code, nested
-
-
 class _Walk:
     """The state of one walk; see the module docstring for its states and routes."""
 
@@ -294,7 +246,7 @@ class _Walk:
         self.forced: set[str] | _All = _All() if force is True else set(force or ())
         self.executor = executor
         self.cache = cache
-        self.keys = _CallKeys(keys)
+        self.keys = CallKeys(keys)
         self.progress = progress if type(progress) is not Progress else None  # None: nobody
         self.on_first_task: Callable[[], None] | None = None
         self.rehearsal = rehearsal
@@ -396,8 +348,7 @@ class _Walk:
         except MlflowkitError as exc:  # an unhashable input, unreadable code: fail this call
             if self.rehearsal is not None:
                 raise
-            self.records[name] = StepRun(name=name, step=step.qualified_name)
-            self._fail(name, TaskResult(name, False, attempts=0, error=exc))
+            self._refuse(node, exc)
             return
         record = StepRun(
             name, key, "skipped", 0, 0.0, None, None, step._qualified_name, code, inputs
@@ -544,6 +495,11 @@ class _Walk:
         if self.failure is None:
             self.failure = result
 
+    def _refuse(self, node: Node, error: BaseException) -> None:
+        """Fail ``node`` before it has a record or a task (its call cannot be made)."""
+        self.records[node.name] = StepRun(name=node.name, step=node.step.qualified_name)
+        self._fail(node.name, TaskResult(node.name, False, attempts=0, error=error))
+
     def _complete(self, name: str) -> None:
         """Release the nodes waiting for ``name`` (those retried after healing, if any)."""
         retried = self.retry.pop(name, None) if self.retry else None
@@ -650,8 +606,7 @@ class _Walk:
                         f"{source.node!r}.",
                         step=node.name,
                     )
-                    self.records[node.name] = StepRun(name=node.name, step=node.step.qualified_name)
-                    self._fail(node.name, TaskResult(node.name, False, attempts=0, error=err))
+                    self._refuse(node, err)
                     return
                 lengths[pname] = int(meta["len"])
             else:
@@ -662,8 +617,7 @@ class _Walk:
                 f"equal lengths to zip them. Make the inputs the same length.",
                 step=node.name,
             )
-            self.records[node.name] = StepRun(name=node.name, step=node.step.qualified_name)
-            self._fail(node.name, TaskResult(node.name, False, attempts=0, error=err))
+            self._refuse(node, err)
             return
         n = next(iter(lengths.values())) if lengths else 0
         new: list[Node] = []
