@@ -258,7 +258,8 @@ class _Walk:
         self.waiting: dict[str, int] = {}
         self.ready: deque[str] = deque()
         self.running: dict[str, Task] = {}
-        self.flights: dict[str, list[str]] = {}  # key running -> nodes waiting for its result
+        #: key running -> the nodes waiting for its result (None until one does)
+        self.flights: dict[str, list[str] | None] = {}
         self.retry: dict[str, list[str]] = {}  # producer re-executed -> consumers to retry
         self.records: dict[str, StepRun] = {}
         self.digests: dict[str, str] = {}
@@ -382,9 +383,13 @@ class _Walk:
         if self.rehearsal is not None:
             self._would_execute(name, node, key, args)
             return
-        flight = self.flights.get(key)
-        if flight is not None:  # the same call is already executing in this run
-            flight.append(name)
+        flights = self.flights
+        if key in flights:  # the same call is already executing in this run
+            waiters = flights[key]
+            if waiters is None:
+                flights[key] = [name]
+            else:
+                waiters.append(name)
             return
         store_value = (
             node.persist and cache is not None and (step.identity.cache or name in self.outputs)
@@ -416,7 +421,7 @@ class _Walk:
             if result is None:
                 record.started_at = time.time()  # until the result says when it started
                 self.running[name] = task
-                self.flights[key] = []
+                self.flights[key] = None
                 executor.submit(task, on_done)
         except Exception as exc:  # the executor refused the task (e.g. no GPU for it)
             self.running.pop(name, None)
