@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from blake3 import blake3
 
 from mlflowkit._heap import set_aside
+from mlflowkit.cache import Cache
 from mlflowkit.errors import ExecutorError, RunFailed, StoreError, TypeCheckError, WiringError
 from mlflowkit.executors import get as get_executor
 from mlflowkit.executors.base import Executor, InMemory, TaskResult
@@ -41,7 +42,7 @@ from mlflowkit.interactive import wants_progress
 from mlflowkit.keys import KeyMaker
 from mlflowkit.placeholders import leaves
 from mlflowkit.plan import Ref
-from mlflowkit.records import METRICS, CacheEntry, RunRecord
+from mlflowkit.records import RunRecord
 from mlflowkit.run import Run
 from mlflowkit.scheduler import Progress, walk
 from mlflowkit.wiring import check_value, describe, describe_value, mismatch, safe_repr
@@ -323,8 +324,8 @@ def _run_plan(
     if plan.source:
         record.source = plan.source
     pack_name = _pack_name(plan)
-    read_pack = getattr(the_store, "read_pack", None)  # an optional store feature
-    pack = read_pack(pack_name) if read_pack is not None and force_set is not True else {}
+    # the last run's entries, read in one go (a forced run reads none: it executes all)
+    cache = Cache.open(the_store, pack_name if force_set is not True else None)
     ex.start(the_store)
     background_error: BaseException | None = None
     try:
@@ -334,12 +335,11 @@ def _run_plan(
             plan.nodes,
             plan.output_nodes(),
             ex,
-            the_store,
+            cache,
             run_id=run_id,
             force=force_set,
             progress=_progress(progress),
             keys=keys,
-            pack=pack,
             on_first_task=lambda: the_store.put_run(record),  # a trace should the run crash
         )
         if result.interrupted is not None:
@@ -404,13 +404,8 @@ def _run_plan(
         record_error = None
     if lineage is not None and record_error is None:
         lineage.finished(record)
-    if (
-        read_pack is not None
-        and record_error is None
-        and result.failure is None
-        and _changed(pack, result.entries)
-    ):
-        the_store.write_pack(pack_name, result.entries.values())  # type: ignore[attr-defined]
+    if record_error is None and result.failure is None:
+        cache.save(pack_name)  # the entries this run used, when they changed
     unrecorded = (
         f" The run record could not be written either ({record_error})."
         if record_error is not None
@@ -458,23 +453,6 @@ def _check_returned(plan: Plan, run: Run) -> TypeCheckError | None:
 def _pack_name(plan: Plan) -> str:
     """The cache pack of a pipeline: one per pipeline and plan size (cheap to tell apart)."""
     return "p-" + blake3(f"{plan.pipeline}\n{len(plan.nodes)}".encode()).digest().hex()[:40]
-
-
-def _changed(pack: dict[str, CacheEntry], entries: dict[str, CacheEntry]) -> bool:
-    """Whether a run's entries differ from the pack it read (then the pack is rewritten).
-
-    An entry differs by its output digest, or by its metrics (a forced re-execution that made
-    the same output logged its own: the pack must not keep reporting the earlier ones).
-    """
-    if pack.keys() != entries.keys():
-        return True
-    for k, e in entries.items():
-        p = pack[k]
-        if p.output_digest != e.output_digest:
-            return True
-        if p.meta is not e.meta and p.meta.get(METRICS) != e.meta.get(METRICS):
-            return True
-    return False
 
 
 #: Containers nested deeper than this in a parameter are shown as a short text in the record.

@@ -9,16 +9,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from mlflowkit.errors import HashingError
+from mlflowkit.cache import Cache
 from mlflowkit.executors.base import Input
 from mlflowkit.keys import KeyMaker
-from mlflowkit.placeholders import map_leaves
-from mlflowkit.plan import OPS as _OPS
-from mlflowkit.plan import Node, Ref
 from mlflowkit.records import RunRecord, StepRun
+from mlflowkit.scheduler import Rehearsal, rehearse
 from mlflowkit.wiring import safe_repr
 
 if TYPE_CHECKING:
+    from mlflowkit.plan import Node
     from mlflowkit.plan import TracedPlan as Plan
     from mlflowkit.store.base import ArtifactStore
 
@@ -49,10 +48,6 @@ class Explanation(list):  # type: ignore[type-arg]
         return "\n".join(lines)
 
 
-def _replace_refs(template: Any, digests: dict[str, str]) -> Any:
-    return map_leaves(template, Ref, lambda ref: Input(ref.node, digests[ref.node], None))
-
-
 def _previous(records: list[RunRecord], pipeline: str) -> dict[str, tuple[StepRun, RunRecord]]:
     """The latest record of each step-call name in earlier runs of this pipeline."""
     latest: dict[str, tuple[StepRun, RunRecord]] = {}
@@ -63,65 +58,6 @@ def _previous(records: list[RunRecord], pipeline: str) -> dict[str, tuple[StepRu
             if s.key and s.name not in latest:
                 latest[s.name] = (s, record)
     return latest
-
-
-def _item_digest(node: Node, metas: dict[str, dict[str, Any]]) -> str | None:
-    """The digest of ``parent[i]`` from the items its parent reported, as the scheduler does."""
-    if node.kind != "derived" or node.step is not _OPS["getitem"]:
-        return None
-    index = node.args.get("key")
-    items = metas.get(node.deps[0], {}).get("items")
-    if items is None or type(index) is not int or not -len(items) <= index < len(items):
-        return None
-    digest: str | None = items[index][0]
-    return digest
-
-
-def _explain_map(
-    node: Node,
-    digests: dict[str, str],
-    metas: dict[str, dict[str, Any]],
-    keys: KeyMaker,
-    store: ArtifactStore,
-) -> tuple[str, str, str | None] | None:
-    """Expand a run-time fan-out from the item digests of its stored list, as a run would.
-
-    Returns ``(action, why, output digest or None)``, or None when the list's items are not
-    known without loading it.
-    """
-    items_for: dict[str, list[str]] = {}
-    fan = node.fan or {}
-    for pname, source in fan.items():
-        if isinstance(source, Ref):
-            items = metas.get(source.node, {}).get("items")
-            if items is None or any(digest is None for digest, _ in items):
-                return None
-            items_for[pname] = [digest for digest, _ in items]
-        else:
-            items_for[pname] = [keys.input_digest(_replace_refs(v, digests)) for v in source]
-    lengths = {len(v) for v in items_for.values()}
-    if len(lengths) != 1:
-        return None
-    n = lengths.pop()
-    broadcast = {
-        pname: keys.input_digest(_replace_refs(value, digests))
-        for pname, value in node.args.items()
-        if pname not in fan
-    }
-    outputs: list[str] = []
-    for i in range(n):
-        inputs = {**broadcast, **{p: items[i] for p, items in items_for.items()}}
-        hit = store.get_cache(keys.key(node.step, inputs))
-        if hit is not None:
-            outputs.append(hit.output_digest)
-    if len(outputs) < n:
-        return "execute", f"{n - len(outputs)} of {n} fan-out elements will execute", None
-    elems = tuple(Input(f"{node.name}[{i}]", d, None) for i, d in enumerate(outputs))
-    gathered = store.get_cache(keys.key(_OPS["gather"], {"items": keys.input_digest(elems)}))
-    if gathered is None:
-        return "execute", f"all {n} fan-out elements are stored; collecting them again", None
-    metas[node.name] = gathered.meta
-    return "hit", f"all {n} fan-out elements are stored", gathered.output_digest
 
 
 def _moved_artifact(plan: Plan, value: Any, old_run: RunRecord) -> str | None:
@@ -148,125 +84,100 @@ def _short(digest: str | None) -> str:
     return digest[:10] if digest else "none"
 
 
+#: the words for what a dry run decided without looking up the step call's own key
+_WHY = {
+    "uncached": "cache=False: always executes",
+    "fan-unknown": "fan-out over a list not in the store yet",
+    "item": "an item of a stored result (no work of its own)",
+    "stored": "same code, inputs and packages as a stored result",
+}
+
+
 def explain(plan: Plan, store: ArtifactStore, keys: KeyMaker) -> Explanation:
-    """Explain each step call of ``plan`` against ``store``; see the module docstring."""
-    digests: dict[str, str] = {}
-    metas: dict[str, dict[str, Any]] = {}
-    executing: dict[str, str] = {}  # node -> first upstream cause
+    """Explain each step call of ``plan`` against ``store``; see the module docstring.
+
+    A dry run of the scheduler's walk (``scheduler.rehearse``) decides, node by node, what a
+    run would do; this module only puts its verdicts into words, and for a step call that
+    would execute compares it with the latest earlier run of that call.
+    """
+    known = {name: c.version.digest for name, c in plan.consumes.items()}
+    walked = rehearse(plan.nodes, Cache(store), keys, Rehearsal(known))
     # a store not created yet has no runs to compare
     previous = _previous(store.runs() if store.exists() else [], plan.pipeline)
     out = Explanation()
     out.internal = frozenset(n for n, node in plan.nodes.items() if node.kind == "derived")
     for name, node in plan.nodes.items():
-        entry: dict[str, Any] = {"step": name, "key": None}
-        blocked = next((d for d in node.deps if d in executing or d not in digests), None)
-        consumed = plan.consumes.get(name)
-        if consumed is not None:  # mk.artifact: the version resolved while planning
-            version = consumed.version
-            digests[name] = version.digest
-            entry.update(
-                action="hit",
-                why=f"named artifact {version.spec} ({_short(version.digest)}), read from the "
-                "store",
+        verdict = walked.verdicts[name]
+        reason = verdict.reason
+        entry: dict[str, Any] = {"step": name, "key": verdict.key, "action": verdict.action}
+        if reason in _WHY:
+            entry["why"] = _WHY[reason]
+        elif reason == "known":  # mk.artifact: the version resolved while planning
+            version = plan.consumes[name].version
+            entry["why"] = (
+                f"named artifact {version.spec} ({_short(version.digest)}), read from the store"
             )
-            out.append(entry)
-            continue
-        if not node.step.identity.cache:
-            entry.update(action="execute", why="cache=False: always executes")
-            executing[name] = name
-            out.append(entry)
-            continue
-        if node.kind == "map" and blocked is None:
-            found = _explain_map(node, digests, metas, keys, store)
-            if found is not None:
-                action, why, digest = found
-                entry.update(action=action, why=why)
-                if digest is None:
-                    executing[name] = name
-                else:
-                    digests[name] = digest
-                out.append(entry)
-                continue
-        if node.kind == "map":
-            entry.update(action="execute", why="fan-out over a list not in the store yet")
-            executing[name] = name
-            out.append(entry)
-            continue
-        if blocked is not None:
-            cause = executing.get(blocked, blocked)
-            entry.update(
-                action="execute",
-                why=f"upstream step {cause!r} will execute; this one executes unless that "
-                "gives the same output again (early cutoff)",
+        elif reason == "upstream":
+            entry["why"] = (
+                f"upstream step {verdict.cause!r} will execute; this one executes unless that "
+                "gives the same output again (early cutoff)"
             )
-            executing[name] = cause
-            out.append(entry)
-            continue
-        args = _replace_refs(node.args, digests)
-        inputs: dict[str, str] = {}
-        for pname, template in args.items():
-            try:
-                inputs[pname] = keys.input_digest(template)
-            except HashingError as exc:  # say which step call and parameter
-                raise HashingError(
-                    f"Step {name!r}, parameter {pname!r} (at {node.location}): {exc}",
-                    type_name=exc.type_name,
-                ) from exc
-        key = keys.key(node.step, inputs)
-        code, packages = keys.code(node.step)
-        entry["key"] = key
-        node.key = key
-        item = _item_digest(node, metas)
-        if item is not None and not node.persist:
-            digests[name] = item
-            metas[name] = {}
-            entry.update(action="hit", why="an item of a stored result (no work of its own)")
-            out.append(entry)
-            continue
-        hit = store.get_cache(key) if node.step.identity.cache else None
-        if hit is not None:
-            digests[name] = hit.output_digest
-            metas[name] = hit.meta
-            entry.update(action="hit", why="same code, inputs and packages as a stored result")
-            out.append(entry)
-            continue
-        executing[name] = name
-        entry["action"] = "execute"
-        prev = previous.get(name)
-        if prev is None:
-            entry["why"] = "no earlier run of this step call in the store"
-            out.append(entry)
-            continue
-        old, old_run = prev
-        reasons: list[str] = []
-        if old.step and old.step != node.step.qualified_name:
-            reasons.append(
-                f"step identity changed ({old.step} -> {node.step.qualified_name}): the "
-                f"function was renamed or moved, or its module was run as a script before "
-                f"(__main__) and is imported now"
+        elif reason == "fan-partial":
+            entry["why"] = f"{verdict.count} of {verdict.total} fan-out elements will execute"
+        elif reason == "fan-stored":
+            entry["why"] = f"all {verdict.total} fan-out elements are stored"
+        elif reason == "fan-collect":
+            entry["why"] = f"all {verdict.total} fan-out elements are stored; collecting them again"
+        else:  # a miss: what changed since the last run of this step call
+            record = walked.records[name]
+            _, packages = keys.code(node.step)
+            entry["why"] = _why_miss(
+                plan, node, record, verdict.args or {}, packages, previous.get(name)
             )
-        if old.code_digest != code:
-            what = "version" if node.step.identity.version else "code"
-            reasons.append(f"{what} changed ({_short(old.code_digest)} -> {_short(code)})")
-        for pname in sorted(set(inputs) | set(old.inputs)):
-            before, now = old.inputs.get(pname), inputs.get(pname)
-            if before != now:
-                value = args.get(pname)
-                moved = _moved_artifact(plan, value, old_run)
-                if moved is not None:
-                    reasons.append(f"input {pname!r}: {moved}")
-                elif isinstance(value, Input):
-                    reasons.append(f"input {pname!r} changed ({_short(before)} -> {_short(now)})")
-                else:
-                    shown = safe_repr(value)
-                    now_text = f"now {shown}" if len(shown) <= 40 else _short(now)
-                    reasons.append(f"param {pname!r} changed ({now_text})")
-        old_packages = old_run.environment.get("packages", {})
-        for dist, version in sorted(packages.items()):
-            if dist in old_packages and old_packages[dist] != version:
-                reasons.append(f"package {dist} changed ({old_packages[dist]} -> {version})")
-        if not reasons:
-            reasons.append("stored result missing (garbage-collected, corrupt or never stored)")
-        entry["why"] = "; ".join(reasons)
         out.append(entry)
     return out
+
+
+def _why_miss(
+    plan: Plan,
+    node: Node,
+    record: StepRun,
+    args: dict[str, Any],
+    packages: dict[str, str],
+    prev: tuple[StepRun, RunRecord] | None,
+) -> str:
+    """Why a step call misses the cache: what differs from its latest earlier run."""
+    if prev is None:
+        return "no earlier run of this step call in the store"
+    old, old_run = prev
+    code, inputs = record.code_digest, record.inputs
+    reasons: list[str] = []
+    if old.step and old.step != node.step.qualified_name:
+        reasons.append(
+            f"step identity changed ({old.step} -> {node.step.qualified_name}): the "
+            f"function was renamed or moved, or its module was run as a script before "
+            f"(__main__) and is imported now"
+        )
+    if old.code_digest != code:
+        what = "version" if node.step.identity.version else "code"
+        reasons.append(f"{what} changed ({_short(old.code_digest)} -> {_short(code)})")
+    for pname in sorted(set(inputs) | set(old.inputs)):
+        before, now = old.inputs.get(pname), inputs.get(pname)
+        if before != now:
+            value = args.get(pname)
+            moved = _moved_artifact(plan, value, old_run)
+            if moved is not None:
+                reasons.append(f"input {pname!r}: {moved}")
+            elif isinstance(value, Input):
+                reasons.append(f"input {pname!r} changed ({_short(before)} -> {_short(now)})")
+            else:
+                shown = safe_repr(value)
+                now_text = f"now {shown}" if len(shown) <= 40 else _short(now)
+                reasons.append(f"param {pname!r} changed ({now_text})")
+    old_packages = old_run.environment.get("packages", {})
+    for dist, version in sorted(packages.items()):
+        if dist in old_packages and old_packages[dist] != version:
+            reasons.append(f"package {dist} changed ({old_packages[dist]} -> {version})")
+    if not reasons:
+        reasons.append("stored result missing (garbage-collected, corrupt or never stored)")
+    return "; ".join(reasons)

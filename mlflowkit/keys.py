@@ -18,15 +18,18 @@ from typing import TYPE_CHECKING, Any
 
 from blake3 import blake3
 
+from mlflowkit.errors import HashingError
 from mlflowkit.executors.base import Input
 from mlflowkit.hashing import CodeDigester, hash_value
 from mlflowkit.hashing.values import EncodeState, encode, register_encoder
 from mlflowkit.placeholders import SCALARS, all_of_type, leaves, map_leaves
+from mlflowkit.plan import find_refs
 
 if TYPE_CHECKING:
+    from mlflowkit.plan import Node
     from mlflowkit.step import Step
 
-__all__ = ["KEY_VERSION", "KeyMaker", "Upstream"]
+__all__ = ["KEY_VERSION", "CallKeys", "KeyMaker", "Upstream"]
 
 KEY_VERSION = "mlflowkit-key/1"
 
@@ -143,3 +146,50 @@ class KeyMaker:
         hasher = memo[1].copy()
         hasher.update(text.encode())
         return hasher.digest().hex(), memo[3], memo[4]
+
+
+class CallKeys:
+    """The keys of one walk's step calls (``scheduler``): the key maker, the digests of
+    constant arguments (computed once per call and parameter), and the packages the steps
+    import."""
+
+    __slots__ = ("maker", "memo", "packages")
+
+    def __init__(self, maker: KeyMaker) -> None:
+        self.maker = maker
+        self.memo: dict[tuple[str, str], str] = {}
+        self.packages: dict[str, str] = {}
+
+    def of(
+        self, name: str, node: Node, args: dict[str, Any]
+    ) -> tuple[dict[str, str], str, str, bool]:
+        """Input digests, cache key and code digest of one step call, and whether an argument
+        is a structure (which may hold upstream values)."""
+        step = node.step
+        inputs: dict[str, str] = {}
+        nested = False
+        for pname, template in args.items():
+            if type(template) is Input:
+                inputs[pname] = template.digest
+            elif type(template) in SCALARS:  # cheap to hash: no memo
+                inputs[pname] = hash_value(template)
+            else:
+                nested = True
+                memo = (name, pname)
+                digest = self.memo.get(memo)
+                if digest is None:
+                    try:
+                        digest = self.maker.input_digest(template)
+                    except HashingError as exc:  # say which step call and parameter
+                        raise HashingError(
+                            f"Step {name!r}, parameter {pname!r} (at {node.location}): {exc}",
+                            type_name=exc.type_name,
+                        ) from exc
+                    if not node.deps or not find_refs(node.args[pname]):
+                        self.memo[memo] = digest
+                inputs[pname] = digest
+        key, code, packages = self.maker.key_and_code(step, inputs)
+        if packages:
+            self.packages.update(packages)
+        node.key = key
+        return inputs, key, code, nested

@@ -1,24 +1,55 @@
 """The scheduler: one thread walking a plan's graph, fed by completion events.
 
+A small state machine in the spirit of ``dask.local.get_async``. Each node of the graph is in
+one state at a time:
+
+``waiting``
+    ``waiting[name]`` counts its dependencies not done yet (a node is released by the last one).
+``ready``
+    in the ``ready`` queue: all its dependencies are done; nothing is known about it yet.
+``running``
+    ``running[name]`` is its ``Task``, handed to the executor; its result comes back on
+    ``events`` (put there by the executor, from any thread) or, for ``run_here``, at once.
+``done``
+    it has a record in ``records``; when it succeeded, ``digests``/``handles``/``meta`` hold
+    its output's content digest, value handle and small facts (length, item digests).
+
+Processing a ready node takes one of four routes, each one mechanism:
+
+* **answer** without a task — a cache hit (``Cache.lookup``: the pack, then the store), or an
+  item ``parent[i]`` whose digest its parent reported (``_item``); both end in ``_settle``.
+* **expand** a run-time fan-out (``map``) once the lists it maps over are known: its elements,
+  their items and a gather replace it in the graph (``_expand``).
+* **execute** — one ``Task``, run by the executor now (``run_here``) or later (``submit``);
+  a second node with a key already running waits for it (``flights``: single flight inside a
+  run; ``Cache.claim`` does it across runs) and is settled with its result as *cached*.
+* **rehearse** — in a dry run (``Rehearsal``, used by ``explain``) the walk is the same, but a
+  node that would execute is not: it is recorded with the reason, and is done without a
+  digest (``unknown``), so that its dependents are reported as waiting on it.
+
+and ends in one of two: ``_settle`` (done, with a value) or ``_fail``.
+
 Invariants
 ----------
 * All scheduling state lives in one ``_Walk`` object on the calling thread; executors only
   ever put ``TaskResult``\\ s on its queue (through ``on_done``) — they never touch the state.
-* A node is processed once all its dependencies finished; its key is computed from their
+* A node is processed once all its dependencies are done; its key is computed from their
   *content* digests. Hit → its output is a handle (nothing is loaded). Miss → one task.
 * A key reached twice in one run executes once; the second call waits for the first.
 * After the first failure nothing new is submitted; tasks in flight finish; the rest are
-  ``skipped``. A corrupt or missing stored input makes its producer re-execute, then the
-  consumer retries.
+  ``skipped``. A corrupt or missing stored input makes its producer re-execute (its cache
+  entry is ``forget``-ten), then the consumer retries (``retry``: the consumer waits for the
+  producer again, instead of the producer's other dependents).
 * A ``KeyboardInterrupt`` (Ctrl-C in this thread, or a step's result carrying one) ends the
   walk at once, without waiting for tasks in flight: the result says ``interrupted``, and
   whatever did not finish is ``skipped``.
-* Hits come from the pack the driver read (the last run's entries) or the store; a pack hit's
-  stored value is checked to exist only for the plan's outputs (what the caller loads).
+* A pack hit's stored value is checked to exist only for the plan's outputs (what the caller
+  loads): ``Cache.lookup(check=...)``.
 * A step call's record carries the metric log of the execution that produced its output: the
   one that just ran, or, for a hit, the one whose cache entry it reuses (``records.METRICS``).
-* The scheduler does no I/O of its own: it talks to the store and the executor through their
-  contracts only, and imports neither a concrete executor nor a concrete store.
+* The scheduler does no I/O of its own: it talks to the cache (``mlflowkit.cache.Cache``) and
+  the executor through their contracts only, and imports neither a concrete executor nor a
+  concrete store.
 """
 
 from __future__ import annotations
@@ -27,29 +58,27 @@ import queue
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from mlflowkit.errors import (
     CorruptObjectError,
     ExecutorError,
-    HashingError,
     MissingObjectError,
     MlflowkitError,
 )
 from mlflowkit.executors.base import Derived, Input, Stored, Task, TaskResult
-from mlflowkit.hashing import hash_value
-from mlflowkit.keys import KeyMaker
+from mlflowkit.keys import CallKeys, KeyMaker
 from mlflowkit.placeholders import SCALARS, leaves, map_leaves
 from mlflowkit.plan import OPS as _OPS
 from mlflowkit.plan import Node, Ref, find_refs
-from mlflowkit.records import METRICS, CacheEntry, StepRun
+from mlflowkit.records import METRICS, CacheEntry, StepRun, StepStatus
 
 if TYPE_CHECKING:
+    from mlflowkit.cache import Cache
     from mlflowkit.executors.base import Executor
-    from mlflowkit.store.base import ArtifactStore
 
-__all__ = ["Progress", "WalkResult", "walk"]
+__all__ = ["Progress", "Rehearsal", "Verdict", "WalkResult", "rehearse", "walk"]
 
 
 class Progress:
@@ -78,27 +107,54 @@ class WalkResult:
     handles: dict[str, Any]
     failure: TaskResult | None
     packages: dict[str, str]
-    #: the cache entries this run hit or wrote, by key (what the next run reads as its pack)
-    entries: dict[str, CacheEntry]
     #: the ``KeyboardInterrupt`` that stopped the walk, if one did
     interrupted: KeyboardInterrupt | None = None
+    #: a dry run's verdicts, by node name (``rehearse``)
+    verdicts: dict[str, Verdict] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Verdict:
+    """What a run would do with one node, and the fact it decided on (a dry run's record).
+
+    ``action`` is ``"hit"`` or ``"execute"``; ``reason`` one of: ``known`` (answered before
+    the walk, e.g. a named artifact), ``uncached`` (``cache=False``), ``upstream`` (a
+    dependency would execute: ``cause`` names the first step that would), ``item`` (an item
+    of a reported list), ``stored`` (a cache entry), ``miss`` (no cache entry: ``key``,
+    ``args`` and the record's inputs and code say what was looked for), and for a run-time
+    fan-out: ``fan-unknown`` (its lists are not known), ``fan-partial`` (``count`` of
+    ``total`` elements would execute), ``fan-stored`` (all stored, and their gather),
+    ``fan-collect`` (all stored, their gather not).
+    """
+
+    action: str
+    reason: str
+    key: str | None = None
+    cause: str | None = None
+    count: int = 0
+    total: int = 0
+    args: dict[str, Any] | None = None
+
+
+class Rehearsal:
+    """A dry run: the walk decides as a run would, and records instead of executing.
+
+    ``known`` maps nodes answered before the walk (named artifacts) to their digests.
+    """
+
+    __slots__ = ("fans", "known", "unknown", "verdicts")
+
+    def __init__(self, known: dict[str, str] | None = None) -> None:
+        self.known = known or {}
+        #: node that would execute (or waits on one that would) -> the first one that would
+        self.unknown: dict[str, str] = {}
+        self.verdicts: dict[str, Verdict] = {}
+        self.fans: dict[str, int] = {}  # gather of a fan-out -> its number of elements
 
 
 _GETITEM = _OPS["getitem"]
 _GATHER = _OPS["gather"]
-
-
-def _packed(node: Node, entry: CacheEntry) -> CacheEntry:
-    """``entry`` as this run's pack keeps it: a gather's without its item digests.
-
-    Those are the digests of the values it collects, which every run reaching the gather
-    knows already (``_Walk._items``); kept, they would make the pack of a wide fan-out grow
-    by ~75 bytes per element, read again on every run.
-    """
-    if node.step is not _GATHER or "items" not in entry.meta:
-        return entry
-    meta = {k: v for k, v in entry.meta.items() if k != "items"}
-    return replace(entry, meta=meta)
+_NO_META: dict[str, Any] = {}  # never changed
 
 
 def _to_input(template: Any, digests: dict[str, str], handles: dict[str, Any]) -> Any:
@@ -132,76 +188,119 @@ def _nested_upstream(args: dict[str, Any]) -> dict[str, list[str]]:
     return out
 
 
+class _All:
+    """``force=True``: every name is in it."""
+
+    __slots__ = ()
+
+    def __contains__(self, name: object) -> bool:
+        return True
+
+    def add(self, name: str) -> None:
+        """Already in."""
+
+
 class _Walk:
+    """The state of one walk; see the module docstring for its states and routes."""
+
+    __slots__ = (
+        "cache",
+        "dependents",
+        "digests",
+        "executor",
+        "failure",
+        "flights",
+        "forced",
+        "handles",
+        "keys",
+        "meta",
+        "nodes",
+        "on_first_task",
+        "order",
+        "outputs",
+        "progress",
+        "ready",
+        "records",
+        "rehearsal",
+        "retry",
+        "run_id",
+        "running",
+        "waiting",
+    )
+
     def __init__(
         self,
         nodes: dict[str, Node],
-        executor: Executor,
-        store: ArtifactStore | None,
+        outputs: Iterable[str],
+        executor: Executor | None,
+        cache: Cache | None,
         run_id: str,
         force: bool | set[str],
         progress: Progress,
         keys: KeyMaker,
+        rehearsal: Rehearsal | None = None,
     ) -> None:
+        # the run: what it is asked, and who it talks to
+        self.run_id = run_id
+        self.outputs = frozenset(outputs)
+        #: execute although cached: these names (healing adds to them), or all of them
+        self.forced: set[str] | _All = _All() if force is True else set(force or ())
+        self.executor = executor
+        self.cache = cache
+        self.keys = CallKeys(keys)
+        self.progress = progress if type(progress) is not Progress else None  # None: nobody
+        self.on_first_task: Callable[[], None] | None = None
+        self.rehearsal = rehearsal
+        # the graph (a fan-out adds to it)
         self.nodes = dict(nodes)
         self.order = list(nodes)
-        self.executor = executor
-        self.store = store
-        self.run_id = run_id
-        self.force = force
-        self.progress = progress
-        self.keys = keys
-        self.events: queue.SimpleQueue[TaskResult] = queue.SimpleQueue()
-        self.remaining: dict[str, int] = {}
-        # node -> the nodes waiting for it; a node nobody waits for has no entry
-        self.dependents: dict[str, list[str]] = {}
+        self.dependents: dict[str, list[str]] = {}  # a node nobody waits for has no entry
+        # the states: waiting -> ready -> running -> done
+        self.waiting: dict[str, int] = {}
+        self.ready: deque[str] = deque()
+        self.running: dict[str, Task] = {}
+        #: key running -> the nodes waiting for its result (None until one does)
+        self.flights: dict[str, list[str] | None] = {}
+        self.retry: dict[str, list[str]] = {}  # producer re-executed -> consumers to retry
+        self.records: dict[str, StepRun] = {}
         self.digests: dict[str, str] = {}
         self.handles: dict[str, Any] = {}
         self.meta: dict[str, dict[str, Any]] = {}
-        self.records: dict[str, StepRun] = {}
-        self.ready: deque[str] = deque()
-        self.inflight: dict[str, str] = {}  # node -> key
-        self.by_key: dict[str, str] = {}  # key in flight -> node executing it
-        self.key_waiters: dict[str, list[str]] = {}
-        self.rerun_waiters: dict[str, list[str]] = {}
         self.failure: TaskResult | None = None
-        self.packages: dict[str, str] = {}
-        self.const_digests: dict[tuple[str, str], str] = {}
-        self.pack: dict[str, CacheEntry] = {}  # entries read in one go, checked before use
-        self.entries: dict[str, CacheEntry] = {}
-        self.writes: dict[str, bool] = {}  # node -> whether its task stores the value
-        self.on_first_task: Callable[[], None] | None = None
-        self.shows_progress = type(progress) is not Progress  # the base class does nothing
-        remaining, dependents, ready = self.remaining, self.dependents, self.ready
+        waiting, dependents, ready = self.waiting, self.dependents, self.ready
         for name, node in nodes.items():
             deps = node.deps
-            remaining[name] = len(deps)
+            waiting[name] = len(deps)
             if deps:
                 for dep in deps:
-                    waiting = dependents.get(dep)
-                    if waiting is None:
+                    waiters = dependents.get(dep)
+                    if waiters is None:
                         dependents[dep] = [name]
                     else:
-                        waiting.append(name)
+                        waiters.append(name)
             else:
                 ready.append(name)
 
     # ------------------------------------------------------------------------------------
     def run(self) -> WalkResult:
-        on_done = self.events.put
+        events: queue.SimpleQueue[TaskResult] = queue.SimpleQueue()
+        on_done = events.put  # the one thing executors touch, from any thread
         interrupted: KeyboardInterrupt | None = None
+        ready, running, process = self.ready, self.running, self._process
         try:
             while True:
-                while self.ready and self.failure is None:
-                    self._process(self.ready.popleft(), on_done)
-                if not self.inflight:
+                while ready and self.failure is None:
+                    process(ready.popleft(), on_done)
+                if not running:
                     break
-                if self.events.empty():
+                if events.empty():
+                    assert self.executor is not None
                     self.executor.flush()
-                self._finish(self.events.get())
+                result = events.get()
+                self._done(running.pop(result.name), result)
         except KeyboardInterrupt as exc:  # Ctrl-C, or a step raised it: stop now
             interrupted = exc
-            for name in self.inflight:  # still running: not waited for
+            for name in running:  # still running: not waited for
                 self.records[name].status = "skipped"
         for name in self.order:
             if name not in self.records:
@@ -216,23 +315,24 @@ class _Walk:
             self.digests,
             self.handles,
             self.failure,
-            self.packages,
-            self.entries,
+            self.keys.packages,
             interrupted,
+            self.rehearsal.verdicts if self.rehearsal is not None else {},
         )
 
     def _advance(self, name: str, status: str) -> None:
         """Tell the progress display that a step call ended; internal nodes (``ref[i]``,
         ``ref.attr``, gathers) are not step calls and are not counted, as everywhere else."""
-        if self.shows_progress and self.nodes[name].kind != "derived":
+        if self.progress is not None and self.nodes[name].kind != "derived":
             self.progress.advance(name, status)
 
-    def _forced(self, name: str) -> bool:
-        return self.force is True or (isinstance(self.force, set) and name in self.force)
-
+    # ------------------------------------------------------------------------------------
     def _process(self, name: str, on_done: Callable[[TaskResult], None]) -> None:
+        """Take a ready node to running or done (see the routes in the module docstring)."""
         node = self.nodes[name]
         kind = node.kind
+        if self.rehearsal is not None and self._rehearsed(name, node):
+            return
         if kind == "map":
             self._expand(node)
             return
@@ -246,10 +346,11 @@ class _Walk:
         ):
             return
         try:
-            inputs, key, code, nested = self._key(name, node, args)
+            inputs, key, code, nested = self.keys.of(name, node, args)
         except MlflowkitError as exc:  # an unhashable input, unreadable code: fail this call
-            self.records[name] = StepRun(name=name, step=step.qualified_name)
-            self._fail(name, TaskResult(name, False, attempts=0, error=exc))
+            if self.rehearsal is not None:
+                raise
+            self._refuse(node, exc)
             return
         record = StepRun(
             name, key, "skipped", 0, 0.0, None, None, step._qualified_name, code, inputs
@@ -257,27 +358,43 @@ class _Walk:
         if nested:  # a structure that may hold upstream values: lineage lists them
             record.upstream = _nested_upstream(args)
         self.records[name] = record
-        cacheable = step.identity.cache and self.store is not None
-        forced = cacheable and self._forced(name)
+        cache = self.cache
+        cacheable = cache is not None and step.identity.cache
+        forced = cacheable and name in self.forced
         if cacheable and not forced:
-            entry = self._lookup(name, key)
+            assert cache is not None
+            entry = cache.lookup(key, check=name in self.outputs, gather=step is _GATHER)
             if entry is not None:
-                record.status = "cached"
-                record.output_digest = entry.output_digest
-                record.metric_log = entry.meta.get(METRICS)  # those of the execution reused
-                self.digests[name] = entry.output_digest
-                self.meta[name] = entry.meta
-                self.handles[name] = (
-                    Stored(entry.output_digest) if entry.stored else Derived(step, args)
+                record.attempts = 0
+                if self.rehearsal is not None:
+                    total = self.rehearsal.fans.get(name)
+                    if total is None:
+                        self._verdict(name, "hit", "stored", key)
+                    else:  # the gather of a fan-out whose elements are all stored
+                        self._verdict(name, "hit", "fan-stored").total = total
+                self._settle(
+                    name,
+                    "cached",
+                    entry.output_digest,
+                    Stored(entry.output_digest) if entry.stored else Derived(step, args),
+                    entry.meta,
+                    entry.meta.get(METRICS),  # those of the execution reused
                 )
-                self._advance(name, "cached")
-                self._complete(name)
                 return
-        if key in self.by_key:  # the same call is already executing in this run
-            self.key_waiters.setdefault(key, []).append(name)
+        if self.rehearsal is not None:
+            self._would_execute(name, node, key, args)
             return
-        persist = node.persist and self.store is not None
-        store_value = persist and (step.identity.cache or name in self._outputs)
+        flights = self.flights
+        if key in flights:  # the same call is already executing in this run
+            waiters = flights[key]
+            if waiters is None:
+                flights[key] = [name]
+            else:
+                waiters.append(name)
+            return
+        store_value = (
+            node.persist and cache is not None and (step.identity.cache or name in self.outputs)
+        )
         task = Task(
             name,
             step,
@@ -289,50 +406,116 @@ class _Walk:
             cacheable and kind == "step" and not forced,  # single flight
             node.checks,
         )
-        if cacheable:
-            self.writes[name] = store_value
+        self._dispatch(task, record, on_done)
+
+    def _dispatch(self, task: Task, record: StepRun, on_done: Callable[[TaskResult], None]) -> None:
+        """Hand ``task`` to the executor: run here and now, or submitted (then ``running``)."""
         if self.on_first_task is not None:  # e.g. the driver records that the run is running
             first, self.on_first_task = self.on_first_task, None
             first()
+        executor = self.executor
+        assert executor is not None
+        name, key = task.name, task.key
         try:
             # an executor that runs this call in this thread anyway does it now: no round trip
-            result = self.executor.run_here(task)
+            result = executor.run_here(task)
             if result is None:
                 record.started_at = time.time()  # until the result says when it started
-                self.inflight[name] = key
-                self.by_key[key] = name
-                self.executor.submit(task, on_done)
+                self.running[name] = task
+                self.flights[key] = None
+                executor.submit(task, on_done)
         except Exception as exc:  # the executor refused the task (e.g. no GPU for it)
-            self.inflight.pop(name, None)
-            self.by_key.pop(key, None)
+            self.running.pop(name, None)
+            self.flights.pop(key, None)
             self._fail(name, TaskResult(name, False, attempts=0, error=exc))
             return
         if result is not None:
-            self._done(name, key, result)
+            self._done(task, result)
 
-    def _lookup(self, name: str, key: str) -> CacheEntry | None:
-        """The cache entry for ``key``, from the pack when it lists it.
+    # ------------------------------------------------------------------------------------
+    def _done(self, task: Task, result: TaskResult) -> None:
+        """Record how ``task`` ended, and settle or fail the nodes waiting for its key."""
+        name, key = task.name, task.key
+        record = self.records[name]
+        record.attempts = result.attempts
+        record.duration_s = result.duration_s
+        if result.started_at:
+            record.started_at = result.started_at
+        if not result.ok:
+            err = result.error
+            if isinstance(err, (CorruptObjectError, MissingObjectError)) and self._heal(name, err):
+                return
+            waiters = self.flights.pop(key, None) if self.flights else None
+            self._fail(name, result)
+            if isinstance(err, KeyboardInterrupt):  # the step was interrupted: so is the run
+                raise err
+            for waiter in waiters or ():
+                self._fail(waiter, result)
+            return
+        waiters = self.flights.pop(key, None) if self.flights else None
+        digest = result.output_digest
+        assert digest is not None
+        meta = result.meta
+        if task.cache_entry and not result.cached:  # the task wrote this entry: the pack keeps it
+            assert self.cache is not None
+            self.cache.note(
+                _entry(key, digest, record.step, task.store_value, meta, self.run_id),
+                gather=task.step is _GATHER,
+            )
+        metric_log = meta.get(METRICS)
+        self._settle(
+            name, "cached" if result.cached else "executed", digest, result.value, meta, metric_log
+        )
+        for waiter in waiters or ():
+            self._settle(waiter, "cached", digest, result.value, meta, metric_log)
 
-        A pack entry's stored output is checked to exist only for the plan's outputs (the
-        values the caller will load); any other one that turns out to be gone when a step
-        needs it makes its producer execute again (``_heal``).
-        """
-        store = self.store
-        assert store is not None
-        entry = self.pack.get(key)
-        if (
-            entry is not None
-            and entry.stored
-            and name in self._outputs
-            and not store.has(entry.output_digest)
-        ):
-            entry = None
-        if entry is None:
-            entry = store.get_cache(key)
-        if entry is not None:
-            self.entries[key] = _packed(self.nodes[name], entry)
-        return entry
+    def _settle(
+        self,
+        name: str,
+        status: StepStatus,
+        digest: str,
+        handle: Any,
+        meta: dict[str, Any],
+        metric_log: Any,
+    ) -> None:
+        """Node ``name`` is done with an output: record it, release what waits for it."""
+        record = self.records[name]
+        record.status = status
+        record.output_digest = digest
+        record.metric_log = metric_log
+        self.digests[name] = digest
+        self.handles[name] = handle
+        self.meta[name] = meta
+        if self.progress is not None:
+            self._advance(name, status)
+        self._complete(name)
 
+    def _fail(self, name: str, result: TaskResult) -> None:
+        record = self.records[name]
+        record.status = "failed"
+        record.attempts = result.attempts
+        err = result.error
+        record.error = f"{type(err).__name__}: {err}" if err is not None else "failed"
+        record.traceback = result.traceback
+        self._advance(name, "failed")
+        if self.failure is None:
+            self.failure = result
+
+    def _refuse(self, node: Node, error: BaseException) -> None:
+        """Fail ``node`` before it has a record or a task (its call cannot be made)."""
+        self.records[node.name] = StepRun(name=node.name, step=node.step.qualified_name)
+        self._fail(node.name, TaskResult(node.name, False, attempts=0, error=error))
+
+    def _complete(self, name: str) -> None:
+        """Release the nodes waiting for ``name`` (those retried after healing, if any)."""
+        retried = self.retry.pop(name, None) if self.retry else None
+        waiting = self.waiting
+        for dep in retried if retried is not None else self.dependents.get(name, ()):
+            left = waiting[dep] = waiting[dep] - 1
+            if left == 0:
+                self.ready.append(dep)
+
+    # ------------------------------------------------------------------------------------
     def _item(self, name: str, node: Node, args: dict[str, Any]) -> bool:
         """Answer ``parent[i]`` from the item digests the parent reported; True if done.
 
@@ -347,22 +530,22 @@ class _Walk:
         digest, length = items[index]
         if digest is None:
             return False
-        inputs, key, code, _ = self._key(name, node, args)
+        inputs, key, code, _ = self.keys.of(name, node, args)
         cached = self.records[parent].status == "cached"
         self.records[name] = StepRun(
             name=name,
             key=key,
             step=node.step.qualified_name,
-            status="cached" if cached else "executed",
             attempts=0 if cached else 1,
-            output_digest=digest,
             code_digest=code,
             inputs=inputs,
         )
-        self.digests[name] = digest
-        self.handles[name] = Derived(node.step, args)
-        self.meta[name] = {} if length is None else {"len": length}
-        self._complete(name)
+        if self.rehearsal is not None:
+            self._verdict(name, "hit", "item", key)
+        meta = _NO_META if length is None else {"len": length}
+        self._settle(
+            name, "cached" if cached else "executed", digest, Derived(node.step, args), meta, None
+        )
         return True
 
     def _items(self, name: str) -> list[list[Any]] | None:
@@ -370,131 +553,20 @@ class _Walk:
 
         From what the producer reported, or for a gather, from the values it collected.
         """
-        items: list[list[Any]] | None = self.meta.get(name, {}).get("items")
+        items: list[list[Any]] | None = self.meta.get(name, _NO_META).get("items")
         node = self.nodes[name]
         if items is None and node.step is _GATHER:
             meta, digests = self.meta, self.digests
-            items = [[digests[d], meta.get(d, {}).get("len")] for d in node.deps]
+            items = [[digests[d], meta.get(d, _NO_META).get("len")] for d in node.deps]
         return items
 
-    def _key(
-        self, name: str, node: Node, args: dict[str, Any]
-    ) -> tuple[dict[str, str], str, str, bool]:
-        """Input digests, cache key and code digest of one step call, and whether an argument
-        is a structure (which may hold upstream values)."""
-        step = node.step
-        inputs: dict[str, str] = {}
-        nested = False
-        for pname, template in args.items():
-            if type(template) is Input:
-                inputs[pname] = template.digest
-            elif type(template) in SCALARS:  # cheap to hash: no memo
-                inputs[pname] = hash_value(template)
-            else:
-                nested = True
-                memo = (name, pname)
-                digest = self.const_digests.get(memo)
-                if digest is None:
-                    try:
-                        digest = self.keys.input_digest(template)
-                    except HashingError as exc:  # say which step call and parameter
-                        raise HashingError(
-                            f"Step {name!r}, parameter {pname!r} (at {node.location}): {exc}",
-                            type_name=exc.type_name,
-                        ) from exc
-                    if not node.deps or not find_refs(node.args[pname]):
-                        self.const_digests[memo] = digest
-                inputs[pname] = digest
-        key, code, packages = self.keys.key_and_code(step, inputs)
-        if packages:
-            self.packages.update(packages)
-        node.key = key
-        return inputs, key, code, nested
-
-    _outputs: frozenset[str] = frozenset()
-
-    def _finish(self, result: TaskResult) -> None:
-        """A submitted task ended."""
-        name = result.name
-        key = self.inflight.pop(name)
-        self.by_key.pop(key, None)
-        self._done(name, key, result)
-
-    def _done(self, name: str, key: str, result: TaskResult) -> None:
-        """Record how the call ``name`` (with ``key``) ended and release what waits on it."""
-        record = self.records[name]
-        record.attempts = result.attempts
-        record.duration_s = result.duration_s
-        if result.started_at:
-            record.started_at = result.started_at
-        if not result.ok:
-            err = result.error
-            if isinstance(err, (CorruptObjectError, MissingObjectError)) and self._heal(name, err):
-                return
-            self._fail(name, result)
-            if isinstance(err, KeyboardInterrupt):  # the step was interrupted: so is the run
-                raise err
-            for waiter in self.key_waiters.pop(key, ()) if self.key_waiters else ():
-                self._fail(waiter, result)
-            return
-        assert result.output_digest is not None
-        stored = self.writes.pop(name, None)
-        if stored is not None and not result.cached:  # the task wrote this entry
-            self.entries[key] = _packed(
-                self.nodes[name],
-                CacheEntry(
-                    key=key,
-                    output_digest=result.output_digest,
-                    step=record.step,
-                    stored=stored,
-                    meta=result.meta,
-                    run_id=self.run_id,
-                ),
-            )
-        record.status = status = "cached" if result.cached else "executed"
-        record.output_digest = digest = result.output_digest
-        record.metric_log = metric_log = result.meta.get(METRICS)
-        self.digests[name] = digest
-        self.handles[name] = result.value
-        self.meta[name] = result.meta
-        if self.shows_progress:
-            self._advance(name, status)
-        self._complete(name)
-        for waiter in self.key_waiters.pop(key, ()) if self.key_waiters else ():
-            wrec = self.records[waiter]
-            wrec.status = "cached"
-            wrec.output_digest = result.output_digest
-            wrec.metric_log = metric_log
-            self.digests[waiter] = result.output_digest
-            self.handles[waiter] = result.value
-            self.meta[waiter] = result.meta
-            self._advance(waiter, "cached")
-            self._complete(waiter)
-
-    def _fail(self, name: str, result: TaskResult) -> None:
-        record = self.records[name]
-        record.status = "failed"
-        record.attempts = result.attempts
-        err = result.error
-        record.error = f"{type(err).__name__}: {err}" if err is not None else "failed"
-        record.traceback = result.traceback
-        self._advance(name, "failed")
-        if self.failure is None:
-            self.failure = result
-
-    def _complete(self, name: str) -> None:
-        waiters = self.rerun_waiters.pop(name, None) if self.rerun_waiters else None
-        remaining = self.remaining
-        for dep in waiters if waiters is not None else self.dependents.get(name, ()):
-            left = remaining[dep] = remaining[dep] - 1
-            if left == 0:
-                self.ready.append(dep)
-
     def _heal(self, consumer: str, error: CorruptObjectError | MissingObjectError) -> bool:
-        """A stored input was corrupt or gone: re-execute its producer(s), retry ``consumer``.
+        """A stored input was corrupt or gone: re-execute its producer(s), retry ``consumer``
+        (and the nodes that waited for its key).
 
         The producer is a direct upstream of ``consumer`` or, for a derived input such as an
-        item of a cached list, any cached step call whose output has that digest.
+        item of a cached list, any cached step call whose output has that digest. Its cache
+        entry is forgotten and it is forced to execute.
         """
 
         def cached_with_digest(names: Iterable[str]) -> list[str]:
@@ -509,23 +581,21 @@ class _Walk:
         producers = cached_with_digest(self.nodes[consumer].deps) or cached_with_digest(
             [n for n in self.order if self.nodes[n].kind == "step"]
         )
-        if not producers or self.store is None:
+        if not producers or self.cache is None:
             return False
+        key = self.records[consumer].key
+        retried = [consumer, *(self.flights.pop(key, None) or ())] if key else [consumer]
         for producer in producers:
-            key = self.records[producer].key
-            if key is not None:
-                self.store.drop_cache(key)
-                self.pack.pop(key, None)
-                self.entries.pop(key, None)
-            self.force = (
-                self.force
-                if self.force is True
-                else (set(self.force) if isinstance(self.force, set) else set()) | {producer}
-            )
-            self.rerun_waiters.setdefault(producer, []).append(consumer)
-            self.remaining[consumer] += 1
+            producer_key = self.records[producer].key
+            if producer_key is not None:
+                self.cache.forget(producer_key)
+            self.forced.add(producer)
+            for name in retried:
+                self.retry.setdefault(producer, []).append(name)
+                self.waiting[name] += 1
             self.ready.append(producer)
-        del self.records[consumer]
+        for name in retried:
+            del self.records[name]
         return True
 
     def _expand(self, node: Node) -> None:
@@ -534,7 +604,7 @@ class _Walk:
         fan = node.fan or {}
         for pname, source in fan.items():
             if isinstance(source, Ref):
-                meta = self.meta.get(source.node, {})
+                meta = self.meta.get(source.node, _NO_META)
                 if "len" not in meta:
                     err = ExecutorError(
                         f"Step {node.name!r} maps over the output of {source.node!r}, which is "
@@ -542,8 +612,7 @@ class _Walk:
                         f"{source.node!r}.",
                         step=node.name,
                     )
-                    self.records[node.name] = StepRun(name=node.name, step=node.step.qualified_name)
-                    self._fail(node.name, TaskResult(node.name, False, attempts=0, error=err))
+                    self._refuse(node, err)
                     return
                 lengths[pname] = int(meta["len"])
             else:
@@ -554,8 +623,7 @@ class _Walk:
                 f"equal lengths to zip them. Make the inputs the same length.",
                 step=node.name,
             )
-            self.records[node.name] = StepRun(name=node.name, step=node.step.qualified_name)
-            self._fail(node.name, TaskResult(node.name, False, attempts=0, error=err))
+            self._refuse(node, err)
             return
         n = next(iter(lengths.values())) if lengths else 0
         new: list[Node] = []
@@ -599,7 +667,7 @@ class _Walk:
             elems.append(Ref(elem.name, Any, None))  # type: ignore[arg-type]
         gather = Node(
             node.name,
-            _OPS["gather"],
+            _GATHER,
             "derived",
             {"items": tuple(elems)},
             tuple(e.node for e in elems),
@@ -608,52 +676,152 @@ class _Walk:
             persist=node.persist,
         )
         self.nodes[node.name] = gather
+        if self.rehearsal is not None:
+            self.rehearsal.fans[node.name] = n
         position = self.order.index(node.name)
         self.order[position:position] = [m.name for m in new]
         # the elements replace the one call the fan-out was counted as (items are internal)
-        self.progress.grow(sum(m.kind == "step" for m in new) - 1)
+        if self.progress is not None:
+            self.progress.grow(sum(m.kind == "step" for m in new) - 1)
         for m in new:
-            self.remaining[m.name] = sum(
-                1 for d in m.deps if d not in self.digests or d in self.inflight
+            self.waiting[m.name] = sum(
+                1 for d in m.deps if d not in self.digests or d in self.running
             )
             for dep in m.deps:
                 self.dependents.setdefault(dep, []).append(m.name)
         # the gather waits for the elements it collects
-        self.remaining[node.name] = len(gather.deps)
+        self.waiting[node.name] = len(gather.deps)
         for elem_name in gather.deps:
             self.dependents.setdefault(elem_name, []).append(node.name)
         for m in new:
-            if self.remaining[m.name] == 0:
+            if self.waiting[m.name] == 0:
                 self.ready.append(m.name)
         if not gather.deps:
             self.ready.append(node.name)
+
+    # -- a dry run ---------------------------------------------------------------------------
+    def _verdict(self, name: str, action: str, reason: str, key: str | None = None) -> Verdict:
+        assert self.rehearsal is not None
+        verdict = self.rehearsal.verdicts[name] = Verdict(action, reason, key)
+        return verdict
+
+    def _rehearsed(self, name: str, node: Node) -> bool:
+        """A dry run's decisions taken before a node's key is known; True if it is done.
+
+        In the order a run meets them: answered before the walk, ``cache=False``, a fan-out
+        whose lists are not known, a dependency that would execute; and the end of a fan-out
+        (its gather), reported for the fan-out as a whole.
+        """
+        rehearsal = self.rehearsal
+        assert rehearsal is not None
+        known = rehearsal.known.get(name)
+        if known is not None:
+            self.records[name] = StepRun(name=name, step=node.step.qualified_name)
+            self._verdict(name, "hit", "known")
+            self._settle(name, "cached", known, None, _NO_META, None)
+            return True
+        unknown = rehearsal.unknown
+        if not node.step.identity.cache:
+            self._verdict(name, "execute", "uncached")
+            self._unknown(name, name)
+            return True
+        blocked = next((d for d in node.deps if d in unknown), None)
+        if node.kind == "map":
+            if blocked is not None or not self._fan_known(node):
+                self._verdict(name, "execute", "fan-unknown")
+                self._unknown(name, name)
+                return True
+            return False
+        total = rehearsal.fans.get(name)
+        if total is not None:  # the gather of a fan-out: its elements decided it
+            count = sum(1 for d in node.deps if d in unknown)
+            if count:
+                verdict = self._verdict(name, "execute", "fan-partial")
+                verdict.count, verdict.total = count, total
+                self._unknown(name, name)
+                return True
+            return False  # its key is looked up; the verdict says so (``_would_execute``)
+        if blocked is not None:
+            cause = unknown[blocked]
+            self._verdict(name, "execute", "upstream").cause = cause
+            self._unknown(name, cause)
+            return True
+        return False
+
+    def _fan_known(self, node: Node) -> bool:
+        """Whether the lists a fan-out maps over are known item by item, of equal lengths."""
+        lengths: set[int] = set()
+        for source in (node.fan or {}).values():
+            if isinstance(source, Ref):
+                items = self._items(source.node)
+                if items is None or any(digest is None for digest, _ in items):
+                    return False
+                lengths.add(len(items))
+            else:
+                lengths.add(len(source))
+        return len(lengths) == 1
+
+    def _would_execute(self, name: str, node: Node, key: str, args: dict[str, Any]) -> None:
+        """A dry run's miss: record why, and mark ``name`` done without a digest."""
+        assert self.rehearsal is not None
+        total = self.rehearsal.fans.get(name)
+        if total is not None:  # all elements stored, their gather is not
+            self._verdict(name, "execute", "fan-collect").total = total
+        else:
+            self._verdict(name, "execute", "miss", key).args = args
+        self._unknown(name, name)
+
+    def _unknown(self, name: str, cause: str) -> None:
+        assert self.rehearsal is not None
+        self.rehearsal.unknown[name] = cause
+        if name not in self.records:
+            self.records[name] = StepRun(name=name, step=self.nodes[name].step.qualified_name)
+        self._complete(name)
+
+
+def _entry(
+    key: str, digest: str, step: str, stored: bool, meta: dict[str, Any], run_id: str
+) -> CacheEntry:
+    return CacheEntry(
+        key=key, output_digest=digest, step=step, stored=stored, meta=meta, run_id=run_id
+    )
 
 
 def walk(
     nodes: dict[str, Node],
     outputs: list[str],
     executor: Executor,
-    store: ArtifactStore | None,
+    cache: Cache | None,
     *,
     run_id: str,
     force: bool | set[str] = False,
     progress: Progress | None = None,
     keys: KeyMaker | None = None,
-    pack: dict[str, CacheEntry] | None = None,
     on_first_task: Callable[[], None] | None = None,
 ) -> WalkResult:
     """Walk the graph of ``nodes``, executing misses on ``executor``; see module docstring.
 
-    ``pack`` holds cache entries read in one go (the last run's); see ``_lookup``.
-    ``on_first_task`` is called once, just before the first task is submitted (never when
-    everything is a hit).
+    ``cache`` answers hits (None: nothing is cached, e.g. no store). ``on_first_task`` is
+    called once, just before the first task is submitted (never when everything is a hit).
     """
-    state = _Walk(nodes, executor, store, run_id, force, progress or Progress(), keys or KeyMaker())
-    state._outputs = frozenset(outputs)
-    state.pack = pack or {}
+    progress = progress or Progress()
+    state = _Walk(nodes, outputs, executor, cache, run_id, force, progress, keys or KeyMaker())
     state.on_first_task = on_first_task
-    state.progress.start(sum(n.kind != "derived" for n in nodes.values()))
+    progress.start(sum(n.kind != "derived" for n in nodes.values()))
     try:
         return state.run()
     finally:
-        state.progress.finish()
+        progress.finish()
+
+
+def rehearse(
+    nodes: dict[str, Node], cache: Cache, keys: KeyMaker, rehearsal: Rehearsal
+) -> WalkResult:
+    """Walk the graph of ``nodes`` as a run would, executing nothing: a ``Verdict`` per node.
+
+    Hits are looked up in ``cache``; a node that would execute is done without a digest, and
+    what depends on it is reported as waiting on it. An unhashable input raises
+    ``HashingError`` (a run would fail that call).
+    """
+    state = _Walk(nodes, (), None, cache, "", False, Progress(), keys, rehearsal)
+    return state.run()

@@ -44,6 +44,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from mlflowkit.cache import Cache
 from mlflowkit.errors import InputMutationError, MlflowkitError, TypeCheckError
 from mlflowkit.executors.base import Derived, InMemory, Input, Stored, Task, TaskResult
 from mlflowkit.hashing import hash_value
@@ -378,7 +379,7 @@ def write_output(
     if task.store_value:
         store.put(output, digest, serializer=task.step.identity.serializer)
     if task.cache_entry:
-        store.put_cache(
+        Cache(store).record(
             CacheEntry(
                 key=task.key,
                 output_digest=digest,
@@ -474,10 +475,8 @@ def execute(
         )
     if task.single_flight and store is not None:
         # Two runs on one store reaching the same call: one executes, the other waits and
-        # takes its result. A crashed holder's lock expires, and a lock that cannot be had in
-        # time only costs duplicate work, never a wrong result (writes are idempotent).
-        with store.lock(task.key, timeout=SINGLE_FLIGHT_WAIT_S):
-            entry = store.get_cache(task.key)
+        # takes its result (``Cache.claim``).
+        with Cache(store).claim(task.key) as entry:
             if entry is not None:
                 return TaskResult(
                     task.name,
@@ -533,10 +532,6 @@ def check_inputs(task: Task, arguments: dict[str, Any]) -> None:
                 f"planning checks it.",
                 step=task.name,
             )
-
-
-#: How long a step waits for another run executing the same call before doing it itself.
-SINGLE_FLIGHT_WAIT_S = 6 * 3600.0
 
 
 def _run(

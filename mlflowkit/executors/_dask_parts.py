@@ -28,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from mlflowkit.cache import Cache
 from mlflowkit.executors.base import Derived, InMemory, Input, Task, TaskResult
 
 __all__ = [
@@ -94,7 +95,7 @@ def recover(task: Task, store: Any) -> TaskResult | None:
     """This run already finished ``task`` (the batch is being re-run): load its output."""
     if not (task.cache_entry and task.store_value):
         return None
-    entry = store.get_cache(task.key)
+    entry = Cache(store).lookup(task.key)
     if entry is None or entry.run_id != task.run_id or not entry.stored:
         return None
     t0 = time.perf_counter()

@@ -59,6 +59,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from mlflowkit.cache import Cache
 from mlflowkit.errors import ExecutorError
 from mlflowkit.executors._dask_parts import (
     BatchOutput,
@@ -608,7 +609,7 @@ class DaskExecutor(Executor):
         if store is None or not (task.cache_entry and task.store_value):
             return False
         try:
-            entry = store.get_cache(task.key)
+            entry = Cache(store).lookup(task.key)
         except Exception:
             return False
         return entry is not None and entry.run_id == task.run_id

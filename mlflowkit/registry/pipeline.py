@@ -194,9 +194,11 @@ def prepare(plan: TracedPlan, store: Any, keys: KeyMaker) -> None:
     """
     import time
 
+    from mlflowkit.cache import Cache
     from mlflowkit.hashing import hash_value
     from mlflowkit.records import CacheEntry
 
+    cache = Cache(store)
     for node_name, consumed in plan.consumes.items():
         version = consumed.version
         if not store.has(version.digest):
@@ -209,9 +211,9 @@ def prepare(plan: TracedPlan, store: Any, keys: KeyMaker) -> None:
             )
         node = plan.nodes[node_name]
         key = keys.key(node.step, {"digest": hash_value(version.digest)})
-        entry = store.get_cache(key)
+        entry = cache.lookup(key)
         if entry is None or entry.output_digest != version.digest:
-            store.put_cache(
+            cache.record(
                 CacheEntry(
                     key=key,
                     output_digest=version.digest,

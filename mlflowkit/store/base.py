@@ -14,6 +14,10 @@ Invariants every implementation keeps:
 * Cache entries map a step call's key to its output digest. ``get_cache`` returns ``None`` for a
   missing entry, and for an entry whose stored object is missing (so the step re-executes).
 * The files under the store URL are the source of truth; any local index can be rebuilt.
+* A *pack* is only a faster way to read many cache entries at once: every entry in it was true
+  when it was written, and its reader (``mlflowkit.cache.Cache``) still checks what it relies
+  on. A store without packs subclasses ``ArtifactStore`` and inherits the defaults below
+  (``read_pack`` finds nothing, ``write_pack`` keeps nothing): runs then read entry by entry.
 """
 
 from __future__ import annotations
@@ -68,6 +72,14 @@ class ArtifactStore(Protocol):
     def drop_cache(self, key: str) -> None:
         """Forget a cache entry (used when its object turned out corrupt)."""
         ...
+
+    def read_pack(self, name: str) -> dict[str, CacheEntry]:
+        """The cache entries of pack ``name`` by key; empty when missing or damaged."""
+        return {}
+
+    def write_pack(self, name: str, entries: Iterable[CacheEntry]) -> None:
+        """Replace pack ``name`` with ``entries``, atomically (the default keeps nothing)."""
+        return None
 
     def lock(self, key: str, timeout: float = ...) -> AbstractContextManager[bool]:
         """A bounded single-flight lock on a key; yields True when acquired.
