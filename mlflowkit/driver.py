@@ -265,9 +265,7 @@ def _run_plan(
     force: bool | list[str],
 ) -> Run:
     the_store = open_store(store)
-    create = getattr(the_store, "create", None)  # an optional store feature: a run lays it out
-    if create is not None:
-        create()
+    the_store.create()  # lay it out: errors about the place come before any work
     if isinstance(executor, Executor):
         ex = executor
         owned = False

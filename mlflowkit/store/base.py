@@ -44,6 +44,11 @@ class ArtifactStore(Protocol):
         """Whether a store is at ``url`` yet (one not created yet has no runs to read)."""
         ...
 
+    def create(self) -> None:
+        """Lay the store out unless it is there (idempotent): a run calls it before its first
+        write, so errors about the place (not writable, a shared index unreachable) come
+        before any work. A store with nothing to lay out inherits this default."""
+
     # objects -------------------------------------------------------------------------------
     def has(self, digest: str) -> bool:
         """Whether an object with this content digest is stored."""
