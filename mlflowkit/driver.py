@@ -327,6 +327,7 @@ def _run_plan(
     pack = read_pack(pack_name) if read_pack is not None and force_set is not True else {}
     ex.start(the_store)
     background_error: BaseException | None = None
+    stopped = True  # until the walk returns: an error of mlflowkit itself stops the run early
     try:
         _check_placement(plan, ex)
         _warn_unenforced_timeouts(plan, ex)
@@ -342,21 +343,20 @@ def _run_plan(
             pack=pack,
             on_first_task=lambda: the_store.put_run(record),  # a trace should the run crash
         )
-        if result.interrupted is not None:
-            ex.interrupt()  # drop what has not started; running steps are not waited for
-        elif owned:
-            # background writes must be done before the run is called finished; an executor
-            # instance passed in belongs to the caller, who waits for it (ex.wait/shutdown)
-            try:
-                ex.wait()
-            except Exception as exc:
-                background_error = exc
+        stopped = result.interrupted is not None
     finally:
         try:
-            ex.finish()  # the executor lets go of the values it kept for this run
+            # the executor lets go of what it kept for this run; stopped: it drops what has not
+            # started, and running steps are not waited for
+            ex.finish(interrupted=stopped)
         finally:
             if owned:
-                ex.shutdown()
+                # background writes are done before the run is called finished; an executor
+                # instance passed in belongs to the caller, who shuts it down
+                try:
+                    ex.shutdown()
+                except Exception as exc:
+                    background_error = exc
     if background_error is not None and result.failure is None:
         result.failure = TaskResult("<background write>", False, attempts=0, error=background_error)
     record.steps = [result.records[name] for name in result.order]
