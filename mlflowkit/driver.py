@@ -10,14 +10,16 @@ Invariants
 * A failed step makes ``run_plan`` raise ``RunFailed`` chained to the step's own exception, with
   its (remote) traceback text in the message.
 * A ``KeyboardInterrupt`` (Ctrl-C, or a step raising it, on any executor) stops the run at
-  once: the executor drops what has not started (``interrupt()``), steps still running are not
-  waited for, the record is written with status ``interrupted``, and the ``KeyboardInterrupt``
-  is raised again. ``SystemExit`` and ``GeneratorExit`` raised by a step are step failures.
+  once: the executor drops what has not started (``finish(interrupted=True)``), steps still
+  running are not waited for, the record is written with status ``interrupted``, and the
+  ``KeyboardInterrupt`` is raised again. ``SystemExit`` and ``GeneratorExit`` raised by a step
+  are step failures.
 * When the OpenLineage client is configured (checked once per run, nothing imported
   otherwise), the run emits its lineage events: START as it starts, the step calls' events and
   COMPLETE/FAIL once its record is final (``mlflowkit.integrations.openlineage``).
 * Every run ends with the executor's ``finish()`` (then ``shutdown()`` when the run made the
-  executor), so an executor kept between runs holds nothing it loaded for an earlier one.
+  executor; a background write it reports failing fails the run), so an executor kept between
+  runs holds nothing it loaded for an earlier one.
 """
 
 from __future__ import annotations
