@@ -96,9 +96,6 @@ _BATCH_WORK_S = 0.020  # work worth one Dask task when batching steps known to b
 _MAX_RESENDS = 3  # times a batch is sent again after Dask gave up on it (KilledWorker)
 
 
-# ---------------------------------------------------------------------------------------------
-# the client side
-# ---------------------------------------------------------------------------------------------
 class DaskExecutor(Executor):
     """Run steps on a Dask cluster; outputs stay on the workers.
 
