@@ -194,9 +194,13 @@ class Executor(abc.ABC):
         Release workers and connections, after waiting for work that goes on in the
         background (``gpu`` writes outputs in the background); an error raised here fails the
         run the driver shut it down for. May be called more than once. Default: nothing.
-    ``describe()`` (``repr``; logs and progress displays)
-        A one-line description, saying how the executor is set up and what it learned. The
-        default is ``name``.
+    ``describe()`` (``repr``)
+        A one-line description for people, saying how the executor is set up and what it
+        learned. The default is ``name``.
+
+    Not in the contract (earlier versions had them): ``wait`` and ``interrupt``, now
+    ``shutdown`` and ``finish(interrupted=True)``; ``fetch``, which nothing in a run calls
+    (``dask`` and ``gpu`` keep theirs, as their own API).
     """
 
     name: ClassVar[str] = "executor"
@@ -234,7 +238,7 @@ class Executor(abc.ABC):
         """Wait for background work, then release workers and connections; idempotent."""
 
     def describe(self) -> str:
-        """A one-line description for people (``repr``, logs, progress displays)."""
+        """A one-line description for people (``repr`` shows it)."""
         return self.name
 
     def __repr__(self) -> str:
