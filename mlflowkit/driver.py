@@ -10,14 +10,16 @@ Invariants
 * A failed step makes ``run_plan`` raise ``RunFailed`` chained to the step's own exception, with
   its (remote) traceback text in the message.
 * A ``KeyboardInterrupt`` (Ctrl-C, or a step raising it, on any executor) stops the run at
-  once: the executor drops what has not started (``interrupt()``), steps still running are not
-  waited for, the record is written with status ``interrupted``, and the ``KeyboardInterrupt``
-  is raised again. ``SystemExit`` and ``GeneratorExit`` raised by a step are step failures.
+  once: the executor drops what has not started (``finish(interrupted=True)``), steps still
+  running are not waited for, the record is written with status ``interrupted``, and the
+  ``KeyboardInterrupt`` is raised again. ``SystemExit`` and ``GeneratorExit`` raised by a step
+  are step failures.
 * When the OpenLineage client is configured (checked once per run, nothing imported
   otherwise), the run emits its lineage events: START as it starts, the step calls' events and
   COMPLETE/FAIL once its record is final (``mlflowkit.integrations.openlineage``).
 * Every run ends with the executor's ``finish()`` (then ``shutdown()`` when the run made the
-  executor), so an executor kept between runs holds nothing it loaded for an earlier one.
+  executor; a background write it reports failing fails the run), so an executor kept between
+  runs holds nothing it loaded for an earlier one.
 """
 
 from __future__ import annotations
@@ -326,6 +328,7 @@ def _run_plan(
     cache = Cache.open(the_store, pack_name if force_set is not True else None)
     ex.start(the_store)
     background_error: BaseException | None = None
+    stopped = True  # until the walk returns: an error of mlflowkit itself stops the run early
     try:
         _check_placement(plan, ex)
         _warn_unenforced_timeouts(plan, ex)
@@ -340,21 +343,20 @@ def _run_plan(
             keys=keys,
             on_first_task=lambda: the_store.put_run(record),  # a trace should the run crash
         )
-        if result.interrupted is not None:
-            ex.interrupt()  # drop what has not started; running steps are not waited for
-        elif owned:
-            # background writes must be done before the run is called finished; an executor
-            # instance passed in belongs to the caller, who waits for it (ex.wait/shutdown)
-            try:
-                ex.wait()
-            except Exception as exc:
-                background_error = exc
+        stopped = result.interrupted is not None
     finally:
         try:
-            ex.finish()  # the executor lets go of the values it kept for this run
+            # the executor lets go of what it kept for this run; stopped: it drops what has not
+            # started, and running steps are not waited for
+            ex.finish(interrupted=stopped)
         finally:
             if owned:
-                ex.shutdown()
+                # background writes are done before the run is called finished; an executor
+                # instance passed in belongs to the caller, who shuts it down
+                try:
+                    ex.shutdown()
+                except Exception as exc:
+                    background_error = exc
     if background_error is not None and result.failure is None:
         result.failure = TaskResult("<background write>", False, attempts=0, error=background_error)
     record.steps = [result.records[name] for name in result.order]

@@ -311,21 +311,24 @@ def test_readme_runs_python_modules_with_the_virtualenvs_python() -> None:
     assert ".venv/bin/python -m benchmarks --quick" in readme
 
 
-def test_plugin_guide_example_works() -> None:
+@pytest.mark.parametrize("class_name", ["PoolExecutor", "InlineExecutor"])
+def test_plugin_guide_example_works(class_name: str) -> None:
     page = (DOCS / "guides" / "plugins.md").read_text(encoding="utf-8")
-    code = re.findall(r"```python\n(.*?)```", page, flags=re.DOTALL)[0]
+    blocks = re.findall(r"```python\n(.*?)```", page, flags=re.DOTALL)
+    code = next(block for block in blocks if f"class {class_name}(" in block)
     module = types.ModuleType("docs_plugin_example")
     sys.modules[module.__name__] = module
     try:
         exec(compile(code, "docs/guides/plugins.md", "exec"), module.__dict__)
-        executor_class = module.PoolExecutor
+        executor_class = getattr(module, class_name)
         assert issubclass(executor_class, mk.Executor)
 
         from mlflowkit.testing.dags import diamond
 
         plan = diamond.plan(n=5)
         expected = plan.run(store="memory://docs-plugin-local", progress=False)
-        with executor_class(max_workers=2) as executor:
+        options = {"max_workers": 2} if class_name == "PoolExecutor" else {}
+        with executor_class(**options) as executor:
             got = plan.run(executor=executor, store="memory://docs-plugin", progress=False)
         assert got.output == expected.output
         assert [s.output_digest for s in got.steps] == [s.output_digest for s in expected.steps]

@@ -35,8 +35,8 @@ ENTRY_POINT_GROUP = "mlflowkit.executors"
 #: name -> (dotted path "module:attr", modules that must be importable, pip extra)
 _BUILTINS: dict[str, tuple[str, tuple[str, ...], str | None]] = {
     "local": ("mlflowkit.executors.local:LocalExecutor", (), None),
-    "threads": ("mlflowkit.executors.pool:ThreadExecutor", (), None),
-    "processes": ("mlflowkit.executors.pool:ProcessExecutor", (), None),
+    "threads": ("mlflowkit.executors.threads:ThreadExecutor", (), None),
+    "processes": ("mlflowkit.executors.processes:ProcessExecutor", (), None),
     "dask": ("mlflowkit.executors.dask:DaskExecutor", ("dask", "distributed"), "dask"),
     "gpu": ("mlflowkit.executors.gpu:GpuExecutor", ("cupy",), "gpu"),
 }

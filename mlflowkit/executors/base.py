@@ -5,6 +5,14 @@ Layer 3: contracts only. The scheduler hands an executor one ready ``Task`` at a
 thread, a pool, a Dask worker, a GPU) and reports exactly one ``TaskResult`` through the
 ``on_done`` callback, from any thread. The scheduler never blocks inside ``submit``.
 
+Invariants
+----------
+* Only ``submit`` is required; every other method of ``Executor`` has a default that is right
+  for an executor that runs each task and reports it (see ``Executor`` for who calls what).
+* A run calls ``start`` once before its first task and ``finish`` once after its last report
+  (also when it failed or was interrupted); nothing else is called outside that window except
+  ``shutdown`` and ``describe``.
+
 Value handles
 -------------
 A task's arguments are templates whose upstream values are ``Input`` objects. Each carries the
@@ -137,88 +145,104 @@ class TaskResult:
 
 
 class TaskHandle:
-    """A handle on a submitted task; ``cancel()`` asks the executor to stop it if it can."""
+    """Accepted from ``submit`` for executors written against the earlier contract; unused.
+
+    ``submit`` returns None. The scheduler never cancelled a submitted task (a run that stops
+    early calls ``finish(interrupted=True)`` instead), so a handle returned is ignored.
+    """
 
     def cancel(self) -> bool:
+        """Never called by mlflowkit; kept so that existing subclasses still import."""
         return False
 
 
-DONE = TaskHandle()
-
-
 class Executor(abc.ABC):
-    """Base class of executors (built-in and plugins).
+    """Base class of executors (built-in and plugins): where ready step calls run.
 
-    Subclasses set ``name`` and ``capabilities`` and implement ``submit``; ``start`` and
-    ``shutdown`` default to no-ops. An executor is used by one run at a time:
-    ``start(store)`` → many ``submit`` → ``finish()``, then the next run or ``shutdown()``.
+    A minimal executor sets ``name`` and implements ``submit``. A run calls, in order:
+    ``start(store)``; for each ready task ``run_here`` and, when that returns None, ``submit``;
+    ``flush()`` whenever the scheduler is about to wait for a result; ``finish(interrupted=…)``
+    once when the run is over. A run given an executor by name built it and calls
+    ``shutdown()`` after ``finish``; an instance passed in serves further runs until its owner
+    shuts it down (``with mk.executors.get(...) as ex:`` does).
+
+    The methods, who calls them, and why each exists:
+
+    ``submit(task, on_done)`` (required; the scheduler)
+        Run the task wherever this executor runs things and report its ``TaskResult`` through
+        ``on_done`` exactly once, from any thread. Must not block. Returns None.
+    ``start(store)`` (the driver, before the run's first task)
+        The store the run's tasks read from and write to. The default keeps it in
+        ``self.store``, which is all an executor that calls ``stepcall.execute`` needs;
+        executors that set up workers, connections or per-run caches override it.
+    ``run_here(task)`` (the scheduler, before ``submit``)
+        Run the task now, in the calling thread, and return its result; or None to have it
+        submitted. ``local`` runs everything here and ``threads`` the calls it found to take
+        microseconds: this spares them the round trip through ``on_done`` and the scheduler's
+        queue, which costs more than such a call. The default returns None.
+    ``flush()`` (the scheduler, when no task is ready and it is about to wait for a result)
+        Send what ``submit`` buffered: ``dask`` batches many small tasks into one Dask task
+        and can only do so if it knows when a burst of submissions has ended. Default: nothing.
+    ``finish(interrupted=False)`` (the driver, once after every run, also a failed one)
+        The run is over: let go of what only it needed (e.g. the inputs ``local`` and
+        ``threads`` loaded for its steps). With ``interrupted=True`` (Ctrl-C, or the run
+        stopped on an error of mlflowkit itself) also drop the tasks that have not started,
+        without reporting them: nobody listens any more, and running steps are not waited
+        for. ``threads`` empties its queue, ``processes`` kills the workers running a step,
+        ``dask`` cancels the run's Dask tasks. Default: nothing.
+    ``shutdown()`` (the driver for an executor it built, ``with`` blocks, the owner)
+        Release workers and connections, after waiting for work that goes on in the
+        background (``gpu`` writes outputs in the background); an error raised here fails the
+        run the driver shut it down for. May be called more than once. Default: nothing.
+    ``describe()`` (``repr``)
+        A one-line description for people, saying how the executor is set up and what it
+        learned. The default is ``name``.
+
+    Not in the contract (earlier versions had them): ``wait`` and ``interrupt``, now
+    ``shutdown`` and ``finish(interrupted=True)``; ``fetch``, which nothing in a run calls
+    (``dask`` and ``gpu`` keep theirs, as their own API).
     """
 
     name: ClassVar[str] = "executor"
     capabilities: Capabilities = Capabilities()
+    #: the store of the current run (set by the default ``start``)
+    store: ArtifactStore | None = None
 
-    def start(self, store: ArtifactStore) -> None:  # noqa: B027 - optional hook
-        """Prepare to run tasks that read from and write to ``store``."""
+    def start(self, store: ArtifactStore) -> None:
+        """Prepare to run tasks that read from and write to ``store`` (kept in ``self.store``)."""
+        self.store = store
 
     @abc.abstractmethod
-    def submit(self, task: Task, on_done: Callable[[TaskResult], None]) -> TaskHandle:
-        """Run ``task`` and call ``on_done`` with its ``TaskResult`` exactly once."""
+    def submit(self, task: Task, on_done: Callable[[TaskResult], None]) -> TaskHandle | None:
+        """Run ``task`` and call ``on_done`` with its ``TaskResult`` exactly once; return None."""
 
     def run_here(self, task: Task) -> TaskResult | None:
         """Run ``task`` now, in the calling thread, and return its result; or return None.
 
-        Optional. An executor that would run this task in the caller's thread anyway (``local``
-        always, ``threads`` for steps it found trivial) runs it here, sparing the scheduler the
-        round trip through ``submit`` and ``on_done``. None means: submit it. It may raise
-        what ``submit`` would (e.g. a step asking for a GPU this executor does not have).
+        None means: submit it. It may raise what ``submit`` would (e.g. a step asking for a
+        GPU this executor does not have).
         """
         return None
 
     def flush(self) -> None:  # noqa: B027 - optional hook
-        """The scheduler has no more ready tasks for now: send any batched submissions.
+        """The scheduler has no more ready tasks for now: send any buffered submissions."""
 
-        Executors that batch or fuse small tasks (e.g. ``dask``) buffer in ``submit`` and send
-        here; the scheduler calls it before it waits for the next completion.
-        """
+    def finish(self, *, interrupted: bool = False) -> None:  # noqa: B027 - optional hook
+        """The run that ``start`` began is over: drop what only it needed.
 
-    def wait(self) -> None:  # noqa: B027 - optional hook
-        """Block until work still running in the background (e.g. store writes) is done.
-
-        The driver calls it before it records a run as finished; an error raised here (a
-        failed background write) fails the run.
-        """
-
-    def interrupt(self) -> None:  # noqa: B027 - optional hook
-        """The run was interrupted (Ctrl-C): drop the tasks that have not started, now.
-
-        Called instead of ``wait()``, before ``finish()``; the scheduler no longer listens for
-        results, so nothing needs reporting. Steps already running need not be waited for
-        (``threads`` cannot stop its threads and leaves them to end on their own;
-        ``processes`` kills the workers running them; ``dask`` cancels its Dask tasks).
-        """
-
-    def finish(self) -> None:  # noqa: B027 - optional hook
-        """The run that ``start`` began is over: let go of what only that run needed.
-
-        E.g. the inputs it loaded for the run's steps (``local`` and ``threads`` drop their
-        resolver). The executor stays ready for the next ``start``. The driver calls it after
-        every run, before ``shutdown`` when it owns the executor; tasks may still be in flight
-        only when the run was interrupted. (``dask`` keeps the run's values on the workers
-        until its next run, so that ``fetch`` can still bring one back.)
+        ``interrupted``: the run stopped early; drop the tasks that have not started (without
+        reporting them) and do not wait for the running ones, here or in ``shutdown``.
         """
 
     def shutdown(self) -> None:  # noqa: B027 - optional hook
-        """Release workers and connections; called once after the run."""
-
-    def fetch(self, handle: Any) -> Any:
-        """Bring a value this executor produced into the driver process."""
-        if isinstance(handle, InMemory):
-            return handle.value
-        raise TypeError(f"{type(self).__name__} cannot fetch {handle!r}")
+        """Wait for background work, then release workers and connections; idempotent."""
 
     def describe(self) -> str:
-        """A one-line description for records and progress displays."""
+        """A one-line description for people (``repr`` shows it)."""
         return self.name
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__}: {self.describe()}>"
 
     def __enter__(self) -> Executor:
         return self

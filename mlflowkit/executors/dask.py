@@ -1,7 +1,8 @@
 """The ``dask`` executor: steps run on a Dask cluster and their outputs stay on the workers.
 
-The only module of mlflowkit that imports ``dask`` and ``distributed`` (inside functions; the
-parts that need neither live in ``_dask_parts``).
+With ``_dask_worker`` (the functions shipped to the workers), the only module of mlflowkit
+that imports ``dask`` and ``distributed`` (inside functions; the parts that need neither live in
+``_dask_parts``).
 
 How a run flows
 ---------------
@@ -17,7 +18,7 @@ downstream task names its inputs as ``DaskRef(batch id, index)`` handles; they a
 Invariants
 ----------
 * Output values never pass through the client process; only summaries do (and ``fetch``, when
-  the driver explicitly asks for a value).
+  its caller explicitly asks for a value).
 * Each submitted task is reported through ``on_done`` exactly once: by its batch's summary, by
   a batch failure, by a timeout, or by ``shutdown``.
 * Tasks with a ``timeout`` or ``resources`` hint run alone in their batch (so cancelling or
@@ -62,25 +63,23 @@ from typing import TYPE_CHECKING, Any
 from mlflowkit.cache import Cache
 from mlflowkit.errors import ExecutorError
 from mlflowkit.executors._dask_parts import (
-    BatchOutput,
     DaskRef,
     Dep,
     Sent,
-    recover,
     refs,
     safe_name,
     unguarded_main,
-    worker_store,
 )
-from mlflowkit.executors._remote import portable_error, store_is_shareable, timeout_error
+from mlflowkit.executors._dask_worker import STARTED_TOPIC, batch_item, batch_summaries, run_batch
+from mlflowkit.executors._remote import store_is_shareable, timeout_error
 from mlflowkit.executors.base import (
     Capabilities,
     Derived,
     Executor,
+    InMemory,
     Input,
     Stored,
     Task,
-    TaskHandle,
     TaskResult,
 )
 
@@ -93,97 +92,9 @@ Future = Any
 
 __all__ = ["DaskExecutor", "DaskRef"]
 
-_STARTED_TOPIC = "mlflowkit-started"
 _SLOW_TASK_S = 0.010  # steps at least this slow are not batched
 _BATCH_WORK_S = 0.020  # work worth one Dask task when batching steps known to be fast
 _MAX_RESENDS = 3  # times a batch is sent again after Dask gave up on it (KilledWorker)
-
-
-# ---------------------------------------------------------------------------------------------
-# the worker side (functions shipped by reference; they run in Dask worker threads)
-# ---------------------------------------------------------------------------------------------
-def run_batch(key: str, payload: bytes, store_blob: bytes, *deps: Any) -> BatchOutput:
-    """Run a batch of independent tasks here, on a Dask worker; see the module docstring.
-
-    It first tells the client, synchronously (through the scheduler), that the batch started:
-    a timeout counts from then, and a batch that never started is not blamed for a worker's
-    death.
-    """
-    import cloudpickle
-    import distributed
-
-    from mlflowkit.stepcall import call_step, execute, local_resolver, resolve_template
-
-    lib: Any = distributed  # only partly annotated
-    lib.get_client().log_event(_STARTED_TOPIC, {"key": key})
-    _register_sizeof()
-    tasks: list[Task] = cloudpickle.loads(payload)
-    store = worker_store(store_blob)
-    base = local_resolver(store)
-
-    def resolve(handle: Any) -> Any:
-        if isinstance(handle, Dep):
-            return deps[handle.position].values[handle.index]
-        if isinstance(handle, Derived):
-            return call_step(handle.step, resolve_template(handle.args, resolve))
-        return base(handle)
-
-    values: list[Any] = []
-    summaries: list[TaskResult] = []
-    for task in tasks:
-        try:
-            result = recover(task, store) or execute(task, store, resolve, keep_value=True)
-        except BaseException as exc:  # SystemExit raised by the step, or a store failure
-            result = TaskResult(
-                task.name, False, attempts=1, error=exc, traceback=traceback.format_exc()
-            )
-        values.append(result.value.value if result.ok and result.value is not None else None)
-        result.value = None
-        result.error = portable_error(result.error)
-        summaries.append(result)
-    return BatchOutput(values, summaries)
-
-
-_SIZEOF_REGISTERED = False
-
-
-def _register_sizeof() -> None:
-    """Tell Dask how big a batch's values are (it places consumers near big data)."""
-    global _SIZEOF_REGISTERED
-    if _SIZEOF_REGISTERED:
-        return
-    import dask.sizeof
-
-    sizeof: Any = dask.sizeof.sizeof  # only partly annotated
-
-    def _batch_size(batch: BatchOutput) -> int:
-        return 64 + sum(int(sizeof(v)) for v in batch.values)
-
-    sizeof.register(BatchOutput)(_batch_size)
-
-    _SIZEOF_REGISTERED = True
-
-
-def batch_summaries(batch: BatchOutput) -> list[TaskResult]:
-    """The small part of a batch's result: what the client needs to know."""
-    return batch.summaries
-
-
-def batch_item(batch: BatchOutput, index: int) -> Any:
-    """One output value of a batch (for ``fetch``)."""
-    return batch.values[index]
-
-
-# ---------------------------------------------------------------------------------------------
-# the client side
-# ---------------------------------------------------------------------------------------------
-class _Handle(TaskHandle):
-    def __init__(self, executor: DaskExecutor, task: Task) -> None:
-        self._executor = executor
-        self._task = task
-
-    def cancel(self) -> bool:
-        return self._executor._cancel_pending(self._task)
 
 
 class DaskExecutor(Executor):
@@ -288,7 +199,7 @@ class DaskExecutor(Executor):
         self._client = client
         self._closed = False
         try:
-            client.subscribe_topic(_STARTED_TOPIC, self._on_started)
+            client.subscribe_topic(STARTED_TOPIC, self._on_started)
             self._read_workers()
         except BaseException:
             self.shutdown()  # never leave a half-open connection or cluster behind
@@ -365,11 +276,10 @@ class DaskExecutor(Executor):
             self._read_workers()
 
     # --- submitting ---------------------------------------------------------------------------
-    def submit(self, task: Task, on_done: Callable[[TaskResult], None]) -> TaskHandle:
+    def submit(self, task: Task, on_done: Callable[[TaskResult], None]) -> None:
         self._check_resources(task)
         with self._lock:
             self._pending.append((task, on_done))
-        return _Handle(self, task)
 
     def _check_resources(self, task: Task) -> None:
         wanted = dict(task.step.hints.resources)
@@ -388,14 +298,6 @@ class DaskExecutor(Executor):
                 executor=self.name,
                 step=task.name,
             )
-
-    def _cancel_pending(self, task: Task) -> bool:
-        with self._lock:
-            for i, (t, _) in enumerate(self._pending):
-                if t is task:
-                    del self._pending[i]
-                    return True
-        return False
 
     def flush(self) -> None:
         with self._lock:
@@ -745,9 +647,13 @@ class DaskExecutor(Executor):
         )
         self._report_failure(sent, error, None)
 
-    def interrupt(self) -> None:
-        """Drop the buffered tasks and cancel the run's Dask tasks; a function already running
-        on a worker ends on its own (Dask cannot stop it), and its result is dropped."""
+    def finish(self, *, interrupted: bool = False) -> None:
+        """The run's values stay on the workers until the next ``start`` (``fetch`` can still
+        bring one back). When interrupted: drop the buffered tasks and cancel the run's Dask
+        tasks; a function already running on a worker ends on its own (Dask cannot stop it),
+        and its result is dropped."""
+        if not interrupted:
+            return
         with self._lock:
             self._pending = []
             batches = [sent for sent in self._batches.values() if not sent.reported]
@@ -774,7 +680,9 @@ class DaskExecutor(Executor):
 
             store = cloudpickle.loads(self._store_blob) if self._store_blob else None
             return local_resolver(store)(handle)
-        return super().fetch(handle)
+        if isinstance(handle, InMemory):
+            return handle.value
+        raise TypeError(f"{type(self).__name__} cannot fetch {handle!r}")
 
     def describe(self) -> str:
         if self.address is not None:
@@ -798,7 +706,7 @@ class DaskExecutor(Executor):
         cluster, self._cluster = self._cluster, None
         if client is not None:
             try:
-                client.unsubscribe_topic(_STARTED_TOPIC)
+                client.unsubscribe_topic(STARTED_TOPIC)
             finally:
                 client.close()
         if cluster is not None:

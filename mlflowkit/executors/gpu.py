@@ -78,7 +78,7 @@ import os
 import threading
 import traceback
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -94,7 +94,6 @@ from mlflowkit.executors.base import (
     Input,
     Stored,
     Task,
-    TaskHandle,
     TaskResult,
 )
 from mlflowkit.placeholders import leaves
@@ -299,14 +298,6 @@ class _Failure:
     traceback: str
 
 
-class _FutureHandle(TaskHandle):
-    def __init__(self, future: Future[Any]) -> None:
-        self._future = future
-
-    def cancel(self) -> bool:
-        return self._future.cancel()
-
-
 def _is_derived(task: Task) -> bool:
     return any(task.step is op for op in _OPS.values())
 
@@ -423,7 +414,7 @@ class GpuExecutor(Executor):
         self._store = store
         self._ensure_pools()
 
-    def submit(self, task: Task, on_done: Callable[[TaskResult], None]) -> TaskHandle:
+    def submit(self, task: Task, on_done: Callable[[TaskResult], None]) -> None:
         """Queue ``task`` on a device worker (GPU steps) or on the CPU threads.
 
         Raises
@@ -454,8 +445,7 @@ class GpuExecutor(Executor):
                 raise
             future.add_done_callback(lambda _: self._unqueue(device))
         else:
-            future = cpu.submit(self._run_cpu, task, on_done)
-        return _FutureHandle(future)
+            cpu.submit(self._run_cpu, task, on_done)
 
     def fetch(self, handle: Any) -> Any:
         """The value behind ``handle`` (device values stay device values)."""

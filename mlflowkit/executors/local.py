@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from mlflowkit.executors.base import DONE, Capabilities, Executor, Task, TaskHandle, TaskResult
+from mlflowkit.executors.base import Capabilities, Executor, Task, TaskResult
+from mlflowkit.executors.limits import refuse_gpu
 from mlflowkit.stepcall import execute, local_resolver
 
 if TYPE_CHECKING:
@@ -32,29 +33,13 @@ class LocalExecutor(Executor):
         self._store = store
         self._resolve = local_resolver(store)
 
-    def finish(self) -> None:
+    def finish(self, *, interrupted: bool = False) -> None:
         self._resolve = None  # the values it loaded for the run
 
     def run_here(self, task: Task) -> TaskResult:
         if task.step.hints.gpus:
-            _refuse_gpu(task, self.name)
+            refuse_gpu(task, self.name)
         return execute(task, self._store, self._resolve)
 
-    def submit(self, task: Task, on_done: Callable[[TaskResult], None]) -> TaskHandle:
+    def submit(self, task: Task, on_done: Callable[[TaskResult], None]) -> None:
         on_done(self.run_here(task))
-        return DONE
-
-
-def _refuse_gpu(task: Task, executor: str) -> None:
-    """A step that asks for a GPU never silently runs on the CPU."""
-    if task.step.hints.gpus > 0:
-        from mlflowkit.errors import ExecutorError
-
-        raise ExecutorError(
-            f"Step {task.name!r} asks for resources={dict(task.step.hints.resources)}, but the "
-            f"{executor!r} executor has no GPU. Run it with executor='gpu' (pip install "
-            f"'mlflowkit[gpu]' on a machine with a CUDA GPU) or a Dask cluster whose workers "
-            f"have a GPU resource; or drop the resources hint.",
-            executor=executor,
-            step=task.name,
-        )

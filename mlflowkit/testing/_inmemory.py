@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from mlflowkit.errors import ExecutorError
-from mlflowkit.executors.base import DONE, Capabilities, Executor, Task, TaskHandle, TaskResult
+from mlflowkit.executors.base import Capabilities, Executor, Task, TaskResult
 from mlflowkit.step import Step
 from mlflowkit.stepcall import execute, local_resolver
 
@@ -103,7 +103,7 @@ class InMemoryExecutor(Executor):
         self._store = store
         self._resolve = local_resolver(store)
 
-    def submit(self, task: Task, on_done: Callable[[TaskResult], None]) -> TaskHandle:
+    def submit(self, task: Task, on_done: Callable[[TaskResult], None]) -> None:
         with self._lock:
             self.submitted.append(task.name)
         if task.step.hints.gpus > self.capabilities.gpus:
@@ -121,7 +121,6 @@ class InMemoryExecutor(Executor):
         with self._lock:
             self.results.append(result)
         on_done(result)
-        return DONE
 
     def flush(self) -> None:
         self.flushes += 1

@@ -24,6 +24,11 @@ Invariants the suite checks
 * A step asking for more GPUs than ``capabilities.gpus`` is refused before anything runs.
 * ``timeout`` hints are enforced when ``capabilities.can_timeout`` says so.
 * ``shutdown()`` may be called more than once, also without a run.
+* A run that stopped early (``finish(interrupted=True)``) leaves the executor ready for the
+  next run; ``describe()`` is one line of text.
+
+Only ``submit`` is required of an executor: the suite passes for one that implements nothing
+else (``tests/executors/test_contract.py`` checks that).
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ from typing import Any
 import pytest
 
 import mlflowkit as mk
-from mlflowkit.executors.base import Executor, Task, TaskHandle, TaskResult
+from mlflowkit.executors.base import Executor, Task, TaskResult
 from mlflowkit.testing import dags
 
 __all__ = ["ExecutorContract"]
@@ -60,7 +65,7 @@ class _Spy(Executor):
         self.inner.start(store)
         self.capabilities = self.inner.capabilities
 
-    def submit(self, task: Task, on_done: Callable[[TaskResult], None]) -> TaskHandle:
+    def submit(self, task: Task, on_done: Callable[[TaskResult], None]) -> None:
         with self._lock:
             self.submitted.append(task.name)
 
@@ -69,22 +74,19 @@ class _Spy(Executor):
                 self.reported[result.name] += 1
             on_done(result)
 
-        return self.inner.submit(task, done)
+        self.inner.submit(task, done)
 
     def flush(self) -> None:
         self.inner.flush()
 
-    def wait(self) -> None:
-        self.inner.wait()
-
-    def finish(self) -> None:
-        self.inner.finish()
-
-    def fetch(self, handle: Any) -> Any:
-        return self.inner.fetch(handle)
+    def finish(self, *, interrupted: bool = False) -> None:
+        self.inner.finish(interrupted=interrupted)
 
     def shutdown(self) -> None:
         self.inner.shutdown()
+
+    def describe(self) -> str:
+        return self.inner.describe()
 
 
 def _digests(run: mk.Run) -> dict[str, str | None]:
@@ -263,3 +265,17 @@ class ExecutorContract:
         assert isinstance(info.value.__cause__, TimeoutError)
         assert "sleep_for" in str(info.value.__cause__)
         assert "0.5" in str(info.value.__cause__)
+
+    def test_serves_a_run_after_one_that_stopped_early(
+        self, executor: Executor, store_url: str
+    ) -> None:
+        executor.start(mk.Store(store_url))
+        executor.finish(interrupted=True)  # e.g. Ctrl-C before anything was submitted
+        assert self.run(dags.fan.plan(n=3), executor, store_url).output == 6
+
+    def test_describe_is_one_line(self, executor: Executor) -> None:
+        text = executor.describe()
+        assert isinstance(text, str)
+        assert text
+        assert "\n" not in text
+        assert text in repr(executor)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from mlflowkit.executors.base import Executor, Task, TaskHandle, TaskResult
+from mlflowkit.executors.base import Executor, Task, TaskResult
 
 
 class Recorder(Executor):
@@ -22,18 +22,15 @@ class Recorder(Executor):
         self.inner.start(store)
         self.capabilities = self.inner.capabilities
 
-    def submit(self, task: Task, on_done: Callable[[TaskResult], None]) -> TaskHandle:
+    def submit(self, task: Task, on_done: Callable[[TaskResult], None]) -> None:
         def done(result: TaskResult) -> None:
             self.results[result.name] = result
             on_done(result)
 
-        return self.inner.submit(task, done)
+        self.inner.submit(task, done)
 
     def flush(self) -> None:
         self.inner.flush()
 
-    def wait(self) -> None:
-        self.inner.wait()
-
-    def finish(self) -> None:
-        self.inner.finish()
+    def finish(self, *, interrupted: bool = False) -> None:
+        self.inner.finish(interrupted=interrupted)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 import mlflowkit as mk
-from mlflowkit.executors.base import Executor
+from mlflowkit.executors.base import Executor, Task, TaskResult
+from mlflowkit.stepcall import execute, local_resolver
 from mlflowkit.testing import ExecutorContract, InMemoryExecutor
 
 
@@ -37,3 +40,17 @@ class TestDask(ExecutorContract):
 
     def make_executor(self) -> Executor:
         return mk.executors.get("dask", address=self.address)
+
+
+class MinimalExecutor(Executor):
+    """The least a plugin implements: ``submit`` (the default ``start`` keeps the store)."""
+
+    name = "minimal"
+
+    def submit(self, task: Task, on_done: Callable[[TaskResult], None]) -> None:
+        on_done(execute(task, self.store, local_resolver(self.store)))
+
+
+class TestMinimal(ExecutorContract):
+    def make_executor(self) -> Executor:
+        return MinimalExecutor()

@@ -20,7 +20,7 @@ import pytest
 
 import mlflowkit as mk
 from mlflowkit.executors.base import Executor
-from mlflowkit.executors.pool import ThreadExecutor
+from mlflowkit.executors.threads import ThreadExecutor
 
 EXECUTORS = ["local", "threads", "processes"]
 

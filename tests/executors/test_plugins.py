@@ -165,7 +165,8 @@ def test_run_with_an_unknown_executor_fails_before_running(store: mk.Store) -> N
 
 def test_importing_mlflowkit_and_its_executors_stays_light() -> None:
     code = (
-        "import sys, json, mlflowkit, mlflowkit.executors.pool, mlflowkit.testing\n"
+        "import sys, json, mlflowkit, mlflowkit.testing\n"
+        "import mlflowkit.executors.threads, mlflowkit.executors.processes\n"
         "import mlflowkit.executors as ex; ex.available()\n"
         "print(json.dumps([m for m in ('dask', 'distributed') if m in sys.modules]))\n"
     )

@@ -15,7 +15,7 @@ import pytest
 
 import mlflowkit as mk
 from mlflowkit.executors.base import InMemory, Stored
-from mlflowkit.executors.pool import ProcessExecutor
+from mlflowkit.executors.processes import ProcessExecutor
 from mlflowkit.testing import dags
 from tests.executors.recorder import Recorder
 from tests.resources import dag_executors as dx

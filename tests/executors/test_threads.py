@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 import mlflowkit as mk
-from mlflowkit.executors import pool as pool_module
-from mlflowkit.executors.pool import ThreadExecutor
+from mlflowkit.executors import threads as threads_module
+from mlflowkit.executors.threads import ThreadExecutor
 
 _SLOW = {"on": False}
 
@@ -52,14 +52,6 @@ def fan_turns_slow(n: int) -> list[int]:
     return turns_slow.map(i=list(range(n)))
 
 
-@pytest.fixture(autouse=True)
-def _nothing_learned_yet() -> Iterator[None]:
-    """Each test starts from a process where no threads executor learned anything."""
-    pool_module._VERDICTS.clear()
-    yield
-    pool_module._VERDICTS.clear()
-
-
 @pytest.fixture
 def threads() -> Iterator[ThreadExecutor]:
     ex = ThreadExecutor(max_workers=2)
@@ -83,7 +75,7 @@ def test_a_trivial_step_runs_on_the_pool_first_then_in_the_calling_thread(
     threads: ThreadExecutor, store: Any
 ) -> None:
     me = threading.get_ident()
-    first = fan_where.plan(n=pool_module.INLINE_AFTER).run(
+    first = fan_where.plan(n=threads_module.INLINE_AFTER).run(
         executor=threads, store=store, progress=False
     )
     assert me not in set(first.output)  # nothing was known about the step yet
@@ -122,31 +114,77 @@ def _learn_inline(pipeline: Any, store: Any) -> None:
         ex.shutdown()
 
 
-def test_a_new_executor_starts_from_what_another_one_learned(store: Any) -> None:
+def _first_run_inline(ex: ThreadExecutor | str, store: Any) -> bool:
+    """Whether a first run of ``INLINE_AFTER`` calls of ``where`` ran any of them here."""
     me = threading.get_ident()
-    _learn_inline(fan_where, store)
-    # a run given the executor by name makes a new one: every call runs here from the start
-    idents = fan_where.plan(n=40).run(executor="threads", store=store, progress=False).output
-    assert set(idents) == {me}
+    run = fan_where.plan(n=threads_module.INLINE_AFTER).run(
+        executor=ex, store=store, progress=False
+    )
+    return me in set(run.output)
 
 
-def test_a_step_sent_back_to_the_pool_stays_there_for_new_executors(store: Any) -> None:
+def test_two_fresh_executors_behave_the_same_whatever_ran_before(store: Any) -> None:
+    """What one executor learned is its own: a fresh one starts from nothing, every time."""
+    before = ThreadExecutor(max_workers=2)
+    try:
+        assert before.inlined == frozenset()
+        assert not _first_run_inline(before, store)
+    finally:
+        before.shutdown()
+    _learn_inline(fan_where, store)  # another executor in this process finds `where` trivial
+    after = ThreadExecutor(max_workers=2)
+    try:
+        assert after.inlined == frozenset()
+        assert "0 steps run inline" in after.describe()
+        assert not _first_run_inline(after, store)  # as for the executor built before
+    finally:
+        after.shutdown()
+    assert not _first_run_inline("threads", store)  # by name: a fresh executor too
+
+
+def test_what_an_executor_learned_is_visible_and_resettable(
+    threads: ThreadExecutor, store: Any
+) -> None:
+    _runs_until_inline(fan_where, threads, store)
+    assert threads.inlined == {where.qualified_name}
+    assert "1 step run inline" in threads.describe()
+    assert "1 step run inline" in repr(threads)
+    threads.reset_inlining()
+    assert threads.inlined == frozenset()
+    assert not _first_run_inline(threads, store)  # learned again from the pool, from nothing
+    _runs_until_inline(fan_where, threads, store)
+
+
+def test_inlining_can_be_switched_off(store: Any) -> None:
+    me = threading.get_ident()
+    ex = mk.executors.get("threads", max_workers=2, inline=False)
+    assert isinstance(ex, ThreadExecutor)
+    try:
+        for _ in range(3):
+            idents = fan_where.plan(n=40).run(executor=ex, store=store, progress=False).output
+            assert me not in set(idents)
+        assert ex.inlined == frozenset()
+        assert "inlining off" in ex.describe()
+    finally:
+        ex.shutdown()
+
+
+def test_a_step_sent_back_to_the_pool_stays_there_until_reset(
+    threads: ThreadExecutor, store: Any
+) -> None:
     me = threading.get_ident()
     _SLOW["on"] = False
     try:
-        _learn_inline(fan_turns_slow, store)
+        _runs_until_inline(fan_turns_slow, threads, store)
         _SLOW["on"] = True
-        ex = ThreadExecutor(max_workers=2)
-        try:
-            demoted = fan_turns_slow.plan(n=10).run(executor=ex, store=store, progress=False)
-        finally:
-            ex.shutdown()
-        assert demoted.output[:2] == [me, me]  # it started inline: another executor learned it
-        assert me not in set(demoted.output[2:])
-        _SLOW["on"] = False  # fast again, but back on the pool for good, in new executors too
+        fan_turns_slow.plan(n=10).run(executor=threads, store=store, progress=False)
+        _SLOW["on"] = False  # fast again, but back on the pool for good in this executor
         for _ in range(3):
-            again = fan_turns_slow.plan(n=40).run(executor="threads", store=store, progress=False)
+            again = fan_turns_slow.plan(n=40).run(executor=threads, store=store, progress=False)
             assert me not in set(again.output)
+        assert threads.inlined == frozenset()
+        threads.reset_inlining()  # until it is told to learn again
+        _runs_until_inline(fan_turns_slow, threads, store)
     finally:
         _SLOW["on"] = False
 
@@ -169,7 +207,7 @@ def test_a_redefined_step_is_learned_afresh(store: Any) -> None:
     me = threading.get_ident()
     _learn_inline(_fan_of_a_new_step(), store)
     redefined = _fan_of_a_new_step()  # e.g. a notebook cell run again: it may be slow now
-    first = redefined.plan(n=pool_module.INLINE_AFTER).run(
+    first = redefined.plan(n=threads_module.INLINE_AFTER).run(
         executor="threads", store=store, progress=False
     )
     assert me not in set(first.output)

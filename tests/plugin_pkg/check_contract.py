@@ -1,4 +1,4 @@
-"""The executor contract suite, run against the installed ``echo-plugin`` (in a subprocess).
+"""The executor contract suite, run against the installed plugins (in a subprocess).
 
 Not collected by the main test run (its name does not start with ``test_``): only
 ``tests/executors/test_plugins.py`` runs it, where the plugin package is installed.
@@ -14,3 +14,8 @@ from mlflowkit.testing import ExecutorContract
 class TestEchoPluginContract(ExecutorContract):
     def make_executor(self) -> Executor:
         return mk.executors.get("echo-plugin")
+
+
+class TestMinimalPluginContract(ExecutorContract):
+    def make_executor(self) -> Executor:
+        return mk.executors.get("minimal-plugin")

@@ -1,25 +1,24 @@
-"""Pool executors: ``threads`` (a thread pool here) and ``processes`` (worker processes).
+"""The ``processes`` executor: steps run in worker processes, reused across tasks and runs.
 
 Invariants
 ----------
-* Each task runs ``stepcall.execute`` in a pool worker and is reported through ``on_done``
-  exactly once, from a pool thread; the scheduler's queue is the only state shared with it.
-* ``processes``: worker processes are started on demand (at most ``max_workers``) and reused
-  by every task of every run until ``shutdown()``. One background *dispatcher* thread owns
-  them: it sends tasks to idle workers, receives results, enforces timeouts and replaces
-  workers that died or were stopped. ``submit`` only pickles the task and queues it.
-* ``processes`` and values: when the store can be reopened in a worker (it pickles as its URL
-  and options, and is not ``memory://``), the worker reads its inputs from the store and writes
-  its output there itself; a large output comes back as a ``Stored`` handle (a digest), never
-  through the pipe. Small outputs come back by value too, to spare the next step a read.
-  Otherwise (a process-private store) the driver resolves inputs before sending and writes
-  outputs and cache entries when results arrive.
+* Each task is reported through ``on_done`` exactly once, from the dispatcher thread (or from
+  ``submit`` itself when the task cannot be sent).
+* Worker processes are started on demand (at most ``max_workers``) and reused by every task of
+  every run until ``shutdown()``. One background *dispatcher* thread owns them: it sends tasks
+  to idle workers, receives results, enforces timeouts and replaces workers that died or were
+  stopped. ``submit`` only pickles the task and queues it.
+* Values: when the store can be reopened in a worker (it pickles as its URL and options, and
+  is not ``memory://``), the worker reads its inputs from the store and writes its output there
+  itself; a large output comes back as a ``Stored`` handle (a digest), never through the pipe.
+  Small outputs come back by value too, to spare the next step a read. Otherwise (a
+  process-private store) the driver resolves inputs before sending and writes outputs and
+  cache entries when results arrive.
 
-Timeouts: a thread cannot be stopped from outside in Python, so ``threads`` does not enforce
-``timeout`` hints (``capabilities.can_timeout`` is False). ``processes`` does: a task that runs
-past its step's ``timeout`` (counted from when its worker received it, retries included) has its
-worker process killed and replaced, and fails with a ``TimeoutError`` naming the step and the
-limit.
+Timeouts: a task that runs past its step's ``timeout`` (counted from when its worker received
+it, retries included) has its worker process killed and replaced, and fails with a
+``TimeoutError`` naming the step and the limit. The wire protocol with the workers lives in
+``_procworker``.
 """
 
 from __future__ import annotations
@@ -27,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
-import queue
 import subprocess
 import sys
 import threading
@@ -36,7 +34,6 @@ import traceback
 import weakref
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import CancelledError
 from dataclasses import replace
 from multiprocessing.connection import Connection, Pipe, wait
 from typing import TYPE_CHECKING, Any
@@ -44,261 +41,16 @@ from typing import TYPE_CHECKING, Any
 from mlflowkit.errors import ExecutorError
 from mlflowkit.executors import _procworker as proto
 from mlflowkit.executors._remote import store_is_shareable, timeout_error
-from mlflowkit.executors.base import (
-    DONE,
-    Capabilities,
-    Derived,
-    Executor,
-    InMemory,
-    Input,
-    Stored,
-    Task,
-    TaskHandle,
-    TaskResult,
-)
-from mlflowkit.executors.local import _refuse_gpu
-from mlflowkit.stepcall import execute, local_resolver, write_output
+from mlflowkit.executors.base import Capabilities, Executor, InMemory, Input, Task, TaskResult
+from mlflowkit.executors.limits import check_max_workers, refuse_gpu
+from mlflowkit.stepcall import local_resolver, write_output
 
 if TYPE_CHECKING:
-    from mlflowkit.step import Step
     from mlflowkit.store.base import ArtifactStore
 
-__all__ = ["ProcessExecutor", "ThreadExecutor"]
+__all__ = ["ProcessExecutor"]
 
 
-class _Cancellable(TaskHandle):
-    __slots__ = ("cancelled",)
-
-    def __init__(self) -> None:
-        self.cancelled = False
-
-    def cancel(self) -> bool:
-        self.cancelled = True
-        return True
-
-
-#: A step whose calls all took at most this long (seconds) is *trivial* (see ThreadExecutor).
-INLINE_MAX_S = 50e-6
-#: Calls on the pool a step needs before it can be found trivial.
-INLINE_AFTER = 16
-#: A trivial step's call taking longer than this (seconds) makes it go back to the pool.
-INLINE_DEMOTE_S = 1e-3
-
-#: What the ``threads`` executors of this process found out about steps, by step object (held
-#: weakly, so a redefined step is learned afresh): True trivial, False back on the pool for good.
-_VERDICTS: weakref.WeakKeyDictionary[Step[Any, Any], bool] = weakref.WeakKeyDictionary()
-_VERDICTS_LOCK = threading.Lock()
-
-
-def _verdict(step: Step[Any, Any]) -> bool | None:
-    """What a ``threads`` executor found out about ``step`` (None: nothing yet)."""
-    with _VERDICTS_LOCK:
-        return _VERDICTS.get(step)
-
-
-def _remember(step: Step[Any, Any], trivial: bool) -> None:
-    """Tell every ``threads`` executor what this one found out; going back is for good."""
-    with _VERDICTS_LOCK:
-        if not trivial or _VERDICTS.get(step) is not False:
-            _VERDICTS[step] = trivial
-
-
-def _check_max_workers(max_workers: Any, executor: str, default: str) -> None:
-    """Refuse a ``max_workers`` that is not an int >= 1 or None (0 and negatives too: a pool
-    of no threads would wait forever, and 0 meaning "the default" hides a mistake)."""
-    if max_workers is None or (
-        isinstance(max_workers, int) and not isinstance(max_workers, bool) and max_workers >= 1
-    ):
-        return
-    raise ExecutorError(
-        f"max_workers for the {executor!r} executor: expected an int >= 1 or None, found "
-        f"{max_workers!r}. Pass a positive number of workers, or None for the default "
-        f"({default}).",
-        executor=executor,
-    )
-
-
-class ThreadExecutor(Executor):
-    """Run steps on a pool of threads in this process (up to ``max_workers`` threads, started
-    as tasks reach the pool).
-
-    The threads take tasks from one shared queue (no future per task), so a burst of small
-    ready tasks — a fan-out — costs little more than the steps themselves.
-
-    Trivial steps run in the calling thread: handing a call that takes microseconds to another
-    thread costs more than the call (and under the GIL nothing runs alongside it). A step is
-    trivial once ``INLINE_AFTER`` of its calls ran on the pool, none failed and nine in ten took
-    at most ``INLINE_MAX_S`` (pool threads wait for the GIL, so some fast calls measure slow);
-    one of its calls failing, or two in a row taking more than ``INLINE_DEMOTE_S`` in the
-    calling thread, sends it back to the pool for good. What one ``threads`` executor learns
-    about a step serves every other one in the process (``_VERDICTS``), so a run given
-    ``executor="threads"``, which makes a new executor, does not start from nothing.
-    """
-
-    name = "threads"
-    capabilities = Capabilities(shares_memory=True, parallel=True)
-
-    def __init__(self, max_workers: int | None = None) -> None:
-        _check_max_workers(max_workers, self.name, "min(32, CPUs + 4)")
-        self.max_workers = max_workers or min(32, (os.cpu_count() or 1) + 4)
-        self._queue: queue.SimpleQueue[tuple[Task, Callable[[TaskResult], None], Any] | None]
-        self._queue = queue.SimpleQueue()
-        self._threads: list[threading.Thread] = []
-        self._growing = threading.Lock()
-        self._store: ArtifactStore | None = None
-        self._resolve: Callable[[Any], Any] | None = None
-        # per step (by its qualified name): [calls seen on the pool, how many were fast]; None
-        # if not trivial for good
-        self._timing: dict[str, list[int] | None] = {}
-        # the steps found trivial: derived from _timing, kept as a set so that deciding costs
-        # one lookup per call
-        self._inline: set[str] = set()
-        self._slow: set[str] = set()  # trivial steps whose last call took too long
-        self._asked: set[str] = set()  # steps whose verdict this executor looked up
-        self._interrupted = False  # the last run was interrupted: shutdown() does not wait
-
-    def start(self, store: ArtifactStore) -> None:
-        self._store = store
-        self._resolve = local_resolver(store)
-        self._interrupted = False
-
-    def interrupt(self) -> None:
-        """Drop the queued tasks; a thread still running a step ends when the step does."""
-        self._interrupted = True
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                return
-            if item is not None:
-                item[2].cancelled = True
-
-    def _grow(self) -> None:
-        """Start one more worker thread: threads start as tasks reach the pool, up to
-        ``max_workers``, so a run whose calls all run here starts none."""
-        with self._growing:
-            if len(self._threads) < self.max_workers:
-                thread = threading.Thread(
-                    target=self._work, name=f"mlflowkit-{len(self._threads)}", daemon=True
-                )
-                thread.start()
-                self._threads.append(thread)
-
-    def finish(self) -> None:
-        self._resolve = None  # the values it loaded for the run
-
-    def _work(self) -> None:
-        while self._work_one(self._queue.get()):
-            pass
-
-    def _work_one(self, item: tuple[Task, Callable[[TaskResult], None], Any] | None) -> bool:
-        """Run one queued task; False to stop. A call of its own, so that an idle worker
-        holds nothing of the last task it ran (its inputs and output)."""
-        if item is None:
-            return False
-        task, on_done, handle = item
-        if handle.cancelled:
-            on_done(TaskResult(task.name, False, attempts=0, error=CancelledError(task.name)))
-            return True
-        try:
-            result = execute(task, self._store, self._resolve)
-        except BaseException as exc:  # a failure of the machinery itself: still report once
-            # (a BaseException ending this thread would leave the run waiting for ever)
-            result = TaskResult(
-                task.name, False, attempts=0, error=exc, traceback=traceback.format_exc()
-            )
-        self._learn(task, result)
-        on_done(result)
-        return True
-
-    def _learn(self, task: Task, result: TaskResult) -> None:
-        """Count a call that ran on the pool towards its step being trivial."""
-        name = task.step._qualified_name
-        seen = self._timing.get(name, _UNSEEN)
-        if seen is None:
-            return
-        if not result.ok:
-            self._timing[name] = None
-            _remember(task.step, False)
-            return
-        if seen is _UNSEEN:
-            seen = self._timing[name] = [0, 0]
-        seen[0] += 1
-        seen[1] += result.duration_s <= INLINE_MAX_S
-        trivial = seen[0] >= INLINE_AFTER and seen[1] * 10 >= seen[0] * 9
-        if trivial and self._timing.get(name) is seen:  # and not demoted meanwhile
-            self._inline.add(name)
-            _remember(task.step, True)
-
-    def run_here(self, task: Task) -> TaskResult | None:
-        """Run a trivial step's call in the calling thread (see the class doc); else None."""
-        step = task.step
-        if step.hints.gpus:
-            _refuse_gpu(task, self.name)
-        name = step._qualified_name
-        if name not in self._inline and not self._learned(step, name):
-            return None
-        result = execute(task, self._store, self._resolve)
-        slow = result.duration_s > INLINE_DEMOTE_S
-        if not result.ok or (slow and name in self._slow):
-            self._inline.discard(name)  # not trivial after all
-            self._timing[name] = None
-            _remember(step, False)
-        elif slow:  # once may be a pause (the GC, another process): twice in a row is not
-            self._slow.add(name)
-        elif self._slow:
-            self._slow.discard(name)
-        return result
-
-    def _learned(self, step: Step[Any, Any], name: str) -> bool:
-        """Whether another ``threads`` executor found ``step`` trivial (asked once per step)."""
-        if name in self._asked:
-            return False
-        self._asked.add(name)
-        verdict = _verdict(step)
-        if verdict is False:
-            self._timing[name] = None  # back on the pool for good: not learned again here
-        elif verdict and self._timing.get(name, _UNSEEN) is not None:
-            self._inline.add(name)
-            return True
-        return False
-
-    def submit(self, task: Task, on_done: Callable[[TaskResult], None]) -> TaskHandle:
-        result = self.run_here(task)
-        if result is not None:
-            on_done(result)
-            return DONE
-        handle = _Cancellable()
-        self._queue.put((task, on_done, handle))
-        if len(self._threads) < self.max_workers:
-            self._grow()
-        return handle
-
-    def fetch(self, handle: Any) -> Any:
-        return _fetch(handle, self._store, self)
-
-    def shutdown(self) -> None:
-        threads, self._threads = self._threads, []
-        for _ in threads:
-            self._queue.put(None)
-        if self._interrupted:  # Ctrl-C: a thread cannot be stopped, and is not waited for
-            return
-        for thread in threads:
-            thread.join()
-
-
-_UNSEEN: list[int] = []
-
-
-def _fetch(handle: Any, store: ArtifactStore | None, executor: Executor) -> Any:
-    if isinstance(handle, (InMemory, Stored, Derived)):
-        return local_resolver(store)(handle)
-    raise TypeError(f"{type(executor).__name__} cannot fetch {handle!r}")
-
-
-# ---------------------------------------------------------------------------------------------
-# processes
-# ---------------------------------------------------------------------------------------------
 # The worker finds mlflowkit where the driver did (appended: never shadows anything), then
 # takes the driver's whole sys.path from its first message.
 _WORKER_CODE = (
@@ -351,15 +103,6 @@ class _Proc:
         except subprocess.TimeoutExpired:
             self.popen.kill()
             return self.popen.wait()
-
-
-class _JobHandle(TaskHandle):
-    def __init__(self, pool: _Pool, job: _Job) -> None:
-        self._pool = pool
-        self._job = job
-
-    def cancel(self) -> bool:
-        return self._pool.cancel(self._job)
 
 
 def _describe_exit(code: int | None) -> str:
@@ -417,24 +160,6 @@ class _Pool:
             self._finish(job, _stopped(job.task, self.executor))
             return
         self._wake()
-
-    def cancel(self, job: _Job) -> bool:
-        with self.lock:
-            if job not in self.pending:
-                return False
-            self.pending.remove(job)
-        self._finish(
-            job,
-            _failed(
-                job.task,
-                ExecutorError(
-                    f"Step {job.task.name!r} was cancelled before it started.",
-                    executor=self.executor,
-                    step=job.task.name,
-                ),
-            ),
-        )
-        return True
 
     def interrupt(self) -> None:
         """Drop the jobs waiting for a worker; the dispatcher kills the workers running one."""
@@ -756,7 +481,7 @@ class ProcessExecutor(Executor):
     capabilities = Capabilities(shares_memory=False, can_timeout=True, parallel=True)
 
     def __init__(self, max_workers: int | None = None) -> None:
-        _check_max_workers(max_workers, self.name, "the number of CPUs")
+        check_max_workers(max_workers, self.name, "the number of CPUs")
         if sys.platform == "win32":
             raise ExecutorError(
                 "The 'processes' executor needs a POSIX system (Linux, macOS); on Windows use "
@@ -777,12 +502,17 @@ class ProcessExecutor(Executor):
             self._finalizer = weakref.finalize(self, self._pool.close)
         self._pool.set_store(store)
 
-    def submit(self, task: Task, on_done: Callable[[TaskResult], None]) -> TaskHandle:
-        _refuse_gpu(task, self.name)
-        if self._pool is None:
-            self.start(self._store)  # type: ignore[arg-type]
+    def submit(self, task: Task, on_done: Callable[[TaskResult], None]) -> None:
+        refuse_gpu(task, self.name)
         pool = self._pool
-        assert pool is not None
+        if pool is None:
+            raise ExecutorError(
+                f"Step {task.name!r} was submitted to the 'processes' executor before start(): "
+                f"expected start(store) first (plan.run calls it); call it, or run the plan "
+                f"with this executor.",
+                executor=self.name,
+                step=task.name,
+            )
         try:
             shipped = task
             if not pool.shared and self._store is not None:
@@ -802,17 +532,13 @@ class ProcessExecutor(Executor):
                     task.name, False, attempts=0, error=error, traceback=traceback.format_exc()
                 )
             )
-            return DONE
-        job = _Job(next(self._ids), task, body, on_done)
-        pool.put(job)
-        return _JobHandle(pool, job)
+            return
+        pool.put(_Job(next(self._ids), task, body, on_done))
 
-    def interrupt(self) -> None:
-        if self._pool is not None:
+    def finish(self, *, interrupted: bool = False) -> None:
+        """When interrupted: drop the tasks waiting for a worker, kill the workers running one."""
+        if interrupted and self._pool is not None:
             self._pool.interrupt()
-
-    def fetch(self, handle: Any) -> Any:
-        return _fetch(handle, self._store, self)
 
     def worker_pids(self) -> list[int]:
         """Process ids of the live workers (for diagnostics and tests)."""
