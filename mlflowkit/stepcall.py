@@ -84,7 +84,7 @@ class StepContext:
 #: the running call's frame ``[task, attempt number, metric log or None]``; ``current()``
 #: makes the ``StepContext`` on demand (most steps never ask, and a fan-out runs thousands of
 #: calls), and ``mlflowkit.tracking`` creates the metric log on the first metric logged
-_CURRENT: ContextVar[list[Any] | None] = ContextVar("mlflowkit_current", default=None)
+CURRENT_CALL: ContextVar[list[Any] | None] = ContextVar("mlflowkit_current", default=None)
 
 
 def current() -> StepContext:
@@ -95,7 +95,7 @@ def current() -> StepContext:
     MlflowkitError
         When called outside a running step.
     """
-    running = _CURRENT.get()
+    running = CURRENT_CALL.get()
     if running is None:
         raise MlflowkitError(
             "mk.current() was called outside a running step: expected to be inside a step "
@@ -549,7 +549,7 @@ def _run(
     while True:
         attempts += 1
         frame = [task, attempts, None]  # the metric log slot is filled by mk.log_metric
-        token = _CURRENT.set(frame)
+        token = CURRENT_CALL.set(frame)
         try:
             output = (
                 step.fn(**arguments)  # call_step's common case, without the extra call
@@ -583,7 +583,7 @@ def _run(
                 traceback=tb,
             )
         finally:
-            _CURRENT.reset(token)
+            CURRENT_CALL.reset(token)
         break
     if views:  # a step returning its input as it is returns the array, not our view of it
         for _, view, original in views:

@@ -1,7 +1,7 @@
 """Metrics: logged inside a step, stored with the execution, compared across runs.
 
 ``mk.log_metric(name, value, step=None)`` and ``mk.log_metrics({name: value})`` append to the
-running call's metric log, a slot of the step context (``stepcall._CURRENT``) created on the
+running call's metric log, a slot of the step context (``stepcall.CURRENT_CALL``) created on the
 first metric logged. When the call succeeds, the step call puts the log in the output's ``meta``
 (``records.METRICS``): it is written with the cache entry and travels back with the result
 from a worker process or a Dask worker, and the scheduler copies it into the call's
@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlflowkit.errors import MlflowkitError, TrackingError
 from mlflowkit.step import PLAIN_CALL
-from mlflowkit.stepcall import _CURRENT
+from mlflowkit.stepcall import CURRENT_CALL
 from mlflowkit.wiring import short_repr
 
 if TYPE_CHECKING:
@@ -89,7 +89,7 @@ def log_metric(name: str, value: float, step: int | None = None) -> None:
     ...     mk.log_metric("accuracy", accuracy)
     ...     return accuracy
     """
-    frame = _CURRENT.get()
+    frame = CURRENT_CALL.get()
     if frame is None:
         _check(_outside("log_metric", name, value), name, value, step)
         return
@@ -117,7 +117,7 @@ def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:
     TrackingError
         ``metrics`` is not a mapping, a name or value is not valid, or no step is running.
     """
-    frame = _CURRENT.get()
+    frame = CURRENT_CALL.get()
     where = frame[0].name if frame is not None else None
     if not isinstance(metrics, Mapping):
         raise TrackingError(

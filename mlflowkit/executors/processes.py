@@ -38,8 +38,8 @@ from dataclasses import replace
 from multiprocessing.connection import Connection, Pipe, wait
 from typing import TYPE_CHECKING, Any
 
+import mlflowkit.executors._procworker as proto
 from mlflowkit.errors import ExecutorError
-from mlflowkit.executors import _procworker as proto
 from mlflowkit.executors._remote import store_is_shareable, timeout_error
 from mlflowkit.executors.base import Capabilities, Executor, InMemory, Input, Task, TaskResult
 from mlflowkit.executors.limits import check_max_workers, refuse_gpu
