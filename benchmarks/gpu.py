@@ -143,7 +143,7 @@ def simulate(report: Report) -> int:
     report.add("correctness", bytes=fortran.nbytes, ok=ok, layout="fortran", simulated=True)
 
     # The private launch path that the throughput section times.
-    from mlflowkit.gpu import _blake3, _device
+    from mlflowkit.hashing.device import _blake3, _device
 
     host = rng.integers(0, 256, 5000, dtype=np.uint8)
     prepared = _device.prepare(
@@ -223,7 +223,7 @@ def _events_time(cupy: Any, fn: Callable[[], Any], inner: int) -> float:
 
 def throughput(report: Report, cupy: Any, size: int, repeats: int, tune: bool) -> None:
     import mlflowkit.gpu as mkgpu
-    from mlflowkit.gpu import _blake3, _device
+    from mlflowkit.hashing.device import _blake3, _device
 
     buf = cupy.random.default_rng(1).integers(0, 256, size, dtype=cupy.uint8)
     cuda = _device.cuda_module()

@@ -86,7 +86,7 @@ def _reference(thread: int, iters: int) -> list[int]:
     """The CPU result of thread ``thread``'s chain of compressions."""
     import numba
 
-    from mlflowkit.gpu import _blake3
+    from mlflowkit.hashing.device import _blake3
 
     compress = _blake3.make_compress(numba.njit)
     cv = tuple(np.uint32(w ^ thread) for w in _blake3.IV)
@@ -97,7 +97,7 @@ def _reference(thread: int, iters: int) -> list[int]:
 
 
 def _numba_kernel() -> Any:
-    from mlflowkit.gpu import _blake3
+    from mlflowkit.hashing.device import _blake3
 
     compress = _blake3.make_compress(_blake3._device_jit())
     iv = tuple(np.uint32(w) for w in _blake3.IV)
@@ -145,7 +145,7 @@ def _numba_kernel() -> Any:
 
 def simulate_check(blocks: int = 2, threads: int = 4, iters: int = 2) -> bool:
     """Run the Numba ceiling kernel (in the simulator, or on a device) against the CPU."""
-    from mlflowkit.gpu import _blake3
+    from mlflowkit.hashing.device import _blake3
 
     out = cuda.device_array(8 * blocks * threads, dtype="uint32")
     _blake3._launch(_numba_kernel(), blocks, threads, out, iters)
@@ -160,7 +160,7 @@ def ceiling(
     report: Any, cupy: Any, repeats: int, *, iters: int = 256, blocks_per_sm: int = 16
 ) -> None:
     """Measure both kernels' compression rates and add the rows to ``report`` ("ceiling")."""
-    from mlflowkit.gpu import _blake3
+    from mlflowkit.hashing.device import _blake3
 
     props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
     sms = int(props["multiProcessorCount"])

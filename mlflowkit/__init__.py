@@ -57,8 +57,8 @@ if TYPE_CHECKING:
     from mlflowkit.registry import GateResult as GateResult
     from mlflowkit.registry import Promotion as Promotion
     from mlflowkit.registry import gates as gates
+    from mlflowkit.registry.artifacts import artifact as artifact
     from mlflowkit.registry.gates import gate as gate
-    from mlflowkit.registry.pipeline import artifact as artifact
     from mlflowkit.registry.pipeline import publish as publish
     from mlflowkit.registry.reproduce import Reproduction as Reproduction
     from mlflowkit.registry.reproduce import reproduce as reproduce
@@ -131,7 +131,7 @@ _LAZY = {
     "Promotion": ("mlflowkit.registry.records", "Promotion"),
     "gate": ("mlflowkit.registry.gates", "gate"),
     "gates": ("mlflowkit.registry.gates", None),
-    "artifact": ("mlflowkit.registry.pipeline", "artifact"),
+    "artifact": ("mlflowkit.registry.artifacts", "artifact"),
     "publish": ("mlflowkit.registry.pipeline", "publish"),
     "Reproduction": ("mlflowkit.registry.reproduce", "Reproduction"),
     "reproduce": ("mlflowkit.registry.reproduce", "reproduce"),

@@ -146,7 +146,7 @@ def _platform_text() -> str:
 
 def environment(packages: dict[str, str]) -> dict[str, Any]:
     """What a run record keeps about where it ran."""
-    from mlflowkit import __version__
+    from mlflowkit.version import __version__
 
     return {
         "python": sys.version.split()[0],

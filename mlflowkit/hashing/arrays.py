@@ -19,9 +19,9 @@ Invariants
 * ``np.memmap`` and other ndarray subclasses hash as the array they view; masked arrays hash
   their data, mask and fill value.
 * A device array (CuPy, Numba, anything with ``__cuda_array_interface__``, and Numba's
-  simulated device arrays) is written exactly
-  like the equal NumPy array; only its data digest is computed on the device, by
-  ``mlflowkit.gpu.device_data_digest`` (or a function set with ``set_device_data_digest``).
+  simulated device arrays) is written exactly like the equal NumPy array; only its data digest
+  is computed on the device, by ``mlflowkit.hashing.device.device_data_digest`` (public as
+  ``mlflowkit.gpu.device_data_digest``), or a function set with ``set_device_data_digest``.
 """
 
 from __future__ import annotations
@@ -199,9 +199,9 @@ def register_masked() -> None:
 def set_device_data_digest(fn: Callable[[Any], bytes] | None) -> Callable[[Any], bytes] | None:
     """Set the function computing a device array's data digest; returns the previous one.
 
-    By default (``None``) mlflowkit calls ``mlflowkit.gpu.device_data_digest(obj)``. The
-    function must return the 32-byte BLAKE3 of the array's bytes in C order, equal to
-    ``array_data_digest`` of the same data on the host.
+    By default (``None``) mlflowkit calls ``mlflowkit.gpu.device_data_digest(obj)`` (it lives
+    in ``mlflowkit.hashing.device``). The function must return the 32-byte BLAKE3 of the
+    array's bytes in C order, equal to ``array_data_digest`` of the same data on the host.
     """
     global _DEVICE_DIGEST
     previous = _DEVICE_DIGEST
@@ -213,7 +213,7 @@ def _device_digest(obj: Any) -> bytes:
     fn = _DEVICE_DIGEST
     if fn is None:
         try:
-            from mlflowkit.gpu import device_data_digest
+            from mlflowkit.hashing.device import device_data_digest
         except ImportError as exc:
             raise HashingError(
                 f"cannot hash the device array {_v.type_name(type(obj))}: expected "

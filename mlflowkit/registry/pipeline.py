@@ -23,7 +23,7 @@ Invariants
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, replace
@@ -44,8 +44,8 @@ if TYPE_CHECKING:
 __all__ = [
     "ARTIFACT_PREFIX",
     "Publish",
-    "artifact",
     "check_publish",
+    "consume",
     "consumed_record",
     "pinned",
     "prepare",
@@ -144,24 +144,17 @@ def publish(name: str, ref_or_value: T, *, metadata: dict[str, Any] | None = Non
     return ref_or_value
 
 
-def artifact(spec: str, store: Any = None) -> Ref[Any]:
+def consume(spec: str, open_store: Callable[[], Any]) -> Ref[Any]:
     """A ``Ref`` to a version of a named artifact, resolved now, while planning.
 
-    Parameters
-    ----------
-    spec:
-        ``"name"`` (the latest version), ``"name@3"`` or ``"name@mvp"``.
-    store:
-        Where to look it up: a ``Store``, a URL, or None for the default store
-        (``$MLFLOWKIT_STORE``, else ``./.mlflowkit``).
+    What ``mk.artifact`` does (:mod:`mlflowkit.registry.artifacts`, which opens the store):
+    ``open_store()`` is called only when the version is not pinned (``reproduce``).
 
     Raises
     ------
     RegistryError
         Unknown name, version or stage (what exists is listed), or a call outside a pipeline.
     """
-    from mlflowkit.store import open_store
-
     parsed = parse_spec(spec)
     tracer = _tracer(
         f"mk.artifact({spec!r})", f"Outside a pipeline use store.artifact({spec!r}).load()."
@@ -171,7 +164,7 @@ def artifact(spec: str, store: Any = None) -> Ref[Any]:
         version = pins[parsed.name]
         url = "" if version._store is None else str(version._store.url)
     else:
-        the_store = open_store(store)
+        the_store = open_store()
         version = resolve(the_store, parsed)
         url = the_store.url
     step: Step[Any, Any] = Step(_load_artifact, version="1", name=ARTIFACT_PREFIX + version.name)

@@ -103,7 +103,7 @@ def stamp(store: Any, kind: str, record: dict[str, Any]) -> dict[str, Any]:
 
 def seal(store: Any, kind: str, record: dict[str, Any]) -> bytes:
     """The sealed record, signed by this process's key (loaded now: the one costly step)."""
-    from mlflowkit.store._format import seal_document
+    from mlflowkit.store.formats import seal_document
 
     guard = _guard(store)
     raw = orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
@@ -126,7 +126,7 @@ def judge(store: Any, kind: str, data: bytes | None, row: dict[str, Any] | None 
     """Read and judge one record: ``data`` (the sealed bytes, or an earlier version's plain
     JSON journal file), or, when None, ``row`` (an index row from before records were signed).
     """
-    from mlflowkit.store._format import unseal_document
+    from mlflowkit.store.formats import unseal_document
 
     block: bytes | None = None
     digest = b""
@@ -148,7 +148,7 @@ def is_unsigned(data: bytes | None) -> bool:
     """Whether stored record bytes carry no signature (None: an index row without a record)."""
     if data is None:
         return True
-    from mlflowkit.store._format import unseal_document
+    from mlflowkit.store.formats import unseal_document
 
     value, block, _ = unseal_document(data)
     return value is None or block is None

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlflowkit.errors import StoreError
 from mlflowkit.store import owner
-from mlflowkit.store._format import decode_entry, decode_pack, template_digests
+from mlflowkit.store.formats import decode_entry, decode_pack, template_digests
 from mlflowkit.store.layout import QUARANTINED
 
 if TYPE_CHECKING:

@@ -17,7 +17,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from mlflowkit.errors import StoreError
-from mlflowkit.store._format import (
+from mlflowkit.store._trust import SAFE_SERIALIZERS, Guard
+from mlflowkit.store.formats import (
     CorruptFile,
     pack_header,
     parse_header,
@@ -25,7 +26,6 @@ from mlflowkit.store._format import (
     sign_run,
     unsign_run,
 )
-from mlflowkit.store._trust import SAFE_SERIALIZERS, Guard
 
 if TYPE_CHECKING:
     from mlflowkit.store.objects import ObjectStore

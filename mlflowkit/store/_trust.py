@@ -39,7 +39,7 @@ import blake3
 import orjson
 
 from mlflowkit.errors import AccessDenied, StoreError, UntrustedObjectError
-from mlflowkit.store._format import seal_document, unseal_document
+from mlflowkit.store.formats import seal_document, unseal_document
 from mlflowkit.store.layout import MARKER
 from mlflowkit.store.objects import ObjectStore
 from mlflowkit.trust import audit as _audit

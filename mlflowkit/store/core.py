@@ -5,7 +5,7 @@ Layer 5. It works on the store's files through an :class:`~mlflowkit.store.objec
 index seam (``SqliteIndex`` by default, kept by an ``IndexKeeper``), and signs and judges
 through its ``Guard`` (``_trust``). The public ``mk.Store`` (:mod:`mlflowkit.store.fsspec`,
 layer 6) adds lineage, metrics, the registry and governance on top. Where each file lives:
-:mod:`mlflowkit.store.layout`; their formats: :mod:`mlflowkit.store._format`.
+:mod:`mlflowkit.store.layout`; their formats: :mod:`mlflowkit.store.formats`.
 
 Invariants:
 
@@ -73,7 +73,10 @@ from mlflowkit.errors import (
 from mlflowkit.records import CacheEntry, RunRecord
 from mlflowkit.store import serializers
 from mlflowkit.store._flush import FLUSHER
-from mlflowkit.store._format import (
+from mlflowkit.store._gc import GcReport, collect
+from mlflowkit.store._trust import SAFE_SERIALIZERS, Guard
+from mlflowkit.store.filesystems import TEMP_NAME, open_files, temp_owner_dead
+from mlflowkit.store.formats import (
     HEAD_MAX,
     CorruptFile,
     decode_entry_signed,
@@ -85,9 +88,6 @@ from mlflowkit.store._format import (
     payload_blake3,
     sign_run,
 )
-from mlflowkit.store._gc import GcReport, collect
-from mlflowkit.store._trust import SAFE_SERIALIZERS, Guard
-from mlflowkit.store.filesystems import TEMP_NAME, open_files, temp_owner_dead
 from mlflowkit.store.index import Index, ObjectRow, RunFile
 from mlflowkit.store.indexer import IndexKeeper, Scan
 from mlflowkit.store.layout import (

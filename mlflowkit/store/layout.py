@@ -2,7 +2,7 @@
 
 Layer 5 (part of the store's implementation). Layout under the store URL::
 
-    objects/ab/<digest>      object: header + payload (``_format``)
+    objects/ab/<digest>      object: header + payload (``formats``)
     cache/ab/<key>.json      cache entry: {"checksum": "<blake3 of entry>", "entry": {...}}
     runs/<run_id>.json       run record (RunRecord.to_stored() as JSON)
     runs/<run_id>.started    the record written when the run started (removed when it ends)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlflowkit.errors import SerializationError, UntrustedObjectError
 from mlflowkit.store import serializers
-from mlflowkit.store._format import (
+from mlflowkit.store.formats import (
     CorruptFile,
     decode_entry,
     decode_entry_signed,

@@ -33,7 +33,7 @@ from hypothesis import strategies as st
 
 import mlflowkit.gpu as mkgpu
 from mlflowkit.errors import ExecutorError
-from mlflowkit.gpu import _blake3 as kernels
+from mlflowkit.hashing.device import _blake3 as kernels
 
 IV = tuple(np.uint32(x) for x in kernels.IV)
 

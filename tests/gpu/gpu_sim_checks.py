@@ -27,8 +27,8 @@ from numba import cuda
 
 import mlflowkit.gpu as mkgpu
 from mlflowkit.errors import HashingError
-from mlflowkit.gpu import _device
-from mlflowkit.gpu._blake3 import KernelConfig
+from mlflowkit.hashing.device import _device
+from mlflowkit.hashing.device._blake3 import KernelConfig
 
 #: Input lengths of the official BLAKE3 test vectors (input byte i is i % 251).
 OFFICIAL_LENGTHS = [

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 import mlflowkit as mk
-from mlflowkit.store._format import unseal_document
+from mlflowkit.store.formats import unseal_document
 
 
 def _history(store: mk.Store) -> list[tuple[int, str, str]]:

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 import mlflowkit as mk
 from mlflowkit.records import CacheEntry
 from mlflowkit.store import Store
-from mlflowkit.store._format import decode_pack, encode_pack
+from mlflowkit.store.formats import decode_pack, encode_pack
 from tests.resources import dag_runs
 
 
@@ -171,7 +171,7 @@ def test_pack_encoding_round_trips_and_any_flipped_byte_is_refused(
 
 def test_an_entry_json_cannot_hold_is_refused_with_a_store_error() -> None:
     from mlflowkit.errors import StoreError
-    from mlflowkit.store._format import encode_entry
+    from mlflowkit.store.formats import encode_entry
 
     entry = CacheEntry(key="a" * 64, output_digest="b" * 64, meta={"n": 2**70})
     with pytest.raises(StoreError, match="not JSON-able"):

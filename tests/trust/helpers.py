@@ -12,7 +12,7 @@ from numpy.typing import NDArray
 
 import mlflowkit as mk
 from mlflowkit.store import serializers
-from mlflowkit.store._format import pack_header, payload_blake3
+from mlflowkit.store.formats import pack_header, payload_blake3
 from mlflowkit.trust import keys
 from mlflowkit.trust.signing import object_message, sign
 

@@ -14,7 +14,7 @@ import pytest
 
 import mlflowkit as mk
 from mlflowkit.records import CacheEntry
-from mlflowkit.store._format import (
+from mlflowkit.store.formats import (
     decode_entry,
     decode_pack,
     encode_entry,

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 import mlflowkit as mk
 from mlflowkit.records import CacheEntry
-from mlflowkit.store._format import pack_header, payload_blake3
+from mlflowkit.store.formats import pack_header, payload_blake3
 from mlflowkit.trust.keys import load_signer
 from mlflowkit.trust.signing import object_message, sign
 from tests.trust.helpers import evil_payload, object_path

@@ -17,7 +17,7 @@ import orjson
 import pytest
 
 import mlflowkit as mk
-from mlflowkit.store._format import seal_document, unseal_document
+from mlflowkit.store.formats import seal_document, unseal_document
 from mlflowkit.trust import keys
 from mlflowkit.trust.signing import document_message, sign
 from tests.trust.helpers import signer

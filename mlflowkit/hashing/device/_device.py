@@ -321,7 +321,7 @@ def prepare(cuda: Any, obj: object, *, allow_copy: bool, sim: bool) -> Prepared:
                 f"which hashes any array's bytes in C order",
                 type_name=_type_name(obj),
             )
-        from mlflowkit.gpu import _blake3
+        from mlflowkit.hashing.device import _blake3
 
         low = sum(min(0, (n - 1) * s) for n, s in zip(shape, strides, strict=True))
         high = sum(max(0, (n - 1) * s) for n, s in zip(shape, strides, strict=True))
@@ -352,7 +352,7 @@ def prepare(cuda: Any, obj: object, *, allow_copy: bool, sim: bool) -> Prepared:
 
 
 def _digest(cuda: Any, obj: object, *, allow_copy: bool, config: Any, sim: bool) -> bytes:
-    from mlflowkit.gpu._blake3 import DEFAULT_CONFIG, digest_device
+    from mlflowkit.hashing.device._blake3 import DEFAULT_CONFIG, digest_device
 
     prepared = prepare(cuda, obj, allow_copy=allow_copy, sim=sim)
     cfg = DEFAULT_CONFIG if config is None else config
