@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from mlflowkit.interactive import in_notebook, wants_progress
+from mlflowkit.outcomes import Progress
 from mlflowkit.records import count_calls, describe_calls
-from mlflowkit.scheduler import Progress
 
 if TYPE_CHECKING:
     from mlflowkit.plan import TracedPlan

@@ -42,11 +42,12 @@ from mlflowkit.executors.base import Executor, InMemory, TaskResult
 from mlflowkit.integrations import lineage_emitter
 from mlflowkit.interactive import wants_progress
 from mlflowkit.keys import KeyMaker
+from mlflowkit.outcomes import Progress
 from mlflowkit.placeholders import leaves
 from mlflowkit.plan import Ref
 from mlflowkit.records import RunRecord
 from mlflowkit.run import Run
-from mlflowkit.scheduler import Progress, walk
+from mlflowkit.scheduler import walk
 from mlflowkit.wiring import check_value, describe, describe_value, mismatch, safe_repr
 
 if TYPE_CHECKING:

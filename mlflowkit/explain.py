@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING, Any
 from mlflowkit.cache import Cache
 from mlflowkit.executors.base import Input
 from mlflowkit.keys import KeyMaker
+from mlflowkit.outcomes import Rehearsal
 from mlflowkit.records import RunRecord, StepRun
-from mlflowkit.scheduler import Rehearsal, rehearse
+from mlflowkit.scheduler import rehearse
 from mlflowkit.wiring import safe_repr
 
 if TYPE_CHECKING:

@@ -58,7 +58,6 @@ import queue
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from mlflowkit.errors import (
@@ -69,6 +68,7 @@ from mlflowkit.errors import (
 )
 from mlflowkit.executors.base import Derived, Input, Stored, Task, TaskResult
 from mlflowkit.keys import CallKeys, KeyMaker
+from mlflowkit.outcomes import Progress, Rehearsal, Verdict, WalkResult
 from mlflowkit.placeholders import SCALARS, leaves, map_leaves
 from mlflowkit.plan import OPS as _OPS
 from mlflowkit.plan import Node, Ref, find_refs
@@ -78,78 +78,7 @@ if TYPE_CHECKING:
     from mlflowkit.cache import Cache
     from mlflowkit.executors.base import Executor
 
-__all__ = ["Progress", "Rehearsal", "Verdict", "WalkResult", "rehearse", "walk"]
-
-
-class Progress:
-    """Receives progress events; the default does nothing (``display.py`` draws bars)."""
-
-    def start(self, total: int) -> None:
-        """A run with ``total`` step calls starts."""
-
-    def grow(self, extra: int) -> None:
-        """A run-time fan-out added ``extra`` step calls."""
-
-    def advance(self, name: str, status: str) -> None:
-        """Step call ``name`` ended with ``status``."""
-
-    def finish(self) -> None:
-        """The run ended."""
-
-
-@dataclass
-class WalkResult:
-    """Outcome of walking a plan: per-node records, digests and value handles."""
-
-    records: dict[str, StepRun]
-    order: list[str]
-    digests: dict[str, str]
-    handles: dict[str, Any]
-    failure: TaskResult | None
-    packages: dict[str, str]
-    #: the ``KeyboardInterrupt`` that stopped the walk, if one did
-    interrupted: KeyboardInterrupt | None = None
-    #: a dry run's verdicts, by node name (``rehearse``)
-    verdicts: dict[str, Verdict] = field(default_factory=dict)
-
-
-@dataclass(slots=True)
-class Verdict:
-    """What a run would do with one node, and the fact it decided on (a dry run's record).
-
-    ``action`` is ``"hit"`` or ``"execute"``; ``reason`` one of: ``known`` (answered before
-    the walk, e.g. a named artifact), ``uncached`` (``cache=False``), ``upstream`` (a
-    dependency would execute: ``cause`` names the first step that would), ``item`` (an item
-    of a reported list), ``stored`` (a cache entry), ``miss`` (no cache entry: ``key``,
-    ``args`` and the record's inputs and code say what was looked for), and for a run-time
-    fan-out: ``fan-unknown`` (its lists are not known), ``fan-partial`` (``count`` of
-    ``total`` elements would execute), ``fan-stored`` (all stored, and their gather),
-    ``fan-collect`` (all stored, their gather not).
-    """
-
-    action: str
-    reason: str
-    key: str | None = None
-    cause: str | None = None
-    count: int = 0
-    total: int = 0
-    args: dict[str, Any] | None = None
-
-
-class Rehearsal:
-    """A dry run: the walk decides as a run would, and records instead of executing.
-
-    ``known`` maps nodes answered before the walk (named artifacts) to their digests.
-    """
-
-    __slots__ = ("fans", "known", "unknown", "verdicts")
-
-    def __init__(self, known: dict[str, str] | None = None) -> None:
-        self.known = known or {}
-        #: node that would execute (or waits on one that would) -> the first one that would
-        self.unknown: dict[str, str] = {}
-        self.verdicts: dict[str, Verdict] = {}
-        self.fans: dict[str, int] = {}  # gather of a fan-out -> its number of elements
+__all__ = ["rehearse", "walk"]
 
 
 _GETITEM = _OPS["getitem"]
@@ -310,14 +239,14 @@ class _Walk:
                 )
                 self._advance(name, "skipped")
         return WalkResult(
-            self.records,
-            self.order,
-            self.digests,
-            self.handles,
-            self.failure,
-            self.keys.packages,
-            interrupted,
-            self.rehearsal.verdicts if self.rehearsal is not None else {},
+            records=self.records,
+            order=self.order,
+            digests=self.digests,
+            handles=self.handles,
+            failure=self.failure,
+            packages=self.keys.packages,
+            interrupted=interrupted,
+            verdicts=self.rehearsal.verdicts if self.rehearsal is not None else {},
         )
 
     def _advance(self, name: str, status: str) -> None:
@@ -353,7 +282,7 @@ class _Walk:
             self._refuse(node, exc)
             return
         record = StepRun(
-            name, key, "skipped", 0, 0.0, None, None, step._qualified_name, code, inputs
+            name=name, key=key, step=step._qualified_name, code_digest=code, inputs=inputs
         )
         if nested:  # a structure that may hold upstream values: lineage lists them
             record.upstream = _nested_upstream(args)
@@ -396,15 +325,15 @@ class _Walk:
             node.persist and cache is not None and (step.identity.cache or name in self.outputs)
         )
         task = Task(
-            name,
-            step,
-            key,
-            self.run_id,
-            args,
-            store_value,
-            cacheable,
-            cacheable and kind == "step" and not forced,  # single flight
-            node.checks,
+            name=name,
+            step=step,
+            key=key,
+            run_id=self.run_id,
+            args=args,
+            store_value=store_value,
+            cache_entry=cacheable,
+            single_flight=cacheable and kind == "step" and not forced,
+            checks=node.checks,
         )
         self._dispatch(task, record, on_done)
 

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 import mlflowkit as mk
 from mlflowkit.cli import main
 from mlflowkit.display import plan_html, run_html
-from mlflowkit.scheduler import Progress
+from mlflowkit.outcomes import Progress
 from tests.resources import counted
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -25,7 +25,7 @@ from mlflowkit.display import (
     plan_svg,
     run_html,
 )
-from mlflowkit.scheduler import Progress
+from mlflowkit.outcomes import Progress
 
 ROOT = Path(__file__).resolve().parents[1]
 

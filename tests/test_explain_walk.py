@@ -7,7 +7,8 @@ from typing import Any
 
 import mlflowkit as mk
 from mlflowkit.keys import KeyMaker
-from mlflowkit.scheduler import Rehearsal, rehearse
+from mlflowkit.outcomes import Rehearsal
+from mlflowkit.scheduler import rehearse
 
 
 @mk.step
