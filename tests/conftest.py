@@ -58,3 +58,34 @@ def _isolated_keys(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
         patch.setenv("MLFLOWKIT_KEYS_DIR", str(base / "keys"))
         patch.delenv("MLFLOWKIT_KEY", raising=False)
         yield
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[object]:
+    """A real PostgreSQL server on 127.0.0.1 for the session (see ``tests/servers.py``)."""
+    from tests.servers import start_postgres
+
+    with start_postgres() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[object]:
+    """A real S3-protocol server (moto's server mode) on 127.0.0.1 for the session."""
+    from tests.servers import start_s3
+
+    with start_s3() as server:
+        yield server
+
+
+@pytest.fixture
+def s3_bucket(s3_server, monkeypatch: pytest.MonkeyPatch) -> str:  # type: ignore[no-untyped-def]
+    """A new, empty bucket on the session's S3 server; the standard ``AWS_*`` variables point
+    this test's process (and the processes it starts) at that server. Returns the bucket name."""
+    import uuid
+
+    for name, value in s3_server.env().items():
+        monkeypatch.setenv(name, value)
+    bucket = f"mk-{uuid.uuid4().hex[:20]}"
+    s3_server.filesystem().mkdir(bucket)
+    return bucket
