@@ -40,18 +40,16 @@ def _wait_for_port(
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(
-                f"{what} exited with code {proc.returncode}:\n{log.read_text(errors='replace')[-3000:]}"
-            )
+            tail = log.read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"{what} exited with code {proc.returncode}:\n{tail}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.2):
                 return
         except OSError:
             time.sleep(0.05)
     proc.kill()
-    raise RuntimeError(
-        f"{what} did not listen on 127.0.0.1:{port} within {timeout:.0f} s:\n{log.read_text(errors='replace')[-3000:]}"
-    )
+    tail = log.read_text(errors="replace")[-3000:]
+    raise RuntimeError(f"{what} did not listen on 127.0.0.1:{port} within {timeout:.0f} s:\n{tail}")
 
 
 def _stop(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: float = 15.0) -> None:
