@@ -41,6 +41,7 @@ import os
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -162,7 +163,10 @@ class PostgresIndex:
         self.url = url
         self.shown = redact(url)
         self.schema = schema_name(store_url)
+        #: this process's connections by (pid, ±thread id); closed when this index is
+        #: collected, so a store dropped without ``close()`` leaves no session open
         self._conns: dict[tuple[int, int], psycopg.Connection[Any]] = {}
+        weakref.finalize(self, _close_all, self._conns, os.getpid())
         self._lock = threading.Lock()
         self._pid = os.getpid()
         self._instance: str | None = None
@@ -177,7 +181,7 @@ class PostgresIndex:
             return conn
         with self._lock:
             if pid != self._pid:  # forked: the parent's connections belong to the parent
-                self._conns = {}
+                self._conns.clear()
                 self._pid = pid
             conn = self._connect()
             self._conns[ident] = conn
@@ -208,8 +212,8 @@ class PostgresIndex:
     def close(self) -> None:
         """Close this process's connections (they reopen on demand)."""
         with self._lock:
-            conns = self._conns if os.getpid() == self._pid else {}
-            self._conns = {}
+            conns = dict(self._conns) if os.getpid() == self._pid else {}
+            self._conns.clear()
         for conn in conns.values():
             with contextlib.suppress(Exception):
                 conn.close()
@@ -549,6 +553,15 @@ class PostgresIndex:
 
 
 _Query = Callable[..., list[Any]]
+
+
+def _close_all(conns: dict[tuple[int, int], Any], pid: int) -> None:
+    """Close the connections of a collected index (those of the process that opened them)."""
+    for (owner, _), conn in list(conns.items()):
+        if owner == pid == os.getpid():
+            with contextlib.suppress(Exception):
+                conn.close()
+    conns.clear()
 
 
 def _version_rows(q: _Query, name: str | None) -> list[VersionRow]:
