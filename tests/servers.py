@@ -84,8 +84,16 @@ class Postgres:
             conn.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
 
-    def stop(self) -> None:
+    def pause(self) -> None:
+        """Stop the server, keeping its data (``resume`` starts it again on the same port)."""
         _stop(self.proc, signal.SIGINT)  # "fast" shutdown: ends sessions, checkpoints
+
+    def resume(self) -> None:
+        """Start the paused server again, same data, same port."""
+        self.proc = _start_server(self.folder, self.port)
+
+    def stop(self) -> None:
+        self.pause()
         shutil.rmtree(self.folder, ignore_errors=True)
 
     def __enter__(self) -> Postgres:
@@ -151,11 +159,22 @@ def start_postgres() -> Postgres:
         shutil.rmtree(folder, ignore_errors=True)
         raise RuntimeError(f"initdb failed:\n{init.stdout}\n{init.stderr}")
     port = free_port()
-    log = folder / "server.log"
-    with open(log, "wb") as out:
+    proc = _start_server(folder, port)
+    return Postgres(port=port, user="mlflowkit", password=password, folder=folder, proc=proc)
+
+
+def _start_server(folder: Path, port: int) -> subprocess.Popen[Any]:
+    data, sockets, log = folder / "data", folder / "sockets", folder / "server.log"
+    run_as: dict[str, Any] = {}
+    if os.geteuid() == 0:
+        import pwd
+
+        nobody = pwd.getpwnam("nobody")
+        run_as = {"user": nobody.pw_uid, "group": nobody.pw_gid, "extra_groups": []}
+    with open(log, "ab") as out:
         proc = subprocess.Popen(
             [
-                str(bin_dir / "postgres"),
+                str(_pg_bin() / "postgres"),
                 "-D",
                 str(data),
                 "-h",
@@ -175,7 +194,7 @@ def start_postgres() -> Postgres:
             **run_as,
         )
     _wait_for_port(port, proc, "PostgreSQL", log)
-    return Postgres(port=port, user="mlflowkit", password=password, folder=folder, proc=proc)
+    return proc
 
 
 @dataclass

@@ -75,6 +75,7 @@ from mlflowkit.store import serializers
 from mlflowkit.store._flush import FLUSHER
 from mlflowkit.store._gc import GcReport, collect
 from mlflowkit.store._trust import SAFE_SERIALIZERS, Guard
+from mlflowkit.store.choice import index_opener, shared_index_url
 from mlflowkit.store.filesystems import TEMP_NAME, open_files, temp_owner_dead
 from mlflowkit.store.formats import (
     HEAD_MAX,
@@ -106,7 +107,6 @@ from mlflowkit.store.locks import DEFAULT_LEASE_S, hold
 from mlflowkit.store.maintenance import disk_usage, record_findings, scan_files, verify_objects
 from mlflowkit.store.objects import FileStat, ObjectStore
 from mlflowkit.store.runfiles import RunFiles, as_read, executed
-from mlflowkit.store.sqlite_index import open_for_store
 
 __all__ = ["ObjectInfo", "Seams", "StoreCore"]
 
@@ -130,6 +130,12 @@ class StoreCore:
     url:
         A local folder, ``file://`` URL or any fsspec URL (``memory://x``, ``s3://bucket/p``).
         Default: ``$MLFLOWKIT_STORE``, else ``./.mlflowkit`` (made absolute at construction).
+    index:
+        Where runs, cache entries, versions, stages and the audit are indexed: None (default)
+        for SQLite, beside a local store's files (for a remote store, in a local cache folder);
+        or a PostgreSQL URL (``postgresql://user@host:port/database``) shared by every machine
+        of a team. The password goes in ``PGPASSWORD`` or ``~/.pgpass`` (libpq's conventions),
+        not in code; it is never shown in a message.
     durable:
         Flush written files to stable storage on local disks (default), as a group commit:
         in the background within ``sync_interval`` seconds and at interpreter exit, and at
@@ -153,6 +159,7 @@ class StoreCore:
         self,
         url: str | os.PathLike[str] | None = None,
         *,
+        index: str | None = None,
         durable: bool = True,
         lock_lease: float = DEFAULT_LEASE_S,
         sync_interval: float = 1.0,
@@ -162,6 +169,9 @@ class StoreCore:
         if url is None:
             url = os.environ.get("MLFLOWKIT_STORE") or DEFAULT_URL
         files, self.url, protocol = open_files(os.fspath(url), storage_options)
+        #: the index database shared by every machine (``postgresql://…``), or None for the
+        #: SQLite index of this store (beside a local store's files, else in a cache folder)
+        self.index_url = shared_index_url(index, self.url)
         self.durable = durable
         self.lock_lease = lock_lease
         self.sync_interval = sync_interval
@@ -171,10 +181,8 @@ class StoreCore:
         self._io: ObjectStore = files
         self.root = root = files.root
         local_root = root if self._io.local else None
-        url_now = self.url
-        self._indexes = IndexKeeper(
-            lambda: open_for_store(url_now, local_root, protocol), self._scan
-        )
+        opener, self._locks = index_opener(self.index_url, self.url, local_root, protocol)
+        self._indexes = IndexKeeper(opener, self._scan)
         self._runs = RunFiles(self._io, self.url)
         self._ready = False  # laid out (folders and marker) by this object
         self._known = False  # seen to be a store
@@ -209,6 +217,8 @@ class StoreCore:
                 url=self.url,
             ) from exc
         self._known = True
+        if self._locks is not None:
+            self._locks.check()  # a shared index that cannot be used fails here, before any work
         self._guard.check_write()  # AccessDenied before anything is written through this object
         self._ready = True
 
@@ -268,6 +278,8 @@ class StoreCore:
         self.sync()
         FLUSHER.cancel(self)
         self._indexes.close()
+        if self._locks is not None:
+            self._locks.close()
 
     # paths -----------------------------------------------------------------------------------
     def _check(self, name: str, what: str) -> str:
@@ -581,10 +593,15 @@ class StoreCore:
         """A single-flight lock on ``key``: ``with store.lock(key) as acquired: ...``.
 
         Yields True once acquired, False after ``timeout`` seconds. A holder that died (its pid
-        is gone on this host, or its lease of ``lock_lease`` seconds ran out) is broken.
+        is gone on this host, or its lease of ``lock_lease`` seconds ran out) is broken. With a
+        shared index (``index="postgresql://…"``) the lock is the database's, for every machine
+        at once, and a holder that dies releases it at once.
         """
         name = key if LOCK_NAME.fullmatch(key) else blake3.blake3(key.encode()).hexdigest()
         self._ensure()
+        if self._locks is not None:
+            held: AbstractContextManager[bool] = self._locks.lock(name, timeout)
+            return held
         return hold(
             self._io, f"{self.root}/locks/{name}.lock", timeout=timeout, lease=self.lock_lease
         )

@@ -47,6 +47,12 @@ class Store(Governance, StoreCore):
     url:
         A local folder, ``file://`` URL or any fsspec URL (``memory://x``, ``s3://bucket/p``).
         Default: ``$MLFLOWKIT_STORE``, else ``./.mlflowkit`` (made absolute at construction).
+    index:
+        Where runs, cache entries, versions, stages and the audit are indexed: None (default)
+        for SQLite, beside a local store's files (for a remote store, in a local cache folder);
+        or a PostgreSQL URL (``postgresql://user@host:port/database``) shared by every machine
+        of a team. The password goes in ``PGPASSWORD`` or ``~/.pgpass`` (libpq's conventions),
+        not in code; it is never shown in a message.
     durable:
         Flush written files to stable storage on local disks (default), as a group commit:
         in the background within ``sync_interval`` seconds and at interpreter exit, and at
@@ -74,6 +80,7 @@ class Store(Governance, StoreCore):
                 self._storage_options,
                 self.sync_interval,
                 self._key,
+                self.index_url,
             ),
         )
 
@@ -275,9 +282,11 @@ def _reopen(
     storage_options: dict[str, Any],
     sync_interval: float = 1.0,
     key: str | os.PathLike[str] | None = None,
+    index: str | None = None,
 ) -> Store:
     return Store(
         url,
+        index=index,
         durable=durable,
         lock_lease=lock_lease,
         sync_interval=sync_interval,

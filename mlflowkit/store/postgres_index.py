@@ -42,7 +42,7 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -218,6 +218,10 @@ class PostgresIndex:
             with contextlib.suppress(Exception):
                 conn.close()
 
+    def check(self) -> None:
+        """Connect (and make or migrate the schema) now: ``StoreError`` if that fails."""
+        self._conn()
+
     # single-flight ---------------------------------------------------------------------------
     @contextmanager
     def lock(self, key: str, timeout: float) -> Iterator[bool]:
@@ -344,7 +348,7 @@ class PostgresIndex:
         return any(r[0] == "built" for r in self.query("SELECT k FROM meta WHERE k = 'built'"))
 
     # reads and writes ------------------------------------------------------------------------
-    def query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+    def query(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[Any]:
         """Run a read-only query and return all rows."""
         return self._retry(lambda conn: conn.execute(sql, params).fetchall())
 
@@ -571,7 +575,19 @@ def _version_rows(q: _Query, name: str | None) -> list[VersionRow]:
         if name is None
         else q(sql + " WHERE name = %s ORDER BY version", (name,))
     )
-    return [VersionRow(*r[:7], record=_blob(r[7])) for r in rows]
+    return [
+        VersionRow(
+            name=r[0],
+            version=int(r[1]),
+            digest=r[2],
+            run_id=r[3],
+            created_at=r[4],
+            created_by=r[5],
+            metadata=r[6],
+            record=_blob(r[7]),
+        )
+        for r in rows
+    ]
 
 
 def _promotion_rows(q: _Query, name: str | None) -> list[PromotionRow]:
@@ -581,7 +597,21 @@ def _promotion_rows(q: _Query, name: str | None) -> list[PromotionRow]:
         if name is None
         else q(sql + " WHERE name = %s ORDER BY seq", (name,))
     )
-    return [PromotionRow(int(r[0]), *r[1:9], record=_blob(r[9])) for r in rows]
+    return [
+        PromotionRow(
+            seq=int(r[0]),
+            name=r[1],
+            version=int(r[2]),
+            from_stage=r[3],
+            to_stage=r[4],
+            at=r[5],
+            by=r[6],
+            reason=r[7],
+            gates=r[8],
+            record=_blob(r[9]),
+        )
+        for r in rows
+    ]
 
 
 def _stage_rows(q: _Query) -> list[StageRow]:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from mlflowkit.store.index import Index
 from mlflowkit.store.sqlite_index import SqliteIndex
@@ -17,3 +21,17 @@ class TestSqliteIndex(IndexContract):
 class TestInMemoryIndex(IndexContract):
     def make_index(self, tmp_path: Path) -> Index:
         return InMemoryIndex()
+
+
+class TestPostgresIndex(IndexContract):
+    """The contract on a real PostgreSQL server (``tests/servers.py``), a schema per test."""
+
+    @pytest.fixture(autouse=True)
+    def _server(self, postgres_server: Any) -> None:
+        self.server = postgres_server
+
+    def make_index(self, tmp_path: Path) -> Index:
+        pytest.importorskip("psycopg")
+        from mlflowkit.store.postgres_index import PostgresIndex
+
+        return PostgresIndex(self.server.url(), f"s3://contract/{uuid.uuid4().hex}")

@@ -1,0 +1,133 @@
+"""Team stores: objects on S3, the index in PostgreSQL, both real servers on 127.0.0.1.
+
+``mk.Store("s3://bucket/prefix", index="postgresql://…")``: runs, caching, version numbers
+shared by every machine, and clear errors (never showing the password) for bad input.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import subprocess
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("psycopg")
+pytest.importorskip("s3fs")
+
+import mlflowkit as mk
+from tests.resources import dag_basic
+
+ROOT = Path(__file__).resolve().parents[2]
+SPAWN = mp.get_context("spawn")
+
+
+def _child_env() -> dict[str, str]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), *sys.path])}
+    env["MLFLOWKIT_CACHE_DIR"] = str(Path(env["MLFLOWKIT_CACHE_DIR"]) / "another-machine")
+    return env
+
+
+def test_a_run_on_s3_and_postgres_is_fully_cached_on_another_machine(
+    s3_bucket: str, postgres_server: Any
+) -> None:
+    url, index = f"s3://{s3_bucket}/team", postgres_server.url()
+    store = mk.Store(url, index=index)
+    run = dag_basic.chain.plan(n=6).run(store=store)
+    assert (run.status, run.output) == ("succeeded", 6)
+    script = (
+        "import json, sys, mlflowkit as mk\n"
+        "from tests.resources import dag_basic\n"
+        "store = mk.Store(sys.argv[1], index=sys.argv[2])\n"
+        "run = dag_basic.chain.plan(n=6).run(store=store)\n"
+        "ids = [r.id for r in store.runs()]\n"
+        "print(json.dumps([run.output, [s.status for s in run.steps], ids]))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script, url, index],
+        capture_output=True,
+        text=True,
+        env=_child_env(),
+        cwd=ROOT,
+        timeout=120,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    output, statuses, run_ids = json.loads(out.stdout.strip().splitlines()[-1])
+    assert output == 6
+    assert statuses == ["cached"] * 6
+    assert run.id in run_ids  # the other machine sees this machine's run in the shared index
+    assert store.verify() == []
+
+
+@pytest.mark.timeout(300)
+def test_machines_publishing_at_once_share_one_numbering(
+    s3_bucket: str, postgres_server: Any
+) -> None:
+    url, index = f"s3://{s3_bucket}/registry", postgres_server.url()
+    machines, count = 3, 6
+    with ProcessPoolExecutor(max_workers=machines, mp_context=SPAWN) as pool:
+        got = list(
+            pool.map(
+                _publish, [url] * machines, [index] * machines, range(machines), [count] * machines
+            )
+        )
+    numbers = sorted(n for per in got for n in per)
+    assert numbers == list(range(1, machines * count + 1))  # none lost, none given twice
+    with mk.Store(url, index=index) as store:
+        versions = store.versions("team/model")
+        assert [v.version for v in versions] == numbers
+        assert sorted((v.load()["machine"], v.load()["i"]) for v in versions) == [
+            (m, i) for m in range(machines) for i in range(count)
+        ]
+
+
+def _publish(url: str, index: str, machine: int, count: int) -> list[int]:
+    from team_helpers import publish_as_machine
+
+    return publish_as_machine(url, index, machine, count)
+
+
+def test_an_index_that_is_not_postgresql_is_refused_without_its_credentials() -> None:
+    with pytest.raises(mk.StoreError, match="must be a PostgreSQL URL") as info:
+        mk.Store("memory://x", index="mysql://ann:secret@db/team")
+    assert "secret" not in str(info.value)
+
+
+def test_wrong_credentials_fail_clearly_and_the_run_resumes_with_the_right_ones(
+    s3_bucket: str, postgres_server: Any
+) -> None:
+    url = f"s3://{s3_bucket}/creds"
+    bad = postgres_server.url(password="not-the-password")
+    with pytest.raises(mk.StoreError) as info:
+        dag_basic.chain.plan(n=3).run(store=mk.Store(url, index=bad))
+    text = str(info.value)
+    assert "not-the-password" not in text
+    assert "password authentication failed" in text and "PGPASSWORD" in text
+    run = dag_basic.chain.plan(n=3).run(store=mk.Store(url, index=postgres_server.url()))
+    assert (run.status, run.output) == ("succeeded", 3)
+
+
+def test_a_database_that_is_down_fails_clearly_and_the_run_resumes_once_it_is_back(
+    s3_bucket: str,
+) -> None:
+    from tests.servers import start_postgres
+
+    url = f"s3://{s3_bucket}/outage"
+    with start_postgres() as server:
+        first = dag_basic.chain.plan(n=4).run(store=mk.Store(url, index=server.url()))
+        assert first.status == "succeeded"
+        server.pause()
+        with pytest.raises(mk.StoreError) as info:
+            dag_basic.chain.plan(n=6).run(store=mk.Store(url, index=server.url()))
+        assert server.password not in str(info.value)
+        assert "is running and reachable" in str(info.value)
+        server.resume()
+        again = dag_basic.chain.plan(n=6).run(store=mk.Store(url, index=server.url()))
+        assert again.status == "succeeded"
+        assert [s.status for s in again.steps] == ["cached"] * 4 + ["executed"] * 2
