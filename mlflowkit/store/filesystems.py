@@ -312,6 +312,10 @@ class FsspecFiles:
     def __init__(self, fs: Any, root: str) -> None:
         self.fs = fs
         self.root = root
+        protocols = fs.protocol if isinstance(fs.protocol, (tuple, list)) else (fs.protocol,)
+        #: S3 (and compatible servers) create a file exclusively with a conditional write
+        #: (``If-None-Match: *``); ``memory://`` lives in this process, where a lock is exact
+        self.conditional = any(p in ("s3", "s3a") for p in protocols)
 
     def read(self, path: str) -> bytes | None:
         """The whole file, or None when it does not exist."""
@@ -398,7 +402,18 @@ class FsspecFiles:
             self.fs.pipe_file(path, data)
 
     def create_exclusive(self, path: str, data: bytes) -> bool:
-        """Best effort: create unless it exists, then read back to confirm we won."""
+        """Create ``path`` unless it exists; True when this call made it.
+
+        On S3 a conditional write (``If-None-Match: *``): the server refuses the second of two
+        racing creates, whichever process or machine they come from. Elsewhere (``memory://``,
+        which lives in this process) a lock held across the check and the write.
+        """
+        if self.conditional:
+            try:
+                self.fs.pipe_file(path, data, mode="create")
+            except FileExistsError:
+                return False
+            return True
         with self._exclusive:
             if self.fs.exists(path):
                 return False
@@ -406,7 +421,13 @@ class FsspecFiles:
         return self.read(path) == data
 
     def remove(self, path: str) -> bool:
-        """Delete a file; True when it existed."""
+        """Delete a file; True when it existed.
+
+        An object store deletes a missing key without complaint, so there the file is looked up
+        first (the answer is a report; deleting is idempotent either way).
+        """
+        if self.conditional and not self.fs.exists(path):
+            return False
         try:
             self.fs.rm_file(path)
         except FileNotFoundError:
@@ -422,7 +443,17 @@ class FsspecFiles:
         return True
 
     def restore(self, src: str, dst: str) -> bool:
-        """Move ``src`` back to ``dst`` unless ``dst`` exists (best effort)."""
+        """Move ``src`` back to ``dst`` unless ``dst`` exists; True when moved.
+
+        On S3 the copy back is a conditional create (see :meth:`create_exclusive`), then
+        ``src`` is deleted; elsewhere a lock is held across the check and the move.
+        """
+        if self.conditional:
+            data = self.read(src)
+            if data is None or not self.create_exclusive(dst, data):
+                return False
+            self.remove(src)
+            return True
         with self._exclusive:
             if self.fs.exists(dst):
                 return False

@@ -12,9 +12,13 @@ Invariants:
   last heartbeat), and on the same host a lock whose pid is no longer alive is stale at once.
 * A stale lock is broken by renaming it aside and checking that what was renamed is the stale
   holder's file (not a fresh lock taken meanwhile, which is put back).
-* On object stores (no exclusive create) the lock is best effort: write, then read back the
-  token. Two processes may rarely both proceed; the store stays correct (writes are atomic and
-  idempotent), only work is duplicated.
+* Creation is exclusive wherever the objects seam's ``create_exclusive`` is: ``O_EXCL`` on a
+  local disk, a conditional write (``If-None-Match``) on S3, a lock in this process for
+  ``memory://``. Breaking a stale lock on S3 moves it aside with a copy and a delete, so two
+  processes breaking the same stale lock at the same instant could both go on to create; the
+  store stays correct (writes are atomic and idempotent), work is done twice. Stores whose
+  single-flight must be exact across machines use a PostgreSQL index (``index=``), whose locks
+  are the database's and die with their holder.
 """
 
 from __future__ import annotations

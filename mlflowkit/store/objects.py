@@ -18,7 +18,8 @@ Invariants every implementation keeps (the contract suite checks each):
 * ``read`` returns ``None`` for a missing file, never a partial one.
 * ``create_exclusive`` creates a file only if none is there, and says whether this call made
   it: with an exclusive primitive where the backend has one (``O_EXCL`` locally; conditional
-  writes on object stores), else a documented best effort (write, then read back).
+  writes on S3; a lock in this process for ``memory://``). A filesystem with no exclusive
+  primitive gets the check-then-write of one process: use a PostgreSQL index for its locks.
 * ``remove`` / ``move`` / ``restore`` report whether there was something to act on; none
   raises for a missing source.
 * ``listdir`` and ``walk`` list files only (never folders, never through a link to a folder

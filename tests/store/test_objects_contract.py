@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -33,3 +34,14 @@ class TestFsspecMemory(ObjectStoreContract):
 class TestInMemoryObjects(ObjectStoreContract):
     def make_objects(self, tmp_path: Path) -> ObjectStore:
         return InMemoryObjects()
+
+
+class TestFsspecS3(ObjectStoreContract):
+    """The contract on a real S3-protocol server (moto's, on 127.0.0.1) through s3fs: exclusive
+    creates are conditional writes there."""
+
+    @pytest.fixture
+    def objects(self, s3_server: Any, s3_bucket: str) -> ObjectStore:
+        files = FsspecFiles(s3_server.filesystem(), f"{s3_bucket}/contract")
+        assert files.conditional
+        return files
