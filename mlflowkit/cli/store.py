@@ -1,4 +1,4 @@
-"""The ``store`` commands: ``verify``, ``gc``, ``du`` and ``adopt``.
+"""The ``store`` commands: ``verify``, ``gc``, ``du``, ``adopt`` and ``migrate``.
 
 Same invariant as the rest of the command line: an error prints one clear message and exits
 with status 1; ``--debug`` shows the traceback.
@@ -10,6 +10,7 @@ import json
 
 import click
 
+import mlflowkit as mk
 from mlflowkit.cli.common import DEBUG_OPTION, STORE_OPTION, guard, open_store, table
 
 __all__ = ["store_group"]
@@ -116,5 +117,56 @@ def store_adopt(store: str | None, debug: bool) -> None:
         s = open_store(store)
         adopted = s.adopt()
         click.echo(f"store {s.url} is owned by {s.owner}; signed {len(adopted)} object(s)")
+
+    guard(debug, go)
+
+
+@store_group.command("migrate")
+@click.argument("source", metavar="SOURCE")
+@click.argument("target", metavar="TARGET")
+@click.option(
+    "--index",
+    default=None,
+    metavar="URL",
+    help="The target's index: a PostgreSQL URL (password in PGPASSWORD or ~/.pgpass). "
+    "Default: the target's own SQLite index.",
+)
+@click.option(
+    "--source-index",
+    default=None,
+    metavar="URL",
+    help="The source's index, if it has a shared one.",
+)
+@DEBUG_OPTION
+def store_migrate(
+    source: str, target: str, index: str | None, source_index: str | None, debug: bool
+) -> None:
+    """Copy the store at SOURCE to TARGET (e.g. a folder to s3://bucket/prefix with
+    --index postgresql://...) without re-running anything: objects, cache entries, runs,
+    packs, the registry, policy and audit. Run it again to resume an interrupted copy."""
+    from mlflowkit.store.migrate import copy_store
+
+    def go() -> None:
+        src = mk.Store(source, index=source_index)
+        dst = mk.Store(target, index=index)
+        shown: dict[str, int] = {}
+
+        def progress(area: str, done: int, total: int) -> None:
+            if (done == total or done % 500 == 0) and shown.get(area) != done:
+                click.echo(f"  {area}: {done}/{total}")
+                shown[area] = done
+
+        click.echo(f"copying {src.url} -> {dst.url}")
+        report = copy_store(src, dst, progress=progress)
+        found = ", ".join(f"{n} {what}" for what, n in report.index.items())
+        click.echo(
+            f"copied {report.copied} file(s) ({_size(report.bytes)}), {report.skipped} already "
+            f"there; the target's index holds {found}"
+        )
+        if report.corrupt:
+            raise click.ClickException(
+                f"{len(report.corrupt)} corrupt object(s) in the source were not copied: "
+                f"{', '.join(report.corrupt[:5])}; run `mlflowkit store verify --store {source}`"
+            )
 
     guard(debug, go)
