@@ -398,8 +398,20 @@ class FsspecFiles:
         try:
             self.fs.pipe_file(path, data)
         except FileNotFoundError:
+            if self.conditional:  # S3 has no folders: the bucket itself is missing
+                raise self._no_bucket(path) from None
             self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
             self.fs.pipe_file(path, data)
+
+    def _no_bucket(self, path: str) -> StoreError:
+        bucket = path.split("/", 1)[0]
+        return StoreError(
+            f"the bucket {bucket!r} does not exist, or these credentials cannot see it "
+            f"(writing s3://{path}). mlflowkit never creates buckets: create it (e.g. `aws s3 "
+            "mb`), or check the bucket name in the store URL and the AWS_* variables "
+            "(~/.aws/credentials, AWS_ENDPOINT_URL for an S3-compatible server).",
+            url=f"s3://{self.root}",
+        )
 
     def create_exclusive(self, path: str, data: bytes) -> bool:
         """Create ``path`` unless it exists; True when this call made it.
@@ -413,6 +425,8 @@ class FsspecFiles:
                 self.fs.pipe_file(path, data, mode="create")
             except FileExistsError:
                 return False
+            except FileNotFoundError:
+                raise self._no_bucket(path) from None
             return True
         with self._exclusive:
             if self.fs.exists(path):

@@ -131,3 +131,88 @@ def test_a_database_that_is_down_fails_clearly_and_the_run_resumes_once_it_is_ba
         again = dag_basic.chain.plan(n=6).run(store=mk.Store(url, index=server.url()))
         assert again.status == "succeeded"
         assert [s.status for s in again.steps] == ["cached"] * 4 + ["executed"] * 2
+
+
+def test_a_bucket_that_does_not_exist_is_a_clear_error(s3_server: Any, s3_bucket: str) -> None:
+    with pytest.raises(mk.StoreError, match="mlflowkit never creates buckets") as info:
+        dag_basic.chain.plan(n=2).run(store=mk.Store("s3://no-such-bucket-here/p"))
+    assert "'no-such-bucket-here' does not exist" in str(info.value)
+    assert "no-such-bucket-here" not in s3_server.filesystem().ls("")
+
+
+def _python_block(page: str, first_line: str) -> str:
+    text = (ROOT / page).read_text(encoding="utf-8")
+    for block in text.split("```python\n")[1:]:
+        code = block.split("```", 1)[0]
+        if first_line in code:
+            return code
+    raise AssertionError(f"no python block with {first_line!r} in {page}")
+
+
+def test_the_team_setup_guide_works_as_written(
+    s3_bucket: str, postgres_server: Any, tmp_path: Path
+) -> None:
+    code = _python_block("docs/guides/team.md", "mk.Store(")
+    # the guide's own URLs, pointed at the test servers; the password goes in PGPASSWORD
+    code = code.replace("s3://ml-team/churn", f"s3://{s3_bucket}/churn")
+    code = code.replace(
+        "postgresql://ml@db.internal:5432/mlflowkit",
+        f"postgresql://{postgres_server.user}@127.0.0.1:{postgres_server.port}/postgres",
+    )
+    script = tmp_path / "guide.py"
+    script.write_text(code, encoding="utf-8")
+    env = {**_child_env(), "PGPASSWORD": postgres_server.password}
+    for _ in range(2):  # the second time, everything is cached
+        out = subprocess.run(
+            [sys.executable, str(script)],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+            timeout=120,
+            check=False,
+        )
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip() == "succeeded 4950"
+    url = f"postgresql://{postgres_server.user}@127.0.0.1:{postgres_server.port}/postgres"
+    os.environ["PGPASSWORD"] = postgres_server.password
+    try:
+        runs = mk.Store(f"s3://{s3_bucket}/churn", index=url).runs()
+    finally:
+        del os.environ["PGPASSWORD"]
+    assert [r.status for r in runs] == ["succeeded", "succeeded"]
+    assert all(s.status == "cached" for s in runs[0].steps)
+
+
+def test_migrate_moves_a_local_store_to_s3_and_postgres_fully_cached(
+    s3_bucket: str, postgres_server: Any, tmp_path: Path
+) -> None:
+    from click.testing import CliRunner
+
+    from mlflowkit.cli import main
+
+    local = mk.Store(str(tmp_path / "laptop"))
+    first = dag_basic.chain.plan(n=5).run(store=local)
+    local.publish("team/churn-model", {"weights": [1, 2, 3]})
+    local.promote("team/churn-model@1", to="poc", reason="first try")
+    target, index = f"s3://{s3_bucket}/moved", postgres_server.url()
+
+    result = CliRunner().invoke(
+        main, ["store", "migrate", str(tmp_path / "laptop"), target, "--index", index]
+    )
+    assert result.exit_code == 0, result.output
+    assert "copied" in result.output and postgres_server.password not in result.output
+
+    moved = mk.Store(target, index=index)
+    again = dag_basic.chain.plan(n=5).run(store=moved)
+    assert [s.status for s in again.steps] == ["cached"] * 5  # nothing re-ran
+    assert first.id in [r.id for r in moved.runs()]
+    version = moved.artifact("team/churn-model@poc")
+    assert (version.version, version.load()) == (1, {"weights": [1, 2, 3]})
+    assert moved.verify() == []
+
+    rerun = CliRunner().invoke(
+        main, ["store", "migrate", str(tmp_path / "laptop"), target, "--index", index]
+    )
+    assert rerun.exit_code == 0, rerun.output
+    assert "copied 0 file(s)" in rerun.output  # resumable: what is there is skipped
