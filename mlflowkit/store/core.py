@@ -107,8 +107,9 @@ from mlflowkit.store.locks import DEFAULT_LEASE_S, hold
 from mlflowkit.store.maintenance import disk_usage, record_findings, scan_files, verify_objects
 from mlflowkit.store.objects import FileStat, ObjectStore
 from mlflowkit.store.runfiles import RunFiles, as_read, executed
+from mlflowkit.store.seams import Seams
 
-__all__ = ["ObjectInfo", "Seams", "StoreCore"]
+__all__ = ["ObjectInfo", "StoreCore"]
 
 
 @dataclass(frozen=True)
@@ -315,7 +316,13 @@ class StoreCore:
 
         See :class:`mlflowkit.store.seams.StoreSeams`.
         """
-        return Seams(self)
+        return Seams(
+            self.url,
+            self._io,
+            self.durable,
+            self._guard,
+            lambda: self._idx(fresh=True, flush=False),  # reopened if replaced; no flush
+        )
 
     def _scan(self) -> Scan:
         """Read the files: object headers, cache entries and run records."""
@@ -784,36 +791,3 @@ def _close_open_stores() -> None:
             store.close()
         except Exception:
             continue
-
-
-class Seams:
-    """A store core's seams (implements :class:`mlflowkit.store.seams.StoreSeams`)."""
-
-    __slots__ = ("_store",)
-
-    def __init__(self, store: StoreCore) -> None:
-        self._store = store
-
-    @property
-    def url(self) -> str:
-        """The store's URL."""
-        return self._store.url
-
-    @property
-    def objects(self) -> ObjectStore:
-        """The store's files."""
-        return self._store._io
-
-    @property
-    def durable(self) -> bool:
-        """Whether the store flushes its writes to stable storage."""
-        return self._store.durable
-
-    @property
-    def guard(self) -> Guard:
-        """The store's signing and trust guard."""
-        return self._store._guard
-
-    def index(self) -> Index:
-        """The index, opened again if it was replaced (buffered rows are not flushed)."""
-        return self._store._idx(fresh=True, flush=False)

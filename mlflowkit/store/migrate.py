@@ -139,7 +139,7 @@ def _copy_one(
 
 def _intact(name: str, data: bytes) -> bool:
     """Whether an object file's bytes hold what its header says (address and payload hash)."""
-    from mlflowkit.store._format import CorruptFile, parse_header, payload_blake3
+    from mlflowkit.store.formats import CorruptFile, parse_header, payload_blake3
 
     try:
         _, length, digest, head, address, _ = parse_header(data)

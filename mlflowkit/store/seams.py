@@ -16,12 +16,13 @@ Invariants:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
 from mlflowkit.store.index import Index
 from mlflowkit.store.objects import ObjectStore
 
-__all__ = ["HasSeams", "StoreSeams"]
+__all__ = ["HasSeams", "Seams", "StoreSeams"]
 
 
 @runtime_checkable
@@ -50,3 +51,27 @@ class HasSeams(Protocol):
     def seams(self) -> StoreSeams:
         """The store's seams."""
         ...
+
+
+class Seams:
+    """A store's seams as plain parts (implements :class:`StoreSeams`; ``mk.Store.seams``)."""
+
+    __slots__ = ("_index", "durable", "guard", "objects", "url")
+
+    def __init__(
+        self,
+        url: str,
+        objects: ObjectStore,
+        durable: bool,
+        guard: Any,
+        index: Callable[[], Index],
+    ) -> None:
+        self.url = url
+        self.objects = objects
+        self.durable = durable
+        self.guard = guard
+        self._index = index
+
+    def index(self) -> Index:
+        """The store's index (opened, and rebuilt from the files, on first use)."""
+        return self._index()
