@@ -10,7 +10,7 @@ import pytest
 import mlflowkit as mk
 from mlflowkit.errors import RegistryError
 from mlflowkit.registry import db, journal
-from mlflowkit.store import core
+from mlflowkit.store import choice
 from mlflowkit.store.index import Index
 from mlflowkit.store.objects import ObjectStore
 from mlflowkit.store.seams import HasSeams, StoreSeams
@@ -54,7 +54,7 @@ def test_the_registry_works_on_any_index_implementation(
         made.append(InMemoryIndex())
         return made[-1]
 
-    monkeypatch.setattr(core, "open_for_store", open_index)
+    monkeypatch.setattr(choice, "open_for_store", open_index)
     with mk.Store(str(tmp_path / "s")) as store:
         v1 = store.publish("model", np.arange(3))
         v2 = store.publish("model", np.arange(4))
