@@ -84,3 +84,36 @@ def test_tool_and_workload_filters() -> None:
     (_, cases), *_ = groups
     assert {c.kind for c in cases} == {"peer", "reference"}
     assert all(c.family == "joblib" for c in cases if c.kind == "peer")
+
+
+@pytest.mark.timeout(240)
+def test_scale_curves_measure_time_and_memory_per_step(tmp_path: Path) -> None:
+    out, page, image = tmp_path / "scale.jsonl", tmp_path / "page.md", tmp_path / "scale.png"
+    page.write_text("# Benchmarks\n\nIntro.\n", encoding="utf-8")
+    cmd = [sys.executable, "-m", "benchmarks.scale", "--sizes", "20,60"]
+    cmd += ["--curves", "chain,cached re-run", "--json", str(out)]
+    cmd += ["--markdown", str(page), "--chart", str(image)]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=230, check=False)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    points = [json.loads(line) for line in out.read_text("utf-8").splitlines()]
+    assert {(p["curve"], p["n"]) for p in points} == {
+        ("chain", 20),
+        ("chain", 60),
+        ("cached re-run", 20),
+        ("cached re-run", 60),
+    }
+    for p in points:
+        assert p["status"] == "ok", p
+        assert p["us_per_step"] > 0 and p["driver_bytes_per_step"] >= 0, p
+    assert image.read_bytes().startswith(b"\x89PNG")
+    text = page.read_text("utf-8")
+    assert text.startswith("# Benchmarks\n\nIntro.\n")
+    assert "| chain |" in text and "scale.png" in text
+    # regenerating replaces the section instead of adding a second one
+    again = [sys.executable, "-m", "benchmarks.scale", "--from-json", str(out)]
+    again += ["--markdown", str(page)]
+    assert (
+        subprocess.run(again, cwd=ROOT, capture_output=True, timeout=60, check=False).returncode
+        == 0
+    )
+    assert page.read_text("utf-8").count("BEGIN SCALE CURVES") == 1

@@ -57,7 +57,7 @@ def child_mlflowkit(mode: str, folder: str, nbytes: int) -> dict[str, float]:
     runs: list[Any] = []
 
     def call() -> Any:
-        run = mk_pipelines.big_input.plan(X=X).run(store=store, progress=False)
+        run = mk_pipelines.big_input.plan(X=X).run(store=store)
         runs.append(run)
         return run.output
 

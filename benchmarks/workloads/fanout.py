@@ -63,9 +63,7 @@ class MlflowkitFan(Bench):
 
     def once(self) -> dict[str, float]:
         t0 = time.perf_counter()
-        run = self.pipeline.plan(n=self.n).run(
-            executor=self.executor, store=self.store, progress=False
-        )
+        run = self.pipeline.plan(n=self.n).run(executor=self.executor, store=self.store)
         out = run.output
         elapsed = time.perf_counter() - t0
         _check("mlflowkit", out, self.n)

@@ -38,7 +38,7 @@ def child_mlflowkit(mode: str, folder: str, n: int) -> dict[str, float]:
 
     store = os.path.join(folder, "store")
     t0 = time.perf_counter()
-    run = mk_pipelines.chain.plan(n=n, start=0).run(store=store, progress=False)
+    run = mk_pipelines.chain.plan(n=n, start=0).run(store=store)
     out = run.output
     t1 = time.perf_counter()
     if mode == "measure":
