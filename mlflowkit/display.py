@@ -650,7 +650,7 @@ def run_html(run: Run) -> str:
     took = ""
     if record.finished_at and record.started_at:
         took = f" in {_duration(record.finished_at - record.started_at)}"
-    store = getattr(run.store, "url", None)
+    store = run.store.url if run.store is not None else None
     where = f" &middot; store <code>{html.escape(str(store))}</code>" if store else ""
     failed = any(s.error for s in steps)
     measured = any(s.metric_log for s in steps)

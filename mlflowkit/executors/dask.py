@@ -261,8 +261,9 @@ class DaskExecutor(Executor):
         if blob is None:
             raise ExecutorError(
                 f"The dask executor needs a store its workers can open, found "
-                f"{getattr(store, 'url', store)!r}, which is private to this process. Use a "
-                f"folder the workers can reach or an object-store URL (e.g. 's3://bucket/x').",
+                f"{None if store is None else store.url!r}, which is private to this process. "
+                f"Use a folder the workers can reach or an object-store URL (e.g. "
+                f"'s3://bucket/x').",
                 executor=self.name,
             )
         with self._lock:

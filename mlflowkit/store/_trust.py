@@ -40,7 +40,7 @@ import orjson
 
 from mlflowkit.errors import AccessDenied, StoreError, UntrustedObjectError
 from mlflowkit.store.formats import seal_document, unseal_document
-from mlflowkit.store.layout import MARKER
+from mlflowkit.store.layout import MARKER, STORE_FORMAT
 from mlflowkit.store.objects import ObjectStore
 from mlflowkit.trust import audit as _audit
 from mlflowkit.trust import keys as _keys
@@ -167,7 +167,7 @@ class Guard:
         return orjson.dumps(
             {
                 "mlflowkit": "store",
-                "format": 1,
+                "format": STORE_FORMAT,
                 "created_by": __version__,
                 "created_at": time.time(),
                 "owner": owner,

@@ -99,6 +99,7 @@ from mlflowkit.store.layout import (
     MARKER,
     NAME,
     TMP_MAX_AGE_S,
+    check_format,
     check_name,
     no_store,
     prepare_layout,
@@ -204,6 +205,8 @@ class StoreCore:
         StoreError
             The folder cannot be created or written (the message says why).
         """
+        if not self._known:  # a store of a newer mlflowkit: refused before anything is touched
+            check_format(self._io.read(f"{self.root}/{MARKER}"), self.url)
         try:
             if self._io.local:
                 if prepare_layout(self.root, self._io, self._guard.marker_bytes):
@@ -233,10 +236,13 @@ class StoreCore:
         if self._known:
             return True
         io, root = self._io, self.root
-        found = io.exists(f"{root}/{MARKER}")
-        if not found and io.local:
+        marker = io.read(f"{root}/{MARKER}")
+        found = marker is not None
+        if found:
+            check_format(marker, self.url)  # a store of a newer mlflowkit: refused, untouched
+        elif io.local:
             found = all(os.path.isdir(f"{root}/{area}") for area in LEGACY_AREAS)
-        elif not found:
+        else:
             found = any(io.exists(f"{root}/{area}") for area in LEGACY_AREAS)
         self._known = found
         return found

@@ -331,7 +331,18 @@ class FsspecFiles:
         return None if data is None else (data, None)
 
     def exists(self, path: str) -> bool:
-        """Whether the file exists."""
+        """Whether the file exists.
+
+        On S3 one ``HEAD`` of the key: fsspec's ``exists`` also lists the prefix when the key
+        is missing (a folder?), a second request the store never needs (its names are files).
+        """
+        if self.conditional:
+            bucket, key, _ = self.fs.split_path(path)
+            try:
+                self.fs.call_s3("head_object", Bucket=bucket, Key=key)
+            except FileNotFoundError:
+                return False
+            return True
         return bool(self.fs.exists(path))
 
     def own_dir(self, folder: str) -> bool:

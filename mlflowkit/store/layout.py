@@ -47,7 +47,9 @@ __all__ = [
     "PREPARED",
     "QUARANTINED",
     "STARTED",
+    "STORE_FORMAT",
     "TMP_MAX_AGE_S",
+    "check_format",
     "check_name",
     "is_temp",
     "no_store",
@@ -55,6 +57,9 @@ __all__ = [
 ]
 
 DEFAULT_URL = ".mlflowkit"
+#: the store format this mlflowkit writes and reads (the marker's ``"format"``); raise it with
+#: any change older versions could not read
+STORE_FORMAT = 1
 STARTED = ".started"  # the record of a run in progress (see ``put_run``)
 TMP_MAX_AGE_S = 30 * 60.0  # a temp file older than this belongs to a writer that died
 DEFAULT_LOCK_TIMEOUT_S = 300.0
@@ -121,3 +126,29 @@ def check_name(name: str, what: str, url: str) -> str:
             url=url,
         )
     return name
+
+
+def check_format(marker: bytes | None, url: str) -> None:
+    """Refuse a store whose marker says it was written by a newer mlflowkit.
+
+    An older library must never read (or "repair") files it does not understand: it stops with
+    a ``StoreError`` before touching anything. A marker that cannot be parsed is left to the
+    owner check (``_trust``), which names what is wrong with it.
+    """
+    if not marker:
+        return
+    import orjson
+
+    try:
+        doc = orjson.loads(marker)
+    except ValueError:
+        return
+    found = doc.get("format", 1) if isinstance(doc, dict) else 1
+    if isinstance(found, int) and not isinstance(found, bool) and found > STORE_FORMAT:
+        made_by = doc.get("created_by", "a newer version")
+        raise StoreError(
+            f"the store at {url} was written by a newer mlflowkit ({made_by}; store format "
+            f"{found}, this mlflowkit reads up to {STORE_FORMAT}). Upgrade mlflowkit on this "
+            "machine: pip install -U mlflowkit. Nothing was read or changed.",
+            url=url,
+        )

@@ -126,11 +126,17 @@ def faulty(width: int = 6, n: int = 8) -> Any:
     return report(combine(parts), total(square.map(v=items(n))), label, count)
 
 
+#: a shared index for the stores of these runs (``index=``), when set
+INDEX_ENV = "MLFLOWKIT_TEST_INDEX"
+
+
 def run_child(url: str, lock_lease: float | None = None) -> None:
     """Process target: run :func:`faulty` on the store at ``url`` (not fsynced; no counters)."""
     os.environ.pop(COUNTERS_ENV, None)
-    options = {} if lock_lease is None else {"lock_lease": lock_lease}
-    faulty.plan().run(store=mk.Store(url, durable=False, **options), progress=False)
+    options: dict[str, Any] = {} if lock_lease is None else {"lock_lease": lock_lease}
+    index = os.environ.get(INDEX_ENV)
+    store = mk.Store(url, durable=False, index=index, **options)
+    faulty.plan().run(store=store, progress=False)
 
 
 def run_child_killed_after_creating_a_lock(url: str) -> None:
@@ -204,7 +210,7 @@ def main(argv: list[str]) -> int:
         Path(f"{go}.ready.{os.getpid()}").touch()
         while not go.exists():
             time.sleep(0.002)
-    run = faulty.plan().run(store=url, progress=False)
+    run = faulty.plan().run(store=mk.Store(url, index=os.environ.get(INDEX_ENV)), progress=False)
     print(
         json.dumps(
             {

@@ -255,3 +255,28 @@ def test_a_failed_write_is_a_store_error_naming_the_cause(
         assert "free some space" in str(info.value)
         with pytest.raises(StoreError, match="No space left"):
             store.put_run(RunRecord(id="r1", pipeline="p", status="succeeded"))
+
+
+def test_a_store_written_by_a_newer_mlflowkit_is_refused_untouched(tmp_path: Path) -> None:
+    import json
+
+    import mlflowkit as mk
+    from mlflowkit.store.layout import MARKER, STORE_FORMAT
+    from tests.resources import dag_basic
+
+    url = str(tmp_path / "s")
+    dag_basic.chain.plan(n=2).run(store=mk.Store(url))
+    marker = Path(url, MARKER)
+    doc = json.loads(marker.read_bytes())
+    doc.update(format=STORE_FORMAT + 1, created_by="9.0.0")
+    marker.write_text(json.dumps(doc))
+    before = sorted(p.relative_to(url).as_posix() for p in Path(url).rglob("*") if p.is_file())
+    for attempt in (
+        lambda: mk.Store(url).runs(),
+        lambda: dag_basic.chain.plan(n=3).run(store=mk.Store(url)),
+    ):
+        with pytest.raises(mk.StoreError, match="newer mlflowkit") as info:
+            attempt()
+        assert "9.0.0" in str(info.value) and "pip install -U mlflowkit" in str(info.value)
+    after = sorted(p.relative_to(url).as_posix() for p in Path(url).rglob("*") if p.is_file())
+    assert after == before
