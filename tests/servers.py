@@ -89,7 +89,8 @@ class Postgres:
         _stop(self.proc, signal.SIGINT)  # "fast" shutdown: ends sessions, checkpoints
 
     def resume(self) -> None:
-        """Start the paused server again, same data, same port."""
+        """Start the paused (or externally stopped) server again, same data, same port."""
+        _stop(self.proc, signal.SIGINT)  # reaps it too, when something else stopped it
         self.proc = _start_server(self.folder, self.port)
 
     def stop(self) -> None:
@@ -204,6 +205,9 @@ class S3Server:
     port: int
     proc: subprocess.Popen[Any]
     folder: Path
+    #: the credentials the server accepts (any, unless started with ``authenticated=True``)
+    key: str = "testing"
+    secret: str = "testing"
 
     @property
     def endpoint(self) -> str:
@@ -212,8 +216,8 @@ class S3Server:
     def env(self) -> dict[str, str]:
         """The standard AWS variables that point boto/s3fs at this server."""
         return {
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_ACCESS_KEY_ID": self.key,
+            "AWS_SECRET_ACCESS_KEY": self.secret,
             "AWS_DEFAULT_REGION": "eu-west-1",
             "AWS_ENDPOINT_URL": self.endpoint,
             "AWS_ENDPOINT_URL_S3": self.endpoint,
@@ -223,8 +227,8 @@ class S3Server:
         import s3fs
 
         return s3fs.S3FileSystem(
-            key="testing",
-            secret="testing",
+            key=self.key,
+            secret=self.secret,
             endpoint_url=self.endpoint,
             client_kwargs={"region_name": "eu-west-1"},
             skip_instance_cache=True,
@@ -241,16 +245,49 @@ class S3Server:
         self.stop()
 
 
-def start_s3() -> S3Server:
+def start_s3(*, authenticated: bool = False) -> S3Server:
+    """Start moto's S3 server on 127.0.0.1.
+
+    ``authenticated``: the server checks credentials (moto's IAM enforcement, after the three
+    unauthenticated calls that make a user, its policy and its access key); the returned
+    server's ``key``/``secret`` are the only ones it accepts.
+    """
     port = free_port()
     folder = Path(tempfile.mkdtemp(prefix="mlflowkit-s3-"))
     log = folder / "server.log"
+    env = dict(os.environ)
+    if authenticated:
+        env["INITIAL_NO_AUTH_ACTION_COUNT"] = "3"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            env=env,
         )
     _wait_for_port(port, proc, "the S3 server (moto)", log)
-    return S3Server(port=port, proc=proc, folder=folder)
+    server = S3Server(port=port, proc=proc, folder=folder)
+    if authenticated:
+        import json
+
+        import boto3
+
+        iam = boto3.client(
+            "iam",
+            endpoint_url=server.endpoint,
+            region_name="eu-west-1",
+            aws_access_key_id="bootstrap",
+            aws_secret_access_key="bootstrap",
+        )
+        iam.create_user(UserName="mlflowkit")
+        policy = {
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}],
+        }
+        iam.put_user_policy(
+            UserName="mlflowkit", PolicyName="all", PolicyDocument=json.dumps(policy)
+        )
+        made = iam.create_access_key(UserName="mlflowkit")["AccessKey"]
+        server.key, server.secret = made["AccessKeyId"], made["SecretAccessKey"]
+    return server

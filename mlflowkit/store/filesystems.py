@@ -323,6 +323,8 @@ class FsspecFiles:
             data: bytes = self.fs.cat_file(path)
         except FileNotFoundError:
             return None
+        except PermissionError as exc:
+            raise self._denied(path, exc) from None
         return data
 
     def read_split(self, path: str, head: int) -> tuple[bytes, Any] | None:
@@ -342,6 +344,8 @@ class FsspecFiles:
                 self.fs.call_s3("head_object", Bucket=bucket, Key=key)
             except FileNotFoundError:
                 return False
+            except PermissionError as exc:
+                raise self._denied(path, exc) from None
             return True
         return bool(self.fs.exists(path))
 
@@ -408,11 +412,23 @@ class FsspecFiles:
         data = b"".join(bytes(p) if not isinstance(p, bytes) else p for p in parts)
         try:
             self.fs.pipe_file(path, data)
+        except PermissionError as exc:
+            raise self._denied(path, exc) from None
         except FileNotFoundError:
             if self.conditional:  # S3 has no folders: the bucket itself is missing
                 raise self._no_bucket(path) from None
             self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
             self.fs.pipe_file(path, data)
+
+    def _denied(self, path: str, exc: BaseException) -> StoreError:
+        """The server refused these credentials: say which, and where to look."""
+        return StoreError(
+            f"access to {self.fs.unstrip_protocol(path)} was refused ({exc}). Check the "
+            "credentials this process uses (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
+            "~/.aws/credentials or the machine's role) and that they may read and write this "
+            "bucket.",
+            url=self.fs.unstrip_protocol(self.root),
+        )
 
     def _no_bucket(self, path: str) -> StoreError:
         bucket = path.split("/", 1)[0]
@@ -438,6 +454,8 @@ class FsspecFiles:
                 return False
             except FileNotFoundError:
                 raise self._no_bucket(path) from None
+            except PermissionError as exc:
+                raise self._denied(path, exc) from None
             return True
         with self._exclusive:
             if self.fs.exists(path):

@@ -36,7 +36,6 @@ Invariants:
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import threading
 import time
@@ -58,6 +57,22 @@ from mlflowkit.store.index import (
     RunFile,
     StageRow,
     VersionRow,
+)
+from mlflowkit.store.index_rows import (
+    PROMOTION_COLUMNS,
+    VERSION_COLUMNS,
+    cache_values,
+    object_values,
+    parse_run,
+    promotion_row,
+    promotion_values,
+    run_values,
+    runs_to_sync,
+    stage_row,
+    step_values,
+    upstream_runs,
+    version_row,
+    version_values,
 )
 
 if TYPE_CHECKING:
@@ -110,9 +125,6 @@ CREATE INDEX IF NOT EXISTS registry_promotions_name ON registry_promotions (name
 #: schema version -> statements that bring the previous version's registry tables to it (the
 #: cache tables are simply made again). Version 1 is the first: nothing to migrate from.
 _MIGRATIONS: dict[int, tuple[str, ...]] = {}
-
-_VERSION_COLUMNS = "name, version, digest, run_id, created_at, created_by, metadata, record"
-_PROMOTION_COLUMNS = "seq, name, version, from_stage, to_stage, at, by, reason, gates, record"
 
 
 def redact(url: str) -> str:
@@ -458,15 +470,7 @@ class PostgresIndex:
         known = {
             r[0]: (r[1], r[2]) for r in self.query("SELECT id, file_size, file_stamp FROM runs")
         }
-        listed = list(listed)
-        seen = {f.run_id for f in listed}
-        changed: list[tuple[RunFile, str]] = []
-        for f in listed:
-            if known.get(f.run_id) != (f.size, f.stamp):
-                text = read(f.run_id)
-                if text is not None and _parse_run(text) is not None:
-                    changed.append((f, text))
-        gone = [run_id for run_id in known if run_id not in seen]
+        changed, gone = runs_to_sync(known, listed, read)
         if not changed and not gone:
             return
 
@@ -488,7 +492,7 @@ class PostgresIndex:
             rows = self.query(
                 "SELECT record FROM runs WHERE id = ANY(%s)" + order, (sorted(set(run_ids)),)
             )
-        return [r for r in (_parse_run(row[0]) for row in rows) if r is not None]
+        return [r for r in (parse_run(row[0]) for row in rows) if r is not None]
 
     def run_ids(self, prefix: str = "") -> list[str]:
         """Ids of the runs starting with ``prefix`` (case-sensitive), newest first."""
@@ -502,21 +506,12 @@ class PostgresIndex:
 
     def upstream_runs(self, digest: str) -> set[str]:
         """Ids of the runs holding a step run upstream of ``digest`` (transitively)."""
-        runs: set[str] = set()
-        seen = {digest}
-        frontier = [digest]
-        while frontier:
-            batch, frontier = frontier[:500], frontier[500:]
-            rows = self.query(
+        return upstream_runs(
+            digest,
+            lambda batch: self.query(
                 "SELECT run_id, inputs FROM step_runs WHERE output_digest = ANY(%s)", (batch,)
-            )
-            for run_id, inputs in rows:
-                runs.add(run_id)
-                for d in json.loads(inputs or "{}").values():
-                    if isinstance(d, str) and d not in seen:
-                        seen.add(d)
-                        frontier.append(d)
-        return runs
+            ),
+        )
 
     def digests_with_prefix(self, prefix: str, limit: int = 20) -> list[str]:
         """Known digests (objects and step outputs) starting with ``prefix``, sorted."""
@@ -569,58 +564,30 @@ def _close_all(conns: dict[tuple[int, int], Any], pid: int) -> None:
 
 
 def _version_rows(q: _Query, name: str | None) -> list[VersionRow]:
-    sql = f"SELECT {_VERSION_COLUMNS} FROM registry_versions"
+    sql = f"SELECT {VERSION_COLUMNS} FROM registry_versions"
     rows = (
         q(sql + " ORDER BY name, version")
         if name is None
         else q(sql + " WHERE name = %s ORDER BY version", (name,))
     )
-    return [
-        VersionRow(
-            name=r[0],
-            version=int(r[1]),
-            digest=r[2],
-            run_id=r[3],
-            created_at=r[4],
-            created_by=r[5],
-            metadata=r[6],
-            record=_blob(r[7]),
-        )
-        for r in rows
-    ]
+    return [version_row(r) for r in rows]
 
 
 def _promotion_rows(q: _Query, name: str | None) -> list[PromotionRow]:
-    sql = f"SELECT {_PROMOTION_COLUMNS} FROM registry_promotions"
+    sql = f"SELECT {PROMOTION_COLUMNS} FROM registry_promotions"
     rows = (
         q(sql + " ORDER BY seq")
         if name is None
         else q(sql + " WHERE name = %s ORDER BY seq", (name,))
     )
-    return [
-        PromotionRow(
-            seq=int(r[0]),
-            name=r[1],
-            version=int(r[2]),
-            from_stage=r[3],
-            to_stage=r[4],
-            at=r[5],
-            by=r[6],
-            reason=r[7],
-            gates=r[8],
-            record=_blob(r[9]),
-        )
-        for r in rows
-    ]
+    return [promotion_row(r) for r in rows]
 
 
 def _stage_rows(q: _Query) -> list[StageRow]:
-    rows = q("SELECT name, stage, version FROM registry_stages ORDER BY name, stage")
-    return [StageRow(r[0], r[1], int(r[2])) for r in rows]
-
-
-def _blob(value: Any) -> bytes | None:
-    return None if value is None else bytes(value)
+    return [
+        stage_row(r)
+        for r in q("SELECT name, stage, version FROM registry_stages ORDER BY name, stage")
+    ]
 
 
 class _RegistryTx:
@@ -645,18 +612,9 @@ class _RegistryTx:
 
     def insert_version(self, row: VersionRow) -> bool:
         cursor = self._conn.execute(
-            f"INSERT INTO registry_versions ({_VERSION_COLUMNS}) VALUES "
+            f"INSERT INTO registry_versions ({VERSION_COLUMNS}) VALUES "
             "(%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (name, version) DO NOTHING",
-            (
-                row.name,
-                row.version,
-                row.digest,
-                row.run_id,
-                row.created_at,
-                row.created_by,
-                row.metadata,
-                row.record,
-            ),
+            version_values(row),
         )
         return cursor.rowcount == 1
 
@@ -673,20 +631,9 @@ class _RegistryTx:
             top = self._conn.execute("SELECT max(seq) FROM registry_promotions").fetchone()
             seq = int(top[0] or 0) + 1 if top is not None else 1
         cursor = self._conn.execute(
-            f"INSERT INTO registry_promotions ({_PROMOTION_COLUMNS}) VALUES "
+            f"INSERT INTO registry_promotions ({PROMOTION_COLUMNS}) VALUES "
             "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (seq) DO NOTHING",
-            (
-                seq,
-                row.name,
-                row.version,
-                row.from_stage,
-                row.to_stage,
-                row.at,
-                row.by,
-                row.reason,
-                row.gates,
-                row.record,
-            ),
+            promotion_values(row, seq),
         )
         return seq if cursor.rowcount == 1 else None
 
@@ -706,16 +653,8 @@ class _RegistryTx:
 # rows ------------------------------------------------------------------------------------------
 
 
-def _parse_run(text: str) -> RunRecord | None:
-    try:
-        data = json.loads(text)
-        return RunRecord.from_dict(data) if isinstance(data, dict) else None
-    except (ValueError, TypeError, KeyError):
-        return None
-
-
 def _insert_objects(conn: psycopg.Connection[Any], rows: Iterable[ObjectRow]) -> None:
-    values = [(r.digest, r.size, r.serializer, r.created_at) for r in rows]
+    values = object_values(rows)
     if values:
         with conn.cursor() as cur:
             cur.executemany(
@@ -727,10 +666,7 @@ def _insert_objects(conn: psycopg.Connection[Any], rows: Iterable[ObjectRow]) ->
 
 
 def _insert_caches(conn: psycopg.Connection[Any], caches: Iterable[tuple[CacheEntry, int]]) -> None:
-    values = [
-        (e.key, e.output_digest, e.step, bool(e.stored), e.size, e.created_at, e.run_id, size)
-        for e, size in caches
-    ]
+    values = [cache_values(e, size, bool(e.stored)) for e, size in caches]
     if values:
         with conn.cursor() as cur:
             cur.executemany(
@@ -743,7 +679,7 @@ def _insert_caches(conn: psycopg.Connection[Any], caches: Iterable[tuple[CacheEn
 
 
 def _insert_run(conn: psycopg.Connection[Any], run_file: RunFile, text: str) -> None:
-    record = _parse_run(text)
+    record = parse_run(text)
     if record is None:
         return
     conn.execute(
@@ -751,31 +687,10 @@ def _insert_run(conn: psycopg.Connection[Any], run_file: RunFile, text: str) -> 
         "pipeline = EXCLUDED.pipeline, status = EXCLUDED.status, started_at = "
         "EXCLUDED.started_at, finished_at = EXCLUDED.finished_at, file_size = "
         "EXCLUDED.file_size, file_stamp = EXCLUDED.file_stamp, record = EXCLUDED.record",
-        (
-            run_file.run_id,
-            record.pipeline,
-            record.status,
-            record.started_at,
-            record.finished_at,
-            run_file.size,
-            run_file.stamp,
-            text,
-        ),
+        run_values(run_file, record, text),
     )
     conn.execute("DELETE FROM step_runs WHERE run_id = %s", (run_file.run_id,))
-    steps = [
-        (
-            run_file.run_id,
-            i,
-            s.name,
-            s.step,
-            s.key,
-            s.status,
-            s.output_digest,
-            json.dumps(s.inputs, sort_keys=True),
-        )
-        for i, s in enumerate(record.steps)
-    ]
+    steps = step_values(run_file.run_id, record)
     if steps:
         with conn.cursor() as cur:
             cur.executemany("INSERT INTO step_runs VALUES (%s, %s, %s, %s, %s, %s, %s, %s)", steps)

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import json
 import os
 import sqlite3
 import threading
@@ -55,6 +54,22 @@ from mlflowkit.store.index import (
     RunFile,
     StageRow,
     VersionRow,
+)
+from mlflowkit.store.index_rows import (
+    PROMOTION_COLUMNS,
+    VERSION_COLUMNS,
+    cache_values,
+    object_values,
+    parse_run,
+    promotion_row,
+    promotion_values,
+    run_values,
+    runs_to_sync,
+    stage_row,
+    step_values,
+    upstream_runs,
+    version_row,
+    version_values,
 )
 
 __all__ = ["SqliteIndex", "open_for_store"]
@@ -293,15 +308,7 @@ class SqliteIndex:
         known = {
             r[0]: (r[1], r[2]) for r in self.query("SELECT id, file_size, file_stamp FROM runs")
         }
-        listed = list(listed)
-        seen = {f.run_id for f in listed}
-        changed: list[tuple[RunFile, str]] = []
-        for f in listed:
-            if known.get(f.run_id) != (f.size, f.stamp):
-                text = read(f.run_id)
-                if text is not None and _parse_run(text) is not None:
-                    changed.append((f, text))
-        gone = [run_id for run_id in known if run_id not in seen]
+        changed, gone = runs_to_sync(known, listed, read)
         if not changed and not gone:
             return
 
@@ -325,7 +332,7 @@ class SqliteIndex:
             for chunk in _chunks(ids, 500):
                 marks = ",".join("?" * len(chunk))
                 rows += self.query(f"SELECT record FROM runs WHERE id IN ({marks})", chunk)
-        records = [r for r in (_parse_run(row[0]) for row in rows) if r is not None]
+        records = [r for r in (parse_run(row[0]) for row in rows) if r is not None]
         if run_ids is not None:
             records.sort(key=lambda r: (r.started_at, r.id), reverse=True)
         return records
@@ -342,22 +349,14 @@ class SqliteIndex:
 
     def upstream_runs(self, digest: str) -> set[str]:
         """Ids of the runs holding a step run upstream of ``digest`` (transitively)."""
-        runs: set[str] = set()
-        seen = {digest}
-        frontier = [digest]
-        while frontier:
-            batch, frontier = frontier[:500], frontier[500:]
+
+        def producers(batch: list[str]) -> list[Any]:
             marks = ",".join("?" * len(batch))
-            rows = self.query(
+            return self.query(
                 f"SELECT run_id, inputs FROM step_runs WHERE output_digest IN ({marks})", batch
             )
-            for run_id, inputs in rows:
-                runs.add(run_id)
-                for d in json.loads(inputs or "{}").values():
-                    if isinstance(d, str) and d not in seen:
-                        seen.add(d)
-                        frontier.append(d)
-        return runs
+
+        return upstream_runs(digest, producers)
 
     def digests_with_prefix(self, prefix: str, limit: int = 20) -> list[str]:
         """Known digests (objects and step outputs) that start with ``prefix``."""
@@ -495,8 +494,6 @@ CREATE TABLE IF NOT EXISTS registry_promotions (
     gates TEXT NOT NULL, record BLOB);
 CREATE INDEX IF NOT EXISTS registry_promotions_name ON registry_promotions (name, seq);
 """
-_VERSION_COLUMNS = "name, version, digest, run_id, created_at, created_by, metadata, record"
-_PROMOTION_COLUMNS = "seq, name, version, from_stage, to_stage, at, by, reason, gates, record"
 _Query = Callable[[str, Sequence[Any]], list[Any]]
 
 
@@ -510,36 +507,29 @@ def _create_registry(conn: sqlite3.Connection) -> None:
             conn.execute(f"ALTER TABLE {table} ADD COLUMN record BLOB")
 
 
-def _blob(value: Any) -> bytes | None:
-    return None if value is None else bytes(value)
-
-
 def _version_rows(q: _Query, name: str | None) -> list[VersionRow]:
-    sql = f"SELECT {_VERSION_COLUMNS} FROM registry_versions"
+    sql = f"SELECT {VERSION_COLUMNS} FROM registry_versions"
     rows = (
         q(sql + " ORDER BY name, version", ())
         if name is None
         else q(sql + " WHERE name=? ORDER BY version", (name,))
     )
-    return [VersionRow(r[0], int(r[1]), r[2], r[3], r[4], r[5], r[6], _blob(r[7])) for r in rows]
+    return [version_row(r) for r in rows]
 
 
 def _promotion_rows(q: _Query, name: str | None) -> list[PromotionRow]:
-    sql = f"SELECT {_PROMOTION_COLUMNS} FROM registry_promotions"
+    sql = f"SELECT {PROMOTION_COLUMNS} FROM registry_promotions"
     rows = (
         q(sql + " ORDER BY seq", ())
         if name is None
         else q(sql + " WHERE name=? ORDER BY seq", (name,))
     )
-    return [
-        PromotionRow(r[0], r[1], int(r[2]), r[3], r[4], r[5], r[6], r[7], r[8], _blob(r[9]))
-        for r in rows
-    ]
+    return [promotion_row(r) for r in rows]
 
 
 def _stage_rows(q: _Query) -> list[StageRow]:
     rows = q("SELECT name, stage, version FROM registry_stages ORDER BY name, stage", ())
-    return [StageRow(r[0], r[1], int(r[2])) for r in rows]
+    return [stage_row(r) for r in rows]
 
 
 class _RegistryTx:
@@ -564,18 +554,8 @@ class _RegistryTx:
 
     def insert_version(self, row: VersionRow) -> bool:
         cursor = self._conn.execute(
-            f"INSERT OR IGNORE INTO registry_versions ({_VERSION_COLUMNS}) "
-            "VALUES (?,?,?,?,?,?,?,?)",
-            (
-                row.name,
-                row.version,
-                row.digest,
-                row.run_id,
-                row.created_at,
-                row.created_by,
-                row.metadata,
-                row.record,
-            ),
+            f"INSERT OR IGNORE INTO registry_versions ({VERSION_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)",
+            version_values(row),
         )
         return cursor.rowcount == 1
 
@@ -587,20 +567,9 @@ class _RegistryTx:
 
     def insert_promotion(self, row: PromotionRow) -> int | None:
         cursor = self._conn.execute(
-            f"INSERT OR IGNORE INTO registry_promotions ({_PROMOTION_COLUMNS}) "
+            f"INSERT OR IGNORE INTO registry_promotions ({PROMOTION_COLUMNS}) "
             "VALUES (?,?,?,?,?,?,?,?,?,?)",
-            (
-                row.seq,
-                row.name,
-                row.version,
-                row.from_stage,
-                row.to_stage,
-                row.at,
-                row.by,
-                row.reason,
-                row.gates,
-                row.record,
-            ),
+            promotion_values(row, row.seq),
         )
         if cursor.rowcount != 1:
             return None
@@ -655,34 +624,14 @@ def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
         yield items[i : i + size]
 
 
-def _parse_run(text: str) -> RunRecord | None:
-    try:
-        data = json.loads(text)
-        return RunRecord.from_dict(data) if isinstance(data, dict) else None
-    except (ValueError, TypeError, KeyError):
-        return None
-
-
 def _insert_objects(conn: sqlite3.Connection, rows: Iterable[ObjectRow]) -> None:
-    conn.executemany(
-        "INSERT OR REPLACE INTO objects VALUES (?, ?, ?, ?)",
-        [(r.digest, r.size, r.serializer, r.created_at) for r in rows],
-    )
+    conn.executemany("INSERT OR REPLACE INTO objects VALUES (?, ?, ?, ?)", object_values(rows))
 
 
 def _insert_cache(conn: sqlite3.Connection, entry: CacheEntry, file_size: int) -> None:
     conn.execute(
         "INSERT OR REPLACE INTO cache VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            entry.key,
-            entry.output_digest,
-            entry.step,
-            int(entry.stored),
-            entry.size,
-            entry.created_at,
-            entry.run_id,
-            file_size,
-        ),
+        cache_values(entry, file_size, int(entry.stored)),
     )
 
 
@@ -690,36 +639,15 @@ def _insert_run(
     conn: sqlite3.Connection, run_file: RunFile, text: str, record: RunRecord | None = None
 ) -> None:
     if record is None:
-        record = _parse_run(text)
+        record = parse_run(text)
     if record is None:
         return
     conn.execute(
         "INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            run_file.run_id,
-            record.pipeline,
-            record.status,
-            record.started_at,
-            record.finished_at,
-            run_file.size,
-            run_file.stamp,
-            text,
-        ),
+        run_values(run_file, record, text),
     )
     conn.execute("DELETE FROM step_runs WHERE run_id=?", (run_file.run_id,))
     conn.executemany(
         "INSERT OR REPLACE INTO step_runs VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        [
-            (
-                run_file.run_id,
-                i,
-                s.name,
-                s.step,
-                s.key,
-                s.status,
-                s.output_digest,
-                json.dumps(s.inputs, sort_keys=True),
-            )
-            for i, s in enumerate(record.steps)
-        ],
+        step_values(run_file.run_id, record),
     )

@@ -216,3 +216,60 @@ def test_migrate_moves_a_local_store_to_s3_and_postgres_fully_cached(
     )
     assert rerun.exit_code == 0, rerun.output
     assert "copied 0 file(s)" in rerun.output  # resumable: what is there is skipped
+
+
+def test_a_database_that_goes_away_mid_run_stops_it_and_the_run_resumes(
+    s3_bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.resources import dag_outage
+    from tests.servers import start_postgres
+
+    url = f"s3://{s3_bucket}/mid-run"
+    with start_postgres() as server:
+        monkeypatch.setenv(dag_outage.STOP_ENV, f"{server.proc.pid}:{server.port}")
+        with pytest.raises(mk.MlflowkitError) as info:
+            dag_outage.chain_with_outage.plan(n=6).run(store=mk.Store(url, index=server.url()))
+        text = str(info.value)
+        assert server.password not in text
+        assert "cannot use the PostgreSQL index" in text
+        monkeypatch.delenv(dag_outage.STOP_ENV)
+        server.resume()
+        store = mk.Store(url, index=server.url())
+        again = dag_outage.chain_with_outage.plan(n=6).run(store=store)
+        assert (again.status, again.output) == ("succeeded", 6)
+        statuses = [s.status for s in again.steps]
+        assert statuses[:3] == ["cached"] * 3  # what finished before the outage is kept
+        assert store.verify() == []
+
+
+def test_s3_credentials_that_are_refused_are_a_clear_error(tmp_path: Path) -> None:
+    from tests.servers import start_s3
+
+    with start_s3(authenticated=True) as s3:
+        s3.filesystem().mkdir("guarded")
+        env = {**_child_env(), **s3.env()}
+        script = (
+            "import sys, mlflowkit as mk\n"
+            "from tests.resources import dag_basic\n"
+            "run = dag_basic.chain.plan(n=2).run(store=mk.Store('s3://guarded/p'))\n"
+            "print(run.status)\n"
+        )
+
+        def attempt(secret: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [sys.executable, "-c", script],
+                capture_output=True,
+                text=True,
+                env={**env, "AWS_SECRET_ACCESS_KEY": secret},
+                cwd=ROOT,
+                timeout=120,
+                check=False,
+            )
+
+        good = attempt(s3.secret)
+        assert good.returncode == 0 and good.stdout.strip() == "succeeded", good.stderr
+        bad = attempt("not-the-secret")
+        assert bad.returncode != 0
+        assert "StoreError" in bad.stderr
+        assert "was refused" in bad.stderr and "AWS_SECRET_ACCESS_KEY" in bad.stderr
+        assert "not-the-secret" not in bad.stderr
