@@ -117,3 +117,18 @@ def test_scale_curves_measure_time_and_memory_per_step(tmp_path: Path) -> None:
         == 0
     )
     assert page.read_text("utf-8").count("BEGIN SCALE CURVES") == 1
+
+
+@pytest.mark.timeout(300)
+def test_team_store_benchmark_compares_the_three_seams(tmp_path: Path) -> None:
+    pytest.importorskip("psycopg")
+    pytest.importorskip("s3fs")
+    page = tmp_path / "page.md"
+    page.write_text("# Benchmarks\n", encoding="utf-8")
+    cmd = [sys.executable, "-m", "benchmarks.team", "--quick", "--markdown", str(page)]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=280, check=False)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    text = page.read_text("utf-8")
+    for combo in ("local + SQLite", "S3 + SQLite", "S3 + PostgreSQL"):
+        assert f"| {combo} |" in text, combo
+    assert text.count("BEGIN TEAM STORES") == 1

@@ -88,10 +88,10 @@ class LocalFiles:
 
     # reading ---------------------------------------------------------------------------------
     def read(self, path: str) -> bytes | None:
-        """The whole file, or None when it does not exist."""
+        """The whole file, or None when it does not exist (nor does a path through a file)."""
         try:
             fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return None
         try:
             chunks = []
