@@ -247,6 +247,23 @@ def update_markdown(path: str, section: str) -> None:
     os.replace(tmp, path)
 
 
+def replace_marked(path: str, begin: str, end: str, body: str) -> None:
+    """Put ``body`` between the ``begin`` and ``end`` marker lines of ``path`` (appended with
+    its markers when the page has none), keeping the rest of the page."""
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    block = f"{begin}\n{body}\n{end}"
+    start, stop = text.find(begin), text.find(end)
+    if start != -1 and stop > start:
+        text = text[:start] + block + text[stop + len(end) :]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
 def row_record(row: Row) -> dict[str, Any]:
     """One JSON line: a measurement (a workload variant for one tool)."""
     record: dict[str, Any] = {

@@ -35,18 +35,17 @@ import argparse
 import gc
 import json
 import os
-import re
 import shutil
 import statistics
 import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 from benchmarks.core import TimedOut
 from benchmarks.fresh import peak_rss_bytes, run_child
+from benchmarks.report import replace_marked
 
 __all__ = ["CURVES", "Point", "child", "main"]
 
@@ -239,13 +238,7 @@ def chart(points: list[Point], path: str) -> None:
 
 def update_markdown(path: str, section: str) -> None:
     """Replace the scale section of ``path`` (between the markers) with ``section``."""
-    text = Path(path).read_text(encoding="utf-8")
-    block = f"{BEGIN}\n{section}\n{END}"
-    if BEGIN in text and END in text:
-        text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: block, text, flags=re.S)
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    Path(path).write_text(text, encoding="utf-8")
+    replace_marked(path, BEGIN, END, section)
 
 
 def _size(n: int) -> str:

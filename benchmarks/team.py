@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
 import statistics
 import sys
@@ -35,6 +34,7 @@ from pathlib import Path
 
 from benchmarks.core import REPO_ROOT
 from benchmarks.fresh import run_child
+from benchmarks.report import replace_marked
 
 __all__ = ["child_rerun", "main"]
 
@@ -134,13 +134,8 @@ def table(results: dict[str, dict[str, float]], chain_n: int, rerun_n: int) -> s
 
 
 def update_markdown(path: str, section: str) -> None:
-    text = Path(path).read_text(encoding="utf-8")
-    block = f"{BEGIN}\n{section}\n{END}"
-    if BEGIN in text and END in text:
-        text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: block, text, flags=re.S)
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    Path(path).write_text(text, encoding="utf-8")
+    """Replace the team-stores section of ``path`` (between the markers) with ``section``."""
+    replace_marked(path, BEGIN, END, section)
 
 
 def main(argv: list[str] | None = None) -> int:
