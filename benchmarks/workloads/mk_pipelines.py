@@ -25,13 +25,25 @@ def inc(x: int) -> int:
 
 @mk.step(cache=False)
 def square(i: int) -> int:
-    """A fan-out task (not cached: the fan-out measures scheduling, not storage)."""
+    """A fan-out task that is never cached (scheduling only, nothing stored)."""
     return i * i
 
 
 @mk.step(cache=False)
 def add_all(values: list[int]) -> int:
-    """The reduce after the fan-out."""
+    """The reduce after the uncached fan-out."""
+    return sum(values)
+
+
+@mk.step
+def square_persisted(i: int) -> int:
+    """A fan-out task with the defaults: its output is stored and cached."""
+    return i * i
+
+
+@mk.step
+def add_all_persisted(values: list[int]) -> int:
+    """The reduce after the persisted fan-out, with the defaults."""
     return sum(values)
 
 
@@ -61,8 +73,14 @@ def chain(n: int, start: int = 0) -> int:
 
 @mk.pipeline
 def fan(n: int) -> int:
-    """``n`` independent tasks and one reduce."""
+    """``n`` independent uncached tasks and one reduce."""
     return add_all(square.map(i=list(range(n))))
+
+
+@mk.pipeline
+def fan_persisted(n: int, start: int = 0) -> int:
+    """``n`` independent cached tasks over ``start, ..., start + n - 1`` and one reduce."""
+    return add_all_persisted(square_persisted.map(i=list(range(start, start + n))))
 
 
 @mk.pipeline
