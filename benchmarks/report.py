@@ -1,9 +1,10 @@
 """Presenting results: the console table, JSON lines, and the generated part of the docs page.
 
 One table, one line per workload variant and tool: median, range, unit, repetitions, and on
-mlflowkit's lines the ratio to the best peer and the target (measured / target, met or
-missed). Notes (why a tool is not applicable, an error, a shortened series) are numbered
-footnotes under the table.
+mlflowkit's lines the ratio to the best peer and the target's verdict. Notes (why a tool is not
+applicable, an error, a shortened series) are numbered footnotes under the table. A second
+table lists every target of the run (``benchmarks.targets``): mlflowkit's median, the peer's
+median from the same run, their ratio, the bound, and met, MISSED or not assessed.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from benchmarks.core import Row
-from benchmarks.targets import TARGETS, assess
+from benchmarks.targets import TARGETS, Assessment, assess, assess_all
 
 __all__ = [
     "BEGIN_MARK",
@@ -67,17 +68,15 @@ def _ratio_cell(row: Row) -> str:
     return f"{row.ratio:.2f}{TIMES} vs {row.best_peer}"
 
 
-def _target_cell(row: Row) -> str:
+def _target_cell(row: Row, assessments: dict[str, Assessment]) -> str:
     if row.kind != "mlflowkit":
         return ""
-    if row.row_id not in TARGETS:
+    found = assessments.get(row.row_id)
+    if found is None:
         return ""
-    result = assess(row.row_id, row.median)
-    if result is None:
-        return f"{TARGETS[row.row_id].text()}: not measured"
-    target, ratio, met = result
-    verdict = "met" if met else "MISSED"
-    return f"{target.text()}: {ratio:.2f}{TIMES} of target, {verdict}"
+    if found.ratio is None:
+        return f"{found.target.text()}: {found.verdict}"
+    return f"{found.target.text()}: {found.ratio:.2f}{TIMES}, {found.verdict}"
 
 
 def _cells(rows: list[Row]) -> tuple[list[list[str]], list[str]]:
@@ -85,6 +84,7 @@ def _cells(rows: list[Row]) -> tuple[list[list[str]], list[str]]:
     notes: list[str] = []
     table: list[list[str]] = []
     previous: tuple[str, str] | None = None
+    assessments = {a.target.row_id: a for a in assess_all(rows)}
     for row in rows:
         mark = ""
         if row.notes:
@@ -109,51 +109,51 @@ def _cells(rows: list[Row]) -> tuple[list[list[str]], list[str]]:
                 row.unit,
                 str(len(row.values)) if row.status == "ok" else "",
                 _ratio_cell(row),
-                _target_cell(row),
+                _target_cell(row, assessments),
             ]
         )
     return table, notes
 
 
+def _median_cell(row: Row | None) -> str:
+    if row is None:
+        return "not run"
+    if row.status != "ok":
+        return row.status
+    return f"{fmt(row.median)} {row.unit}"
+
+
 def _target_rows(rows: list[Row]) -> list[list[str]]:
     out = []
-    for target in TARGETS.values():
-        mine = [r for r in rows if r.row_id == target.row_id and r.kind == "mlflowkit"]
-        for row in mine:
-            result = assess(row.row_id, row.median)
-            if result is None:
-                verdict, measured, ratio = f"not measured ({row.status})", DASH, DASH
-            else:
-                _, r, met = result
-                verdict = "met" if met else "MISSED"
-                measured, ratio = fmt(row.median), f"{r:.2f}{TIMES}"
-            best = ""
-            if row.best_peer:
-                peer = next(p for p in rows if p.row_id == row.row_id and p.tool == row.best_peer)
-                best = f"{row.best_peer}: {fmt(peer.median)}"
-            out.append(
-                [
-                    f"{row.workload} {row.name} — {row.variant}"
-                    + ("" if row.tool == "mlflowkit" else f" ({row.tool})"),
-                    target.text(),
-                    f"{measured} {target.unit}",
-                    ratio,
-                    verdict,
-                    best,
-                    target.peer,
-                ]
-            )
+    for found in assess_all(rows):
+        target = found.target
+        shown = next(r for r in rows if r.row_id == target.row_id)
+        out.append(
+            [
+                target.key,
+                f"{shown.workload} {shown.name} {DASH} {shown.variant}",
+                target.text(),
+                _median_cell(found.mine),
+                found.peer_tool,
+                _median_cell(found.peer),
+                DASH if found.ratio is None else f"{found.ratio:.2f}{TIMES}",
+                found.verdict,
+                target.context,
+            ]
+        )
     return out
 
 
 _TARGET_HEADERS = (
-    "metric",
     "target",
+    "metric",
+    "bound (mlflowkit / peer)",
     "mlflowkit",
-    "measured / target",
+    "peer",
+    "peer median",
+    "ratio",
     "verdict",
-    "best peer here",
-    "set against",
+    "context",
 )
 
 
@@ -185,7 +185,11 @@ def text_report(rows: list[Row], machine: dict[str, Any]) -> str:
         parts += ["", "Notes:"] + [f"  [{i}] {n}" for i, n in enumerate(notes, 1)]
     targets = _target_rows(rows)
     if targets:
-        parts += ["", "Targets (mlflowkit):", _plain(_TARGET_HEADERS, targets)]
+        parts += [
+            "",
+            "Targets (mlflowkit's median over a peer's, both from this run):",
+            _plain(_TARGET_HEADERS, targets),
+        ]
     return "\n".join(parts)
 
 
@@ -224,7 +228,14 @@ def markdown_section(rows: list[Row], machine: dict[str, Any], command: str) -> 
         parts += ["", "Notes:", ""] + [f"{i}. {n}" for i, n in enumerate(notes, 1)]
     targets = _target_rows(rows)
     if targets:
-        parts += ["", "### Targets", "", _md(_TARGET_HEADERS, targets)]
+        parts += [
+            "",
+            "### Targets",
+            "",
+            "mlflowkit's median over a peer's median, both from this run.",
+            "",
+            _md(_TARGET_HEADERS, targets),
+        ]
     parts += ["", END_MARK, ""]
     return "\n".join(parts)
 
@@ -264,8 +275,13 @@ def replace_marked(path: str, begin: str, end: str, body: str) -> None:
     os.replace(tmp, path)
 
 
-def row_record(row: Row) -> dict[str, Any]:
-    """One JSON line: a measurement (a workload variant for one tool)."""
+def row_record(row: Row, rows: list[Row]) -> dict[str, Any]:
+    """One JSON line: a measurement (a workload variant for one tool).
+
+    On mlflowkit's lines, the target of the metric assessed against ``rows`` (the run's rows,
+    which hold the peer's): the bound, the peer and its median, the ratio, ``target_met``
+    (None when not assessed) and the verdict.
+    """
     record: dict[str, Any] = {
         "type": "result",
         "workload": row.workload,
@@ -288,12 +304,21 @@ def row_record(row: Row) -> dict[str, Any]:
     if row.kind == "mlflowkit":
         record["ratio_to_best_peer"] = row.ratio
         record["best_peer"] = row.best_peer
-        result = assess(row.row_id, row.median)
-        if result is not None:
-            target, ratio, met = result
-            record["target"] = {"bound": target.bound, "value": target.value, "unit": target.unit}
-            record["target_ratio"] = ratio
-            record["target_met"] = met
+        target = TARGETS.get(row.row_id)
+        if target is not None:
+            found = assess(target, rows)
+            record["target"] = {
+                "key": target.key,
+                "bound": target.bound,
+                "factor": target.factor,
+                "peer": target.peer,
+                "text": target.text(),
+            }
+            record["target_peer"] = found.peer_tool
+            record["target_peer_median"] = None if found.peer is None else found.peer.median
+            record["target_ratio"] = found.ratio
+            record["target_met"] = found.met
+            record["target_verdict"] = found.verdict
     return record
 
 
@@ -304,4 +329,4 @@ def write_json_lines(path: str, rows: list[Row], header: dict[str, Any]) -> None
     with open(path, "w", encoding="utf-8") as f:
         f.write(json.dumps({"type": "machine", **header}, ensure_ascii=False) + "\n")
         for row in rows:
-            f.write(json.dumps(row_record(row), ensure_ascii=False) + "\n")
+            f.write(json.dumps(row_record(row, rows), ensure_ascii=False) + "\n")

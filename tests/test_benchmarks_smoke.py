@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.targets import BEST_PEER, TARGETS
+
 ROOT = Path(__file__).resolve().parent.parent
 WORKLOADS = {"A", "B", "C", "D", "E", "F", "G"}
 FIELDS = {"workload", "tool", "variant", "n", "unit", "median", "min", "max", "reps", "notes"}
@@ -50,7 +52,14 @@ def test_quick_run_measures_every_workload_for_mlflowkit(tmp_path: Path) -> None
             assert 0 < r["min"] <= r["median"] <= r["max"], r
         else:
             assert r["notes"], r  # a tool that cannot take part says why
-    assert any("target_met" in r for r in mine)
+    # targets are ratios to a peer of the same run: with no peer run, none is met or missed
+    targeted = [r for r in mine if "target" in r]
+    assert {r["row_id"] for r in targeted} == set(TARGETS)
+    for r in targeted:
+        assert r["target_met"] is None and r["target_ratio"] is None, r
+        assert r["target_verdict"].startswith("not assessed ("), r
+        if r["target"]["peer"] != BEST_PEER:
+            assert r["target_verdict"] == f"not assessed (peer {r['target']['peer']} not measured)"
 
     text = page.read_text("utf-8")
     assert text.startswith("# Benchmarks\n\nHand-written intro.\n")
