@@ -35,6 +35,7 @@ import argparse
 import gc
 import json
 import os
+import re
 import shutil
 import statistics
 import sys
@@ -47,7 +48,7 @@ from benchmarks.core import TimedOut
 from benchmarks.fresh import peak_rss_bytes, run_child
 from benchmarks.report import replace_marked
 
-__all__ = ["CURVES", "Point", "child", "main"]
+__all__ = ["CURVES", "Point", "child", "main", "parse_curves"]
 
 #: curve name -> whether it needs Dask (distributed)
 CURVES = {
@@ -241,6 +242,12 @@ def update_markdown(path: str, section: str) -> None:
     replace_marked(path, BEGIN, END, section)
 
 
+def parse_curves(text: str) -> list[str]:
+    """The curve names in ``--curves``: separated by commas, where a comma followed by a space
+    is part of a name (``"chain,map, threads"`` is ``chain`` and ``map, threads``)."""
+    return re.split(r",(?! )", text)
+
+
 def _size(n: int) -> str:
     return f"{n // 1000}k" if n >= 1000 and n % 1000 == 0 else str(n)
 
@@ -251,7 +258,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--quick", action="store_true", help="sizes 100 and 1000, one repetition")
     parser.add_argument("--sizes", help="comma-separated sizes (default 1000,10000,100000)")
-    parser.add_argument("--curves", help="comma-separated curves (default: all)")
+    parser.add_argument(
+        "--curves", help="comma-separated curves, e.g. 'chain,map, threads' (default: all)"
+    )
     parser.add_argument("--reps", type=int, default=1, help="fresh processes per point (median)")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per process")
     parser.add_argument("--json", metavar="PATH", help="write the points as JSON lines")
@@ -265,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [100, 1000] if args.quick else [1000, 10_000, 100_000]
     if args.sizes:
         sizes = [int(s) for s in args.sizes.split(",")]
-    curves = list(CURVES) if not args.curves else args.curves.split(",")
+    curves = list(CURVES) if not args.curves else parse_curves(args.curves)
     unknown = [c for c in curves if c not in CURVES]
     if unknown:
         parser.error(f"unknown curve(s) {unknown}; choose from {list(CURVES)}")

@@ -360,7 +360,7 @@ def _run_plan(
                     background_error = exc
     if background_error is not None and result.failure is None:
         result.failure = TaskResult("<background write>", False, attempts=0, error=background_error)
-    record.steps = [result.records[name] for name in result.order]
+    record.steps = result.take_steps(_read_after_walk(plan))
     record.finished_at = time.time()
     if result.interrupted is not None:
         record.status = "interrupted"
@@ -436,6 +436,15 @@ def _run_plan(
             step=name,
         ) from err
     return run
+
+
+def _read_after_walk(plan: Plan) -> set[str]:
+    """The nodes whose digests and values a run reads once its walk is over: the outputs and
+    the values it publishes."""
+    names = set(plan.output_nodes())
+    for published in plan.publishes:
+        names.update(ref.node for ref in leaves(published.value, Ref))
+    return names
 
 
 def _check_returned(plan: Plan, run: Run) -> TypeCheckError | None:

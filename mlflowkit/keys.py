@@ -66,10 +66,13 @@ def _flat_upstream_digest(template: tuple[Input, ...] | list[Input]) -> str:
     """
     digests = list(map(_DIGEST, template))
     opener = (b"(" if type(template) is tuple else b"[") + _LENGTH(len(template))
-    if digests and set(map(len, digests)) == {64} and "".join(digests).isascii():
-        # hex digests: every item is the same separator (head, string tag, length) + digest
-        data = opener + _SEP64 + _SEP64.join(map(str.encode, digests))
-        return blake3(data).digest().hex()
+    if digests and set(map(len, digests)) == {64} and all(map(str.isascii, digests)):
+        # hex digests: every item is the same separator (head, string tag, length) + digest;
+        # hashed a slice at a time, so that a wide gather never holds all its bytes at once
+        hasher = blake3(opener)
+        for start in range(0, len(digests), _SLICE):
+            hasher.update(_SEP64 + _SEP64.join(map(str.encode, digests[start : start + _SLICE])))
+        return hasher.digest().hex()
     head = _UPSTREAM_HEAD
     parts = b"".join([head + encode(d) for d in digests])
     return blake3(opener + parts).digest().hex()
@@ -78,6 +81,8 @@ def _flat_upstream_digest(template: tuple[Input, ...] | list[Input]) -> str:
 _LENGTH = struct.Struct("<Q").pack
 _SEP64 = _UPSTREAM_HEAD + encode("0" * 64)[:-64]
 _DIGEST = operator.attrgetter("digest")
+#: digests of a gather hashed per slice (about 100 KB of bytes)
+_SLICE = 1024
 
 
 class KeyMaker:

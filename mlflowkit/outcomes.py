@@ -7,6 +7,7 @@ Layer 4, beside the scheduler that produces them (``mlflowkit.scheduler``): the 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -47,6 +48,23 @@ class WalkResult:
     interrupted: KeyboardInterrupt | None = None
     #: a dry run's verdicts, by node name (``rehearse``)
     verdicts: dict[str, Verdict] = field(default_factory=dict)
+
+    def take_steps(self, keep: Iterable[str]) -> list[StepRun]:
+        """The step runs in the walk's order; what the result holds per node is let go of.
+
+        Afterwards ``records`` and ``order`` are empty, and ``digests`` and ``handles`` hold
+        only the nodes in ``keep`` (those the caller still reads: the outputs, what is
+        published). A run record is written next, its biggest moment for memory: per node,
+        the walk's dictionaries cost about as much as the step run itself, and the handles
+        hold every intermediate value.
+        """
+        records = self.records
+        steps = [records[name] for name in self.order]
+        self.records, self.order = {}, []
+        digests, handles = self.digests, self.handles
+        self.digests = {name: digests[name] for name in keep if name in digests}
+        self.handles = {name: handles[name] for name in keep if name in handles}
+        return steps
 
 
 @dataclass(slots=True)

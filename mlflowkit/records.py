@@ -214,7 +214,7 @@ class RunRecord:
         return cls(**kwargs)
 
 
-@dataclass
+@dataclass(slots=True)  # a run's cache holds one per step call it hit or recorded
 class CacheEntry:
     """A cache entry: the step call with this key produced the value with ``output_digest``.
 

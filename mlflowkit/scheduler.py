@@ -4,7 +4,8 @@ A small state machine in the spirit of ``dask.local.get_async``. Each node of th
 one state at a time:
 
 ``waiting``
-    ``waiting[name]`` counts its dependencies not done yet (a node is released by the last one).
+    ``waiting[name]`` counts its dependencies not done yet (a node is released by the last one;
+    a node with none left has no entry).
 ``ready``
     in the ``ready`` queue: all its dependencies are done; nothing is known about it yet.
 ``running``
@@ -47,6 +48,9 @@ Invariants
   loads): ``Cache.lookup(check=...)``.
 * A step call's record carries the metric log of the execution that produced its output: the
   one that just ran, or, for a hit, the one whose cache entry it reuses (``records.METRICS``).
+* What a walk keeps per node is what a later decision reads: a node's list of ``dependents``
+  goes once it released them, and ``meta`` is kept only when there is something in it (most
+  outputs report nothing). The plan's nodes are copied only when a fan-out adds to them.
 * The scheduler does no I/O of its own: it talks to the cache (``mlflowkit.cache.Cache``) and
   the executor through their contracts only, and imports neither a concrete executor nor a
   concrete store.
@@ -147,6 +151,7 @@ class _Walk:
         "on_first_task",
         "order",
         "outputs",
+        "own_nodes",
         "progress",
         "ready",
         "records",
@@ -180,8 +185,9 @@ class _Walk:
         self.progress = progress if type(progress) is not Progress else None  # None: nobody
         self.on_first_task: Callable[[], None] | None = None
         self.rehearsal = rehearsal
-        # the graph (a fan-out adds to it)
-        self.nodes = dict(nodes)
+        # the graph (a fan-out adds to it: then it is copied first, see ``_expand``)
+        self.nodes = nodes
+        self.own_nodes = False
         self.order = list(nodes)
         self.dependents: dict[str, list[str]] = {}  # a node nobody waits for has no entry
         # the states: waiting -> ready -> running -> done
@@ -199,8 +205,8 @@ class _Walk:
         waiting, dependents, ready = self.waiting, self.dependents, self.ready
         for name, node in nodes.items():
             deps = node.deps
-            waiting[name] = len(deps)
             if deps:
+                waiting[name] = len(deps)
                 for dep in deps:
                     waiters = dependents.get(dep)
                     if waiters is None:
@@ -414,7 +420,8 @@ class _Walk:
         record.metric_log = metric_log
         self.digests[name] = digest
         self.handles[name] = handle
-        self.meta[name] = meta
+        if meta:  # most report nothing: no entry (readers default to ``_NO_META``)
+            self.meta[name] = meta
         if self.progress is not None:
             self._advance(name, status)
         self._complete(name)
@@ -439,9 +446,14 @@ class _Walk:
         """Release the nodes waiting for ``name`` (those retried after healing, if any)."""
         retried = self.retry.pop(name, None) if self.retry else None
         waiting = self.waiting
-        for dep in retried if retried is not None else self.dependents.get(name, ()):
-            left = waiting[dep] = waiting[dep] - 1
-            if left == 0:
+        # a node releases its dependents once: a producer done again (healing) releases the
+        # nodes it is retried for instead
+        for dep in retried if retried is not None else self.dependents.pop(name, ()):
+            left = waiting[dep] - 1
+            if left:
+                waiting[dep] = left
+            else:
+                del waiting[dep]
                 self.ready.append(dep)
 
     # ------------------------------------------------------------------------------------
@@ -521,7 +533,7 @@ class _Walk:
             self.forced.add(producer)
             for name in retried:
                 self.retry.setdefault(producer, []).append(name)
-                self.waiting[name] += 1
+                self.waiting[name] = self.waiting.get(name, 0) + 1
             self.ready.append(producer)
         for name in retried:
             del self.records[name]
@@ -555,6 +567,8 @@ class _Walk:
             self._refuse(node, err)
             return
         n = next(iter(lengths.values())) if lengths else 0
+        if not self.own_nodes:  # the plan's own dict stays as it was planned
+            self.nodes, self.own_nodes = dict(self.nodes), True
         new: list[Node] = []
         elems: list[Ref[Any]] = []
         for i in range(n):
@@ -612,19 +626,23 @@ class _Walk:
         # the elements replace the one call the fan-out was counted as (items are internal)
         if self.progress is not None:
             self.progress.grow(sum(m.kind == "step" for m in new) - 1)
+        released: list[str] = []
         for m in new:
-            self.waiting[m.name] = sum(
-                1 for d in m.deps if d not in self.digests or d in self.running
-            )
-            for dep in m.deps:
-                self.dependents.setdefault(dep, []).append(m.name)
+            # what it waits for: its dependencies not done yet (a done one released its
+            # dependents already, so it is not told about this one)
+            pending = [d for d in m.deps if d not in self.digests or d in self.running]
+            if pending:
+                self.waiting[m.name] = len(pending)
+                for dep in pending:
+                    self.dependents.setdefault(dep, []).append(m.name)
+            else:
+                released.append(m.name)
         # the gather waits for the elements it collects
-        self.waiting[node.name] = len(gather.deps)
+        if gather.deps:
+            self.waiting[node.name] = len(gather.deps)
         for elem_name in gather.deps:
             self.dependents.setdefault(elem_name, []).append(node.name)
-        for m in new:
-            if self.waiting[m.name] == 0:
-                self.ready.append(m.name)
+        self.ready.extend(released)
         if not gather.deps:
             self.ready.append(node.name)
 

@@ -95,6 +95,17 @@ def test_tool_and_workload_filters() -> None:
     assert all(c.family == "joblib" for c in cases if c.kind == "peer")
 
 
+def test_scale_curves_option_names_curves_with_a_comma_in_them() -> None:
+    from benchmarks.scale import CURVES, parse_curves
+
+    assert parse_curves("chain,map, threads,cached re-run") == [
+        "chain",
+        "map, threads",
+        "cached re-run",
+    ]
+    assert parse_curves(",".join(CURVES)) == list(CURVES)
+
+
 @pytest.mark.timeout(240)
 def test_scale_curves_measure_time_and_memory_per_step(tmp_path: Path) -> None:
     out, page, image = tmp_path / "scale.jsonl", tmp_path / "page.md", tmp_path / "scale.png"
