@@ -28,11 +28,6 @@ from tests.resources import dag_faults
 
 ROOT = Path(__file__).resolve().parent.parent
 MIN_KILLS = 50
-# A kill that lands just after a single-flight lock file was created leaves it empty, and the
-# next run waits for the whole lease before breaking it (see
-# test_a_lock_left_empty_by_a_killed_process_does_not_stall_the_next_run). A short lease keeps
-# that wait short here; that test checks the default.
-LEASE_S = 2.0
 STALL_LIMIT_S = 10.0  # a run of these pipelines takes well under a second
 
 
@@ -184,10 +179,11 @@ def test_sigkill_at_random_moments_never_corrupts_and_runs_resume(
     while kills < MIN_KILLS:
         # durable=False: a killed process loses nothing the kernel already has, and flushing
         # to disk would only make the test wait on other writers of this filesystem
-        store = mk.Store(str(tmp_path / f"store-{cycles}"), durable=False, lock_lease=LEASE_S)
+        # a killed run's single-flight locks die with it (kernel record locks on a local store)
+        store = mk.Store(str(tmp_path / f"store-{cycles}"), durable=False)
         for _ in range(rng.randint(3, 9)):  # kills in this store before its final run
             done = {n for n, k in reference.keys.items() if store.get_cache(k) is not None}
-            proc = forkserver.Process(target=dag_faults.run_child, args=(store.url, LEASE_S))
+            proc = forkserver.Process(target=dag_faults.run_child, args=(store.url,))
             proc.start()
             proc.join(rng.uniform(0.0, reference.remaining_s(done)))
             if proc.exitcode is None:
@@ -226,18 +222,18 @@ def test_sigkill_at_random_moments_never_corrupts_and_runs_resume(
 
 
 @pytest.mark.timeout(120)
-def test_a_lock_left_empty_by_a_killed_process_does_not_stall_the_next_run(
+def test_a_process_killed_holding_a_lock_does_not_stall_the_next_run(
     tmp_path: Path, forkserver: Any
 ) -> None:
     url = str(tmp_path / "store")
-    proc = forkserver.Process(target=dag_faults.run_child_killed_after_creating_a_lock, args=(url,))
+    proc = forkserver.Process(target=dag_faults.run_child_killed_after_taking_a_lock, args=(url,))
     proc.start()
     proc.join()
     assert proc.exitcode == -signal.SIGKILL
-    locks = list(Path(url, "locks").iterdir())
-    assert [p.read_bytes() for p in locks] == [b""]  # created, never written: its pid is dead
-    # the next run (default lease) takes the step over at once, as it does when the dead
-    # holder's pid is in the file; a run takes well under a second here
+    # a local store's locks are record locks on one file, never a file per lock left behind
+    assert [p.name for p in Path(url, "locks").iterdir()] == ["flight"]
+    # the kernel dropped the killed holder's lock: the next run takes the step over at once
+    # (a run takes well under a second here)
     proc = forkserver.Process(target=dag_faults.run_child, args=(url,))
     started = time.perf_counter()
     proc.start()
@@ -247,7 +243,7 @@ def test_a_lock_left_empty_by_a_killed_process_does_not_stall_the_next_run(
         proc.kill()
         proc.join()
     assert proc.exitcode == 0, (
-        f"the run after the kill was still waiting on the empty lock file after {waited:.0f} s"
+        f"the run after the kill was still waiting on the killed holder's lock after {waited:.0f} s"
     )
     with mk.Store(url) as store:
         assert store.verify() == []

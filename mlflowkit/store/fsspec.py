@@ -61,7 +61,10 @@ class Store(Governance, StoreCore):
     sync_interval:
         Seconds between a write and its background flush (index rows and, if durable, data).
     lock_lease:
-        Seconds a single-flight lock stays valid without its holder's heartbeat.
+        Seconds a single-flight lock file stays valid without its holder's heartbeat. Only
+        stores that lock with files use it (a remote store with the SQLite index, a local one
+        on Windows): a local store's locks are the kernel's, and a PostgreSQL index's the
+        database's; both are released the moment their holder dies.
     key:
         The signing key of this process's writes: a key name (in the keys folder) or the path
         of a ``.key`` file. Default: ``$MLFLOWKIT_KEY``, else the key ``default`` (made on

@@ -7,7 +7,10 @@ Layer 5 (part of the store's implementation). Layout under the store URL::
     runs/<run_id>.json       run record (RunRecord.to_stored() as JSON)
     runs/<run_id>.started    the record written when the run started (removed when it ends)
     packs/<name>.json        cache pack: the cache entries one pipeline's last run used
-    locks/<key>.lock         single-flight lock: pid, host, token, lease expiry
+    locks/flight             single-flight locks of a local store: a kernel record lock on one
+                             byte per key (``mlflowkit.store.flight``); empty, never deleted
+    locks/<key>.lock         single-flight lock file of a remote store (or a local one on
+                             Windows): pid, host, token, lease expiry (``mlflowkit.store.locks``)
     quarantine/<digest>.<t>  objects that failed their integrity check, set aside
     registry/                named artifact versions and promotions, one JSON file each
                              (``mlflowkit.registry.journal``; the index numbers them)

@@ -1,5 +1,10 @@
 """Single-flight locks with a lease, kept as small files under ``<store>/locks/``.
 
+Stores lock with these files when they have neither a PostgreSQL index (whose locks are the
+database's) nor a local folder on a platform with kernel record locks (``mlflowkit.store.flight``,
+chosen in ``mlflowkit.store.choice``): remote stores (S3, ``memory://``, any fsspec filesystem)
+with the SQLite index, and local stores on Windows.
+
 A lock file is created exclusively (``O_EXCL`` on a local disk) and holds who owns it: pid,
 host, a random token, when it was taken and when its lease expires. While the lock is held, a
 shared heartbeat thread pushes the expiry forward every third of the lease.

@@ -142,20 +142,23 @@ def run_child(url: str, lock_lease: float | None = None, index: str | None = Non
     faulty.plan().run(store=store, progress=False)
 
 
-def run_child_killed_after_creating_a_lock(url: str) -> None:
+def run_child_killed_after_taking_a_lock(url: str) -> None:
     """Process target: like :func:`run_child`, but SIGKILLed by itself at one precise moment.
 
-    The moment is the first write into a single-flight lock file, just after the file was
-    created: where a kill from outside lands whenever it arrives during that ``open`` call.
+    The moment is just after its first single-flight lock was taken (a kernel record lock on
+    the local store's ``locks/flight``): the step holding it has not run yet.
     """
-    real_write = os.write
+    import fcntl
 
-    def write(fd: int, data: Any) -> int:
-        if bytes(data).startswith(b'{"token"'):  # a lock holder record
+    real_lockf = fcntl.lockf
+
+    def lockf(fd: int, cmd: int, *args: Any) -> Any:
+        result = real_lockf(fd, cmd, *args)
+        if cmd & fcntl.LOCK_EX:  # taken (a lock held by another process raises instead)
             os.kill(os.getpid(), signal.SIGKILL)
-        return real_write(fd, data)
+        return result
 
-    os.write = write
+    fcntl.lockf = lockf
     run_child(url)
 
 

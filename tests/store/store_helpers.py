@@ -62,3 +62,54 @@ def take_lock_briefly(url: str, key: str, hold_s: float, out: Any) -> None:
 def kill(pid: int) -> None:
     """SIGKILL a process (no cleanup handlers run)."""
     os.kill(pid, signal.SIGKILL)
+
+
+def hold_file_lock_forever(root: str, key: str, ready: Any) -> None:
+    """Worker process: take a lock FILE (``hold``) under ``root``, say so, wait to be killed."""
+    from mlflowkit.store.filesystems import LocalFiles
+    from mlflowkit.store.locks import hold
+
+    with hold(LocalFiles(root), f"{root}/locks/{key}.lock", timeout=10) as acquired:
+        ready.put((os.getpid(), acquired))
+        while True:
+            time.sleep(0.1)
+
+
+def try_lock(url: str, key: str, out: Any) -> None:
+    """Worker process: try the store's lock on ``key`` once; put whether it was free."""
+    from mlflowkit.store import Store
+
+    with Store(url) as store, store.lock(key, timeout=0) as acquired:
+        out.put(acquired)
+
+
+def fork_after_taking_a_lock(url: str, out: Any) -> None:
+    """Worker process (single-threaded, so it may fork): take ``k``, fork, release ``k``.
+
+    The forked child must not reuse this process's lock state: once the parent released
+    ``k`` the child takes it, and a key the parent never held is free to it at once. Puts
+    ``(child could take "k" while the parent held it, child took "k" after, child took "other")``.
+    """
+    from mlflowkit.store import Store
+
+    store = Store(url)
+    tried_r, tried_w = os.pipe()
+    released_r, released_w = os.pipe()
+    result_r, result_w = os.pipe()
+    with store.lock("k", timeout=1) as held:
+        assert held
+        pid = os.fork()
+        if pid == 0:  # the child: a process of its own, holding none of the parent's locks
+            with store.lock("k", timeout=0) as during:
+                pass
+            os.write(tried_w, b"x")
+            os.read(released_r, 1)
+            with store.lock("k", timeout=10) as after, store.lock("other", timeout=0) as other:
+                pass
+            os.write(result_w, bytes([during, after, other]))
+            os._exit(0)
+        os.read(tried_r, 1)  # the child's first try happened while we held "k"
+    os.write(released_w, b"x")
+    flags = os.read(result_r, 3)
+    os.waitpid(pid, 0)
+    out.put(tuple(bool(b) for b in flags))
