@@ -38,8 +38,8 @@ class Durations:
         self.seconds: dict[str, float] = {}
 
     def add(self, step: str, seconds: float) -> None:
-        """Count one call of ``step`` that took ``seconds`` (a moving mean, recent calls weigh
-        more)."""
+        """Count calls of ``step`` that took ``seconds`` each, on average (a moving mean:
+        recent calls weigh more)."""
         old = self.seconds.get(step)
         self.seconds[step] = seconds if old is None else 0.8 * old + 0.2 * seconds
 

@@ -412,7 +412,8 @@ class _Pool:
                 rows = proto.loads_body(rows_body)
             except Exception as exc:
                 rows_error = exc
-        at = row = 0
+        at = row = ran = 0
+        took = 0.0
         for job, count in zip(jobs, counts, strict=True):
             if count >= 0:
                 result = self._load(job, parts[at : at + count])
@@ -423,10 +424,13 @@ class _Pool:
             else:
                 result = self._unloadable(job, rows_error)
             if result.ok:
-                self.durations.add(job.task.step.qualified_name, result.duration_s)
+                ran += 1
+                took += result.duration_s
                 if not self.shared:
                     result = self._write_here(job.task, result)
             self._finish(job, result)
+        if ran:  # a batch holds calls of one step
+            self.durations.add(jobs[0].task.step.qualified_name, took / ran)
 
     def _load(self, job: _Job, frames: list[proto.Frame]) -> TaskResult:
         try:
