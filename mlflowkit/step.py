@@ -79,6 +79,18 @@ class ExecutionHints:
     def __post_init__(self) -> None:
         object.__setattr__(self, "gpus", float(self.resources.get("gpu", 0)))
 
+    def __reduce__(self) -> Any:
+        # resources travel as a dict: the standard pickler (which the ``processes`` executor
+        # tries before cloudpickle) cannot pickle a MappingProxyType
+        fields = (self.retries, self.retry_delay, self.timeout, dict(self.resources))
+        return (_rebuild_hints, fields)
+
+
+def _rebuild_hints(
+    retries: int, retry_delay: float, timeout: float | None, resources: dict[str, float]
+) -> ExecutionHints:
+    return ExecutionHints(retries, retry_delay, timeout, MappingProxyType(resources))
+
 
 def _validate(
     fn: Any,

@@ -8,16 +8,26 @@ Protocol (each message is a list of frames; a frame is one ``Connection.send_byt
 
     frames  = [sizes, header, body, *body buffers]
     sizes   = u32 count of the frames that follow, then one u64 size per frame
-    header  = pickle of a small tuple: ("init", sys_path) | ("task", job_id, store blob or None)
-              | ("ready", pid) | ("result", job_id)
-    body    = cloudpickle (protocol 5) of the task or the ``TaskResult``; large contiguous
-              buffers (NumPy arrays) travel out of band as the frames after it, without a copy
+    header  = pickle of a small tuple: ("init", sys_path) | ("batch", batch_id, store blob or
+              None, shared) | ("ready", pid) | ("results", batch_id, first, counts, rows)
+    body    = cloudpickle (protocol 5) of the batch's tasks (as rows of their fields), or of
+              the results: first the frames (``rows`` of them) of one pickle holding the rows
+              of the small successful results, then each other result pickled on its own
+              (``counts``: -1 for a result among the rows, else its number of frames); large
+              contiguous buffers (NumPy arrays) travel out of band as frames of their own
+
+Batches: the driver sends several small tasks in one message (one pickle, so a step shared by
+the tasks is pickled once) and the worker answers with one message for all of them, or with a
+few when the batch runs longer than ``FLUSH_S``: results are never held back for longer than
+that behind later tasks. Before each task the worker writes ``(batch_id, index)`` into a small
+shared *progress* map, so that when it dies the driver knows which task it was running.
 
 Invariants
 ----------
-* A worker runs one task at a time, in its main thread, through ``stepcall.execute``; it answers
-  every task message with exactly one result message, even when the task could not be
-  unpickled or the step raised ``SystemExit``.
+* A worker runs one task at a time, in its main thread, through ``stepcall.execute``, in the
+  order of its batch; it answers every task of a batch with exactly one result, even when the
+  batch could not be unpickled (then one result stands for all of them) or a step raised
+  ``SystemExit``.
 * The worker writes the output to the store itself when the task asks for it and the store is
   shared; a large output is then answered with a ``Stored`` handle (or a ``Derived`` one for
   cheap views of stored values), never copied back through the pipe.
@@ -29,34 +39,85 @@ Invariants
 
 from __future__ import annotations
 
+import mmap
 import os
 import pickle
 import signal
 import struct
 import sys
+import time
 import traceback
+from dataclasses import fields
+from itertools import chain
 from multiprocessing.connection import Connection
+from operator import attrgetter
 from typing import Any
 
 from mlflowkit.executors._remote import derivable, portable_error
 from mlflowkit.executors.base import InMemory, Stored, Task, TaskResult
 
-__all__ = ["INLINE_MAX_BYTES", "decode", "dumps_body", "encode", "main", "recv", "send"]
+__all__ = [
+    "FLUSH_S",
+    "INLINE_MAX_BYTES",
+    "PROGRESS",
+    "answer",
+    "decode",
+    "dumps_body",
+    "dumps_tasks",
+    "encode",
+    "loads_tasks",
+    "main",
+    "pack_answers",
+    "recv",
+    "result_of",
+    "run_task",
+    "send",
+]
 
 #: Outputs larger than this (pickled) are answered by handle when a handle can stand for them.
 INLINE_MAX_BYTES = 256 * 1024
+#: A batch still running after this many seconds sends the results it has so far.
+FLUSH_S = 0.002
+#: The progress map: the batch id and the index of the task the worker is running.
+PROGRESS = struct.Struct("<qq")
 
 _COUNT = struct.Struct("<I")
 _SIZE = struct.Struct("<Q")
 
 Frame = bytes | bytearray | memoryview
 
+_MAIN = b"__main__"
+_MP_MAIN = b"__mp_main__"
+_task_row = attrgetter(*(f.name for f in fields(Task)))
+_result_row = attrgetter(*(f.name for f in fields(TaskResult)))
+# outputs of these types are small enough to travel by value without measuring them first
+_SMALL = (type(None), bool, float, complex)
+_SMALL_BYTES = 4096
+
 
 def dumps_body(obj: Any) -> list[Frame]:
-    """Pickle ``obj`` (cloudpickle, protocol 5) into a body frame plus out-of-band buffers."""
+    """Pickle ``obj`` (protocol 5) into a body frame plus out-of-band buffers.
+
+    The standard pickler comes first: cloudpickle pickles what it can reach through a
+    ``reducer_override`` and a ``ChainMap`` dispatch table, both Python code run for every
+    object (about 3 µs each), while the standard one runs in C. Its pickle is kept only when it
+    is what cloudpickle would have made: nothing in it refers to ``__main__`` (whose functions
+    and classes cloudpickle ships by value) and no module is registered to be pickled by value.
+    Anything else the standard pickler cannot do (lambdas, local functions and classes,
+    classes cloudpickle rebuilt in this process) makes it fail, and cloudpickle does it.
+    """
     import cloudpickle
 
     buffers: list[pickle.PickleBuffer] = []
+    if not cloudpickle.list_registry_pickle_by_value():
+        try:
+            main_frame = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
+        except Exception:
+            pass
+        else:
+            if _MAIN not in main_frame and _MP_MAIN not in main_frame:
+                return [main_frame, *(b.raw() for b in buffers)]
+        buffers.clear()
     main_frame = cloudpickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
     return [main_frame, *(b.raw() for b in buffers)]
 
@@ -64,6 +125,22 @@ def dumps_body(obj: Any) -> list[Frame]:
 def loads_body(frames: list[Frame]) -> Any:
     """Rebuild what ``dumps_body`` pickled."""
     return pickle.loads(frames[0], buffers=frames[1:])
+
+
+def dumps_tasks(tasks: list[Task]) -> list[Frame]:
+    """Pickle a batch of tasks as rows of their fields (a dataclass with slots pickles through
+    Python-level methods, ten times slower than a tuple)."""
+    return dumps_body([_task_row(task) for task in tasks])
+
+
+def loads_tasks(frames: list[Frame]) -> list[Task]:
+    """Rebuild what ``dumps_tasks`` pickled."""
+    return [Task(*row) for row in loads_body(frames)]
+
+
+def result_of(row: tuple[Any, ...]) -> TaskResult:
+    """Rebuild a result sent as a row of its fields (see ``_Worker.reply``)."""
+    return TaskResult(*row)
 
 
 def encode(header: tuple[Any, ...], body: list[Frame] | None = None) -> list[Frame]:
@@ -109,12 +186,18 @@ def recv(conn: Connection) -> list[Frame]:
 # ---------------------------------------------------------------------------------------------
 # the worker side
 # ---------------------------------------------------------------------------------------------
+#: a small result, or one pickled on its own
+Answer = tuple[Task, TaskResult] | list[Frame]
+
+
 class _Worker:
-    def __init__(self, rx: Connection, tx: Connection) -> None:
+    def __init__(self, rx: Connection, tx: Connection, progress: mmap.mmap) -> None:
         self.rx = rx
         self.tx = tx
+        self.progress = progress
         self.store_blob: bytes | None = None
         self.store: Any = None
+        self.shared = False
 
     def open_store(self, blob: bytes | None) -> Any:
         if blob is not None and blob != self.store_blob:
@@ -131,25 +214,63 @@ class _Worker:
             except (EOFError, OSError):
                 return
             header, body = decode(frames)
-            if header[0] != "task":
+            if header[0] != "batch":
                 continue
-            _, job_id, blob, shared = header
-            reply = self.run(body, blob, shared)
-            send(self.tx, encode(("result", job_id), reply))
+            _, batch_id, blob, shared = header
+            self.shared = shared
+            self.run(batch_id, body, blob, shared)
 
-    def run(self, body: list[Frame], blob: bytes | None, shared: bool) -> list[Frame]:
-        name = "<unknown step>"
+    def run(self, batch_id: int, body: list[Frame], blob: bytes | None, shared: bool) -> None:
+        """Run a batch's tasks in order and send their results (see ``FLUSH_S``)."""
+        PROGRESS.pack_into(self.progress, 0, batch_id, -1)
         try:
-            task: Task = loads_body(body)
-            name = task.name
+            tasks = loads_tasks(body)
             store = self.open_store(blob) if shared else None
-            result = _execute(task, store)
-        except BaseException as exc:  # the task could not even be unpickled, or SystemExit
+        except BaseException as exc:  # the batch could not even be unpickled, or SystemExit
             result = TaskResult(
-                name, False, attempts=1, error=exc, traceback=traceback.format_exc()
+                "<unknown step>", False, attempts=1, error=exc, traceback=traceback.format_exc()
             )
-            return _encode_result(result)
-        return _answer(task, result, shared)
+            self.reply(batch_id, -1, [_encode_result(result)])
+            return
+        done: list[Answer] = []
+        first = 0
+        since = time.monotonic()
+        for index, task in enumerate(tasks):
+            PROGRESS.pack_into(self.progress, 0, batch_id, index)
+            done.append(run_task(task, store, shared))
+            if time.monotonic() - since >= FLUSH_S and index + 1 < len(tasks):
+                self.reply(batch_id, first, done)
+                first, done, since = index + 1, [], time.monotonic()
+        self.reply(batch_id, first, done)
+
+    def reply(self, batch_id: int, first: int, answers: list[Answer]) -> None:
+        """Send the results of tasks ``first, first + 1, …`` of a batch (``first`` -1: all)."""
+        counts, rows, frames = pack_answers(answers, self.shared)
+        send(self.tx, encode(("results", batch_id, first, counts, rows), frames))
+
+
+def pack_answers(answers: list[Answer], shared: bool) -> tuple[list[int], int, list[Frame]]:
+    """The ``counts``, ``rows`` and body frames of a ``results`` message (see the protocol).
+
+    Small successful results travel together, as rows of their fields in one pickle; the
+    others were pickled on their own by ``answer``.
+    """
+    small = [a for a in answers if isinstance(a, tuple)]
+    rows: list[Frame] = []
+    if small:
+        try:
+            rows = dumps_body([_result_row(result) for _, result in small])
+        except Exception:  # e.g. metrics that cannot be pickled: each on its own then
+            answers = [answer(*a, shared) if isinstance(a, tuple) else a for a in answers]
+    counts = [-1 if isinstance(a, tuple) else len(a) for a in answers]
+    parts = [a for a in answers if not isinstance(a, tuple)]
+    return counts, len(rows), [*rows, *chain(*parts)]
+
+
+def run_task(task: Task, store: Any, shared: bool) -> Answer:
+    """Run ``task`` and answer it: a small result as is, any other pickled (``answer``)."""
+    result = _execute(task, store)
+    return (task, result) if _small(result) else answer(task, result, shared)
 
 
 def _execute(task: Task, store: Any) -> TaskResult:
@@ -161,12 +282,28 @@ def _execute(task: Task, store: Any) -> TaskResult:
         return TaskResult(task.name, False, attempts=1, error=exc, traceback=traceback.format_exc())
 
 
+def _small(result: TaskResult) -> bool:
+    """Whether ``result`` succeeded with an output too small to weigh before sending it."""
+    if not result.ok:
+        return False
+    value = result.value
+    if type(value) is not InMemory:
+        return value is None or type(value) is Stored
+    out = value.value
+    kind = type(out)
+    if kind in _SMALL:
+        return True
+    if kind is int:
+        return bool(out.bit_length() <= 8 * _SMALL_BYTES)
+    return kind in (str, bytes) and len(out) <= _SMALL_BYTES
+
+
 def _encode_result(result: TaskResult) -> list[Frame]:
     result.error = portable_error(result.error)
     return dumps_body(result)
 
 
-def _answer(task: Task, result: TaskResult, shared: bool) -> list[Frame]:
+def answer(task: Task, result: TaskResult, shared: bool) -> list[Frame]:
     """Encode the result; a large output goes back as a handle where one can stand for it."""
     if not result.ok:
         return _encode_result(result)
@@ -206,11 +343,12 @@ def _answer(task: Task, result: TaskResult, shared: bool) -> list[Frame]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of a worker process: ``main([read_fd, write_fd])``."""
+    """Entry point of a worker process: ``main([read_fd, write_fd, progress_fd])``."""
     args = sys.argv[1:] if argv is None else argv
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     rx = Connection(int(args[0]), writable=False)
     tx = Connection(int(args[1]), readable=False)
+    progress = mmap.mmap(int(args[2]), PROGRESS.size)
     try:
         header, _ = decode(recv(rx))
     except (EOFError, OSError):
@@ -218,4 +356,4 @@ def main(argv: list[str] | None = None) -> None:
     if header[0] == "init":
         sys.path[:] = list(header[1])
     send(tx, encode(("ready", os.getpid())))
-    _Worker(rx, tx).serve()
+    _Worker(rx, tx, progress).serve()

@@ -159,6 +159,6 @@ def test_ctrl_c_stops_a_run_promptly_and_marks_it_interrupted(
     if executor.name == "processes":  # the workers running its steps were killed
         pool = executor._pool  # type: ignore[attr-defined]
         deadline = time.monotonic() + 10
-        while any(p.job for p in pool.procs) and time.monotonic() < deadline:
+        while any(p.busy for p in pool.procs) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert not any(p.job for p in pool.procs)  # (workers still starting then stay idle)
+        assert not any(p.busy for p in pool.procs)  # (workers still starting then stay idle)

@@ -61,6 +61,22 @@ def test_a_dying_worker_fails_its_step_and_is_replaced(pool: ProcessExecutor, st
     assert run.output == sum(range(1, 7)) + 6
 
 
+def test_a_worker_dying_in_a_batch_fails_only_the_task_it_ran(
+    pool: ProcessExecutor, store: Any
+) -> None:
+    # 16 calls of a step not seen yet travel in batches of 4: the call that ends its worker
+    # shares a batch with three others, which run again on another worker
+    with pytest.raises(mk.RunFailed) as info:
+        dx.crash_in_batch.plan(n=16, bad=5).run(executor=pool, store=store, progress=False)
+    cause = info.value.__cause__
+    assert isinstance(cause, mk.ExecutorError)
+    assert "'crash_at[5]'" in str(cause) and "exit code 7" in str(cause)
+    statuses = {s.name: s.status for s in info.value.run.steps if s.name.startswith("crash_at[")}
+    assert statuses.pop("crash_at[5]") == "failed"
+    assert set(statuses.values()) == {"executed"}, statuses
+    assert len(statuses) == 15
+
+
 def test_system_exit_in_a_step_is_a_failure_not_a_death(pool: ProcessExecutor, store: Any) -> None:
     with pytest.raises(mk.RunFailed) as info:
         dx.exiting.plan(x=1).run(executor=pool, store=store, progress=False)

@@ -73,3 +73,49 @@ def test_unpicklable_errors_become_remote_errors() -> None:
     assert "Local" in error.type_name and "bad thing" in str(error)
     plain = ValueError("fine")
     assert portable_error(plain) is plain
+
+
+def test_what_refers_to_main_is_shipped_by_value() -> None:
+    """The standard pickler goes first, but never for what it would name in ``__main__``
+    (a worker process has another ``__main__``): cloudpickle ships that by value."""
+    import __main__
+
+    def triple(x: int) -> int:
+        return 3 * x
+
+    triple.__module__ = "__main__"
+    triple.__qualname__ = "_mlflowkit_test_triple"
+    __main__._mlflowkit_test_triple = triple  # type: ignore[attr-defined]
+    try:
+        frames = proto.dumps_body({"fn": triple})
+    finally:
+        del __main__._mlflowkit_test_triple  # type: ignore[attr-defined]
+    # the standard pickler would have pickled it by name; this must not need the name
+    assert proto.loads_body(frames)["fn"](2) == 6
+
+
+def test_local_functions_and_lambdas_fall_back_to_cloudpickle() -> None:
+    scale = 4
+    body = proto.loads_body(proto.dumps_body([lambda x: x * scale, {"k": (1, 2.0)}]))
+    assert body[0](2) == 8 and body[1] == {"k": (1, 2.0)}
+
+
+def test_a_batch_of_tasks_travels_as_rows_and_comes_back_whole() -> None:
+    from mlflowkit.executors.base import InMemory, Input, Stored, Task
+    from tests.resources import dag_executors as dx
+
+    tasks = [
+        Task(
+            f"inc[{i}]",
+            dx.inc,
+            f"key{i}",
+            "run",
+            {"x": Input("ids", "d" * 64, InMemory(i)), "y": Input("z", "e", Stored("e"))},
+            store_value=i % 2 == 0,
+            checks=("x",),
+        )
+        for i in range(3)
+    ]
+    back = proto.loads_tasks(proto.dumps_tasks(tasks))
+    assert back == tasks
+    assert back[0].step is dx.inc  # by reference: the same step object

@@ -280,3 +280,16 @@ def die_on(x: int, bad: int) -> int:
 @mk.pipeline
 def one_bad_element(n: int = 16, bad: int = 5) -> Any:
     return count(die_on.map(x=ids(n), bad=bad))
+
+
+@mk.step(cache=False)
+def crash_at(x: int, bad: int) -> int:
+    """Ends its worker process when ``x == bad``; every other call returns ``x``."""
+    if x == bad:
+        os._exit(7)
+    return x
+
+
+@mk.pipeline
+def crash_in_batch(n: int = 16, bad: int = 5) -> Any:
+    return crash_at.map(x=list(range(n)), bad=bad)
