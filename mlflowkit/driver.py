@@ -268,6 +268,18 @@ def _run_plan(
     force: bool | list[str],
 ) -> Run:
     the_store = open_store(store)
+    with the_store.batched():  # small writes group-committed, written before the record
+        return _run_on(plan, executor, the_store, max_workers, progress, force)
+
+
+def _run_on(
+    plan: Plan,
+    executor: Any,
+    the_store: ArtifactStore,
+    max_workers: int | None,
+    progress: bool | None,
+    force: bool | list[str],
+) -> Run:
     the_store.create()  # lay it out: errors about the place come before any work
     if isinstance(executor, Executor):
         ex = executor

@@ -14,6 +14,7 @@ from click.testing import CliRunner
 
 import mlflowkit as mk
 from mlflowkit.cli import main
+from tests.holders import flip_last_byte, held_records
 from tests.resources import dag_faults
 
 TRAINING = "tests.resources.dag_faults:training"
@@ -49,13 +50,22 @@ def files(store: Any, area: str) -> list[Path]:
 
 
 def assert_du_matches_files(store: Any) -> dict[str, Any]:
+    """``du`` counts what is there: files, and the records segment files hold."""
     du = store.du()
+    held = held_records(store)
     for area in ("objects", "cache", "runs", "packs"):
         on_disk = files(store, area)
-        assert du[area]["count"] == len(on_disk), area
-        assert du[area]["bytes"] == sum(p.stat().st_size for p in on_disk), area
+        records = held.get(area, [])
+        assert du[area]["count"] == len(on_disk) + len(records), area
+        assert du[area]["bytes"] == sum(p.stat().st_size for p in on_disk) + sum(records), area
+    segments = files(store, "segments")
+    assert du["segments"]["count"] == len(segments)
+    assert du["segments"]["bytes"] + sum(held["objects"] + held["cache"]) == sum(
+        p.stat().st_size for p in segments
+    )
     assert du["total"]["count"] == sum(
-        du[a]["count"] for a in ("objects", "cache", "runs", "packs", "quarantine", "tmp")
+        du[a]["count"]
+        for a in ("objects", "cache", "segments", "runs", "packs", "quarantine", "tmp")
     )
     return du
 
@@ -260,10 +270,7 @@ def test_cli_store_verify_lists_a_flipped_object(
     assert "all objects verified" in invoke(cli, "store", "verify", "--store", url)
     with mk.Store(url) as store:
         data = store.runs()[0].steps[0].output_digest or ""
-        path = Path(store.root, "objects", data[:2], data)
-    raw = bytearray(path.read_bytes())
-    raw[-1] ^= 0x80
-    path.write_bytes(bytes(raw))
+        flip_last_byte(store, data)
     out = invoke(cli, "store", "verify", "--store", url, ok=False)
     assert f"corrupt: {data}" in out
     assert "all objects verified" in invoke(cli, "store", "verify", "--store", url)
@@ -280,13 +287,15 @@ def test_cli_gc_dry_run_deletes_nothing_and_gc_does(
     invoke(cli, "run", TRAINING, "--store", url)
     invoke(cli, "run", EVALUATION, "--store", url)
     store = mk.Store(url)
-    before = {p: p.read_bytes() for p in files(store, "objects") + files(store, "cache")}
+    areas = ("objects", "cache", "segments")
+    before = {p: p.read_bytes() for a in areas for p in files(store, a)}
     out = invoke(cli, "store", "gc", "--keep-last", "1", "--dry-run", "--store", url)
     assert "would delete 1 object(s) and 1 cache entries" in out
-    assert {p: p.read_bytes() for p in files(store, "objects") + files(store, "cache")} == before
+    assert {p: p.read_bytes() for a in areas for p in files(store, a)} == before
     out = invoke(cli, "store", "gc", "--keep-last", "1", "--store", url)
     assert "deleted 1 object(s) and 1 cache entries" in out
-    assert len(files(store, "objects")) == 2 and len(files(store, "cache")) == 2
+    du = assert_du_matches_files(store)
+    assert du["objects"]["count"] == 2 and du["cache"]["count"] == 2
     out = invoke(cli, "store", "gc", "--keep-last", "1", "--store", url)
     assert "deleted 0 object(s) and 0 cache entries" in out
     store.close()

@@ -24,6 +24,7 @@ from click.testing import CliRunner
 
 import mlflowkit as mk
 from mlflowkit.cli import main
+from tests.holders import flip_last_byte, held_entry_keys, held_records, object_bytes
 from tests.resources import dag_faults
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -121,8 +122,11 @@ def expected_statuses(keys: dict[str, str], before: set[str], store: Any) -> dic
 
 
 def cache_files(store: Any) -> list[str]:
-    """The keys of the cache entry files on disk (layout: ``cache/ab/<key>.json``)."""
-    return sorted(p.stem for p in Path(store.root, "cache").glob("*/*.json"))
+    """The keys of the cache entries on disk: files (``cache/ab/<key>.json``) and records of
+    segment files."""
+    return sorted(
+        [p.stem for p in Path(store.root, "cache").glob("*/*.json")] + held_entry_keys(store)
+    )
 
 
 def assert_consistent(store: Any) -> None:
@@ -144,12 +148,19 @@ def assert_consistent(store: Any) -> None:
 def assert_du_matches_files(store: Any) -> None:
     """``store.du()`` counts the files that are there (layout: ``objects/ab/<digest>``, ...)."""
     du = store.du()
+    held = held_records(store)
     for area in ("objects", "cache", "runs"):
         on_disk = [p for p in Path(store.root, area).rglob("*") if p.is_file()]
+        records = held.get(area, [])
         assert (du[area]["count"], du[area]["bytes"]) == (
-            len(on_disk),
-            sum(p.stat().st_size for p in on_disk),
+            len(on_disk) + len(records),
+            sum(p.stat().st_size for p in on_disk) + sum(records),
         ), area
+    segments = list(Path(store.root, "segments").rglob("*.seg"))
+    assert du["segments"]["count"] == len(segments)
+    assert du["segments"]["bytes"] + sum(held.get("objects", []) + held.get("cache", [])) == sum(
+        p.stat().st_size for p in segments
+    )
 
 
 def assert_same_outputs(run: mk.Run, store: Any, ref: Reference) -> None:
@@ -325,14 +336,6 @@ def test_concurrent_processes_on_one_store_execute_each_call_once(tmp_path: Path
 # a flipped byte --------------------------------------------------------------------------------
 
 
-def flip_last_byte(store: Any, digest: str) -> None:
-    """Flip the last byte of an object file (layout: ``objects/<2 hex>/<digest>``): payload."""
-    path = Path(store.root, "objects", digest[:2], digest)
-    data = bytearray(path.read_bytes())
-    data[-1] ^= 0x01
-    path.write_bytes(bytes(data))
-
-
 @pytest.fixture
 def counters(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     folder = tmp_path / "counters"
@@ -405,7 +408,7 @@ def test_an_output_copied_over_another_is_never_served(store: Any, counters: Pat
     source, target = small.step("produce").output_digest, big.step("produce").output_digest
     assert source and target
     # a mix-up: n=10's array copied over n=1000's (a whole, valid object file)
-    data = Path(store.root, "objects", source[:2], source).read_bytes()
+    data = object_bytes(store, source)  # n=10's (held in a segment: a small value)
     Path(store.root, "objects", target[:2], target).write_bytes(data)
     run = dag_faults.pair.plan(n=1000).run(store=store, progress=False, force=["consume"])
     x, total = run.output

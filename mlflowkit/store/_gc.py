@@ -13,6 +13,8 @@ Invariants
 * A dry run deletes nothing and reports what a real one would delete.
 * Cache packs are deleted whenever anything else is (they may list deleted entries; the next
   run of each pipeline writes its pack again).
+* A segment file with a dead record is replaced by one holding its live records only (written
+  and indexed before the old one is deleted); one with no live record is deleted.
 """
 
 from __future__ import annotations
@@ -24,8 +26,15 @@ from typing import TYPE_CHECKING, Any
 
 from mlflowkit.errors import StoreError
 from mlflowkit.store import owner
-from mlflowkit.store.formats import decode_entry, decode_pack, template_digests
+from mlflowkit.store.formats import (
+    SEGMENT_ENTRY,
+    SEGMENT_OBJECT,
+    decode_entry,
+    decode_pack,
+    template_digests,
+)
 from mlflowkit.store.layout import QUARANTINED
+from mlflowkit.store.maintenance import read_segment, segment_files
 
 if TYPE_CHECKING:
     from mlflowkit.records import RunRecord
@@ -140,6 +149,28 @@ def collect(
     freed = 0
     dead_keys: list[str] = []
     cache_kept = 0
+    segments: list[tuple[FileStat, str, list[tuple[str, str, bytes, Any]]]] = []
+    for seg_file, seg_name in segment_files(store):  # readable ones (verify sees to the rest)
+        seg_records = read_segment(store, seg_name)
+        if seg_records is not None:
+            segments.append((seg_file, seg_name, seg_records))
+    kept_records: dict[str, list[tuple[str, str, bytes]]] = {}
+    dropped: set[str] = set()  # segments with at least one dead record
+    for seg_file, seg_name, seg_records in segments:
+        kept_records[seg_name] = []
+        for kind, rname, blob, _ in seg_records:
+            if kind != SEGMENT_ENTRY:
+                continue
+            if rname in live_keys or young(seg_file):
+                cache_kept += 1
+                kept_records[seg_name].append((kind, rname, blob))
+                kept_entry = decode_entry(blob)
+                if kept_entry is not None:
+                    live.add(kept_entry.output_digest)
+                continue
+            dead_keys.append(rname)
+            dropped.add(seg_name)
+            freed += len(blob)
     for f, key in store._object_files("cache", ".json"):
         if key in live_keys or young(f):
             cache_kept += 1
@@ -154,6 +185,17 @@ def collect(
             store._io.remove(f"{store.root}/cache/{f.name}")
     dead_objects: list[str] = []
     objects_kept = 0
+    for seg_file, seg_name, seg_records in segments:
+        for kind, rname, blob, _ in seg_records:
+            if kind != SEGMENT_OBJECT:
+                continue
+            if rname in live or young(seg_file):
+                objects_kept += 1
+                kept_records[seg_name].append((kind, rname, blob))
+                continue
+            dead_objects.append(rname)
+            dropped.add(seg_name)
+            freed += len(blob)
     for f, digest in store._object_files("objects"):
         if digest in live or young(f):
             objects_kept += 1
@@ -174,6 +216,8 @@ def collect(
             store.drop_packs()
         idx.remove_cache(dead_keys)
         idx.remove_objects(dead_objects)
+        for seg_name in sorted(dropped):  # their live records move to a new segment
+            store._rewrite_segment(seg_name, kept_records[seg_name])
         if dead_keys or dead_objects or quarantined:
             store._guard.append_audit(
                 "gc",

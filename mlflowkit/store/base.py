@@ -23,7 +23,7 @@ Invariants every implementation keeps:
 from __future__ import annotations
 
 from collections.abc import Iterable
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
@@ -85,6 +85,16 @@ class ArtifactStore(Protocol):
     def write_pack(self, name: str, entries: Iterable[CacheEntry]) -> None:
         """Replace pack ``name`` with ``entries``, atomically (the default keeps nothing)."""
         return None
+
+    def batched(self) -> AbstractContextManager[None]:
+        """Group the small writes of a ``with`` block into few durable writes (a run's block).
+
+        Writes inside the block are readable at once by this process; by others once the
+        batch is written (at the latest when the block ends). A single-flight lock taken in
+        the block is released only once the entry written under it is readable by others. The
+        default batches nothing.
+        """
+        return nullcontext()
 
     def lock(self, key: str, timeout: float = ...) -> AbstractContextManager[bool]:
         """A bounded single-flight lock on a key; yields True when acquired.

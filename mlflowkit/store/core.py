@@ -54,11 +54,12 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import sys
 import threading
 import time
 import weakref
-from collections.abc import Iterable
-from contextlib import AbstractContextManager
+from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,14 +83,17 @@ from mlflowkit.store.formats import (
     CorruptFile,
     decode_entry_signed,
     decode_pack_signed,
+    decode_segment_toc,
     encode_entry,
     encode_pack,
+    encode_segment,
     pack_header,
     parse_header,
     payload_blake3,
+    segment_toc_size,
     sign_run,
 )
-from mlflowkit.store.index import Index, ObjectRow, RunFile
+from mlflowkit.store.index import Index, ObjectRow, PackedRow, RunFile
 from mlflowkit.store.indexer import IndexKeeper, Scan
 from mlflowkit.store.layout import (
     DEFAULT_LOCK_TIMEOUT_S,
@@ -105,12 +109,44 @@ from mlflowkit.store.layout import (
     prepare_layout,
 )
 from mlflowkit.store.locks import DEFAULT_LEASE_S, hold
-from mlflowkit.store.maintenance import disk_usage, record_findings, scan_files, verify_objects
+from mlflowkit.store.maintenance import (
+    disk_usage,
+    read_segment,
+    record_findings,
+    rows_of_segment,
+    scan_files,
+    segment_files,
+    verify_objects,
+    verify_segments,
+)
 from mlflowkit.store.objects import FileStat, ObjectStore
 from mlflowkit.store.runfiles import RunFiles, as_read, executed
 from mlflowkit.store.seams import Seams
+from mlflowkit.store.segments import (
+    COMMIT_DELAY_S,
+    SMALL_BYTES,
+    Batch,
+    SegmentReader,
+    places,
+    records_of,
+    segment_path,
+)
 
 __all__ = ["ObjectInfo", "StoreCore"]
+
+
+class _Committer:
+    """What the flusher calls to write a store's batch (its ``sync`` also fsyncs, later)."""
+
+    __slots__ = ("__weakref__", "_store")
+
+    def __init__(self, store: StoreCore) -> None:
+        self._store = weakref.ref(store)
+
+    def sync(self) -> None:
+        store = self._store()
+        if store is not None:
+            store.write_batch()
 
 
 @dataclass(frozen=True)
@@ -190,6 +226,18 @@ class StoreCore:
         self._known = False  # seen to be a store
         self._key = key
         self._guard = Guard(self._io, self.url, self._ensure, key)
+        #: small writes kept for one segment while a run batches (``batched``), else None
+        self._batch: Batch | None = None
+        self._batch_depth = 0
+        self._batch_guard = threading.Lock()
+        self._segments = SegmentReader(
+            self._io,
+            root,
+            lambda digest, block: self._guard.document_signer("segment", digest, block),
+            self._guard.trusts,
+        )
+        self._committer = _Committer(self)
+        self._reconciled = False  # segment files unknown to the index were looked for
         _OPEN_STORES.add(self)
 
     # creating --------------------------------------------------------------------------------
@@ -267,7 +315,9 @@ class StoreCore:
         FLUSHER.schedule(self, self.sync_interval)
 
     def sync(self) -> None:
-        """Write buffered index rows and, when ``durable``, flush written files to disk."""
+        """Write the batch (as a segment), buffered index rows and, when ``durable``, flush
+        written files to disk."""
+        self.write_batch()
         self._indexes.flush()
         with self._dirty_lock:
             dirty, self._dirty = self._dirty, False
@@ -287,6 +337,167 @@ class StoreCore:
         self._indexes.close()
         if self._locks is not None:
             self._locks.close()
+
+    # batching --------------------------------------------------------------------------------
+    @contextmanager
+    def batched(self) -> Iterator[None]:
+        """Group the small writes of the block into segment files (see
+        :mod:`mlflowkit.store.segments`); written at the latest when the block ends.
+
+        Runs batch their store. Blocks nest (threads of one run share the batch). Only stores
+        whose index every writer shares batch: a local folder (its SQLite index beside the
+        files) or any store with a PostgreSQL index; elsewhere this changes nothing.
+        """
+        if not (self._io.local or self._locks is not None):
+            yield
+            return
+        with self._batch_guard:
+            self._batch_depth += 1
+            if self._batch is None:
+                self._batch = Batch()
+        try:
+            yield
+        finally:
+            with self._batch_guard:
+                self._batch_depth -= 1
+                last = self._batch_depth == 0
+            if last:
+                try:
+                    if sys.exc_info()[1] is None:
+                        self.write_batch()
+                    else:  # the block's error comes first; the batch is retried at exit
+                        with contextlib.suppress(Exception):
+                            self.write_batch()
+                finally:
+                    with self._batch_guard:
+                        if (
+                            self._batch_depth == 0
+                            and self._batch is not None
+                            and self._batch.empty()
+                        ):
+                            self._batch = None
+
+    def write_batch(self) -> None:
+        """Write what the batch holds as one segment, then its index rows, then release the
+        locks parked on it. Nothing to do when there is no batch or it is empty."""
+        batch = self._batch
+        if batch is None or batch.empty():
+            return
+        objects, rows, entries, parked = batch.take()
+        try:
+            if objects or entries:
+                records = records_of(objects, entries)
+                data = encode_segment(records, self._guard.sign_document("segment"))
+                name = blake3.blake3(data).hexdigest()
+                path = segment_path(self.root, name)
+                self._ensure()
+                # the rows first: killed between the two, they name a segment that is not
+                # there (read as missing), never leave a segment no index knows
+                self._indexes.note_many(
+                    rows, [(e, len(b)) for e, b in entries.values()], places(name, records)
+                )
+                try:
+                    self._indexes.flush()
+                except BaseException:  # the index is away: the file still keeps the work
+                    with contextlib.suppress(Exception):
+                        self._io.write_atomic(path, (data,), False)
+                    raise
+                self._io.write_atomic(path, (data,), False)  # then the locks are released
+                if self.durable and self._io.local:
+                    with self._dirty_lock:
+                        self._dirty = True
+                    FLUSHER.schedule(self, self.sync_interval)
+        except BaseException:
+            batch.give_back(objects, rows, entries, parked)
+            raise
+        for release in parked.values():
+            release()
+
+    def _batched_write(self, full: bool) -> None:
+        """After adding to the batch: write it now when ``full`` (see ``Batch``), else within
+        ``COMMIT_DELAY_S``. A write that fails here is kept for the next try: the write at the
+        end of the run (before its record) raises what still fails."""
+        if full:
+            try:
+                self.write_batch()
+                return
+            except StoreError:
+                pass
+        FLUSHER.schedule(self._committer, COMMIT_DELAY_S)
+
+    def _rewrite_segment(self, name: str, keep: list[tuple[str, str, bytes]]) -> None:
+        """Replace segment ``name`` by one holding only ``keep`` (``(kind, name, bytes)``; none:
+        just delete it). The new one and its rows are written before the old one goes."""
+        if keep:
+            data = encode_segment(keep, self._guard.sign_document("segment"))
+            new = blake3.blake3(data).hexdigest()
+            self._io.write_atomic(segment_path(self.root, new), (data,), self.durable)
+            self._idx(flush=False).add_batch([], [], places(new, keep))
+        self._io.remove(segment_path(self.root, name))
+        self._segments.forget(name)
+
+    def _packed(self, kind: str, name: str) -> bytes | None:
+        """The bytes of segment record ``kind:name`` (None: not in a segment, or unusable)."""
+        place = self._find_packed(f"{kind}:{name}")
+        if place is None:
+            return None
+        if kind == "o":  # a damaged object record is a corrupt object (set aside by ``get``)
+            return self._segments.read(place, signed=False)
+        try:
+            return self._segments.read(place, signed=True)
+        except CorruptFile:  # a damaged cache entry: a miss, and taken out of its segment
+            with contextlib.suppress(OSError, StoreError):
+                self._set_aside(kind, name)
+            return None
+
+    def _find_packed(self, name: str) -> PackedRow | None:
+        """Where segment record ``name`` lives; None, and no index opened, where no store is.
+
+        The first time a record is not found, segment files the index does not know (their
+        writer died between writing one and committing its rows, or lost its database) are
+        read into it, once per store object.
+        """
+        if not self._known and not self.exists():
+            return None
+        idx = self._idx(flush=False)
+        place = idx.find_packed(name)
+        if place is None and not self._reconciled:
+            self._reconciled = True
+            if self._adopt_segments():
+                place = idx.find_packed(name)
+        return place
+
+    def _adopt_segments(self) -> bool:
+        """Index the segment files the index does not know; True when there were any."""
+        idx = self._idx(flush=False)
+        known = idx.packed_segments()
+        found = [name for _, name in segment_files(self) if name not in known]
+        objects, caches, packed = [], [], []
+        for name in found:
+            got = read_segment(self, name)
+            if got is None:
+                continue
+            rows = rows_of_segment(got, time.time())
+            objects += rows[0]
+            caches += rows[1]
+            packed += rows[2]
+        if packed:
+            idx.add_batch(objects, caches, packed)
+        return bool(packed)
+
+    def _object_bytes(self, digest: str, head: int) -> tuple[bytes, Any] | None:
+        """``(first bytes, open file or None)`` of object ``digest``: from the batch, its own
+        file or a segment record (then the whole record and None); None when missing."""
+        batch = self._batch
+        if batch is not None:
+            data = batch.objects.get(digest)
+            if data is not None:
+                return data, None
+        got = self._io.read_split(self._object_path(digest), head)
+        if got is not None:
+            return got
+        data = self._packed("o", digest)
+        return None if data is None else (data, None)
 
     # paths -----------------------------------------------------------------------------------
     def _check(self, name: str, what: str) -> str:
@@ -342,7 +553,13 @@ class StoreCore:
     # objects ---------------------------------------------------------------------------------
     def has(self, digest: str) -> bool:
         """Whether an object with this content digest is stored (a cheap existence check)."""
-        return self._io.exists(self._object_path(digest))
+        batch = self._batch
+        if batch is not None and digest in batch.objects:
+            return True
+        if self._io.exists(self._object_path(digest)):
+            return True
+        place = self._find_packed(f"o:{digest}")
+        return place is not None and self._segments.exists(place.segment)
 
     def put(self, value: Any, digest: str | None = None, *, serializer: str | None = None) -> str:
         """Store ``value`` once, atomically; return its content digest.
@@ -366,8 +583,11 @@ class StoreCore:
 
             digest = hash_value(value)
         path = self._object_path(digest)
-        if self._io.exists(path):
-            return digest
+        try:
+            if self.has(digest):
+                return digest
+        except StoreError:  # the index cannot say (its database is away): write it again
+            pass
         name, payload = serializers.dumps(value, serializer)
         if not isinstance(payload, bytes):
             payload = bytes(payload)
@@ -379,6 +599,15 @@ class StoreCore:
             checksum = payload_blake3(payload)
             signature = self._guard.sign_object(digest, name, checksum)
             header = pack_header(name, payload, digest, signature=signature, checksum=checksum)
+        batch = self._batch
+        if (
+            batch is not None
+            and name in SAFE_SERIALIZERS
+            and len(header) + len(payload) <= SMALL_BYTES
+        ):
+            row = ObjectRow(digest, len(header) + len(payload), name, time.time())
+            self._batched_write(batch.add_object(digest, header + payload, row))
+            return digest
         self._io.write_atomic(path, (header, payload), False)
         self._written(objects=ObjectRow(digest, len(header) + len(payload), name, time.time()))
         return digest
@@ -405,7 +634,7 @@ class StoreCore:
         code is returned only when its signature verifies by a key allowed to write here
         (else :class:`UntrustedObjectError`, before anything is deserialized).
         """
-        got = self._io.read_split(self._object_path(digest), 1 << 16)
+        got = self._object_bytes(digest, 1 << 16)
         if got is None:
             return None
         first, f = got
@@ -493,14 +722,13 @@ class StoreCore:
 
     def info(self, digest: str) -> ObjectInfo:
         """The object's header facts (serializer, sizes, payload BLAKE3) without loading it."""
-        path = self._object_path(digest)
-        got = self._io.read_split(path, HEAD_MAX)
-        if got is None:
-            raise StoreError(f"no object {digest} in store {self.url}", digest=digest)
-        first, f = got
-        if f is not None:
-            f.close()
         try:
+            got = self._object_bytes(digest, HEAD_MAX)
+            if got is None:
+                raise StoreError(f"no object {digest} in store {self.url}", digest=digest)
+            first, f = got
+            if f is not None:
+                f.close()
             name, size, checksum, head, _, _ = parse_header(first)
         except CorruptFile as exc:
             raise CorruptObjectError(
@@ -515,7 +743,8 @@ class StoreCore:
         src = self._object_path(digest)
         dst = f"{self.root}/quarantine/{digest}.{time.time_ns()}"
         try:
-            self._io.move(src, dst)
+            if not self._io.move(src, dst):  # no file of its own: a segment record?
+                self._set_aside("o", digest)
         except OSError:
             return False
         idx = self._idx()
@@ -534,18 +763,35 @@ class StoreCore:
 
     # cache -----------------------------------------------------------------------------------
     def get_cache(self, key: str) -> CacheEntry | None:
-        """The cache entry for ``key``; None when missing, corrupt, or its object is gone."""
+        """The cache entry for ``key``; None when missing, corrupt, or its object is gone.
+
+        Looked for in this run's batch, then in the entry's own file, then in a segment. A file
+        that is damaged (deleted), unsigned or signed by a key that may not write (reported by
+        ``verify``) does not count, and hides no entry a segment holds.
+        """
+        batch = self._batch
+        if batch is not None:
+            kept = batch.entries.get(key)
+            if kept is not None:
+                return kept[0]
         path = self._cache_path(key)
         data = self._io.read(path)
-        if data is None:
-            return None
-        entry, block, digest = decode_entry_signed(data)
-        if entry is None or entry.key != key:
-            self._discard(path)
-            return None
-        if self._guard.document_problem("cache", digest, block) is not None:
-            return None  # unsigned or forged: a miss (reported by verify, replaced by the run)
-        if entry.stored and not self._io.exists(self._object_path(entry.output_digest)):
+        entry = None
+        if data is not None:
+            entry, block, digest = decode_entry_signed(data)
+            if entry is None or entry.key != key:
+                self._discard(path)
+                entry = None
+            elif self._guard.document_problem("cache", digest, block) is not None:
+                entry = None
+        if entry is None:
+            packed = self._packed("c", key)
+            if packed is None:
+                return None
+            entry = decode_entry_signed(packed)[0]  # trusted by its segment's signed TOC
+            if entry is None or entry.key != key:
+                return None
+        if entry.stored and not self.has(entry.output_digest):
             return None
         return entry
 
@@ -579,6 +825,12 @@ class StoreCore:
         self._check(entry.output_digest, "output digest")
         if not self._ready:
             self.create()
+        batch = self._batch
+        if batch is not None:  # signed with its segment
+            if self._io.local:  # an entry file of this key (an earlier one) would hide it
+                self._io.remove(path)
+            self._batched_write(batch.add_entry(entry, encode_entry(entry)))
+            return
         data = encode_entry(entry, self._guard.sign_document("cache"))
         self._io.write_atomic(path, (data,), False)
         self._written(cache=(entry, len(data)))
@@ -612,12 +864,35 @@ class StoreCore:
         """
         name = key if LOCK_NAME.fullmatch(key) else blake3.blake3(key.encode()).hexdigest()
         self._ensure()
+        return self._parking(key, name, timeout)
+
+    @contextmanager
+    def _parking(self, key: str, name: str, timeout: float) -> Iterator[bool]:
+        """The lock on ``name``; while a run batches, released only once the batch holding
+        ``key``'s new entry is written (see :mod:`mlflowkit.store.segments`)."""
+        batch = self._batch
+        if batch is not None and batch.is_parked(name):
+            self.write_batch()  # this process holds it, parked: release it first
+        stack = ExitStack()
         if self._locks is not None:
-            held: AbstractContextManager[bool] = self._locks.lock(name, timeout)
-            return held
-        return hold(
-            self._io, f"{self.root}/locks/{name}.lock", timeout=timeout, lease=self.lock_lease
-        )
+            acquired = stack.enter_context(self._locks.lock(name, timeout))
+        else:
+            acquired = stack.enter_context(
+                hold(
+                    self._io,
+                    f"{self.root}/locks/{name}.lock",
+                    timeout=timeout,
+                    lease=self.lock_lease,
+                )
+            )
+        try:
+            yield acquired
+        finally:
+            batch = self._batch
+            if batch is not None and key in batch.entries:
+                batch.park(name, stack.close)
+            else:
+                stack.close()
 
     # runs ------------------------------------------------------------------------------------
     def put_run(self, record: RunRecord) -> None:
@@ -641,6 +916,8 @@ class StoreCore:
         running = record.status == "running"
         data = self._runs.encode(record)
         self._ensure()
+        if not running:
+            self.write_batch()  # what the record names is written before the record
         if not running and executed(record):  # signed once per run (see ``executed``)
             data = sign_run(data, self._guard.sign_document("run"))
         self._runs.write(record.id, data, running)
@@ -749,8 +1026,66 @@ class StoreCore:
             There is no store at this url.
         """
         self._require()
+        self.sync()
         corrupt, untrusted = verify_objects(self)
-        return corrupt + untrusted + record_findings(self) + self._guard.findings()
+        packed_corrupt, segment_lines = verify_segments(self)
+        return (
+            sorted(corrupt + packed_corrupt)
+            + untrusted
+            + segment_lines
+            + record_findings(self)
+            + self._guard.findings()
+        )
+
+    def _forget_packed(self, kind: str, name: str) -> None:
+        """Forget a segment record (damaged): its object or entry, and entries pointing at it."""
+        idx = self._idx()
+        if kind == "o":
+            keys = idx.cache_keys_for(name)
+            idx.remove_cache(keys)
+            idx.remove_objects([name])
+        else:
+            idx.remove_cache([name])
+        self.drop_packs()
+
+    def _set_aside(self, kind: str, name: str) -> None:
+        """Take a damaged segment record out of its segment: its bytes go to ``quarantine/``
+        (an object's), the segment is written again without it, and the index forgets it."""
+        place = self._find_packed(f"{kind}:{name}")
+        if place is not None:
+            data = self._io.read(segment_path(self.root, place.segment))
+            size = segment_toc_size(data[:8]) if data is not None else None
+            if data is not None and size is not None:
+                start = size + place.offset
+                if kind == "o":
+                    self._io.write_atomic(
+                        f"{self.root}/quarantine/{name}.{time.time_ns()}",
+                        (data[start : start + place.length],),
+                        False,
+                    )
+                keep = [
+                    (k, n, blob)
+                    for k, n, blob, _ in read_segment(self, place.segment) or ()
+                    if (k, n) != (kind, name)
+                ]
+                self._rewrite_segment(place.segment, keep)
+        self._forget_packed(kind, name)
+
+    def _quarantine_segment(self, name: str) -> None:
+        """Set a damaged or untrusted segment aside in ``quarantine/``; forget its records."""
+        places = []
+        data = self._io.read(segment_path(self.root, name)) or b""
+        size = segment_toc_size(data[:8])
+        toc = decode_segment_toc(data[:size])[0] if size is not None else None
+        with contextlib.suppress(OSError):
+            self._io.move(
+                segment_path(self.root, name), f"{self.root}/quarantine/{name}.{time.time_ns()}"
+            )
+        self._segments.forget(name)
+        for kind, rname, _, _, _ in toc or ():
+            places.append((kind, rname))
+        for kind, rname in places:
+            self._forget_packed(kind, rname)
 
     def gc(
         self,
@@ -770,7 +1105,8 @@ class StoreCore:
         return collect(self, keep_last=keep_last, pins=pins, older_than=older_than, dry_run=dry_run)
 
     def du(self) -> dict[str, Any]:
-        """Counts and bytes per area: objects, cache, runs, packs, quarantine, tmp, total.
+        """Counts and bytes per area: objects, cache, segments, runs, packs, quarantine, tmp,
+        total.
 
         Read from the files themselves (the truth), so it is right even after a writer was
         killed before its index rows were written.

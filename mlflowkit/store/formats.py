@@ -36,6 +36,16 @@ signature block over ``document_message("run", BLAKE3 of the JSON without it)``:
 
     {...record...,"signature":"<192 hex>"}
 
+Segment file (small objects and cache entries a run wrote, group-committed in one file; the
+records are the bytes an object file or an unsigned cache-entry file would hold)::
+
+    "MKSG" | u32 len(TOC) | TOC | record bytes...
+
+The TOC is a sealed (and signed) document like a pack, over the JSON list
+``[[kind, name, offset, length, "<64 hex: BLAKE3 of the record>"], ...]`` (kind ``"o"`` for an
+object, ``"c"`` for a cache entry; offsets count from the end of the TOC). A record is used only
+after the TOC's checksum and signature and then the record's own BLAKE3 match.
+
 Invariants:
 
 * A header is trusted only after its CRC-32 matches; a payload only after its length and its
@@ -62,18 +72,23 @@ from mlflowkit.records import CacheEntry
 __all__ = [
     "ADDRESS_MAX",
     "HEAD_MAX",
+    "SEGMENT_ENTRY",
+    "SEGMENT_OBJECT",
     "CorruptFile",
     "Sign",
     "decode_entry",
     "decode_entry_signed",
     "decode_pack",
     "decode_pack_signed",
+    "decode_segment_toc",
     "encode_entry",
     "encode_pack",
+    "encode_segment",
     "pack_header",
     "parse_header",
     "payload_blake3",
     "seal_document",
+    "segment_toc_size",
     "sign_run",
     "template_digests",
     "unseal_document",
@@ -265,6 +280,60 @@ def decode_pack_signed(data: bytes) -> tuple[dict[str, CacheEntry] | None, bytes
                 and type(meta) is dict):  # fmt: skip
             return None, block, digest
         out[key] = CacheEntry(key, digest_, "", stored, None, meta)  # positional: ~2x faster
+    return out, block, digest
+
+
+_SEGMENT_MAGIC = b"MKSG"
+_SEGMENT_LEN = struct.Struct("<I")
+#: what a segment record is: an object (its object-file bytes) or a cache entry
+SEGMENT_OBJECT = "o"
+SEGMENT_ENTRY = "c"
+
+
+def encode_segment(records: list[tuple[str, str, bytes]], sign: Sign | None = None) -> bytes:
+    """The bytes of a segment file holding ``records`` (``(kind, name, bytes)``)."""
+    toc: list[list[Any]] = []
+    offset = 0
+    for kind, name, data in records:
+        toc.append([kind, name, offset, len(data), blake3.blake3(data).hexdigest()])
+        offset += len(data)
+    sealed = _seal(orjson.dumps(toc), sign)
+    return b"".join(
+        (_SEGMENT_MAGIC, _SEGMENT_LEN.pack(len(sealed)), sealed, *(r[2] for r in records))
+    )
+
+
+def segment_toc_size(head: bytes) -> int | None:
+    """How many bytes of a segment file hold its TOC, from its first 8 bytes (None: damaged)."""
+    if len(head) < 8 or not head.startswith(_SEGMENT_MAGIC):
+        return None
+    return 8 + int(_SEGMENT_LEN.unpack_from(head, 4)[0])
+
+
+def decode_segment_toc(
+    head: bytes,
+) -> tuple[list[tuple[str, str, int, int, str]] | None, bytes | None, bytes]:
+    """``(records or None when damaged, signature block, BLAKE3 of the TOC JSON)``.
+
+    ``head`` is at least the first ``segment_toc_size`` bytes of the file; a record's offset
+    counts from the end of the TOC (``segment_toc_size``).
+    """
+    size = segment_toc_size(head)
+    if size is None or len(head) < size:
+        return None, None, b""
+    items, block, digest = _unseal_signed(head[8:size])
+    if not isinstance(items, list):
+        return None, block, digest
+    out = []
+    for item in items:
+        if not (isinstance(item, list) and len(item) == 5):
+            return None, block, digest
+        kind, name, offset, length, checksum = item
+        if not (kind in (SEGMENT_OBJECT, SEGMENT_ENTRY) and type(name) is str
+                and type(offset) is int and type(length) is int and type(checksum) is str
+                and offset >= 0 and length >= 0):  # fmt: skip
+            return None, block, digest
+        out.append((kind, name, offset, length, checksum))
     return out, block, digest
 
 

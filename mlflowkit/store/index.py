@@ -9,8 +9,9 @@ callers speak in rows and records.
 Two kinds of rows live in an index:
 
 * a **cache of the store's files**: objects, cache entries and run records (with their steps,
-  for lineage). The files are the truth: these rows can be dropped and rebuilt at any time
-  (``rebuild``), and run rows are re-synced from a listing of the run files (``sync_runs``).
+  for lineage), and where each record of a segment file lives (``PackedRow``). The files are
+  the truth: these rows can be dropped and rebuilt at any time (``rebuild``), and run rows are
+  re-synced from a listing of the run files (``sync_runs``).
 * the **registry**: artifact versions, promotions and stage pointers. These are not a cache:
   ``rebuild(clear=True)`` and a schema change keep them. Each row carries its signed
   ``record`` (the registry believes only that; see ``mlflowkit.registry.signed``).
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Index",
     "ObjectRow",
+    "PackedRow",
     "PromotionRow",
     "RegistryReader",
     "RegistryTransaction",
@@ -61,6 +63,19 @@ class ObjectRow:
     size: int
     serializer: str
     created_at: float
+
+
+@dataclass(frozen=True)
+class PackedRow:
+    """Where a record of a segment file lives: ``name`` is ``"o:<digest>"`` for an object,
+    ``"c:<key>"`` for a cache entry; ``offset`` counts from the end of the segment's TOC and
+    ``checksum`` is the record's BLAKE3 (hex), as the signed TOC lists it."""
+
+    name: str
+    segment: str
+    offset: int
+    length: int
+    checksum: str
 
 
 @dataclass(frozen=True)
@@ -178,6 +193,7 @@ class Index(RegistryReader, Protocol):
         runs: Iterable[tuple[RunFile, str]],
         *,
         clear: bool,
+        packed: Iterable[PackedRow] = (),
     ) -> None:
         """Fill the cache rows from a scan of the files and mark the index built.
 
@@ -189,17 +205,29 @@ class Index(RegistryReader, Protocol):
 
     # objects and cache entries ----------------------------------------------------------------
     def add_batch(
-        self, objects: Sequence[ObjectRow], caches: Sequence[tuple[CacheEntry, int]]
+        self,
+        objects: Sequence[ObjectRow],
+        caches: Sequence[tuple[CacheEntry, int]],
+        packed: Sequence[PackedRow] = (),
     ) -> None:
-        """Record many objects and cache entries (with their file sizes) in one transaction."""
+        """Record many objects, cache entries (with their file sizes) and the places of
+        segment records in one transaction."""
+        ...
+
+    def find_packed(self, name: str) -> PackedRow | None:
+        """Where the segment record ``name`` (``"o:<digest>"``, ``"c:<key>"``) lives, if any."""
+        ...
+
+    def packed_segments(self) -> set[str]:
+        """The names of the segments some record's place points into."""
         ...
 
     def remove_objects(self, digests: Iterable[str]) -> None:
-        """Forget objects (deleted or quarantined)."""
+        """Forget objects (deleted or quarantined), with their segment records' places."""
         ...
 
     def remove_cache(self, keys: Iterable[str]) -> None:
-        """Forget cache entries."""
+        """Forget cache entries, with their segment records' places."""
         ...
 
     def cache_keys_for(self, digest: str) -> list[str]:

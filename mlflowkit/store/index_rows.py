@@ -19,13 +19,14 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from mlflowkit.records import CacheEntry, RunRecord
-from mlflowkit.store.index import ObjectRow, PromotionRow, RunFile, StageRow, VersionRow
+from mlflowkit.store.index import ObjectRow, PackedRow, PromotionRow, RunFile, StageRow, VersionRow
 
 __all__ = [
     "PROMOTION_COLUMNS",
     "VERSION_COLUMNS",
     "cache_values",
     "object_values",
+    "packed_values",
     "parse_run",
     "promotion_row",
     "promotion_values",
@@ -165,6 +166,11 @@ def promotion_values(row: PromotionRow, seq: int | None) -> tuple[Any, ...]:
 def object_values(rows: Iterable[ObjectRow]) -> list[tuple[Any, ...]]:
     """``(digest, size, serializer, created_at)`` per object row."""
     return [(r.digest, r.size, r.serializer, r.created_at) for r in rows]
+
+
+def packed_values(rows: Iterable[PackedRow]) -> list[tuple[Any, ...]]:
+    """The column values of segment records' places."""
+    return [(r.name, r.segment, r.offset, r.length, r.checksum) for r in rows]
 
 
 def cache_values(entry: CacheEntry, file_size: int, stored: Any) -> tuple[Any, ...]:

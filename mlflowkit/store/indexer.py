@@ -23,7 +23,7 @@ import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from mlflowkit.store.index import Index, ObjectRow, RunFile
+from mlflowkit.store.index import Index, ObjectRow, PackedRow, RunFile
 
 if TYPE_CHECKING:
     from mlflowkit.records import CacheEntry
@@ -32,7 +32,9 @@ __all__ = ["IndexKeeper", "Scan"]
 
 #: What a scan of a store's files found: objects, cache entries with their file sizes, and
 #: run files with their JSON text.
-Scan = tuple[list[ObjectRow], list[tuple["CacheEntry", int]], list[tuple[RunFile, str]]]
+Scan = tuple[
+    list[ObjectRow], list[tuple["CacheEntry", int]], list[tuple[RunFile, str]], list[PackedRow]
+]
 
 
 class IndexKeeper:
@@ -55,6 +57,7 @@ class IndexKeeper:
         "_pending_cache",
         "_pending_lock",
         "_pending_objects",
+        "_pending_packed",
         "_scan",
     )
 
@@ -65,6 +68,7 @@ class IndexKeeper:
         self._lock = threading.Lock()
         self._pending_objects: list[ObjectRow] = []
         self._pending_cache: list[tuple[CacheEntry, int]] = []
+        self._pending_packed: list[PackedRow] = []
         self._pending_lock = threading.Lock()
         self._finalizer: weakref.finalize[Any, Any] | None = None
 
@@ -76,18 +80,32 @@ class IndexKeeper:
             if cache is not None:
                 self._pending_cache.append(cache)
 
+    def note_many(
+        self,
+        objects: list[ObjectRow],
+        caches: list[tuple[CacheEntry, int]],
+        packed: list[PackedRow],
+    ) -> None:
+        """Buffer the rows of a written segment (its objects, entries and records' places)."""
+        with self._pending_lock:
+            self._pending_objects.extend(objects)
+            self._pending_cache.extend(caches)
+            self._pending_packed.extend(packed)
+
     def flush(self) -> None:
         """Write the buffered rows in one transaction (kept for the next flush if it fails)."""
         with self._pending_lock:
             objects, self._pending_objects = self._pending_objects, []
             caches, self._pending_cache = self._pending_cache, []
-        if objects or caches:
+            packed, self._pending_packed = self._pending_packed, []
+        if objects or caches or packed:
             try:
-                self.index(flush=False).add_batch(objects, caches)
+                self.index(flush=False).add_batch(objects, caches, packed)
             except BaseException:
                 with self._pending_lock:
                     self._pending_objects[:0] = objects
                     self._pending_cache[:0] = caches
+                    self._pending_packed[:0] = packed
                 raise
 
     def index(self, *, fresh: bool = False, flush: bool = True) -> Index:
@@ -96,7 +114,7 @@ class IndexKeeper:
         ``flush``: write buffered rows first, so the caller's queries see every finished write.
         ``fresh``: open the index again when its database was replaced since it was opened.
         """
-        if flush and (self._pending_objects or self._pending_cache):
+        if flush and (self._pending_objects or self._pending_cache or self._pending_packed):
             self.flush()
         idx = self._index
         if idx is not None and not (fresh and idx.replaced()):
@@ -108,8 +126,8 @@ class IndexKeeper:
                 idx.close()
             idx = self._open_index()
             if not idx.is_built():
-                objects, caches, runs = self._scan()
-                idx.rebuild(objects, caches, runs, clear=False)
+                objects, caches, runs, packed = self._scan()
+                idx.rebuild(objects, caches, runs, clear=False, packed=packed)
             self._index = idx
             if self._finalizer is not None:
                 self._finalizer.detach()
@@ -120,8 +138,8 @@ class IndexKeeper:
     def rebuild(self) -> dict[str, int]:
         """Rebuild the index from the files (clearing the cache rows); counts found."""
         idx = self.index(fresh=True)
-        objects, caches, runs = self._scan()
-        idx.rebuild(objects, caches, runs, clear=True)
+        objects, caches, runs, packed = self._scan()
+        idx.rebuild(objects, caches, runs, clear=True, packed=packed)
         return {"objects": len(objects), "cache": len(caches), "runs": len(runs)}
 
     def close(self) -> None:

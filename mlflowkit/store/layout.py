@@ -4,6 +4,8 @@ Layer 5 (part of the store's implementation). Layout under the store URL::
 
     objects/ab/<digest>      object: header + payload (``formats``)
     cache/ab/<key>.json      cache entry: {"checksum": "<blake3 of entry>", "entry": {...}}
+    segments/ab/<name>.seg   small objects and cache entries of a run, group-committed in
+                             one file (``segments``; made when first written)
     runs/<run_id>.json       run record (RunRecord.to_stored() as JSON)
     runs/<run_id>.started    the record written when the run started (removed when it ends)
     packs/<name>.json        cache pack: the cache entries one pipeline's last run used

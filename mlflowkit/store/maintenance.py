@@ -19,23 +19,44 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import blake3
+
 from mlflowkit.errors import SerializationError, UntrustedObjectError
 from mlflowkit.store import serializers
 from mlflowkit.store.formats import (
+    HEAD_MAX,
+    SEGMENT_OBJECT,
     CorruptFile,
     decode_entry,
     decode_entry_signed,
     decode_pack_signed,
+    decode_segment_toc,
+    parse_header,
+    payload_blake3,
+    segment_toc_size,
     unsign_run,
 )
-from mlflowkit.store.index import ObjectRow
-from mlflowkit.store.layout import STARTED, is_temp
+from mlflowkit.store.index import ObjectRow, PackedRow
+from mlflowkit.store.layout import NAME, STARTED, is_temp
+from mlflowkit.store.segments import segment_path
 
 if TYPE_CHECKING:
+    from mlflowkit.records import CacheEntry
     from mlflowkit.store.core import StoreCore
     from mlflowkit.store.indexer import Scan
+    from mlflowkit.store.objects import FileStat
 
-__all__ = ["disk_usage", "record_findings", "scan_files", "verify_objects"]
+__all__ = [
+    "disk_usage",
+    "read_segment",
+    "record_findings",
+    "rows_of_segment",
+    "scan_files",
+    "segment_files",
+    "segment_problem",
+    "verify_objects",
+    "verify_segments",
+]
 
 
 def verify_objects(store: StoreCore) -> tuple[list[str], list[str]]:
@@ -110,12 +131,28 @@ def record_findings(store: StoreCore) -> list[str]:
 
 
 def disk_usage(store: StoreCore) -> dict[str, Any]:
-    """Counts and bytes per area: objects, cache, runs, packs, quarantine, tmp, total."""
+    """Counts and bytes per area: objects, cache, segments, runs, packs, quarantine, tmp,
+    total.
+
+    ``objects`` and ``cache`` count every object and cache entry, whether in a file of its own
+    or a record of a segment file; ``segments`` counts the segment files and the bytes they
+    hold beyond their records (their tables of contents), so the byte counts add up to what
+    the files take.
+    """
     files, root = store.seams.objects, store.root
     usage: dict[str, Any] = {}
     for area in ("objects", "cache"):
         found = [f for f in files.walk(f"{root}/{area}") if not is_temp(f.name)]
         usage[area] = {"count": len(found), "bytes": sum(f.size for f in found)}
+    segments = segment_files(store)
+    overhead = sum(f.size for f, _ in segments)
+    for _, name in segments:
+        for kind, _, record, _ in read_segment(store, name) or ():
+            area = usage["objects" if kind == SEGMENT_OBJECT else "cache"]
+            area["count"] += 1
+            area["bytes"] += len(record)
+            overhead -= len(record)
+    usage["segments"] = {"count": len(segments), "bytes": overhead}
     runs = [f for f in files.listdir(f"{root}/runs") if f.name.endswith((".json", STARTED))]
     usage["runs"] = {"count": len(runs), "bytes": sum(f.size for f in runs)}
     for area in ("packs", "quarantine", "tmp"):
@@ -148,4 +185,128 @@ def scan_files(store: StoreCore) -> Scan:
         data = store._read_run(rf.run_id)
         if data is not None:
             runs.append((rf, data.decode("utf-8", "replace")))
-    return objects, caches, runs
+    packed: list[PackedRow] = []
+    for seg_file, seg_name in segment_files(store):
+        rows = rows_of_segment(read_segment(store, seg_name) or [], seg_file.mtime)
+        objects += rows[0]
+        caches += rows[1]
+        packed += rows[2]
+    return objects, caches, runs, packed
+
+
+def rows_of_segment(
+    records: list[tuple[str, str, bytes, PackedRow]], mtime: float
+) -> tuple[list[ObjectRow], list[tuple[CacheEntry, int]], list[PackedRow]]:
+    """The index rows of a segment's records (see ``read_segment``) written at ``mtime``."""
+    objects, caches, packed = [], [], []
+    for kind, rname, blob, place in records:
+        if kind == SEGMENT_OBJECT:
+            try:
+                serializer = parse_header(blob[:HEAD_MAX])[0]
+            except CorruptFile:
+                continue
+            objects.append(ObjectRow(rname, len(blob), serializer, mtime))
+        else:
+            kept = decode_entry(blob)
+            if kept is None or kept.key != rname:
+                continue
+            caches.append((kept, len(blob)))
+        packed.append(place)
+    return objects, caches, packed
+
+
+def segment_files(store: StoreCore) -> list[tuple[FileStat, str]]:
+    """The segment files of a store and their names (no temp files, no foreign names)."""
+    out = []
+    for f in store.seams.objects.walk(f"{store.root}/segments"):
+        base = f.name.rsplit("/", 1)[-1]
+        if base.endswith(".seg") and NAME.fullmatch(base[:-4]) and f.name[:2] == base[:2]:
+            out.append((f, base[:-4]))
+    return out
+
+
+def read_segment(store: StoreCore, name: str) -> list[tuple[str, str, bytes, PackedRow]] | None:
+    """Every record of segment ``name`` whose bytes match its TOC: ``(kind, name, bytes,
+    place)``; None when the file is missing or its TOC is damaged. (Whether its cache entries
+    count is the signer's question: ``segment_problem``.)"""
+    data = store.seams.objects.read(segment_path(store.root, name))
+    if data is None:
+        return None
+    size = segment_toc_size(data[:8])
+    if size is None:
+        return None
+    toc = decode_segment_toc(data[:size])[0]
+    if toc is None:
+        return None
+    out = []
+    for kind, rname, offset, length, checksum in toc:
+        record = data[size + offset : size + offset + length]
+        if len(record) == length and blake3.blake3(record).hexdigest() == checksum:
+            place = PackedRow(f"{kind}:{rname}", name, offset, length, checksum)
+            out.append((kind, rname, record, place))
+    return out
+
+
+def segment_problem(store: StoreCore, name: str) -> str | None:
+    """Why the cache entries of segment ``name`` do not count (None: they do)."""
+    data = store.seams.objects.read(segment_path(store.root, name)) or b""
+    size = segment_toc_size(data[:8])
+    if size is None:
+        return "it is damaged"
+    _, block, digest = decode_segment_toc(data[:size])
+    why: str | None = store.seams.guard.document_problem("segment", digest, block)
+    return why
+
+
+def verify_segments(store: StoreCore) -> tuple[list[str], list[str]]:
+    """``(corrupt object digests, finding lines)`` of the segment files.
+
+    A segment whose TOC is damaged is set aside in ``quarantine/`` whole (the calls it
+    recorded execute again). A record whose bytes do not match the TOC, or an object record
+    that fails its header, payload or address check, is forgotten by the index (the segment
+    stays: its other records are good). The cache entries of a segment not signed by a key
+    allowed to write are reported as untrusted (they read as misses; runs replace them).
+    """
+    corrupt: list[str] = []
+    lines: list[str] = []
+    for _, name in segment_files(store):
+        data = store.seams.objects.read(segment_path(store.root, name))
+        if data is None:
+            continue
+        got = read_segment(store, name)
+        if got is None:
+            lines.append(f"damaged segment {name}: set aside in quarantine/")
+            store._quarantine_segment(name)
+            continue
+        size = segment_toc_size(data[:8]) or 0
+        toc = decode_segment_toc(data[:size])[0] or []
+        good = {(kind, rname) for kind, rname, _, _ in got}
+        damaged = [(kind, rname) for kind, rname, _, _, _ in toc if (kind, rname) not in good]
+        why = segment_problem(store, name)
+        for kind, rname, record, _ in got:
+            if kind != SEGMENT_OBJECT:
+                if why is not None:
+                    lines.append(f"untrusted cache entry {rname}: {why}")
+                continue
+            try:
+                serializer, size_, checksum, head, address, _ = parse_header(record)
+                payload = record[head:]
+                if address is not None and address != rname:
+                    raise CorruptFile(f"its header says it is object {address}")
+                if len(payload) != size_ or payload_blake3(payload) != checksum:
+                    raise CorruptFile("payload does not match its header")
+                try:
+                    value = serializers.loads(serializer, payload)
+                except SerializationError:
+                    continue
+                store._check_value(rname, value)
+            except CorruptFile:
+                damaged.append((kind, rname))
+        for kind, rname in damaged:  # set aside (a cache entry: dropped), out of the segment
+            if kind == SEGMENT_OBJECT:
+                corrupt.append(rname)
+                store._quarantine(rname)
+            else:
+                lines.append(f"damaged cache entry {rname} in segment {name}: dropped")
+                store._set_aside(kind, rname)
+    return corrupt, lines

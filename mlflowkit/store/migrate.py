@@ -36,6 +36,7 @@ __all__ = ["CopyReport", "copy_store"]
 #: (folder, how it is listed): fan-out folders are walked, flat ones listed
 _AREAS = (
     ("objects", "walk"),
+    ("segments", "walk"),
     ("cache", "walk"),
     ("packs", "list"),
     ("runs", "list"),

@@ -52,6 +52,7 @@ from mlflowkit.errors import StoreError
 from mlflowkit.records import CacheEntry, RunRecord
 from mlflowkit.store.index import (
     ObjectRow,
+    PackedRow,
     PromotionRow,
     RegistryTransaction,
     RunFile,
@@ -63,6 +64,7 @@ from mlflowkit.store.index_rows import (
     VERSION_COLUMNS,
     cache_values,
     object_values,
+    packed_values,
     parse_run,
     promotion_row,
     promotion_values,
@@ -82,12 +84,12 @@ __all__ = ["SCHEMA_VERSION", "PostgresIndex", "redact", "schema_name"]
 
 #: The schema this mlflowkit writes. Raise it with every change of the tables, and add the step
 #: from the previous one to ``_MIGRATIONS``.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 RETRY_DEADLINE_S = 30.0
 _T = TypeVar("_T")
 
 #: cache tables: dropped and made again by a migration (they are rebuilt from the files)
-_CACHE_TABLES = ("runs", "step_runs", "cache", "objects")
+_CACHE_TABLES = ("runs", "step_runs", "cache", "objects", "packed")
 
 _CACHE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -104,7 +106,10 @@ CREATE TABLE IF NOT EXISTS cache (
     created_at DOUBLE PRECISION, run_id TEXT, file_size BIGINT);
 CREATE INDEX IF NOT EXISTS cache_output ON cache (output_digest);
 CREATE TABLE IF NOT EXISTS objects (
-    digest TEXT PRIMARY KEY, size BIGINT, serializer TEXT, created_at DOUBLE PRECISION)
+    digest TEXT PRIMARY KEY, size BIGINT, serializer TEXT, created_at DOUBLE PRECISION);
+CREATE TABLE IF NOT EXISTS packed (
+    name TEXT PRIMARY KEY, segment TEXT NOT NULL, off BIGINT NOT NULL, len BIGINT NOT NULL,
+    checksum TEXT NOT NULL)
 """
 
 _REGISTRY_SCHEMA = """
@@ -413,14 +418,17 @@ class PostgresIndex:
         runs: Iterable[tuple[RunFile, str]],
         *,
         clear: bool,
+        packed: Iterable[PackedRow] = (),
     ) -> None:
         """See :meth:`mlflowkit.store.index.Index.rebuild`."""
         objects, caches, runs = list(objects), list(caches), list(runs)
+        places = list(packed)
 
         def fill(conn: psycopg.Connection[Any]) -> None:
             if clear:
                 for table in _CACHE_TABLES:
                     conn.execute(f"DELETE FROM {table}")
+            _insert_packed(conn, places)
             _insert_objects(conn, objects)
             _insert_caches(conn, caches)
             for run_file, text in runs:
@@ -434,29 +442,54 @@ class PostgresIndex:
         self.write(fill)
 
     def add_batch(
-        self, objects: Sequence[ObjectRow], caches: Sequence[tuple[CacheEntry, int]]
+        self,
+        objects: Sequence[ObjectRow],
+        caches: Sequence[tuple[CacheEntry, int]],
+        packed: Sequence[PackedRow] = (),
     ) -> None:
-        """Record many objects and cache entries in one transaction."""
+        """Record many objects, cache entries and segment records' places in one transaction."""
 
         def apply(conn: psycopg.Connection[Any]) -> None:
+            _insert_packed(conn, packed)
             _insert_objects(conn, objects)
             _insert_caches(conn, caches)
 
         self.write(apply)
 
+    def find_packed(self, name: str) -> PackedRow | None:
+        """Where the segment record ``name`` lives, if any."""
+        rows = self.query(
+            "SELECT name, segment, off, len, checksum FROM packed WHERE name = %s", (name,)
+        )
+        return PackedRow(*rows[0]) if rows else None
+
+    def packed_segments(self) -> set[str]:
+        """The names of the segments some record's place points into."""
+        return {r[0] for r in self.query("SELECT DISTINCT segment FROM packed", ())}
+
     def remove_objects(self, digests: Iterable[str]) -> None:
-        """Forget objects (deleted or quarantined)."""
+        """Forget objects (deleted or quarantined), with their segment records' places."""
         rows = list(digests)
+        names = [f"o:{d}" for d in rows]
+
+        def apply(conn: psycopg.Connection[Any]) -> None:
+            conn.execute("DELETE FROM objects WHERE digest = ANY(%s)", (rows,))
+            conn.execute("DELETE FROM packed WHERE name = ANY(%s)", (names,))
+
         if rows:
-            self.write(
-                lambda conn: conn.execute("DELETE FROM objects WHERE digest = ANY(%s)", (rows,))
-            )
+            self.write(apply)
 
     def remove_cache(self, keys: Iterable[str]) -> None:
-        """Forget cache entries."""
+        """Forget cache entries, with their segment records' places."""
         rows = list(keys)
+        names = [f"c:{k}" for k in rows]
+
+        def apply(conn: psycopg.Connection[Any]) -> None:
+            conn.execute("DELETE FROM cache WHERE key = ANY(%s)", (rows,))
+            conn.execute("DELETE FROM packed WHERE name = ANY(%s)", (names,))
+
         if rows:
-            self.write(lambda conn: conn.execute("DELETE FROM cache WHERE key = ANY(%s)", (rows,)))
+            self.write(apply)
 
     def cache_keys_for(self, digest: str) -> list[str]:
         """Keys of the cache entries whose output is ``digest``."""
@@ -651,6 +684,18 @@ class _RegistryTx:
 
 
 # rows ------------------------------------------------------------------------------------------
+
+
+def _insert_packed(conn: psycopg.Connection[Any], rows: Iterable[PackedRow]) -> None:
+    values = packed_values(rows)
+    if values:
+        with conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO packed VALUES (%s, %s, %s, %s, %s) ON CONFLICT (name) DO UPDATE SET "
+                "segment = EXCLUDED.segment, off = EXCLUDED.off, len = EXCLUDED.len, "
+                "checksum = EXCLUDED.checksum",
+                values,
+            )
 
 
 def _insert_objects(conn: psycopg.Connection[Any], rows: Iterable[ObjectRow]) -> None:

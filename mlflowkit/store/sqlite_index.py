@@ -49,6 +49,7 @@ import blake3
 from mlflowkit.records import CacheEntry, RunRecord
 from mlflowkit.store.index import (
     ObjectRow,
+    PackedRow,
     PromotionRow,
     RegistryTransaction,
     RunFile,
@@ -60,6 +61,7 @@ from mlflowkit.store.index_rows import (
     VERSION_COLUMNS,
     cache_values,
     object_values,
+    packed_values,
     parse_run,
     promotion_row,
     promotion_values,
@@ -74,7 +76,7 @@ from mlflowkit.store.index_rows import (
 
 __all__ = ["SqliteIndex", "open_for_store"]
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
 #: tables of the artifact registry (``mlflowkit.registry.db``): kept when the cache tables are
 #: dropped for a new schema
 REGISTRY_PREFIX = "registry_"
@@ -98,6 +100,9 @@ CREATE TABLE IF NOT EXISTS cache (
 CREATE INDEX IF NOT EXISTS cache_output ON cache (output_digest);
 CREATE TABLE IF NOT EXISTS objects (
     digest TEXT PRIMARY KEY, size INTEGER, serializer TEXT, created_at REAL);
+CREATE TABLE IF NOT EXISTS packed (
+    name TEXT PRIMARY KEY, segment TEXT NOT NULL, off INTEGER NOT NULL, len INTEGER NOT NULL,
+    checksum TEXT NOT NULL);
 """
 
 
@@ -243,6 +248,7 @@ class SqliteIndex:
         runs: Iterable[tuple[RunFile, str]],
         *,
         clear: bool,
+        packed: Iterable[PackedRow] = (),
     ) -> None:
         """Fill the index from scanned files and mark it built.
 
@@ -256,11 +262,13 @@ class SqliteIndex:
             concurrent writer's rows are never lost.
         """
         objects, caches, runs = list(objects), list(caches), list(runs)
+        places = list(packed)
 
         def fill(conn: sqlite3.Connection) -> None:
             if clear:
-                for table in ("runs", "step_runs", "cache", "objects"):
+                for table in ("runs", "step_runs", "cache", "objects", "packed"):
                     conn.execute(f"DELETE FROM {table}")
+            _insert_packed(conn, places)
             _insert_objects(conn, objects)
             for entry, size in caches:
                 _insert_cache(conn, entry, size)
@@ -272,27 +280,52 @@ class SqliteIndex:
 
     # objects ---------------------------------------------------------------------------------
     def add_batch(
-        self, objects: Sequence[ObjectRow], caches: Sequence[tuple[CacheEntry, int]]
+        self,
+        objects: Sequence[ObjectRow],
+        caches: Sequence[tuple[CacheEntry, int]],
+        packed: Sequence[PackedRow] = (),
     ) -> None:
-        """Record many objects and cache entries in one transaction."""
+        """Record many objects, cache entries and segment records' places in one transaction."""
 
         def apply(conn: sqlite3.Connection) -> None:
+            _insert_packed(conn, packed)
             _insert_objects(conn, objects)
             for entry, size in caches:
                 _insert_cache(conn, entry, size)
 
         self.write(apply)
 
+    def find_packed(self, name: str) -> PackedRow | None:
+        """Where the segment record ``name`` lives, if any."""
+        rows = self.query(
+            "SELECT name, segment, off, len, checksum FROM packed WHERE name=?", (name,)
+        )
+        return PackedRow(*rows[0]) if rows else None
+
+    def packed_segments(self) -> set[str]:
+        """The names of the segments some record's place points into."""
+        return {r[0] for r in self.query("SELECT DISTINCT segment FROM packed")}
+
     def remove_objects(self, digests: Iterable[str]) -> None:
-        """Forget objects (deleted or quarantined)."""
+        """Forget objects (deleted or quarantined), with their segment records' places."""
         rows = [(d,) for d in digests]
-        self.write(lambda conn: conn.executemany("DELETE FROM objects WHERE digest=?", rows))
+
+        def apply(conn: sqlite3.Connection) -> None:
+            conn.executemany("DELETE FROM objects WHERE digest=?", rows)
+            conn.executemany("DELETE FROM packed WHERE name='o:' || ?", rows)
+
+        self.write(apply)
 
     # cache -----------------------------------------------------------------------------------
     def remove_cache(self, keys: Iterable[str]) -> None:
-        """Forget cache entries."""
+        """Forget cache entries, with their segment records' places."""
         rows = [(k,) for k in keys]
-        self.write(lambda conn: conn.executemany("DELETE FROM cache WHERE key=?", rows))
+
+        def apply(conn: sqlite3.Connection) -> None:
+            conn.executemany("DELETE FROM cache WHERE key=?", rows)
+            conn.executemany("DELETE FROM packed WHERE name='c:' || ?", rows)
+
+        self.write(apply)
 
     def cache_keys_for(self, digest: str) -> list[str]:
         """Keys of the cache entries whose output is ``digest``."""
@@ -622,6 +655,10 @@ def _retry_busy(fn: Callable[[], _T]) -> _T:
 def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
+
+
+def _insert_packed(conn: sqlite3.Connection, rows: Iterable[PackedRow]) -> None:
+    conn.executemany("INSERT OR REPLACE INTO packed VALUES (?, ?, ?, ?, ?)", packed_values(rows))
 
 
 def _insert_objects(conn: sqlite3.Connection, rows: Iterable[ObjectRow]) -> None:

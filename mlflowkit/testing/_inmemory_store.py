@@ -29,6 +29,7 @@ from mlflowkit.errors import StoreError
 from mlflowkit.records import RunRecord
 from mlflowkit.store.index import (
     ObjectRow,
+    PackedRow,
     PromotionRow,
     RegistryTransaction,
     RunFile,
@@ -212,6 +213,7 @@ class InMemoryIndex:
         self._built = False
         self._objects: dict[str, ObjectRow] = {}
         self._cache: dict[str, tuple[CacheEntry, int]] = {}
+        self._packed: dict[str, PackedRow] = {}
         self._runs: dict[str, tuple[RunFile, RunRecord]] = {}
         self._registry = _Registry()
 
@@ -232,12 +234,13 @@ class InMemoryIndex:
         runs: Iterable[tuple[RunFile, str]],
         *,
         clear: bool,
+        packed: Iterable[PackedRow] = (),
     ) -> None:
         objects, caches, runs = list(objects), list(caches), list(runs)
         with self._lock:
             if clear:
-                self._objects, self._cache, self._runs = {}, {}, {}
-            self._add(objects, caches)
+                self._objects, self._cache, self._runs, self._packed = {}, {}, {}, {}
+            self._add(objects, caches, packed)
             for run_file, text in runs:
                 record = _parse_run(text)
                 if record is not None:
@@ -245,27 +248,47 @@ class InMemoryIndex:
             self._built = True
 
     # objects and cache entries ---------------------------------------------------------------
-    def _add(self, objects: Iterable[ObjectRow], caches: Iterable[tuple[CacheEntry, int]]) -> None:
+    def _add(
+        self,
+        objects: Iterable[ObjectRow],
+        caches: Iterable[tuple[CacheEntry, int]],
+        packed: Iterable[PackedRow] = (),
+    ) -> None:
+        for place in packed:
+            self._packed[place.name] = place
         for row in objects:
             self._objects[row.digest] = row
         for entry, size in caches:
             self._cache[entry.key] = (entry, size)
 
     def add_batch(
-        self, objects: Sequence[ObjectRow], caches: Sequence[tuple[CacheEntry, int]]
+        self,
+        objects: Sequence[ObjectRow],
+        caches: Sequence[tuple[CacheEntry, int]],
+        packed: Sequence[PackedRow] = (),
     ) -> None:
         with self._lock:
-            self._add(objects, caches)
+            self._add(objects, caches, packed)
+
+    def find_packed(self, name: str) -> PackedRow | None:
+        with self._lock:
+            return self._packed.get(name)
+
+    def packed_segments(self) -> set[str]:
+        with self._lock:
+            return {p.segment for p in self._packed.values()}
 
     def remove_objects(self, digests: Iterable[str]) -> None:
         with self._lock:
             for digest in digests:
                 self._objects.pop(digest, None)
+                self._packed.pop(f"o:{digest}", None)
 
     def remove_cache(self, keys: Iterable[str]) -> None:
         with self._lock:
             for key in keys:
                 self._cache.pop(key, None)
+                self._packed.pop(f"c:{key}", None)
 
     def cache_keys_for(self, digest: str) -> list[str]:
         with self._lock:

@@ -53,6 +53,7 @@ from mlflowkit.records import CacheEntry, RunRecord, StepRun
 from mlflowkit.store.index import (
     Index,
     ObjectRow,
+    PackedRow,
     PromotionRow,
     RegistryTransaction,
     RunFile,
@@ -267,6 +268,31 @@ class IndexContract:
         assert index.digests_with_prefix("ab0") == [out]
         index.remove_objects([out])
         assert index.digests_with_prefix("ab0") == []
+
+    def test_segment_places_are_found_and_go_with_their_object_or_entry(self, index: Index) -> None:
+        out, seg = "ab" + "1" * 62, "cd" + "2" * 62
+        index.add_batch(
+            [ObjectRow(out, 10, "json", 1.0)],
+            [(CacheEntry("k1", out), 50)],
+            [PackedRow(f"o:{out}", seg, 0, 10, "e" * 64), PackedRow("c:k1", seg, 10, 50, "f" * 64)],
+        )
+        assert index.find_packed(f"o:{out}") == PackedRow(f"o:{out}", seg, 0, 10, "e" * 64)
+        assert index.find_packed("c:k1") == PackedRow("c:k1", seg, 10, 50, "f" * 64)
+        assert index.find_packed("c:nope") is None
+        assert index.packed_segments() == {seg}
+        index.add_batch([], [], [PackedRow("c:k1", "ef" + "3" * 62, 0, 50, "f" * 64)])
+        found = index.find_packed("c:k1")
+        assert found is not None
+        assert found.segment == "ef" + "3" * 62  # the newest place wins
+        index.remove_cache(["k1"])
+        assert index.find_packed("c:k1") is None
+        assert index.find_packed(f"o:{out}") is not None
+        index.remove_objects([out])
+        assert index.find_packed(f"o:{out}") is None
+        index.rebuild([], [], [], clear=False, packed=[PackedRow("c:k2", seg, 0, 1, "a" * 64)])
+        assert index.find_packed("c:k2") is not None
+        index.rebuild([], [], [], clear=True)
+        assert index.find_packed("c:k2") is None
 
     def test_rebuild_with_clear_drops_file_rows_and_keeps_the_registry(self, index: Index) -> None:
         index.rebuild(

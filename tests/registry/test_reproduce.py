@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import mlflowkit as mk
+from tests.holders import remove_held
 
 
 @mk.step
@@ -118,8 +119,7 @@ def test_reproducible_fails_when_an_upstream_object_is_gone(store: mk.Store) -> 
     store.promote(spec, to="prototype")
     digest = run.step("make").output_digest
     assert digest is not None
-    obj = Path(store.url) / "objects" / digest[:2] / digest
-    obj.unlink()
+    remove_held(store, digest)
     with pytest.raises(mk.GateFailed, match=f"object {digest[:12]} upstream of it is missing"):
         store.promote(spec, to="mvp")
     assert store.stage("good-model", "mvp") is None

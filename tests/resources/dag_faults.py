@@ -38,10 +38,13 @@ DIE_IN_ENV = "MLFLOWKIT_TEST_DIE_IN"
 def _work() -> None:
     """Count one execution of the running step call, then pause briefly.
 
-    A step call named in ``$MLFLOWKIT_TEST_DIE_IN`` SIGKILLs its own process instead.
+    A step call named in ``$MLFLOWKIT_TEST_DIE_IN`` SIGKILLs its own process instead, a tenth
+    of a second in (longer than the store's group commit window: what finished before it is
+    kept, as it would be before any crash that comes later than that).
     """
     name = mk.current().name
     if os.environ.get(DIE_IN_ENV) == name:
+        time.sleep(0.1)
         os.kill(os.getpid(), signal.SIGKILL)
     folder = os.environ.get(COUNTERS_ENV)
     if folder:

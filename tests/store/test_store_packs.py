@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import mlflowkit as mk
 from mlflowkit.records import CacheEntry
 from mlflowkit.store import Store
 from mlflowkit.store.formats import decode_pack, encode_pack
+from tests.holders import remove_held
 from tests.resources import dag_runs
 
 
@@ -63,7 +63,7 @@ def test_a_gone_intermediate_is_found_when_a_step_needs_it(store: Store, counter
     first = dag_runs.cutoff.plan(n=4).run(store=store, progress=False)
     gone = first.step("source").output_digest
     assert gone is not None
-    os.remove(store._object_path(gone))
+    remove_held(store, gone)
     # nothing needs the value: the run stays fully cached and loads nothing
     again = dag_runs.cutoff.plan(n=4).run(store=store, progress=False)
     assert [s.status for s in again.steps] == ["cached"] * 3
@@ -80,7 +80,7 @@ def test_a_gone_output_is_computed_again(store: Store, counters: Path) -> None:
     first = dag_runs.cutoff.plan(n=4).run(store=store, progress=False)
     out = first.step("downstream").output_digest
     assert out is not None
-    os.remove(store._object_path(out))
+    remove_held(store, out)
     again = dag_runs.cutoff.plan(n=4).run(store=store, progress=False)
     assert again.step("downstream").status == "executed"
     assert again.output == first.output and store.has(out)
@@ -186,7 +186,7 @@ def test_a_gone_list_whose_items_a_step_needs_is_computed_again(store: Store) ->
     first = dag_basic.train.plan(n=30).run(store=store, progress=False)
     made = first.step("make_data").output_digest
     assert made is not None
-    os.remove(store._object_path(made))
+    remove_held(store, made)
     # fit needs X and y, items of make_data's (gone) tuple: make_data executes again
     again = dag_basic.train.plan(n=30).run(store=store, progress=False, force=["fit"])
     assert again.step("make_data").status == "executed" and store.has(made)

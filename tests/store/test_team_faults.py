@@ -129,9 +129,12 @@ def test_a_flipped_byte_in_the_bucket_is_found_and_healed(
     digest = run.steps[1].output_digest
     assert digest is not None
     fs = s3_server.filesystem()
-    path = f"{url[len('s3://') :]}/objects/{digest[:2]}/{digest}"
+    place = store._find_packed(f"o:{digest}")  # a small value: a record of a segment file
+    assert place is not None
+    path = f"{url[len('s3://') :]}/segments/{place.segment[:2]}/{place.segment}.seg"
     data = bytearray(fs.cat_file(path))
-    data[-1] ^= 0x01
+    end = 8 + int.from_bytes(data[4:8], "little") + place.offset + place.length
+    data[end - 1] ^= 0x01  # the last byte of its payload
     fs.pipe_file(path, bytes(data))
     assert mk.Store(url, index=index).verify() == [digest]  # found, and set aside
     again = dag_basic.chain.plan(n=3).run(store=mk.Store(url, index=index))

@@ -24,6 +24,7 @@ from mlflowkit.store.formats import (
 )
 from mlflowkit.trust.policy import Grant, Policy
 from mlflowkit.trust.signing import document_message, sign
+from tests.holders import entry_bytes
 from tests.trust.helpers import (
     evil_payload,
     object_path,
@@ -81,7 +82,9 @@ def test_a_forged_cache_entry_is_a_miss_and_reported(tmp_path: Path) -> None:
     assert key is not None
     wrong = write_value(store, 12345.0)
     path = Path(store.root, "cache", key[:2], f"{key}.json")
-    entry = decode_entry(path.read_bytes())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    entry = decode_entry(entry_bytes(store, key))  # a run's entries are in a segment file
+    store.close()
     assert entry is not None
     entry.output_digest = wrong
     path.write_bytes(encode_entry(entry))  # checksum recomputed, no signature
@@ -89,13 +92,17 @@ def test_a_forged_cache_entry_is_a_miss_and_reported(tmp_path: Path) -> None:
     assert any(line.startswith(f"untrusted cache entry {key}:") for line in store.verify())
     again = pair.plan(n=100).run(store=store, progress=False)
     assert again.output[1] == float((np.arange(100) * 0.5).sum())
-    assert again.step("consume").status == "executed"
-    # signed by a key that may not write: a miss all the same
+    # the forged file counts for nothing, and hides nothing: the run's own signed entry (in
+    # a segment file) is used
+    assert again.step("consume").status == "cached"
+    # signed by a key that may not write: it counts for nothing all the same
     mallory = signer("mallory")
     entry.output_digest = wrong
     path.write_bytes(encode_entry(entry, lambda d: sign(mallory, document_message("cache", d))))
     store.drop_packs()
-    assert mk.Store(store.url).get_cache(key) is None
+    found = mk.Store(store.url).get_cache(key)
+    assert found is not None and found.output_digest != wrong
+    assert any(line.startswith(f"untrusted cache entry {key}:") for line in store.verify())
     assert pair.plan(n=100).run(store=store, progress=False).output[1] != 12345.0
 
 

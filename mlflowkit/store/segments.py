@@ -1,0 +1,312 @@
+"""Group commit of small writes: a run's small objects and cache entries in segment files.
+
+Layer 5 (part of the store's implementation). While a run batches (``StoreCore.batched``), an
+object whose serializer is safe and whose file is at most ``SMALL_BYTES``, and every cache
+entry, are kept in a ``Batch`` instead of becoming a file each. The batch is written as one
+*segment* file (``segments/<ab>/<name>.seg``, format in :mod:`mlflowkit.store.formats`) when it
+holds ``MAX_RECORDS`` records or ``MAX_BYTES`` bytes, ``COMMIT_DELAY_S`` after its first
+record at the latest, at once for a record that came ``COMMIT_DELAY_S`` or more after the one
+before it (a step that took that long), when the store syncs (at the end of the run, at
+exit), and before a lock it parked is needed again. The segment's records are then found
+through the index (``PackedRow``: segment, offset, length, BLAKE3), which every process sharing
+the store reads.
+
+Invariants:
+
+* A record is readable by other processes only once its index rows are committed *and* its
+  segment file is whole (written under a temporary name, then renamed), in that order; this
+  process reads its own pending records from the batch. (When the index cannot be written,
+  the segment file is written all the same: the next store object that misses a record reads
+  such files into its index.)
+* A single-flight lock taken while the batch held the key's entry is released only after the
+  segment and its rows are written (``park``), so a process waiting on the key finds the entry
+  and does not execute the call again.
+* A record is used only after the segment's TOC checksum and the record's own BLAKE3 match,
+  and a cache entry only while its segment's signer may write to the store; anything else
+  reads as missing. (An object record proves itself like an object file: its header names
+  its address and its payload's BLAKE3.)
+* A crash loses at most the batch not yet written, the work of the last ``COMMIT_DELAY_S``
+  seconds: those calls execute again on the next run. Nothing is ever half written: a segment
+  file is whole or absent, and index rows naming a segment that is not there read as missing.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import blake3
+
+from mlflowkit.store.formats import (
+    SEGMENT_ENTRY,
+    SEGMENT_OBJECT,
+    CorruptFile,
+    decode_segment_toc,
+    segment_toc_size,
+)
+from mlflowkit.store.index import ObjectRow, PackedRow
+
+if TYPE_CHECKING:
+    from mlflowkit.records import CacheEntry
+    from mlflowkit.store.objects import ObjectStore
+
+__all__ = [
+    "COMMIT_DELAY_S",
+    "MAX_BYTES",
+    "MAX_RECORDS",
+    "SMALL_BYTES",
+    "Batch",
+    "SegmentReader",
+    "segment_path",
+]
+
+#: Objects whose file is at most this many bytes (a page) go into segments while a run batches;
+#: bigger ones are worth a file of their own.
+SMALL_BYTES = 4096
+#: A batch is written at most this many seconds after its first record; a record that comes
+#: this long after the one before is written at once. What a crash can lose is the work of
+#: the last few hundredths of a second, which runs again.
+COMMIT_DELAY_S = 0.02
+#: A batch is written once it holds this many records...
+MAX_RECORDS = 4096
+#: ...or this many bytes.
+MAX_BYTES = 16 * 1024 * 1024
+
+
+def segment_path(root: str, name: str) -> str:
+    """The file of segment ``name`` (a 64-hex digest) under a store's ``root``."""
+    return f"{root}/segments/{name[:2]}/{name}.seg"
+
+
+class Batch:
+    """Writes kept for one segment: objects and cache entries by name, and parked releases.
+
+    Thread-safe: threads of one run add to it while another thread may be writing it out
+    (``take``).
+    """
+
+    __slots__ = ("_last", "_lock", "entries", "nbytes", "objects", "parked", "rows")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        #: object digest -> its object-file bytes
+        self.objects: dict[str, bytes] = {}
+        #: the index rows of those objects
+        self.rows: list[ObjectRow] = []
+        #: cache key -> (entry, its unsigned entry-file bytes)
+        self.entries: dict[str, tuple[CacheEntry, bytes]] = {}
+        self.nbytes = 0
+        #: lock name -> its release, run once the batch holding its entry is written
+        self.parked: dict[str, Callable[[], None]] = {}
+        self._last = time.monotonic()  # when the last record came (or the batch began)
+
+    def add_object(self, digest: str, data: bytes, row: ObjectRow) -> bool:
+        """Keep an object; True when the batch is now full (write it)."""
+        with self._lock:
+            if digest not in self.objects:
+                self.objects[digest] = data
+                self.rows.append(row)
+                self.nbytes += len(data)
+            return self._full()
+
+    def add_entry(self, entry: CacheEntry, data: bytes) -> bool:
+        """Keep a cache entry; True when the batch is now full (write it)."""
+        with self._lock:
+            self.entries[entry.key] = (entry, data)
+            self.nbytes += len(data)
+            return self._full()
+
+    def _full(self) -> bool:
+        """Whether to write now: the batch is full, or this record came ``COMMIT_DELAY_S``
+        or more after the last one (records that come slowly, from steps that take a while,
+        gain nothing from waiting and are worth keeping at once)."""
+        now = time.monotonic()
+        slow, self._last = now - self._last >= COMMIT_DELAY_S, now
+        return (
+            slow or len(self.objects) + len(self.entries) >= MAX_RECORDS or self.nbytes >= MAX_BYTES
+        )
+
+    def park(self, name: str, release: Callable[[], None]) -> None:
+        """Keep a lock's release until the batch is written."""
+        with self._lock:
+            self.parked[name] = release
+
+    def is_parked(self, name: str) -> bool:
+        """Whether lock ``name`` waits here for the batch to be written."""
+        return name in self.parked
+
+    def empty(self) -> bool:
+        """Whether nothing waits to be written or released."""
+        return not (self.objects or self.entries or self.parked)
+
+    def take(
+        self,
+    ) -> tuple[
+        dict[str, bytes],
+        list[ObjectRow],
+        dict[str, tuple[CacheEntry, bytes]],
+        dict[str, Callable[[], None]],
+    ]:
+        """Everything kept so far, leaving the batch empty."""
+        with self._lock:
+            taken = self.objects, self.rows, self.entries, self.parked
+            self.objects, self.rows, self.entries, self.parked = {}, [], {}, {}
+            self.nbytes = 0
+        return taken
+
+    def give_back(
+        self,
+        objects: dict[str, bytes],
+        rows: list[ObjectRow],
+        entries: dict[str, tuple[CacheEntry, bytes]],
+        parked: dict[str, Callable[[], None]],
+    ) -> None:
+        """Put back what ``take`` gave when writing it failed (kept for the next try)."""
+        with self._lock:
+            self.parked.update(parked)
+            for digest, data in objects.items():
+                if digest not in self.objects:
+                    self.objects[digest] = data
+                    self.nbytes += len(data)
+            self.rows[:0] = rows
+            for key, pair in entries.items():
+                self.entries.setdefault(key, pair)
+                self.nbytes += len(pair[1])
+
+
+def records_of(
+    objects: dict[str, bytes], entries: dict[str, tuple[CacheEntry, bytes]]
+) -> list[tuple[str, str, bytes]]:
+    """The records of a segment: ``(kind, name, bytes)``, objects first."""
+    out = [(SEGMENT_OBJECT, digest, data) for digest, data in objects.items()]
+    out += [(SEGMENT_ENTRY, key, data) for key, (_, data) in entries.items()]
+    return out
+
+
+def places(name: str, records: list[tuple[str, str, bytes]]) -> list[PackedRow]:
+    """The index rows saying where each record of segment ``name`` lives."""
+    out, offset = [], 0
+    for kind, rname, data in records:
+        out.append(
+            PackedRow(f"{kind}:{rname}", name, offset, len(data), blake3.blake3(data).hexdigest())
+        )
+        offset += len(data)
+    return out
+
+
+class SegmentReader:
+    """Reads records of segment files; each TOC is checked once and kept (the last few).
+
+    ``signer_of(digest, block)`` names the key that signed a TOC (None: no valid signature);
+    ``trusts(signer)`` says whether that key may write to the store *now* (asked on every
+    read of a cache entry, so a revoked key's entries stop counting at once). Object records
+    need no signature: like object files of safe formats, their header names their address
+    and their payload's BLAKE3, checked when they are loaded. On a local disk a record is read
+    with one seek; elsewhere (S3) the whole segment is read once and kept with its TOC.
+    """
+
+    __slots__ = ("_io", "_lock", "_root", "_seen", "_signer_of", "_trusts")
+
+    _KEEP = 16
+
+    def __init__(
+        self,
+        io: ObjectStore,
+        root: str,
+        signer_of: Callable[[bytes, bytes | None], str | None],
+        trusts: Callable[[str | None], bool],
+    ) -> None:
+        self._io = io
+        self._root = root
+        self._signer_of = signer_of
+        self._trusts = trusts
+        self._lock = threading.Lock()
+        #: segment name -> (where its records start, offset -> (length, BLAKE3 hex), its
+        #: signer, its bytes when not on a local disk)
+        self._seen: OrderedDict[
+            str, tuple[int, dict[int, tuple[int, str]], str | None, bytes | None]
+        ] = OrderedDict()
+
+    def _load(
+        self, name: str
+    ) -> tuple[int, dict[int, tuple[int, str]], str | None, bytes | None] | None:
+        with self._lock:
+            seen = self._seen.get(name)
+            if seen is not None:
+                self._seen.move_to_end(name)
+                return seen
+        data = self._io.read(segment_path(self._root, name))
+        if data is None:
+            return None
+        size = segment_toc_size(data[:8])
+        toc, block, digest = (
+            decode_segment_toc(data[:size]) if size is not None else (None, None, b"")
+        )
+        if size is None or toc is None:
+            raise CorruptFile(f"the table of contents of segment {name} is damaged")
+        seen = (
+            size,
+            {r[2]: (r[3], r[4]) for r in toc},
+            self._signer_of(digest, block),
+            None if self._io.local else data,
+        )
+        with self._lock:
+            self._seen[name] = seen
+            while len(self._seen) > self._KEEP:
+                self._seen.popitem(last=False)
+        return seen
+
+    def read(self, place: PackedRow, *, signed: bool) -> bytes | None:
+        """The bytes of the record at ``place``; None when its segment is gone, or (``signed``)
+        not signed by a key allowed to write to the store.
+
+        Raises
+        ------
+        CorruptFile
+            The segment's TOC is damaged, does not list the record at that offset with that
+            length and BLAKE3, or the record's bytes do not hash to it.
+        """
+        seen = self._load(place.segment)
+        if seen is None:
+            return None
+        start, listed, signer, data = seen
+        if signed and not self._trusts(signer):
+            return None
+        if listed.get(place.offset) != (place.length, place.checksum):
+            raise CorruptFile(f"segment {place.segment} does not list it where the index says")
+        at = start + place.offset
+        if data is not None:
+            record = data[at : at + place.length]
+        else:
+            got = self._io.read_split(segment_path(self._root, place.segment), 0)
+            if got is None:
+                self.forget(place.segment)
+                return None
+            first, f = got
+            if f is None:
+                record = first[at : at + place.length]
+            else:
+                try:
+                    f.seek(at)
+                    record = f.read(place.length)
+                finally:
+                    f.close()
+        if len(record) != place.length or blake3.blake3(record).hexdigest() != place.checksum:
+            self.forget(place.segment)
+            raise CorruptFile(f"its bytes in segment {place.segment} do not match their BLAKE3")
+        return record
+
+    def exists(self, name: str) -> bool:
+        """Whether segment ``name`` is there (known without a look once it was read)."""
+        with self._lock:
+            if name in self._seen:
+                return True
+        return self._io.exists(segment_path(self._root, name))
+
+    def forget(self, name: str) -> None:
+        """Drop what is kept of segment ``name`` (it was rewritten or removed)."""
+        with self._lock:
+            self._seen.pop(name, None)
