@@ -19,8 +19,10 @@ Protocol (each message is a list of frames; a frame is one ``Connection.send_byt
 Batches: the driver sends several small tasks in one message (one pickle, so a step shared by
 the tasks is pickled once) and the worker answers with one message for all of them, or with a
 few when the batch runs longer than ``FLUSH_S``: results are never held back for longer than
-that behind later tasks. Before each task the worker writes ``(batch_id, index)`` into a small
-shared *progress* map, so that when it dies the driver knows which task it was running.
+that behind later tasks. What the tasks of one reply write to the store is group-committed
+(``store.batched()``): written, as one segment file, before they are answered. Before each
+task the worker writes ``(batch_id, index)`` into a small shared *progress* map, so that when
+it dies the driver knows which task it was running.
 
 Invariants
 ----------
@@ -39,6 +41,7 @@ Invariants
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 import pickle
@@ -232,16 +235,20 @@ class _Worker:
             )
             self.reply(batch_id, -1, [_encode_result(result)])
             return
-        done: list[Answer] = []
-        first = 0
-        since = time.monotonic()
-        for index, task in enumerate(tasks):
-            PROGRESS.pack_into(self.progress, 0, batch_id, index)
-            done.append(run_task(task, store, shared))
-            if time.monotonic() - since >= FLUSH_S and index + 1 < len(tasks):
-                self.reply(batch_id, first, done)
-                first, done, since = index + 1, [], time.monotonic()
-        self.reply(batch_id, first, done)
+        index = 0
+        while index < len(tasks):  # one reply per FLUSH_S of work at most
+            first, done, since = index, [], time.monotonic()
+            # the store group-commits what these tasks write, before they are answered
+            with store.batched() if store is not None else contextlib.nullcontext():
+                while index < len(tasks):
+                    PROGRESS.pack_into(self.progress, 0, batch_id, index)
+                    done.append(run_task(tasks[index], store, shared))
+                    index += 1
+                    if time.monotonic() - since >= FLUSH_S:
+                        break
+            self.reply(batch_id, first, done)
+        if not tasks:
+            self.reply(batch_id, 0, [])
 
     def reply(self, batch_id: int, first: int, answers: list[Answer]) -> None:
         """Send the results of tasks ``first, first + 1, …`` of a batch (``first`` -1: all)."""
