@@ -182,7 +182,9 @@ class StoreCore:
     sync_interval:
         Seconds between a write and its background flush (index rows and, if durable, data).
     lock_lease:
-        Seconds a single-flight lock stays valid without its holder's heartbeat.
+        Seconds a single-flight lock *file* stays valid without its holder's heartbeat (stores
+        that lock with files: remote ones with their own SQLite index, and local ones where
+        the platform has no POSIX record locks).
     key:
         The signing key of this process's writes: a key name (in the keys folder) or the path
         of a ``.key`` file. Default: ``$MLFLOWKIT_KEY``, else the key ``default`` (made on
@@ -385,6 +387,8 @@ class StoreCore:
             return
         objects, rows, entries, parked = batch.take()
         try:
+            if objects:  # stored already (in an earlier segment): not again
+                self._drop_stored(objects, rows)
             if objects or entries:
                 records = records_of(objects, entries)
                 data = encode_segment(records, self._guard.sign_document("segment"))
@@ -412,6 +416,18 @@ class StoreCore:
             raise
         for release in parked.values():
             release()
+
+    def _drop_stored(self, objects: dict[str, bytes], rows: list[ObjectRow]) -> None:
+        """Leave out of ``objects`` (and ``rows``) those a segment already holds."""
+        try:
+            known = self._idx(flush=False).find_packed_many([f"o:{d}" for d in objects])
+        except StoreError:
+            return  # the index cannot say: kept twice, harmless
+        stored = {name[2:] for name, place in known.items() if self._segments.exists(place.segment)}
+        if stored:
+            for digest in stored:
+                objects.pop(digest, None)
+            rows[:] = [r for r in rows if r.digest not in stored]
 
     def _batched_write(self, full: bool) -> None:
         """After adding to the batch: write it now when ``full`` (see ``Batch``), else within
@@ -583,11 +599,16 @@ class StoreCore:
 
             digest = hash_value(value)
         path = self._object_path(digest)
-        try:
-            if self.has(digest):
+        batch = self._batch
+        if batch is not None:  # a small one stored in a segment is dropped by ``write_batch``
+            if digest in batch.objects or self._io.exists(path):
                 return digest
-        except StoreError:  # the index cannot say (its database is away): write it again
-            pass
+        else:
+            try:
+                if self.has(digest):
+                    return digest
+            except StoreError:  # the index cannot say (its database is away): write it again
+                pass
         name, payload = serializers.dumps(value, serializer)
         if not isinstance(payload, bytes):
             payload = bytes(payload)
@@ -599,7 +620,6 @@ class StoreCore:
             checksum = payload_blake3(payload)
             signature = self._guard.sign_object(digest, name, checksum)
             header = pack_header(name, payload, digest, signature=signature, checksum=checksum)
-        batch = self._batch
         if (
             batch is not None
             and name in SAFE_SERIALIZERS
@@ -777,6 +797,8 @@ class StoreCore:
         path = self._cache_path(key)
         data = self._io.read(path)
         entry = None
+        if data is None and batch is not None:
+            batch.absent.add(key)
         if data is not None:
             entry, block, digest = decode_entry_signed(data)
             if entry is None or entry.key != key:
@@ -827,8 +849,8 @@ class StoreCore:
             self.create()
         batch = self._batch
         if batch is not None:  # signed with its segment
-            if self._io.local:  # an entry file of this key (an earlier one) would hide it
-                self._io.remove(path)
+            if self._io.local and entry.key not in batch.absent:
+                self._io.remove(path)  # an entry file of this key (an earlier one) would hide it
             self._batched_write(batch.add_entry(entry, encode_entry(entry)))
             return
         data = encode_entry(entry, self._guard.sign_document("cache"))
@@ -857,10 +879,13 @@ class StoreCore:
     ) -> AbstractContextManager[bool]:
         """A single-flight lock on ``key``: ``with store.lock(key) as acquired: ...``.
 
-        Yields True once acquired, False after ``timeout`` seconds. A holder that died (its pid
-        is gone on this host, or its lease of ``lock_lease`` seconds ran out) is broken. With a
-        shared index (``index="postgresql://…"``) the lock is the database's, for every machine
-        at once, and a holder that dies releases it at once.
+        Yields True once acquired, False after ``timeout`` seconds. On a local disk the lock is
+        a kernel record lock (``store/flight.py``), released by the kernel the moment its holder
+        dies; with a shared index (``index="postgresql://…"``) it is the database's, for every
+        machine at once, likewise released when the holder dies. Elsewhere it is a lock file
+        with a lease: a holder that died (its pid is gone on this host, or its lease of
+        ``lock_lease`` seconds ran out) is broken. While a run batches, the lock is released
+        only once the batch holding the entry written under it is written.
         """
         name = key if LOCK_NAME.fullmatch(key) else blake3.blake3(key.encode()).hexdigest()
         self._ensure()

@@ -218,6 +218,10 @@ class Index(RegistryReader, Protocol):
         """Where the segment record ``name`` (``"o:<digest>"``, ``"c:<key>"``) lives, if any."""
         ...
 
+    def find_packed_many(self, names: Sequence[str]) -> dict[str, PackedRow]:
+        """Where each of the segment records ``names`` that some segment holds lives."""
+        ...
+
     def packed_segments(self) -> set[str]:
         """The names of the segments some record's place points into."""
         ...

@@ -463,6 +463,14 @@ class PostgresIndex:
         )
         return PackedRow(*rows[0]) if rows else None
 
+    def find_packed_many(self, names: Sequence[str]) -> dict[str, PackedRow]:
+        """Where each of the segment records ``names`` that some segment holds lives."""
+        rows = self.query(
+            "SELECT name, segment, off, len, checksum FROM packed WHERE name = ANY(%s)",
+            (list(names),),
+        )
+        return {r[0]: PackedRow(*r) for r in rows}
+
     def packed_segments(self) -> set[str]:
         """The names of the segments some record's place points into."""
         return {r[0] for r in self.query("SELECT DISTINCT segment FROM packed", ())}

@@ -88,7 +88,7 @@ class Batch:
     (``take``).
     """
 
-    __slots__ = ("_last", "_lock", "entries", "nbytes", "objects", "parked", "rows")
+    __slots__ = ("_last", "_lock", "absent", "entries", "nbytes", "objects", "parked", "rows")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -102,6 +102,8 @@ class Batch:
         #: lock name -> its release, run once the batch holding its entry is written
         self.parked: dict[str, Callable[[], None]] = {}
         self._last = time.monotonic()  # when the last record came (or the batch began)
+        #: keys whose cache-entry file was just looked for and found missing (none to hide)
+        self.absent: set[str] = set()
 
     def add_object(self, digest: str, data: bytes, row: ObjectRow) -> bool:
         """Keep an object; True when the batch is now full (write it)."""
@@ -154,6 +156,7 @@ class Batch:
         with self._lock:
             taken = self.objects, self.rows, self.entries, self.parked
             self.objects, self.rows, self.entries, self.parked = {}, [], {}, {}
+            self.absent = set()
             self.nbytes = 0
         return taken
 

@@ -302,6 +302,19 @@ class SqliteIndex:
         )
         return PackedRow(*rows[0]) if rows else None
 
+    def find_packed_many(self, names: Sequence[str]) -> dict[str, PackedRow]:
+        """Where each of the segment records ``names`` that some segment holds lives."""
+        out: dict[str, PackedRow] = {}
+        for i in range(0, len(names), 500):
+            part = list(names[i : i + 500])
+            marks = ",".join("?" * len(part))
+            for row in self.query(
+                f"SELECT name, segment, off, len, checksum FROM packed WHERE name IN ({marks})",
+                part,
+            ):
+                out[row[0]] = PackedRow(*row)
+        return out
+
     def packed_segments(self) -> set[str]:
         """The names of the segments some record's place points into."""
         return {r[0] for r in self.query("SELECT DISTINCT segment FROM packed")}

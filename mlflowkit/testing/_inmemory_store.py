@@ -274,6 +274,10 @@ class InMemoryIndex:
         with self._lock:
             return self._packed.get(name)
 
+    def find_packed_many(self, names: Sequence[str]) -> dict[str, PackedRow]:
+        with self._lock:
+            return {n: self._packed[n] for n in names if n in self._packed}
+
     def packed_segments(self) -> set[str]:
         with self._lock:
             return {p.segment for p in self._packed.values()}

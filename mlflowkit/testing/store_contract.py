@@ -280,6 +280,11 @@ class IndexContract:
         assert index.find_packed("c:k1") == PackedRow("c:k1", seg, 10, 50, "f" * 64)
         assert index.find_packed("c:nope") is None
         assert index.packed_segments() == {seg}
+        many = index.find_packed_many(
+            [f"o:{out}", "c:nope", "c:k1"] + [f"c:x{i}" for i in range(600)]
+        )
+        assert sorted(many) == ["c:k1", f"o:{out}"]
+        assert many["c:k1"] == PackedRow("c:k1", seg, 10, 50, "f" * 64)
         index.add_batch([], [], [PackedRow("c:k1", "ef" + "3" * 62, 0, 50, "f" * 64)])
         found = index.find_packed("c:k1")
         assert found is not None
