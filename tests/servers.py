@@ -172,6 +172,7 @@ def _start_server(folder: Path, port: int) -> subprocess.Popen[Any]:
 
         nobody = pwd.getpwnam("nobody")
         run_as = {"user": nobody.pw_uid, "group": nobody.pw_gid, "extra_groups": []}
+    ready_before = _ready_lines(log)
     with open(log, "ab") as out:
         proc = subprocess.Popen(
             [
@@ -195,7 +196,23 @@ def _start_server(folder: Path, port: int) -> subprocess.Popen[Any]:
             **run_as,
         )
     _wait_for_port(port, proc, "PostgreSQL", log)
+    # the port opens before the server takes sessions ("the database system is starting up")
+    deadline = time.monotonic() + 60
+    while _ready_lines(log) <= ready_before:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(
+                f"PostgreSQL did not become ready:\n{log.read_text(errors='replace')}"
+            )
+        time.sleep(0.02)
     return proc
+
+
+def _ready_lines(log: Path) -> int:
+    """How often the server said it is ready to accept connections (its log grows on restart)."""
+    try:
+        return log.read_text(errors="replace").count("ready to accept connections")
+    except FileNotFoundError:
+        return 0
 
 
 @dataclass

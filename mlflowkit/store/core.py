@@ -240,6 +240,8 @@ class StoreCore:
         )
         self._committer = _Committer(self)
         self._reconciled = False  # segment files unknown to the index were looked for
+        #: where some segment records live, learned in bulk (``_learn_places``)
+        self._places: dict[str, PackedRow] = {}
         _OPEN_STORES.add(self)
 
     # creating --------------------------------------------------------------------------------
@@ -475,6 +477,9 @@ class StoreCore:
         """
         if not self._known and not self.exists():
             return None
+        place = self._places.get(name)
+        if place is not None and self._segments.exists(place.segment):
+            return place
         idx = self._idx(flush=False)
         place = idx.find_packed(name)
         if place is None and not self._reconciled:
@@ -833,7 +838,19 @@ class StoreCore:
             return {}
         if self._guard.document_problem("pack", digest, block) is not None:
             return {}  # unsigned or forged: ignored (the run reads its entries one by one)
+        self._learn_places([e.output_digest for e in entries.values() if e.stored])
         return entries
+
+    def _learn_places(self, digests: list[str]) -> None:
+        """Ask the index once where the segment-held ones of ``digests`` live (a re-run then
+        checks its values without a query each)."""
+        if not digests or not (self._known or self.exists()):
+            return
+        try:
+            found = self._idx(flush=False).find_packed_many([f"o:{d}" for d in digests])
+        except StoreError:
+            return  # asked one by one later
+        self._places.update(found)
 
     def write_pack(self, name: str, entries: Iterable[CacheEntry]) -> None:
         """Replace pack ``name`` with ``entries``, atomically."""

@@ -211,7 +211,7 @@ class SegmentReader:
     with one seek; elsewhere (S3) the whole segment is read once and kept with its TOC.
     """
 
-    __slots__ = ("_io", "_lock", "_root", "_seen", "_signer_of", "_trusts")
+    __slots__ = ("_io", "_lock", "_present", "_root", "_seen", "_signer_of", "_trusts")
 
     _KEEP = 16
 
@@ -227,6 +227,8 @@ class SegmentReader:
         self._signer_of = signer_of
         self._trusts = trusts
         self._lock = threading.Lock()
+        #: segments seen to be there (until ``forget``)
+        self._present: set[str] = set()
         #: segment name -> (where its records start, offset -> (length, BLAKE3 hex), its
         #: signer, its bytes when not on a local disk)
         self._seen: OrderedDict[
@@ -243,6 +245,7 @@ class SegmentReader:
                 return seen
         data = self._io.read(segment_path(self._root, name))
         if data is None:
+            self.forget(name)
             return None
         size = segment_toc_size(data[:8])
         toc, block, digest = (
@@ -303,13 +306,17 @@ class SegmentReader:
         return record
 
     def exists(self, name: str) -> bool:
-        """Whether segment ``name`` is there (known without a look once it was read)."""
-        with self._lock:
-            if name in self._seen:
-                return True
-        return self._io.exists(segment_path(self._root, name))
+        """Whether segment ``name`` is there (known without a look once seen)."""
+        if name in self._present or name in self._seen:
+            return True
+        there = self._io.exists(segment_path(self._root, name))
+        if there:
+            with self._lock:
+                self._present.add(name)
+        return there
 
     def forget(self, name: str) -> None:
         """Drop what is kept of segment ``name`` (it was rewritten or removed)."""
         with self._lock:
             self._seen.pop(name, None)
+            self._present.discard(name)
