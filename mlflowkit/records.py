@@ -197,10 +197,22 @@ class RunRecord:
         names: a 1000-call run record is a third smaller, and writing it is bound by its size.
         ``from_dict`` reads both layouts.
         """
+        return self.stored_head(list(map(_STEP_ROW, self.steps)))
+
+    def stored_head(self, steps: list[tuple[Any, ...]] | None = None) -> dict[str, Any]:
+        """``to_stored()`` with ``steps`` (default: none) as its rows; ``"steps"`` comes last.
+
+        A store writes a long record in pieces: this head with no rows, then the rows of
+        ``stored_rows`` a slice at a time, so that no copy of the whole record is ever made.
+        """
         data = self._fields_but_steps()
         data["step_fields"] = list(_STEP_COLUMNS)
-        data["steps"] = list(map(_STEP_ROW, self.steps))
+        data["steps"] = [] if steps is None else steps
         return data
+
+    def stored_rows(self, start: int, stop: int) -> list[tuple[Any, ...]]:
+        """The rows of ``to_stored()["steps"][start:stop]`` (steps ``start`` to ``stop``)."""
+        return list(map(_STEP_ROW, self.steps[start:stop]))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunRecord:

@@ -60,7 +60,7 @@ from __future__ import annotations
 
 import struct
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import blake3
@@ -90,6 +90,7 @@ __all__ = [
     "seal_document",
     "segment_toc_size",
     "sign_run",
+    "sign_run_parts",
     "template_digests",
     "unseal_document",
     "unsign_run",
@@ -393,8 +394,32 @@ _RUN_SIG_LEN = len(_RUN_SIG_HEAD) + 2 * _SIG_MAX + 2  # then '"}'
 
 def sign_run(data: bytes, sign: Sign) -> bytes:
     """A run record's JSON bytes with the writer's signature added (see the module docs)."""
-    block = sign(blake3.blake3(data).digest())
-    return b"".join((data[:-1], _RUN_SIG_HEAD, block.hex().encode(), b'"}'))
+    return b"".join(sign_run_parts((data,), sign))
+
+
+def sign_run_parts(parts: Iterable[bytes | memoryview], sign: Sign) -> Iterator[bytes | memoryview]:
+    """``sign_run`` of the joined ``parts`` (a run record's JSON), in pieces.
+
+    The parts are passed on as they are, hashed as they go by (a running BLAKE3); the last
+    one is held back until the digest is known, then given with its closing ``}`` replaced by
+    the signature member. Nothing but the last part is copied.
+
+    Raises
+    ------
+    ValueError
+        The joined parts do not end in ``}`` (not a JSON object).
+    """
+    hasher = blake3.blake3()
+    last: bytes | memoryview | None = None
+    for part in parts:
+        if last is not None:
+            yield last
+        hasher.update(part)
+        last = part
+    if last is None or bytes(last[-1:]) != b"}":
+        raise ValueError("a run record's JSON must end with '}' to be signed")
+    block = sign(hasher.digest())
+    yield b"".join((last[:-1], _RUN_SIG_HEAD, block.hex().encode(), b'"}'))
 
 
 def unsign_run(data: bytes) -> tuple[bytes, bytes | None, bytes]:
