@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 __all__ = [
     "METRICS",
+    "NO_META",
     "CacheEntry",
     "MetricLog",
     "RunRecord",
@@ -25,6 +26,10 @@ __all__ = [
 #: The key of a step execution's metric log in its output ``meta`` (the cache entry, the
 #: ``TaskResult``): the metrics travel with the output they were logged for.
 METRICS = "metrics"
+
+#: The ``meta`` of an output with no facts to report: one shared empty dict, never changed
+#: (a run keeps one per call; nothing writes into an entry's or a result's ``meta``).
+NO_META: dict[str, Any] = {}
 
 #: The metrics one step execution logged: name -> ``[[step, value], ...]`` in logging order
 #: (plain lists, so the log is JSON as it is). See ``mlflowkit.tracking``.

@@ -50,7 +50,7 @@ from mlflowkit.executors.base import Derived, InMemory, Input, Stored, Task, Tas
 from mlflowkit.hashing import hash_value
 from mlflowkit.placeholders import SCALARS, leaves, map_leaves
 from mlflowkit.plan import OPS
-from mlflowkit.records import METRICS, CacheEntry
+from mlflowkit.records import METRICS, NO_META, CacheEntry
 from mlflowkit.wiring import check_value, describe, describe_value, mismatch, short_repr
 
 if TYPE_CHECKING:
@@ -394,10 +394,6 @@ def write_output(
             )
         )
 
-
-#: The meta of an output that is not a list or tuple: one shared empty dict, never changed
-#: (it is kept for every call of a run).
-NO_META: dict[str, Any] = {}
 
 #: Lists and tuples up to this length report the digest of each item (see ``_meta``).
 MAX_ITEM_DIGESTS = 100_000

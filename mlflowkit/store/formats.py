@@ -67,7 +67,7 @@ import blake3
 import orjson
 
 from mlflowkit.errors import StoreError
-from mlflowkit.records import CacheEntry
+from mlflowkit.records import NO_META, CacheEntry
 
 __all__ = [
     "ADDRESS_MAX",
@@ -273,14 +273,20 @@ def decode_pack_signed(data: bytes) -> tuple[dict[str, CacheEntry] | None, bytes
     if not isinstance(items, list):
         return None, block, digest
     out = {}
-    for item in items:
+    # taken from the end, each row is freed once its entry is made (not held until the last
+    # is); an entry without meta (most) shares NO_META instead of keeping an empty dict
+    items.reverse()
+    pop = items.pop
+    while items:
+        item = pop()
         if not (isinstance(item, list) and len(item) == 4):
             return None, block, digest
         key, digest_, stored, meta = item
         if not (type(key) is str and type(digest_) is str and type(stored) is bool
                 and type(meta) is dict):  # fmt: skip
             return None, block, digest
-        out[key] = CacheEntry(key, digest_, "", stored, None, meta)  # positional: ~2x faster
+        # positional: ~2x faster
+        out[key] = CacheEntry(key, digest_, "", stored, None, meta if meta else NO_META)
     return out, block, digest
 
 
@@ -358,8 +364,12 @@ def _seal(raw: bytes, sign: Sign | None = None) -> bytes:
 
 
 def _unseal_signed(data: bytes) -> tuple[Any, bytes | None, bytes]:
-    """The JSON value sealed in ``data`` (None when damaged), its signature block, BLAKE3."""
+    """The JSON value sealed in ``data`` (None when damaged), its signature block, BLAKE3.
+
+    Nothing of ``data`` is copied: the JSON is hashed and parsed where it lies in ``data``.
+    """
     block = None
+    start = 0  # where the unsigned document begins (its first byte stands for its "{")
     if data.startswith(_SIGNED_HEAD):
         hex_block = data[len(_SIGNED_HEAD) : len(_SIGNED_HEAD) + 2 * _SIG_MAX]
         if data[len(_SIGNED_HEAD) + 2 * _SIG_MAX : _SIGNED_RAW] != b'",':
@@ -368,22 +378,31 @@ def _unseal_signed(data: bytes) -> tuple[Any, bytes | None, bytes]:
             block = bytes.fromhex(hex_block.decode("ascii"))
         except (UnicodeDecodeError, ValueError):
             return None, None, b""
-        data = b"{" + data[_SIGNED_RAW:]
-    value, digest = _unseal(data)
+        start = _SIGNED_RAW - 1  # the "," before '"checksum":'
+    elif not data.startswith(b"{"):
+        return None, None, b""
+    value, digest = _unseal(data, start)
     return value, block, digest
 
 
-def _unseal(data: bytes) -> tuple[Any, bytes]:
-    """The JSON value sealed in ``data`` and its BLAKE3; None when checksum or framing is wrong."""
-    if not (data.startswith(_ENTRY_HEAD) and data[_ENTRY_RAW - len(_ENTRY_MID) : _ENTRY_RAW]
-            == _ENTRY_MID and data.endswith(b"}")):  # fmt: skip
+def _unseal(data: bytes, start: int) -> tuple[Any, bytes]:
+    """The JSON value sealed in ``data[start:]`` (its first byte standing for the ``{``) and
+    its BLAKE3; None when checksum or framing is wrong."""
+    head = start + len(_ENTRY_HEAD)
+    raw = start + _ENTRY_RAW
+    framed = (
+        data[start + 1 : head] == _ENTRY_HEAD[1:]
+        and data[raw - len(_ENTRY_MID) : raw] == _ENTRY_MID
+        and data.endswith(b"}")
+    )
+    if not framed:
         return None, b""
-    raw = data[_ENTRY_RAW:-1]
-    digest = blake3.blake3(raw).digest()
-    if digest.hex().encode() != data[len(_ENTRY_HEAD) : _ENTRY_RAW - len(_ENTRY_MID)]:
+    view = memoryview(data)[raw:-1]
+    digest = blake3.blake3(view).digest()
+    if digest.hex().encode() != data[head : raw - len(_ENTRY_MID)]:
         return None, b""
     try:
-        return orjson.loads(raw), digest
+        return orjson.loads(view), digest
     except ValueError:
         return None, b""
 
