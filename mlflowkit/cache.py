@@ -21,9 +21,10 @@ Invariants
 * ``forget`` drops an entry everywhere this object knows it: the store, the pack and the
   entries of this run; the next lookup of the key misses.
 * ``used`` holds the entries this run hit or recorded, by key: what ``save`` writes as the next
-  pack (only when it differs from the pack read). A gather's entry is kept there without its
-  item digests, which every run reaching the gather knows already (kept, they would make the
-  pack of a wide fan-out grow by ~75 bytes per element, read again on every run).
+  pack (only when it differs from the pack read). A gather's entry is kept there without item
+  digests, which every run reaching the gather knows already (kept, they would make the pack
+  of a wide fan-out grow by ~75 bytes per element, read again on every run). A gather records
+  none (``stepcall._meta``); ``packed`` drops those of entries written by earlier versions.
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ SINGLE_FLIGHT_WAIT_S = 6 * 3600.0
 
 
 def packed(entry: CacheEntry, gather: bool) -> CacheEntry:
-    """``entry`` as a pack keeps it: a gather's (``gather``) without its item digests."""
+    """``entry`` as a pack keeps it: a gather's (``gather``) without item digests (only an
+    entry written by an earlier version, read from the store, has them)."""
     if not gather or "items" not in entry.meta:
         return entry
     meta = {k: v for k, v in entry.meta.items() if k != "items"}

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 __all__ = [
     "METRICS",
+    "NO_META",
     "CacheEntry",
     "MetricLog",
     "RunRecord",
@@ -25,6 +26,10 @@ __all__ = [
 #: The key of a step execution's metric log in its output ``meta`` (the cache entry, the
 #: ``TaskResult``): the metrics travel with the output they were logged for.
 METRICS = "metrics"
+
+#: The ``meta`` of an output with no facts to report: one shared empty dict, never changed
+#: (a run keeps one per call; nothing writes into an entry's or a result's ``meta``).
+NO_META: dict[str, Any] = {}
 
 #: The metrics one step execution logged: name -> ``[[step, value], ...]`` in logging order
 #: (plain lists, so the log is JSON as it is). See ``mlflowkit.tracking``.
@@ -197,10 +202,22 @@ class RunRecord:
         names: a 1000-call run record is a third smaller, and writing it is bound by its size.
         ``from_dict`` reads both layouts.
         """
+        return self.stored_head(list(map(_STEP_ROW, self.steps)))
+
+    def stored_head(self, steps: list[tuple[Any, ...]] | None = None) -> dict[str, Any]:
+        """``to_stored()`` with ``steps`` (default: none) as its rows; ``"steps"`` comes last.
+
+        A store writes a long record in pieces: this head with no rows, then the rows of
+        ``stored_rows`` a slice at a time, so that no copy of the whole record is ever made.
+        """
         data = self._fields_but_steps()
         data["step_fields"] = list(_STEP_COLUMNS)
-        data["steps"] = list(map(_STEP_ROW, self.steps))
+        data["steps"] = [] if steps is None else steps
         return data
+
+    def stored_rows(self, start: int, stop: int) -> list[tuple[Any, ...]]:
+        """The rows of ``to_stored()["steps"][start:stop]`` (steps ``start`` to ``stop``)."""
+        return list(map(_STEP_ROW, self.steps[start:stop]))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunRecord:

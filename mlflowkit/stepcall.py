@@ -49,7 +49,8 @@ from mlflowkit.errors import InputMutationError, MlflowkitError, TypeCheckError
 from mlflowkit.executors.base import Derived, InMemory, Input, Stored, Task, TaskResult
 from mlflowkit.hashing import hash_value
 from mlflowkit.placeholders import SCALARS, leaves, map_leaves
-from mlflowkit.records import METRICS, CacheEntry
+from mlflowkit.plan import OPS
+from mlflowkit.records import METRICS, NO_META, CacheEntry
 from mlflowkit.wiring import check_value, describe, describe_value, mismatch, short_repr
 
 if TYPE_CHECKING:
@@ -219,6 +220,8 @@ _NO_VIEWS: list[View] = []  # never changed
 
 #: Steps of mlflowkit's own (``ref[i]``, ``ref.attr``, gathers) never change their inputs.
 _INTERNAL = "mlflowkit.plan:_op_"
+#: The gathering of a fan-out, by name (compared in a worker process too): see ``_meta``.
+_GATHER = OPS["gather"].qualified_name
 
 
 def guard_arguments(step: Step[Any, Any], arguments: dict[str, Any]) -> list[View]:
@@ -392,28 +395,28 @@ def write_output(
         )
 
 
-#: The meta of an output that is not a list or tuple: one shared empty dict, never changed
-#: (it is kept for every call of a run).
-NO_META: dict[str, Any] = {}
-
 #: Lists and tuples up to this length report the digest of each item (see ``_meta``).
 MAX_ITEM_DIGESTS = 100_000
 #: Items bigger than this are not hashed a second time for ``_meta``.
 MAX_ITEM_BYTES = 16 * 2**20
 
 
-def _meta(value: Any) -> dict[str, Any]:
+def _meta(value: Any, with_items: bool = True) -> dict[str, Any]:
     """Small facts about an output that the scheduler can use without loading it.
 
-    For a list or tuple: its length, and for each item its content digest and (for nested
-    lists and tuples) length. The scheduler answers ``ref[i]`` and the elements of a run-time
-    fan-out from these, without a task per item; a cached run does so without loading the
-    value. Items larger than ``MAX_ITEM_BYTES`` get no digest (they go through a task).
+    For a list or tuple: its length, and (``with_items``) for each item its content digest and
+    (for nested lists and tuples) length. The scheduler answers ``ref[i]`` and the elements of
+    a run-time fan-out from these, without a task per item; a cached run does so without
+    loading the value. Items larger than ``MAX_ITEM_BYTES`` get no digest (they go through a
+    task). A gather's output gets its length only (``with_items=False``): its items are the values
+    it collected, whose digests and lengths the scheduler holds already (its ``_items``), so
+    hashing them again, and keeping the digests in its cache entry until the run's segment is
+    written, would cost ~190 bytes per element for nothing.
     """
     if not isinstance(value, (list, tuple)):
         return {}
     meta: dict[str, Any] = {"len": len(value)}
-    if len(value) <= MAX_ITEM_DIGESTS:
+    if with_items and len(value) <= MAX_ITEM_DIGESTS:
         items: list[list[Any]] = []
         for item in value:
             nbytes = getattr(item, "nbytes", 0)
@@ -604,7 +607,11 @@ def _run(
                 step=task.name,
             )
         digest = hash_value(output)
-        meta = _meta(output) if isinstance(output, (list, tuple)) else NO_META
+        meta = (
+            _meta(output, step._qualified_name != _GATHER)
+            if isinstance(output, (list, tuple))
+            else NO_META
+        )
         if frame[2] is not None:  # the step logged metrics: they are stored with the output
             meta = {**meta, METRICS: frame[2]}
         if write is not None:

@@ -8,6 +8,7 @@ import pytest
 from numpy.typing import NDArray
 
 import mlflowkit as mk
+from mlflowkit.plan import OPS
 from tests.resources import dag_basic
 
 
@@ -187,6 +188,40 @@ def test_map_over_a_ref_fans_out_at_run_time(tmp_path: Any) -> None:
     assert "square[5]" in names and "split.5" in names
     again = dag_basic.fan.plan(n=6).run(store=str(tmp_path))
     assert all(s.status == "cached" for s in again.steps)
+
+
+@mk.pipeline
+def _fan_indexed(n: int) -> Any:
+    squares = dag_basic.square.map(x=dag_basic.split(n))
+    return squares[2], dag_basic.inc.map(x=squares), squares
+
+
+@mk.pipeline
+def _fan_indexed_elsewhere(n: int) -> Any:  # the same calls, another pipeline: no pack
+    squares = dag_basic.square.map(x=dag_basic.split(n))
+    return dag_basic.inc(squares[-1])
+
+
+@pytest.mark.parametrize("executor", ["local", "threads"])
+def test_a_gather_records_no_item_digests_yet_is_indexed_and_mapped_over(
+    tmp_path: Any, executor: str
+) -> None:
+    store = mk.Store(str(tmp_path))
+    run = _fan_indexed.plan(n=4).run(store=store, executor=executor, progress=False)
+    assert run.output == (4, [1, 2, 5, 10], [0, 1, 4, 9])
+    steps = {s.name: s for s in run.steps}
+    gather = steps["square"]
+    assert gather.step == OPS["gather"].qualified_name
+    # its items are the values it collected: the scheduler knows their digests already
+    assert store.get_cache(gather.key or "").meta == {"len": 4}
+    assert steps["square.2"].output_digest == steps["square[2]"].output_digest
+    again = _fan_indexed.plan(n=4).run(store=store, executor=executor, progress=False)
+    assert again.output == run.output
+    assert {s.status for s in again.steps} == {"cached"}
+    assert [s.output_digest for s in again.steps] == [s.output_digest for s in run.steps]
+    elsewhere = _fan_indexed_elsewhere.plan(n=4).run(store=store, executor=executor)
+    assert elsewhere.output == 10
+    assert {s.status for s in elsewhere.steps} == {"cached"}
 
 
 def test_ten_thousand_step_chain_plans_and_runs_without_recursion_error() -> None:

@@ -91,7 +91,7 @@ from mlflowkit.store.formats import (
     parse_header,
     payload_blake3,
     segment_toc_size,
-    sign_run,
+    sign_run_parts,
 )
 from mlflowkit.store.index import Index, ObjectRow, PackedRow, RunFile
 from mlflowkit.store.indexer import IndexKeeper, Scan
@@ -956,13 +956,13 @@ class StoreCore:
             the ``.started`` one, so no record claims that the run is still going.
         """
         running = record.status == "running"
-        data = self._runs.encode(record)
+        parts = self._runs.encode(record)  # in pieces: no copy of the whole record is made
         self._ensure()
         if not running:
             self.write_batch()  # what the record names is written before the record
         if not running and executed(record):  # signed once per run (see ``executed``)
-            data = sign_run(data, self._guard.sign_document("run"))
-        self._runs.write(record.id, data, running)
+            parts = sign_run_parts(parts, self._guard.sign_document("run"))
+        self._runs.write(record.id, parts, running)
         if self.durable and self._io.local:
             with self._dirty_lock:
                 self._dirty = True

@@ -60,14 +60,14 @@ from __future__ import annotations
 
 import struct
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import blake3
 import orjson
 
 from mlflowkit.errors import StoreError
-from mlflowkit.records import CacheEntry
+from mlflowkit.records import NO_META, CacheEntry
 
 __all__ = [
     "ADDRESS_MAX",
@@ -90,6 +90,7 @@ __all__ = [
     "seal_document",
     "segment_toc_size",
     "sign_run",
+    "sign_run_parts",
     "template_digests",
     "unseal_document",
     "unsign_run",
@@ -272,14 +273,20 @@ def decode_pack_signed(data: bytes) -> tuple[dict[str, CacheEntry] | None, bytes
     if not isinstance(items, list):
         return None, block, digest
     out = {}
-    for item in items:
+    # taken from the end, each row is freed once its entry is made (not held until the last
+    # is); an entry without meta (most) shares NO_META instead of keeping an empty dict
+    items.reverse()
+    pop = items.pop
+    while items:
+        item = pop()
         if not (isinstance(item, list) and len(item) == 4):
             return None, block, digest
         key, digest_, stored, meta = item
         if not (type(key) is str and type(digest_) is str and type(stored) is bool
                 and type(meta) is dict):  # fmt: skip
             return None, block, digest
-        out[key] = CacheEntry(key, digest_, "", stored, None, meta)  # positional: ~2x faster
+        # positional: ~2x faster
+        out[key] = CacheEntry(key, digest_, "", stored, None, meta if meta else NO_META)
     return out, block, digest
 
 
@@ -357,8 +364,12 @@ def _seal(raw: bytes, sign: Sign | None = None) -> bytes:
 
 
 def _unseal_signed(data: bytes) -> tuple[Any, bytes | None, bytes]:
-    """The JSON value sealed in ``data`` (None when damaged), its signature block, BLAKE3."""
+    """The JSON value sealed in ``data`` (None when damaged), its signature block, BLAKE3.
+
+    Nothing of ``data`` is copied: the JSON is hashed and parsed where it lies in ``data``.
+    """
     block = None
+    start = 0  # where the unsigned document begins (its first byte stands for its "{")
     if data.startswith(_SIGNED_HEAD):
         hex_block = data[len(_SIGNED_HEAD) : len(_SIGNED_HEAD) + 2 * _SIG_MAX]
         if data[len(_SIGNED_HEAD) + 2 * _SIG_MAX : _SIGNED_RAW] != b'",':
@@ -367,22 +378,31 @@ def _unseal_signed(data: bytes) -> tuple[Any, bytes | None, bytes]:
             block = bytes.fromhex(hex_block.decode("ascii"))
         except (UnicodeDecodeError, ValueError):
             return None, None, b""
-        data = b"{" + data[_SIGNED_RAW:]
-    value, digest = _unseal(data)
+        start = _SIGNED_RAW - 1  # the "," before '"checksum":'
+    elif not data.startswith(b"{"):
+        return None, None, b""
+    value, digest = _unseal(data, start)
     return value, block, digest
 
 
-def _unseal(data: bytes) -> tuple[Any, bytes]:
-    """The JSON value sealed in ``data`` and its BLAKE3; None when checksum or framing is wrong."""
-    if not (data.startswith(_ENTRY_HEAD) and data[_ENTRY_RAW - len(_ENTRY_MID) : _ENTRY_RAW]
-            == _ENTRY_MID and data.endswith(b"}")):  # fmt: skip
+def _unseal(data: bytes, start: int) -> tuple[Any, bytes]:
+    """The JSON value sealed in ``data[start:]`` (its first byte standing for the ``{``) and
+    its BLAKE3; None when checksum or framing is wrong."""
+    head = start + len(_ENTRY_HEAD)
+    raw = start + _ENTRY_RAW
+    framed = (
+        data[start + 1 : head] == _ENTRY_HEAD[1:]
+        and data[raw - len(_ENTRY_MID) : raw] == _ENTRY_MID
+        and data.endswith(b"}")
+    )
+    if not framed:
         return None, b""
-    raw = data[_ENTRY_RAW:-1]
-    digest = blake3.blake3(raw).digest()
-    if digest.hex().encode() != data[len(_ENTRY_HEAD) : _ENTRY_RAW - len(_ENTRY_MID)]:
+    view = memoryview(data)[raw:-1]
+    digest = blake3.blake3(view).digest()
+    if digest.hex().encode() != data[head : raw - len(_ENTRY_MID)]:
         return None, b""
     try:
-        return orjson.loads(raw), digest
+        return orjson.loads(view), digest
     except ValueError:
         return None, b""
 
@@ -393,8 +413,32 @@ _RUN_SIG_LEN = len(_RUN_SIG_HEAD) + 2 * _SIG_MAX + 2  # then '"}'
 
 def sign_run(data: bytes, sign: Sign) -> bytes:
     """A run record's JSON bytes with the writer's signature added (see the module docs)."""
-    block = sign(blake3.blake3(data).digest())
-    return b"".join((data[:-1], _RUN_SIG_HEAD, block.hex().encode(), b'"}'))
+    return b"".join(sign_run_parts((data,), sign))
+
+
+def sign_run_parts(parts: Iterable[bytes | memoryview], sign: Sign) -> Iterator[bytes | memoryview]:
+    """``sign_run`` of the joined ``parts`` (a run record's JSON), in pieces.
+
+    The parts are passed on as they are, hashed as they go by (a running BLAKE3); the last
+    one is held back until the digest is known, then given with its closing ``}`` replaced by
+    the signature member. Nothing but the last part is copied.
+
+    Raises
+    ------
+    ValueError
+        The joined parts do not end in ``}`` (not a JSON object).
+    """
+    hasher = blake3.blake3()
+    last: bytes | memoryview | None = None
+    for part in parts:
+        if last is not None:
+            yield last
+        hasher.update(part)
+        last = part
+    if last is None or bytes(last[-1:]) != b"}":
+        raise ValueError("a run record's JSON must end with '}' to be signed")
+    block = sign(hasher.digest())
+    yield b"".join((last[:-1], _RUN_SIG_HEAD, block.hex().encode(), b'"}'))
 
 
 def unsign_run(data: bytes) -> tuple[bytes, bytes | None, bytes]:

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 
 import mlflowkit as mk
-from mlflowkit.records import CacheEntry
+from mlflowkit.records import NO_META, CacheEntry
 from mlflowkit.store import Store
-from mlflowkit.store.formats import decode_pack, encode_pack
+from mlflowkit.store.formats import decode_pack, decode_pack_signed, encode_pack
 from tests.holders import remove_held
 from tests.resources import dag_runs
 
@@ -167,6 +167,31 @@ def test_pack_encoding_round_trips_and_any_flipped_byte_is_refused(
     flipped = bytearray(raw)
     flipped[at] ^= 1 << bit
     assert decode_pack(bytes(flipped)) is None
+
+
+@settings(max_examples=150, deadline=None)
+@given(_entries, st.data())
+def test_a_signed_pack_round_trips_and_damage_never_passes_as_other_entries(
+    entries: list[CacheEntry], data: st.DataObject
+) -> None:
+    def sign(digest: bytes) -> bytes:
+        return digest * 3  # a 96-byte block, as a signature block is
+
+    raw = encode_pack(entries, sign)
+    found, block, digest = decode_pack_signed(raw)
+    assert block is not None and block == sign(digest)
+    assert found == decode_pack(encode_pack(entries))  # the same entries as unsigned
+    assert found is not None
+    # entries without meta share one empty dict (a pack of 100k entries keeps no 100k dicts)
+    assert all(e.meta is NO_META for e in found.values() if not e.meta)
+    at = data.draw(st.integers(0, len(raw) - 1))
+    flipped = bytearray(raw)
+    flipped[at] ^= 1 << data.draw(st.integers(0, 7))
+    damaged, damaged_block, _ = decode_pack_signed(bytes(flipped))
+    # never other entries under the same signature (a hex digit's case may flip harmlessly)
+    assert damaged is None or damaged_block != block or damaged == found
+    cut = data.draw(st.integers(0, len(raw) - 1))
+    assert decode_pack(raw[:cut]) is None
 
 
 def test_an_entry_json_cannot_hold_is_refused_with_a_store_error() -> None:

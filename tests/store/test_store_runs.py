@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import sqlite3
 import time
 from pathlib import Path
 
+import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from store_helpers import fake_digest
 
 from mlflowkit.errors import StoreError
 from mlflowkit.records import CacheEntry, RunRecord, StepRun
 from mlflowkit.store import Store
+from mlflowkit.store.formats import sign_run, sign_run_parts, unsign_run
+from mlflowkit.store.runfiles import ROWS_PER_PART
 
 
 def step(name: str, out: str | None, key: str | None = None, **inputs: str) -> StepRun:
@@ -327,3 +333,73 @@ def test_a_running_record_is_a_started_file_until_the_run_ends(local_store: Stor
         (runs / "r1.json").read_bytes().replace(b"succeeded", b"running")
     )
     assert [(r.id, r.status) for r in local_store.runs()] == [("r1", "succeeded")]
+
+
+def _long_record(run_id: str, n: int, status: str = "executed") -> RunRecord:
+    """A finished record of ``n`` steps whose rows vary (metrics, errors, upstream lists)."""
+    steps = []
+    for i in range(n):
+        s = step(f"s{i}", fake_digest(f"out-{i}"), x=fake_digest(f"in-{i}"))
+        s.status = status  # type: ignore[assignment]
+        s.duration_s = i / 7
+        if i % 3 == 0:
+            s.metric_log = {"loss": [[0, 1.0 / (i + 1)], [1, 0.5]]}
+        if i % 5 == 0:
+            s.upstream = {"xs": [fake_digest(f"up-{i}"), fake_digest(f"up2-{i}")]}
+        if i % 11 == 0:
+            s.error, s.traceback = f"ValueError: bad é {i}", "Traceback\n  ...\n"
+        steps.append(s)
+    return record(run_id, 1.0, *steps, params={"n": n}, output={"$digest": fake_digest("o")})
+
+
+@pytest.mark.parametrize("n", [0, 1, ROWS_PER_PART, 3 * ROWS_PER_PART + 5])
+def test_a_record_written_in_pieces_is_byte_for_byte_the_one_encoded_in_one_go(
+    any_store: Store, n: int
+) -> None:
+    objects, guard = any_store.seams.objects, any_store.seams.guard
+    signed = _long_record("r-signed", n)  # a step executed: signed
+    cached = _long_record("r-cached", n, status="cached")  # fully cached: not signed
+    any_store.put_run(signed)
+    any_store.put_run(cached)
+    one_go = orjson.dumps(signed.to_stored())
+    written = objects.read(f"{objects.root}/runs/r-signed.json")
+    if n:
+        assert written == sign_run(one_go, guard.sign_document("run"))
+        body, block, digest = unsign_run(written or b"")
+        assert body == one_go and block is not None
+        assert guard.document_problem("run", digest, block) is None
+    else:  # no step executed: not signed
+        assert written == one_go
+    assert objects.read(f"{objects.root}/runs/r-cached.json") == orjson.dumps(cached.to_stored())
+    assert any_store.run("r-signed").to_dict() == signed.to_dict()
+    assert any_store.run("r-cached").to_dict() == cached.to_dict()
+    assert any_store.verify() == []
+
+
+@given(
+    data=st.binary(max_size=300).map(lambda b: b"{" + b.hex().encode() + b"}"),
+    cuts=st.lists(st.integers(min_value=0, max_value=700), max_size=6),
+)
+def test_signing_a_record_in_pieces_equals_signing_it_whole(data: bytes, cuts: list[int]) -> None:
+    def sign(digest: bytes) -> bytes:
+        return digest * 3  # a 96-byte block, as a signature block is
+
+    bounds = sorted({0, len(data), *(c for c in cuts if c < len(data))})
+    parts = [memoryview(data)[a:b] for a, b in itertools.pairwise(bounds)]
+    assert b"".join(sign_run_parts(parts, sign)) == sign_run(data, sign)
+
+
+def test_signing_pieces_that_are_not_a_json_object_is_refused() -> None:
+    with pytest.raises(ValueError, match="must end with"):
+        list(sign_run_parts([b'{"a":', b"1"], lambda d: d * 3))
+
+
+def test_a_step_row_that_is_not_json_able_fails_the_write_and_leaves_no_file(
+    local_store: Store,
+) -> None:
+    rec = _long_record("r-bad", ROWS_PER_PART + 2)
+    rec.steps[-1].inputs = {"x": object()}  # type: ignore[dict-item]
+    with pytest.raises(StoreError, match="not JSON-able"):
+        local_store.put_run(rec)
+    assert not list(Path(local_store.root, "runs").glob("r-bad*"))
+    assert not list(Path(local_store.root, "tmp").glob("*"))
