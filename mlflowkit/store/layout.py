@@ -63,8 +63,9 @@ __all__ = [
 
 DEFAULT_URL = ".mlflowkit"
 #: the store format this mlflowkit writes and reads (the marker's ``"format"``); raise it with
-#: any change older versions could not read
-STORE_FORMAT = 1
+#: any change older versions could not read. 2: segment files (a run's small values and cache
+#: entries, group-committed), which format-1 readers would not see
+STORE_FORMAT = 2
 STARTED = ".started"  # the record of a run in progress (see ``put_run``)
 TMP_MAX_AGE_S = 30 * 60.0  # a temp file older than this belongs to a writer that died
 DEFAULT_LOCK_TIMEOUT_S = 300.0
