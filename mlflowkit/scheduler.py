@@ -586,7 +586,8 @@ class _Walk:
                             {"obj": value, "key": i},
                             (value.node,),
                             Any,
-                            node.location,
+                            node.code,
+                            node.line,
                             persist=False,
                         )
                         new.append(item)
@@ -602,7 +603,8 @@ class _Walk:
                 args,
                 deps,
                 Any,
-                node.location,
+                node.code,
+                node.line,
                 checks=node.checks,
             )
             new.append(elem)
@@ -615,7 +617,8 @@ class _Walk:
             {"items": tuple(elems)},
             tuple(e.node for e in elems),
             node.out_type,
-            node.location,
+            node.code,
+            node.line,
             persist=node.persist,
         )
         self.nodes[node.name] = gather

@@ -299,6 +299,23 @@ class Step(Generic[P, R]):
         cached: dict[str, Any] | None = self.__dict__.get("_hints_cache")
         return cached if cached is not None else self.type_hints()
 
+    def _wiring(self) -> tuple[tuple[tuple[str, Any, Any], ...] | None, Any]:
+        """What tracing a call of this step reads, worked out on the first call, not each one.
+
+        ``(name, default, annotation or None)`` of each parameter when all are plain
+        positional-or-keyword ones (else None), and the return annotation (``Any`` if none).
+        """
+        wiring: tuple[Any, Any] | None = self.__dict__.get("_wiring_cache")
+        if wiring is None:
+            hints = self._hints()
+            params = self._simple_params
+            wiring = (
+                None if params is None else tuple((n, d, hints.get(n)) for n, d in params),
+                hints.get("return", Any),
+            )
+            object.__setattr__(self, "_wiring_cache", wiring)
+        return wiring
+
     # --- calling -------------------------------------------------------------------------
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         tracer = TRACER.get()
