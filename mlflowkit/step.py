@@ -155,6 +155,28 @@ def _validate(
         raise bad("name", "a name without '[', ']', '.' or '#'", name)
 
 
+class _Wiring:
+    """What tracing a call of a step reads (``Step._wiring``), worked out once per step.
+
+    Attributes
+    ----------
+    params:
+        ``(name, default, annotation or None)`` of each parameter when all are plain
+        positional-or-keyword ones (every argument can be passed by name); None otherwise.
+    names:
+        The parameters' names, in order (when ``params`` is not None; else empty).
+    returns:
+        The return annotation (``Any`` when there is none).
+    """
+
+    __slots__ = ("names", "params", "returns")
+
+    def __init__(self, simple: tuple[tuple[str, Any], ...] | None, hints: dict[str, Any]) -> None:
+        self.params = None if simple is None else tuple((n, d, hints.get(n)) for n, d in simple)
+        self.names = tuple(n for n, _ in simple or ())
+        self.returns = hints.get("return", Any)
+
+
 class Step(Generic[P, R]):
     """A function declared as a pipeline step.
 
@@ -299,20 +321,11 @@ class Step(Generic[P, R]):
         cached: dict[str, Any] | None = self.__dict__.get("_hints_cache")
         return cached if cached is not None else self.type_hints()
 
-    def _wiring(self) -> tuple[tuple[tuple[str, Any, Any], ...] | None, Any]:
-        """What tracing a call of this step reads, worked out on the first call, not each one.
-
-        ``(name, default, annotation or None)`` of each parameter when all are plain
-        positional-or-keyword ones (else None), and the return annotation (``Any`` if none).
-        """
-        wiring: tuple[Any, Any] | None = self.__dict__.get("_wiring_cache")
+    def _wiring(self) -> _Wiring:
+        """What tracing a call of this step reads, worked out on its first call, not each one."""
+        wiring: _Wiring | None = self.__dict__.get("_wiring_cache")
         if wiring is None:
-            hints = self._hints()
-            params = self._simple_params
-            wiring = (
-                None if params is None else tuple((n, d, hints.get(n)) for n, d in params),
-                hints.get("return", Any),
-            )
+            wiring = _Wiring(self._simple_params, self._hints())
             object.__setattr__(self, "_wiring_cache", wiring)
         return wiring
 

@@ -46,22 +46,21 @@ from mlflowkit.wiring import (
 __all__ = ["Traced", "Tracer", "refuse_nested_plan", "trace"]
 
 
-def _fast_bind(
-    params: tuple[tuple[str, Any, Any], ...] | None,
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-) -> dict[str, Any] | None:
+def _fast_bind(wiring: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any] | None:
     """``Signature.bind`` + ``apply_defaults`` for the common simple case, else None.
 
-    ``params`` is the step's ``_wiring()`` (None: not a simple signature). Anything unusual
-    (too many, unknown, duplicate or missing arguments) returns None so that the general path
-    binds it and explains the mistake.
+    ``wiring`` is the step's ``_wiring()``. Anything unusual (too many, unknown, duplicate or
+    missing arguments) returns None so that the general path binds it and explains the mistake.
     """
+    params = wiring.params
     if params is None or len(args) > len(params):
         return None
+    names = wiring.names
     bound: dict[str, Any] = {}
-    for (name, _, _), value in zip(params, args, strict=False):
-        bound[name] = value
+    for i, value in enumerate(args):  # (``zip(..., strict=False)`` costs more, per call)
+        bound[names[i]] = value
+    if len(args) == len(params) and not kwargs:
+        return bound
     used = 0
     for name, default, _ in params[len(args) :]:
         if name in kwargs:
@@ -126,7 +125,7 @@ class Tracer:
     def _bind(
         self, step: Step[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any], site: Site
     ) -> dict[str, Any]:
-        fast = _fast_bind(step._wiring()[0], args, kwargs)
+        fast = _fast_bind(step._wiring(), args, kwargs)
         if fast is not None:
             return fast
         try:
@@ -240,9 +239,12 @@ class Tracer:
 
     def call(self, step: Step[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         site = user_site(2)  # past this frame and ``Step.__call__``: the line that called it
-        arguments = self._bind(step, args, kwargs, site)
+        wiring = step._wiring()
+        arguments = _fast_bind(wiring, args, kwargs)
+        if arguments is None:  # not the simple case: bound, or the mistake explained, here
+            arguments = self._bind(step, args, kwargs, site)
         name = self._unique(step.name)
-        params, out_type = step._wiring()
+        params, out_type = wiring.params, wiring.returns
         try:
             if params is None:  # a parameter may take several values (``*args``, ``**kw``)
                 checks = self._check_arguments(step, name, arguments, site)
@@ -300,7 +302,7 @@ class Tracer:
             elif type(value) not in SCALARS:
                 refs.extend(r.node for r in find_refs(value))
         deps = tuple(dict.fromkeys(refs))
-        out_type = step._wiring()[1]
+        out_type = step._wiring().returns
         return self._add(Node(name, step, "step", arguments, deps, out_type, *site, checks=checks))
 
     def derive(self, parent: Ref[Any], op: str, arg: Any, out_type: Any) -> Ref[Any]:
@@ -478,7 +480,7 @@ class Tracer:
         the general path explains) binds each element on its own.
         """
         first = {k: (v[0] if k in fan else v) for k, v in kwargs.items()} if n else {}
-        bound = _fast_bind(step._wiring()[0], (), first) if n else None
+        bound = _fast_bind(step._wiring(), (), first) if n else None
         if bound is None:
             elems: list[Ref[Any]] = []
             for i in range(n):
