@@ -98,14 +98,17 @@ def _to_input(template: Any, digests: dict[str, str], handles: dict[str, Any]) -
         return Input(node, digests[node], handles[node])
 
     if type(template) is dict:  # the arguments of a call: most are a Ref or a plain scalar
-        return {
-            name: make(value)
-            if type(value) is Ref
-            else value
-            if type(value) in SCALARS
-            else map_leaves(value, Ref, make)
-            for name, value in template.items()
-        }
+        out: dict[str, Any] = {}
+        for name, value in template.items():
+            kind = type(value)
+            if kind is Ref:
+                node = value._node
+                out[name] = Input(node, digests[node], handles[node])
+            elif kind in SCALARS:
+                out[name] = value
+            else:
+                out[name] = map_leaves(value, Ref, make)
+        return out
     return map_leaves(template, Ref, make)
 
 
@@ -266,7 +269,8 @@ class _Walk:
         """Take a ready node to running or done (see the routes in the module docstring)."""
         node = self.nodes[name]
         kind = node.kind
-        if self.rehearsal is not None and self._rehearsed(name, node):
+        rehearsal = self.rehearsal
+        if rehearsal is not None and self._rehearsed(name, node):
             return
         if kind == "map":
             self._expand(node)
@@ -283,12 +287,14 @@ class _Walk:
         try:
             inputs, key, code, nested = self.keys.of(name, node, args)
         except MlflowkitError as exc:  # an unhashable input, unreadable code: fail this call
-            if self.rehearsal is not None:
+            if rehearsal is not None:
                 raise
             self._refuse(node, exc)
             return
+        # positional (a call per step): name, key, status, attempts, duration_s,
+        # output_digest, error, step, code_digest, inputs
         record = StepRun(
-            name=name, key=key, step=step._qualified_name, code_digest=code, inputs=inputs
+            name, key, "skipped", 0, 0.0, None, None, step._qualified_name, code, inputs
         )
         if nested:  # a structure that may hold upstream values: lineage lists them
             record.upstream = _nested_upstream(args)
@@ -301,8 +307,8 @@ class _Walk:
             entry = cache.lookup(key, check=name in self.outputs, gather=step is _GATHER)
             if entry is not None:
                 record.attempts = 0
-                if self.rehearsal is not None:
-                    total = self.rehearsal.fans.get(name)
+                if rehearsal is not None:
+                    total = rehearsal.fans.get(name)
                     if total is None:
                         self._verdict(name, "hit", "stored", key)
                     else:  # the gather of a fan-out whose elements are all stored
@@ -316,7 +322,7 @@ class _Walk:
                     entry.meta.get(METRICS),  # those of the execution reused
                 )
                 return
-        if self.rehearsal is not None:
+        if rehearsal is not None:
             self._would_execute(name, node, key, args)
             return
         flights = self.flights
@@ -330,16 +336,16 @@ class _Walk:
         store_value = (
             node.persist and cache is not None and (step.identity.cache or name in self.outputs)
         )
-        task = Task(
-            name=name,
-            step=step,
-            key=key,
-            run_id=self.run_id,
-            args=args,
-            store_value=store_value,
-            cache_entry=cacheable,
-            single_flight=cacheable and kind == "step" and not forced,
-            checks=node.checks,
+        task = Task(  # positional (a call per step), in the order of Task's fields
+            name,
+            step,
+            key,
+            self.run_id,
+            args,
+            store_value,  # store_value
+            cacheable,  # cache_entry
+            cacheable and kind == "step" and not forced,  # single_flight
+            node.checks,
         )
         self._dispatch(task, record, on_done)
 
