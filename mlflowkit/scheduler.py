@@ -92,11 +92,6 @@ _NO_META: dict[str, Any] = {}  # never changed
 
 def _to_input(template: Any, digests: dict[str, str], handles: dict[str, Any]) -> Any:
     """Replace each Ref in a template by an ``Input`` carrying its digest and handle."""
-
-    def make(ref: Ref[Any]) -> Input:
-        node = ref._node
-        return Input(node, digests[node], handles[node])
-
     if type(template) is dict:  # the arguments of a call: most are a Ref or a plain scalar
         out: dict[str, Any] = {}
         for name, value in template.items():
@@ -107,8 +102,18 @@ def _to_input(template: Any, digests: dict[str, str], handles: dict[str, Any]) -
             elif kind in SCALARS:
                 out[name] = value
             else:
-                out[name] = map_leaves(value, Ref, make)
+                out[name] = _nested_inputs(value, digests, handles)
         return out
+    return _nested_inputs(template, digests, handles)
+
+
+def _nested_inputs(template: Any, digests: dict[str, str], handles: dict[str, Any]) -> Any:
+    """``_to_input`` of a structure (lists, tuples, dicts holding Refs)."""
+
+    def make(ref: Ref[Any]) -> Input:
+        node = ref._node
+        return Input(node, digests[node], handles[node])
+
     return map_leaves(template, Ref, make)
 
 

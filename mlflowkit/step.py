@@ -167,11 +167,16 @@ class _Wiring:
         The parameters' names, in order (when ``params`` is not None; else empty).
     returns:
         The return annotation (``Any`` when there is none).
+    name:
+        The display name of the step's calls (``Step.name``).
     """
 
-    __slots__ = ("names", "params", "returns")
+    __slots__ = ("name", "names", "params", "returns")
 
-    def __init__(self, simple: tuple[tuple[str, Any], ...] | None, hints: dict[str, Any]) -> None:
+    def __init__(
+        self, name: str, simple: tuple[tuple[str, Any], ...] | None, hints: dict[str, Any]
+    ) -> None:
+        self.name = name
         self.params = None if simple is None else tuple((n, d, hints.get(n)) for n, d in simple)
         self.names = tuple(n for n, _ in simple or ())
         self.returns = hints.get("return", Any)
@@ -325,7 +330,7 @@ class Step(Generic[P, R]):
         """What tracing a call of this step reads, worked out on its first call, not each one."""
         wiring: _Wiring | None = self.__dict__.get("_wiring_cache")
         if wiring is None:
-            wiring = _Wiring(self._simple_params, self._hints())
+            wiring = _Wiring(self.identity.name, self._simple_params, self._hints())
             object.__setattr__(self, "_wiring_cache", wiring)
         return wiring
 

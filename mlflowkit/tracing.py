@@ -243,7 +243,7 @@ class Tracer:
         arguments = _fast_bind(wiring, args, kwargs)
         if arguments is None:  # not the simple case: bound, or the mistake explained, here
             arguments = self._bind(step, args, kwargs, site)
-        name = self._unique(step.name)
+        name = self._unique(wiring.name)
         params, out_type = wiring.params, wiring.returns
         try:
             if params is None:  # a parameter may take several values (``*args``, ``**kw``)
@@ -274,7 +274,7 @@ class Tracer:
             ) from None
         deps = tuple(refs) if len(refs) < 2 else tuple(dict.fromkeys(refs))
         self.nodes[name] = Node(
-            name, step, "step", arguments, deps, out_type, *site, checks=tuple(later)
+            name, step, "step", arguments, deps, out_type, site[0], site[1], checks=tuple(later)
         )
         return new_ref(name, out_type, self)
 
@@ -514,7 +514,7 @@ class Tracer:
                 ):
                     later = (*later, pname)
             if plain:  # no upstream value among the arguments (the common case)
-                nodes[ename] = Node(ename, step, "step", arguments, (), out_type, *site)
+                nodes[ename] = Node(ename, step, "step", arguments, (), out_type, site[0], site[1])
                 elems.append(new_ref(ename, out_type, self))
             else:
                 elems.append(self._record(step, ename, arguments, site, later))
