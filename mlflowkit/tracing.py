@@ -238,7 +238,8 @@ class Tracer:
         return node is not None and node.kind == "derived"
 
     def call(self, step: Step[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        site = user_site(2)  # past this frame and ``Step.__call__``: the line that called it
+        # past this frame and its caller, mlflowkit's own (``Step.__call__``, ``mk.artifact``)
+        site = user_site(2)
         wiring = step._wiring()
         arguments = _fast_bind(wiring, args, kwargs)
         if arguments is None:  # not the simple case: bound, or the mistake explained, here
