@@ -768,7 +768,8 @@ def walk(
     progress = progress or Progress()
     state = _Walk(nodes, outputs, executor, cache, run_id, force, progress, keys or KeyMaker())
     state.on_first_task = on_first_task
-    progress.start(sum(n.kind != "derived" for n in nodes.values()))
+    if state.progress is not None:  # somebody watches: how many step calls there are
+        progress.start(sum(n.kind != "derived" for n in nodes.values()))
     try:
         return state.run()
     finally:
