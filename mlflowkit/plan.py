@@ -75,9 +75,16 @@ def user_site(depth: int = 1) -> tuple[CodeType | None, int]:
             filename = code.co_filename
             ours = _OURS[filename] = os.path.abspath(filename).startswith(_PACKAGE_DIR + os.sep)
         if not ours:
-            return code, frame.f_lineno
+            line = frame.f_lineno
+            if line > 256:  # past Python's shared small ints: one int per line, not per call
+                line = _LINES.setdefault(line, line)
+            return code, line
         frame = frame.f_back
     return None, 0
+
+
+#: the line numbers ``user_site`` returned, shared (each node keeps one)
+_LINES: dict[int, int] = {}
 
 
 def site_text(code: CodeType | None, line: int) -> str:
