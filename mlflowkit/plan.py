@@ -25,6 +25,7 @@ import sys
 import typing
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from types import CodeType, FrameType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from mlflowkit.errors import PlanningError
@@ -44,7 +45,9 @@ __all__ = [
     "TracedPlan",
     "find_refs",
     "new_ref",
+    "site_text",
     "user_location",
+    "user_site",
 ]
 
 T = TypeVar("T")
@@ -55,22 +58,43 @@ _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 _OURS: dict[str, bool] = {}
 
 
-def user_location() -> str:
-    """``file:line`` of the innermost frame outside mlflowkit (the user's source line).
+def user_site(depth: int = 1) -> tuple[CodeType | None, int]:
+    """The code object and line of the innermost frame outside mlflowkit, looking outwards
+    from ``depth`` frames above the caller (0: the caller itself, 1: its caller).
 
-    Interned: the calls made in a loop of a pipeline body (a chain, a fan-out) share one
-    string instead of each node keeping a copy (~100 bytes a node).
+    The text (``file:line``) is made only when shown (``site_text``): tracing keeps these two
+    per step call. A caller that knows how many of its own frames lie between it and the
+    user's code passes that depth, so that those frames are skipped without being looked at
+    (looking at one makes Python build a frame object for it).
     """
-    frame = sys._getframe(1)
+    frame: FrameType | None = sys._getframe(depth + 1)
     while frame is not None:
-        filename = frame.f_code.co_filename
-        ours = _OURS.get(filename)
+        code = frame.f_code
+        ours = _OURS.get(code.co_filename)
         if ours is None:
+            filename = code.co_filename
             ours = _OURS[filename] = os.path.abspath(filename).startswith(_PACKAGE_DIR + os.sep)
         if not ours:
-            return sys.intern(f"{filename}:{frame.f_lineno}")
-        frame = frame.f_back  # type: ignore[assignment]
-    return "<unknown>"
+            line = frame.f_lineno
+            if line > 256:  # past Python's shared small ints: one int per line, not per call
+                line = _LINES.setdefault(line, line)
+            return code, line
+        frame = frame.f_back
+    return None, 0
+
+
+#: the line numbers ``user_site`` returned, shared (each node keeps one)
+_LINES: dict[int, int] = {}
+
+
+def site_text(code: CodeType | None, line: int) -> str:
+    """``file:line`` of a place ``user_site`` found (``<unknown>`` when it found none)."""
+    return f"{code.co_filename}:{line}" if code is not None else "<unknown>"
+
+
+def user_location() -> str:
+    """``file:line`` of the innermost frame outside mlflowkit (the user's source line)."""
+    return site_text(*user_site(1))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -114,7 +138,10 @@ class Node:
     args: dict[str, Any]
     deps: tuple[str, ...]
     out_type: Any
-    location: str
+    #: where the user's code made the call: its code object and line (``location`` is the
+    #: text, made only when shown: most plans never show it)
+    code: CodeType | None
+    line: int
     persist: bool = True
     #: for kind == "map": the parameters fanned out over (name -> Ref or list); None otherwise
     fan: dict[str, Any] | None = None
@@ -126,6 +153,11 @@ class Node:
     @property
     def cache(self) -> bool:
         return self.step.identity.cache
+
+    @property
+    def location(self) -> str:
+        """``file:line`` of the call in the user's code."""
+        return site_text(self.code, self.line)
 
 
 class Recorder(typing.Protocol):

@@ -92,20 +92,28 @@ _NO_META: dict[str, Any] = {}  # never changed
 
 def _to_input(template: Any, digests: dict[str, str], handles: dict[str, Any]) -> Any:
     """Replace each Ref in a template by an ``Input`` carrying its digest and handle."""
+    if type(template) is dict:  # the arguments of a call: most are a Ref or a plain scalar
+        out: dict[str, Any] = {}
+        for name, value in template.items():
+            kind = type(value)
+            if kind is Ref:
+                node = value._node
+                out[name] = Input(node, digests[node], handles[node])
+            elif kind in SCALARS:
+                out[name] = value
+            else:
+                out[name] = _nested_inputs(value, digests, handles)
+        return out
+    return _nested_inputs(template, digests, handles)
+
+
+def _nested_inputs(template: Any, digests: dict[str, str], handles: dict[str, Any]) -> Any:
+    """``_to_input`` of a structure (lists, tuples, dicts holding Refs)."""
 
     def make(ref: Ref[Any]) -> Input:
         node = ref._node
         return Input(node, digests[node], handles[node])
 
-    if type(template) is dict:  # the arguments of a call: most are a Ref or a plain scalar
-        return {
-            name: make(value)
-            if type(value) is Ref
-            else value
-            if type(value) in SCALARS
-            else map_leaves(value, Ref, make)
-            for name, value in template.items()
-        }
     return map_leaves(template, Ref, make)
 
 
@@ -266,7 +274,8 @@ class _Walk:
         """Take a ready node to running or done (see the routes in the module docstring)."""
         node = self.nodes[name]
         kind = node.kind
-        if self.rehearsal is not None and self._rehearsed(name, node):
+        rehearsal = self.rehearsal
+        if rehearsal is not None and self._rehearsed(name, node):
             return
         if kind == "map":
             self._expand(node)
@@ -283,12 +292,14 @@ class _Walk:
         try:
             inputs, key, code, nested = self.keys.of(name, node, args)
         except MlflowkitError as exc:  # an unhashable input, unreadable code: fail this call
-            if self.rehearsal is not None:
+            if rehearsal is not None:
                 raise
             self._refuse(node, exc)
             return
+        # positional (a call per step): name, key, status, attempts, duration_s,
+        # output_digest, error, step, code_digest, inputs
         record = StepRun(
-            name=name, key=key, step=step._qualified_name, code_digest=code, inputs=inputs
+            name, key, "skipped", 0, 0.0, None, None, step._qualified_name, code, inputs
         )
         if nested:  # a structure that may hold upstream values: lineage lists them
             record.upstream = _nested_upstream(args)
@@ -301,8 +312,8 @@ class _Walk:
             entry = cache.lookup(key, check=name in self.outputs, gather=step is _GATHER)
             if entry is not None:
                 record.attempts = 0
-                if self.rehearsal is not None:
-                    total = self.rehearsal.fans.get(name)
+                if rehearsal is not None:
+                    total = rehearsal.fans.get(name)
                     if total is None:
                         self._verdict(name, "hit", "stored", key)
                     else:  # the gather of a fan-out whose elements are all stored
@@ -316,7 +327,7 @@ class _Walk:
                     entry.meta.get(METRICS),  # those of the execution reused
                 )
                 return
-        if self.rehearsal is not None:
+        if rehearsal is not None:
             self._would_execute(name, node, key, args)
             return
         flights = self.flights
@@ -330,16 +341,16 @@ class _Walk:
         store_value = (
             node.persist and cache is not None and (step.identity.cache or name in self.outputs)
         )
-        task = Task(
-            name=name,
-            step=step,
-            key=key,
-            run_id=self.run_id,
-            args=args,
-            store_value=store_value,
-            cache_entry=cacheable,
-            single_flight=cacheable and kind == "step" and not forced,
-            checks=node.checks,
+        task = Task(  # positional (a call per step), in the order of Task's fields
+            name,
+            step,
+            key,
+            self.run_id,
+            args,
+            store_value,  # store_value
+            cacheable,  # cache_entry
+            cacheable and kind == "step" and not forced,  # single_flight
+            node.checks,
         )
         self._dispatch(task, record, on_done)
 
@@ -586,7 +597,8 @@ class _Walk:
                             {"obj": value, "key": i},
                             (value.node,),
                             Any,
-                            node.location,
+                            node.code,
+                            node.line,
                             persist=False,
                         )
                         new.append(item)
@@ -602,7 +614,8 @@ class _Walk:
                 args,
                 deps,
                 Any,
-                node.location,
+                node.code,
+                node.line,
                 checks=node.checks,
             )
             new.append(elem)
@@ -615,7 +628,8 @@ class _Walk:
             {"items": tuple(elems)},
             tuple(e.node for e in elems),
             node.out_type,
-            node.location,
+            node.code,
+            node.line,
             persist=node.persist,
         )
         self.nodes[node.name] = gather
@@ -754,7 +768,8 @@ def walk(
     progress = progress or Progress()
     state = _Walk(nodes, outputs, executor, cache, run_id, force, progress, keys or KeyMaker())
     state.on_first_task = on_first_task
-    progress.start(sum(n.kind != "derived" for n in nodes.values()))
+    if state.progress is not None:  # somebody watches: how many step calls there are
+        progress.start(sum(n.kind != "derived" for n in nodes.values()))
     try:
         return state.run()
     finally:

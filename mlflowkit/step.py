@@ -155,6 +155,33 @@ def _validate(
         raise bad("name", "a name without '[', ']', '.' or '#'", name)
 
 
+class _Wiring:
+    """What tracing a call of a step reads (``Step._wiring``), worked out once per step.
+
+    Attributes
+    ----------
+    params:
+        ``(name, default, annotation or None)`` of each parameter when all are plain
+        positional-or-keyword ones (every argument can be passed by name); None otherwise.
+    names:
+        The parameters' names, in order (when ``params`` is not None; else empty).
+    returns:
+        The return annotation (``Any`` when there is none).
+    name:
+        The display name of the step's calls (``Step.name``).
+    """
+
+    __slots__ = ("name", "names", "params", "returns")
+
+    def __init__(
+        self, name: str, simple: tuple[tuple[str, Any], ...] | None, hints: dict[str, Any]
+    ) -> None:
+        self.name = name
+        self.params = None if simple is None else tuple((n, d, hints.get(n)) for n, d in simple)
+        self.names = tuple(n for n, _ in simple or ())
+        self.returns = hints.get("return", Any)
+
+
 class Step(Generic[P, R]):
     """A function declared as a pipeline step.
 
@@ -298,6 +325,14 @@ class Step(Generic[P, R]):
         """``type_hints()`` without the defensive copy, for mlflowkit's own hot paths."""
         cached: dict[str, Any] | None = self.__dict__.get("_hints_cache")
         return cached if cached is not None else self.type_hints()
+
+    def _wiring(self) -> _Wiring:
+        """What tracing a call of this step reads, worked out on its first call, not each one."""
+        wiring: _Wiring | None = self.__dict__.get("_wiring_cache")
+        if wiring is None:
+            wiring = _Wiring(self.identity.name, self._simple_params, self._hints())
+            object.__setattr__(self, "_wiring_cache", wiring)
+        return wiring
 
     # --- calling -------------------------------------------------------------------------
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:

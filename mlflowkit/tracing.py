@@ -22,12 +22,13 @@ import inspect
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import CodeType
 from typing import Any
 
 from mlflowkit._heap import set_aside
 from mlflowkit.errors import HashingError, PlanningError, WiringError
 from mlflowkit.placeholders import SCALARS, leaves
-from mlflowkit.plan import OPS, Node, Ref, find_refs, new_ref, user_location
+from mlflowkit.plan import OPS, Node, Ref, find_refs, new_ref, site_text, user_site
 from mlflowkit.step import TRACER, Step
 from mlflowkit.wiring import (
     check_value,
@@ -45,22 +46,23 @@ from mlflowkit.wiring import (
 __all__ = ["Traced", "Tracer", "refuse_nested_plan", "trace"]
 
 
-def _fast_bind(
-    step: Step[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> dict[str, Any] | None:
+def _fast_bind(wiring: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any] | None:
     """``Signature.bind`` + ``apply_defaults`` for the common simple case, else None.
 
-    Anything unusual (too many, unknown, duplicate or missing arguments) returns None so that
-    the general path binds it and explains the mistake.
+    ``wiring`` is the step's ``_wiring()``. Anything unusual (too many, unknown, duplicate or
+    missing arguments) returns None so that the general path binds it and explains the mistake.
     """
-    params = step._simple_params
+    params = wiring.params
     if params is None or len(args) > len(params):
         return None
+    names = wiring.names
     bound: dict[str, Any] = {}
-    for (name, _), value in zip(params, args, strict=False):
-        bound[name] = value
+    for i, value in enumerate(args):  # (``zip(..., strict=False)`` costs more, per call)
+        bound[names[i]] = value
+    if len(args) == len(params) and not kwargs:
+        return bound
     used = 0
-    for name, default in params[len(args) :]:
+    for name, default, _ in params[len(args) :]:
         if name in kwargs:
             bound[name] = kwargs[name]
             used += 1
@@ -71,6 +73,10 @@ def _fast_bind(
     if used != len(kwargs):
         return None
     return bound
+
+
+#: where a call was made in the user's code: its code object and line (``plan.user_site``)
+Site = tuple[CodeType | None, int]
 
 
 class Tracer:
@@ -117,14 +123,15 @@ class Tracer:
 
     # recording --------------------------------------------------------------------------
     def _bind(
-        self, step: Step[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any], loc: str
+        self, step: Step[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any], site: Site
     ) -> dict[str, Any]:
-        fast = _fast_bind(step, args, kwargs)
+        fast = _fast_bind(step._wiring(), args, kwargs)
         if fast is not None:
             return fast
         try:
             bound = step.signature.bind(*args, **kwargs)
         except TypeError as exc:
+            loc = site_text(*site)
             params = ", ".join(step.signature.parameters)
             hint = did_you_mean(kwargs, step.signature)
             raise WiringError(
@@ -137,7 +144,7 @@ class Tracer:
         return dict(bound.arguments)
 
     def _check_arguments(
-        self, step: Step[Any, Any], name: str, arguments: dict[str, Any], loc: str
+        self, step: Step[Any, Any], name: str, arguments: dict[str, Any], site: Site
     ) -> tuple[str, ...]:
         """Check a call's arguments against the step's annotations (``WiringError``).
 
@@ -152,7 +159,7 @@ class Tracer:
             if expected is None:
                 continue
             if simple:  # one value per parameter
-                if self._check_one(step, name, pname, value, expected, loc):
+                if self._check_one(step, name, pname, value, expected, site):
                     checks.append(pname)
                 continue
             kind = params[pname].kind
@@ -162,17 +169,18 @@ class Tracer:
                 items = list(value.values())
             else:
                 items = [value]
-            if any([self._check_one(step, name, pname, item, expected, loc) for item in items]):
+            if any([self._check_one(step, name, pname, item, expected, site) for item in items]):
                 checks.append(pname)
         return tuple(checks)
 
     def _check_one(
-        self, step: Step[Any, Any], name: str, pname: str, value: Any, expected: Any, loc: str
+        self, step: Step[Any, Any], name: str, pname: str, value: Any, expected: Any, site: Site
     ) -> bool:
         """Check one argument; True when it must be checked again at run time (it holds a
         derived value of a type planning cannot know, and ``expected`` says something)."""
         if isinstance(value, Ref):
             if not compatible(value.type, expected):
+                loc = site_text(*site)
                 node = self.nodes.get(value._node)
                 fix = "Fix the wiring, or change one of the two annotations"
                 if (
@@ -200,12 +208,16 @@ class Tracer:
             if isinstance(value, (list, tuple)) and is_listlike(expected):
                 elem_expected = item_type(expected, 0)
                 return any(
-                    [self._check_one(step, name, pname, item, elem_expected, loc) for item in value]
+                    [
+                        self._check_one(step, name, pname, item, elem_expected, site)
+                        for item in value
+                    ]
                 )
             # other nested structures: checked when the call runs if they hold a derived value
             # of unknown type
             return not is_unknown(expected) and any(self._unknown(r) for r in refs)
         if not check_value(value, expected):
+            loc = site_text(*site)
             raise WiringError(
                 f"Step {name!r}, parameter {pname!r} (at {loc}): expected "
                 f"{describe(expected)}, found {describe(type(value))} ({short_repr(value)}). "
@@ -226,24 +238,54 @@ class Tracer:
         return node is not None and node.kind == "derived"
 
     def call(self, step: Step[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        loc = user_location()
-        arguments = self._bind(step, args, kwargs, loc)
-        name = self._unique(step.name)
+        # past this frame and its caller, mlflowkit's own (``Step.__call__``, ``mk.artifact``)
+        site = user_site(2)
+        wiring = step._wiring()
+        arguments = _fast_bind(wiring, args, kwargs)
+        if arguments is None:  # not the simple case: bound, or the mistake explained, here
+            arguments = self._bind(step, args, kwargs, site)
+        name = self._unique(wiring.name)
+        params, out_type = wiring.params, wiring.returns
         try:
-            checks = self._check_arguments(step, name, arguments, loc)
-            return self._record(step, name, arguments, loc, checks)
+            if params is None:  # a parameter may take several values (``*args``, ``**kw``)
+                checks = self._check_arguments(step, name, arguments, site)
+                return self._record(step, name, arguments, site, checks)
+            # one value per parameter: checked, and its upstream calls collected, in one pass
+            later: list[str] = []
+            refs: list[str] = []
+            for pname, _, expected in params:
+                value = arguments[pname]
+                kind = type(value)
+                if kind is Ref:
+                    refs.append(value._node)
+                    if expected is None or value._type is expected:
+                        continue  # fits as it is, and needs no check when it runs
+                elif kind in SCALARS:
+                    if expected is None or kind is expected:
+                        continue
+                else:
+                    refs.extend([r._node for r in find_refs(value)])
+                    if expected is None:
+                        continue
+                if self._check_one(step, name, pname, value, expected, site):
+                    later.append(pname)
         except HashingError as exc:  # an argument that holds itself: say where
             raise HashingError(
-                f"Step {name!r} (at {loc}): {exc}", type_name=exc.type_name
+                f"Step {name!r} (at {site_text(*site)}): {exc}", type_name=exc.type_name
             ) from None
+        deps = tuple(refs) if len(refs) < 2 else tuple(dict.fromkeys(refs))
+        self.nodes[name] = Node(
+            name, step, "step", arguments, deps, out_type, site[0], site[1], checks=tuple(later)
+        )
+        return new_ref(name, out_type, self)
 
     def map(self, step: Step[Any, Any], kwargs: dict[str, Any]) -> Ref[Any]:
-        loc = user_location()
+        site = user_site(2)  # past this frame and ``Step.map``
         try:
-            return self._map(step, kwargs, loc)
+            return self._map(step, kwargs, site)
         except HashingError as exc:  # an argument that holds itself: say where
             raise HashingError(
-                f"{step.name}.map(...) at {loc}: {exc}", type_name=exc.type_name
+                f"{step.name}.map(...) at {site_text(*site)}: {exc}", type_name=exc.type_name
             ) from None
 
     def _record(
@@ -251,7 +293,7 @@ class Tracer:
         step: Step[Any, Any],
         name: str,
         arguments: dict[str, Any],
-        loc: str,
+        site: Site,
         checks: tuple[str, ...] = (),
     ) -> Ref[Any]:
         refs: list[str] = []
@@ -261,8 +303,8 @@ class Tracer:
             elif type(value) not in SCALARS:
                 refs.extend(r.node for r in find_refs(value))
         deps = tuple(dict.fromkeys(refs))
-        out_type = step._hints().get("return", Any)
-        return self._add(Node(name, step, "step", arguments, deps, out_type, loc, checks=checks))
+        out_type = step._wiring().returns
+        return self._add(Node(name, step, "step", arguments, deps, out_type, *site, checks=checks))
 
     def derive(self, parent: Ref[Any], op: str, arg: Any, out_type: Any) -> Ref[Any]:
         if self.closed:
@@ -293,7 +335,7 @@ class Tracer:
                 args,
                 (parent.node,),
                 out_type,
-                user_location(),
+                *user_site(2),  # past this frame and ``Ref.__getitem__`` (or ``__getattr__``)
                 persist=False,  # a view of its parent: stored only when returned
             )
         )
@@ -307,7 +349,8 @@ class Tracer:
             name = f"{base}-{n}"
         return name
 
-    def _map(self, step: Step[Any, Any], kwargs: dict[str, Any], loc: str) -> Ref[Any]:
+    def _map(self, step: Step[Any, Any], kwargs: dict[str, Any], site: Site) -> Ref[Any]:
+        loc = site_text(*site)  # once per map, for its messages
         hints = step._hints()
         fan: dict[str, Any] = {}
         for pname, value in kwargs.items():
@@ -346,12 +389,19 @@ class Tracer:
                     location=loc,
                 )
             n = next(iter(lengths.values()))
-            elems = self._elements(step, base, kwargs, fan, n, loc)
+            elems = self._elements(step, base, kwargs, fan, n, site)
             gather_args = {"items": tuple(elems)}
             deps = tuple(e._node for e in elems)
             return self._add(
                 Node(
-                    base, OPS["gather"], "derived", gather_args, deps, out_type, loc, persist=False
+                    base,
+                    OPS["gather"],
+                    "derived",
+                    gather_args,
+                    deps,
+                    out_type,
+                    *site,
+                    persist=False,
                 )
             )
         # fan-out decided at run time: check the broadcast and element types now
@@ -382,9 +432,9 @@ class Tracer:
                             actual=elem,
                             location=loc,
                         )
-                elif any([self._check_one(step, base, pname, v, expected, loc) for v in value]):
+                elif any([self._check_one(step, base, pname, v, expected, site) for v in value]):
                     checks.append(pname)
-            elif self._check_one(step, base, pname, value, expected, loc):
+            elif self._check_one(step, base, pname, value, expected, site):
                 checks.append(pname)
         missing = [
             p.name
@@ -408,7 +458,7 @@ class Tracer:
                 dict(kwargs),
                 deps,
                 out_type,
-                loc,
+                *site,
                 persist=False,
                 fan=fan,
                 checks=tuple(checks),
@@ -422,7 +472,7 @@ class Tracer:
         kwargs: dict[str, Any],
         fan: dict[str, list[Any]],
         n: int,
-        loc: str,
+        site: Site,
     ) -> list[Ref[Any]]:
         """The ``n`` element calls of a map over planning-time lists, ``base[0]``, ``base[1]``, …
 
@@ -431,19 +481,19 @@ class Tracer:
         the general path explains) binds each element on its own.
         """
         first = {k: (v[0] if k in fan else v) for k, v in kwargs.items()} if n else {}
-        bound = _fast_bind(step, (), first) if n else None
+        bound = _fast_bind(step._wiring(), (), first) if n else None
         if bound is None:
             elems: list[Ref[Any]] = []
             for i in range(n):
                 call_kwargs = {k: (v[i] if k in fan else v) for k, v in kwargs.items()}
-                arguments = self._bind(step, (), call_kwargs, loc)
+                arguments = self._bind(step, (), call_kwargs, site)
                 ename = f"{base}[{i}]"
-                later = self._check_arguments(step, ename, arguments, loc)
-                elems.append(self._record(step, ename, arguments, loc, later))
+                later = self._check_arguments(step, ename, arguments, site)
+                elems.append(self._record(step, ename, arguments, site, later))
             return elems
         hints = step._hints()
         broadcast = {k: v for k, v in bound.items() if k not in fan}
-        broadcast_checks = self._check_arguments(step, f"{base}[0]", broadcast, loc)
+        broadcast_checks = self._check_arguments(step, f"{base}[0]", broadcast, site)
         checks = [(pname, hints.get(pname), fan[pname]) for pname in fan]
         out_type = hints.get("return", Any)
         shared = bool(find_refs(broadcast))
@@ -461,14 +511,14 @@ class Tracer:
                 if (
                     expected is not None
                     and type(value) is not expected
-                    and self._check_one(step, ename, pname, value, expected, loc)
+                    and self._check_one(step, ename, pname, value, expected, site)
                 ):
                     later = (*later, pname)
             if plain:  # no upstream value among the arguments (the common case)
-                nodes[ename] = Node(ename, step, "step", arguments, (), out_type, loc)
+                nodes[ename] = Node(ename, step, "step", arguments, (), out_type, site[0], site[1])
                 elems.append(new_ref(ename, out_type, self))
             else:
-                elems.append(self._record(step, ename, arguments, loc, later))
+                elems.append(self._record(step, ename, arguments, site, later))
         return elems
 
     # nested pipelines ---------------------------------------------------------------------

@@ -415,3 +415,37 @@ def test_a_self_referential_parameter_argument_or_output_fails_planning_at_once(
             call()
         assert str(info.value).startswith(where)
         assert "that contains itself (a reference cycle)" in str(info.value)
+
+
+def test_each_node_keeps_the_line_of_the_pipeline_that_made_it() -> None:
+    """Step calls, items of a Ref, fan-outs and calls inside a nested pipeline: each node's
+    location is the user's line (the frames of mlflowkit in between are skipped)."""
+    import inspect
+
+    @mk.pipeline
+    def prep(n: int) -> Any:
+        return dag_basic.inc(n)
+
+    @mk.pipeline
+    def p() -> Any:
+        data = dag_basic.make_data(4)
+        first = data[0]
+        squares = dag_basic.square.map(x=[1, 2])
+        return prep(dag_basic.inc(1)), first, squares
+
+    lines, start = inspect.getsourcelines(p.fn)
+    line_of = {
+        text.strip().split(" = ")[0]: start + i for i, text in enumerate(lines) if " = " in text
+    }
+    nodes = p.plan().nodes
+    expected = {
+        "make_data": line_of["data"],
+        "make_data.0": line_of["first"],
+        "square": line_of["squares"],
+        "square[1]": line_of["squares"],
+        "inc": start + len(lines) - 1,
+        "prep.inc": inspect.getsourcelines(prep.fn)[1] + 2,
+    }
+    for name, line in expected.items():
+        assert nodes[name].location == f"{__file__}:{line}", name
+    assert nodes["make_data"].code is p.fn.__code__ and nodes["make_data"].line == line_of["data"]
