@@ -240,8 +240,8 @@ class StoreCore:
         )
         self._committer = _Committer(self)
         self._reconciled = False  # segment files unknown to the index were looked for
-        #: where some segment records live, learned in bulk (``_learn_places``)
-        self._places: dict[str, PackedRow] = {}
+        #: digest -> the segment holding it, learned in bulk (``_learn_places``)
+        self._held_in: dict[str, str] = {}
         _OPEN_STORES.add(self)
 
     # creating --------------------------------------------------------------------------------
@@ -477,9 +477,6 @@ class StoreCore:
         """
         if not self._known and not self.exists():
             return None
-        place = self._places.get(name)
-        if place is not None and self._segments.exists(place.segment):
-            return place
         idx = self._idx(flush=False)
         place = idx.find_packed(name)
         if place is None and not self._reconciled:
@@ -576,6 +573,9 @@ class StoreCore:
         """Whether an object with this content digest is stored (a cheap existence check)."""
         batch = self._batch
         if batch is not None and digest in batch.objects:
+            return True
+        segment = self._held_in.get(digest)
+        if segment is not None and self._segments.exists(segment):
             return True
         if self._io.exists(self._object_path(digest)):
             return True
@@ -850,7 +850,11 @@ class StoreCore:
             found = self._idx(flush=False).find_packed_many([f"o:{d}" for d in digests])
         except StoreError:
             return  # asked one by one later
-        self._places.update(found)
+        segments: dict[str, str] = {}  # one string per segment, shared by its values
+        for digest in digests:  # the pack's own strings as keys: a few dozen bytes a value
+            place = found.get(f"o:{digest}")
+            if place is not None:
+                self._held_in[digest] = segments.setdefault(place.segment, place.segment)
 
     def write_pack(self, name: str, entries: Iterable[CacheEntry]) -> None:
         """Replace pack ``name`` with ``entries``, atomically."""
