@@ -382,7 +382,7 @@ class StoreCore:
                             self._batch = None
 
     def write_batch(self) -> None:
-        """Write what the batch holds as one segment, then its index rows, then release the
+        """Write what the batch holds: its index rows, then one segment file, then release the
         locks parked on it. Nothing to do when there is no batch or it is empty."""
         batch = self._batch
         if batch is None or batch.empty():
