@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from mlflowkit.store.formats import decode_segment
 from mlflowkit.store.maintenance import read_segment, segment_files
 from mlflowkit.store.segments import segment_path
 
@@ -33,8 +34,7 @@ def place_of(store: Any, kind: str, name: str) -> tuple[Path, int, int]:
     place = store._find_packed(f"{kind}:{name}")
     assert place is not None, f"{kind}:{name} is held nowhere in {store.url}"
     path = Path(segment_path(store.root, place.segment))
-    head = path.read_bytes()[:8]
-    start = 8 + int.from_bytes(head[4:8], "little") + place.offset
+    start = decode_segment(path.read_bytes())[1] + place.offset
     return path, start, place.length
 
 

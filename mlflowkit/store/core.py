@@ -83,14 +83,14 @@ from mlflowkit.store.formats import (
     CorruptFile,
     decode_entry_signed,
     decode_pack_signed,
-    decode_segment_toc,
+    decode_segment,
     encode_entry,
     encode_pack,
     encode_segment,
     pack_header,
     parse_header,
     payload_blake3,
-    segment_toc_size,
+    segment_toc,
     sign_run_parts,
 )
 from mlflowkit.store.index import Index, ObjectRow, PackedRow, RunFile
@@ -128,6 +128,7 @@ from mlflowkit.store.segments import (
     Batch,
     SegmentReader,
     places,
+    records_in,
     records_of,
     segment_path,
 )
@@ -393,14 +394,15 @@ class StoreCore:
                 self._drop_stored(objects, rows)
             if objects or entries:
                 records = records_of(objects, entries)
-                data = encode_segment(records, self._guard.sign_document("segment"))
+                toc = segment_toc(records)
+                data = encode_segment(records, self._guard.sign_document("segment"), toc)
                 name = blake3.blake3(data).hexdigest()
                 path = segment_path(self.root, name)
                 self._ensure()
                 # the rows first: killed between the two, they name a segment that is not
                 # there (read as missing), never leave a segment no index knows
                 self._indexes.note_many(
-                    rows, [(e, len(b)) for e, b in entries.values()], places(name, records)
+                    rows, [(e, len(b)) for e, b in entries.values()], places(name, toc)
                 )
                 try:
                     self._indexes.flush()
@@ -447,10 +449,11 @@ class StoreCore:
         """Replace segment ``name`` by one holding only ``keep`` (``(kind, name, bytes)``; none:
         just delete it). The new one and its rows are written before the old one goes."""
         if keep:
-            data = encode_segment(keep, self._guard.sign_document("segment"))
+            toc = segment_toc(keep)
+            data = encode_segment(keep, self._guard.sign_document("segment"), toc)
             new = blake3.blake3(data).hexdigest()
             self._io.write_atomic(segment_path(self.root, new), (data,), self.durable)
-            self._idx(flush=False).add_batch([], [], places(new, keep))
+            self._idx(flush=False).add_batch([], [], places(new, toc))
         self._io.remove(segment_path(self.root, name))
         self._segments.forget(name)
 
@@ -1098,40 +1101,28 @@ class StoreCore:
         """Take a damaged segment record out of its segment: its bytes go to ``quarantine/``
         (an object's), the segment is written again without it, and the index forgets it."""
         place = self._find_packed(f"{kind}:{name}")
-        if place is not None:
-            data = self._io.read(segment_path(self.root, place.segment))
-            size = segment_toc_size(data[:8]) if data is not None else None
-            if data is not None and size is not None:
-                start = size + place.offset
-                if kind == "o":
-                    self._io.write_atomic(
-                        f"{self.root}/quarantine/{name}.{time.time_ns()}",
-                        (data[start : start + place.length],),
-                        False,
-                    )
-                keep = [
-                    (k, n, blob)
-                    for k, n, blob, _ in read_segment(self, place.segment) or ()
-                    if (k, n) != (kind, name)
-                ]
-                self._rewrite_segment(place.segment, keep)
+        data = self._io.read(segment_path(self.root, place.segment)) if place else None
+        split = records_in(place.segment, data) if place and data is not None else None
+        if place is not None and data is not None and split is not None:
+            if kind == "o":
+                start = decode_segment(data)[1] + place.offset
+                self._io.write_atomic(
+                    f"{self.root}/quarantine/{name}.{time.time_ns()}",
+                    (data[start : start + place.length],),
+                    False,
+                )
+            keep = [(k, n, blob) for k, n, blob, _ in split[1] if (k, n) != (kind, name)]
+            self._rewrite_segment(place.segment, keep)
         self._forget_packed(kind, name)
 
     def _quarantine_segment(self, name: str) -> None:
-        """Set a damaged or untrusted segment aside in ``quarantine/``; forget its records."""
-        places = []
-        data = self._io.read(segment_path(self.root, name)) or b""
-        size = segment_toc_size(data[:8])
-        toc = decode_segment_toc(data[:size])[0] if size is not None else None
+        """Set a segment whose TOC is damaged aside in ``quarantine/``. The index rows that
+        name it then name a segment that is not there: its records read as missing."""
         with contextlib.suppress(OSError):
             self._io.move(
                 segment_path(self.root, name), f"{self.root}/quarantine/{name}.{time.time_ns()}"
             )
         self._segments.forget(name)
-        for kind, rname, _, _, _ in toc or ():
-            places.append((kind, rname))
-        for kind, rname in places:
-            self._forget_packed(kind, rname)
 
     def gc(
         self,

@@ -75,11 +75,13 @@ __all__ = [
     "SEGMENT_ENTRY",
     "SEGMENT_OBJECT",
     "CorruptFile",
+    "SegmentRecord",
     "Sign",
     "decode_entry",
     "decode_entry_signed",
     "decode_pack",
     "decode_pack_signed",
+    "decode_segment",
     "decode_segment_toc",
     "encode_entry",
     "encode_pack",
@@ -88,6 +90,7 @@ __all__ = [
     "parse_header",
     "payload_blake3",
     "seal_document",
+    "segment_toc",
     "segment_toc_size",
     "sign_run",
     "sign_run_parts",
@@ -297,13 +300,29 @@ SEGMENT_OBJECT = "o"
 SEGMENT_ENTRY = "c"
 
 
-def encode_segment(records: list[tuple[str, str, bytes]], sign: Sign | None = None) -> bytes:
-    """The bytes of a segment file holding ``records`` (``(kind, name, bytes)``)."""
-    toc: list[list[Any]] = []
+#: a segment record as its TOC lists it: kind, name, offset, length, BLAKE3 (hex)
+SegmentRecord = tuple[str, str, int, int, str]
+
+
+def segment_toc(records: list[tuple[str, str, bytes]]) -> list[SegmentRecord]:
+    """The TOC of a segment holding ``records`` (``(kind, name, bytes)``), in their order."""
+    toc: list[SegmentRecord] = []
     offset = 0
     for kind, name, data in records:
-        toc.append([kind, name, offset, len(data), blake3.blake3(data).hexdigest()])
+        toc.append((kind, name, offset, len(data), blake3.blake3(data).hexdigest()))
         offset += len(data)
+    return toc
+
+
+def encode_segment(
+    records: list[tuple[str, str, bytes]],
+    sign: Sign | None = None,
+    toc: list[SegmentRecord] | None = None,
+) -> bytes:
+    """The bytes of a segment file holding ``records`` (``(kind, name, bytes)``); ``toc``:
+    their ``segment_toc`` when the caller has it already."""
+    if toc is None:
+        toc = segment_toc(records)
     sealed = _seal(orjson.dumps(toc), sign)
     return b"".join(
         (_SEGMENT_MAGIC, _SEGMENT_LEN.pack(len(sealed)), sealed, *(r[2] for r in records))
@@ -317,9 +336,21 @@ def segment_toc_size(head: bytes) -> int | None:
     return 8 + int(_SEGMENT_LEN.unpack_from(head, 4)[0])
 
 
+def decode_segment(
+    data: bytes,
+) -> tuple[list[SegmentRecord] | None, int, bytes | None, bytes]:
+    """``(TOC or None when damaged, where the records start, signature block, BLAKE3 of the
+    TOC JSON)`` of a whole segment file (or at least its first ``segment_toc_size`` bytes)."""
+    size = segment_toc_size(data[:8])
+    if size is None:
+        return None, 0, None, b""
+    toc, block, digest = decode_segment_toc(data[:size])
+    return toc, size, block, digest
+
+
 def decode_segment_toc(
     head: bytes,
-) -> tuple[list[tuple[str, str, int, int, str]] | None, bytes | None, bytes]:
+) -> tuple[list[SegmentRecord] | None, bytes | None, bytes]:
     """``(records or None when damaged, signature block, BLAKE3 of the TOC JSON)``.
 
     ``head`` is at least the first ``segment_toc_size`` bytes of the file; a record's offset

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import blake3
-
 from mlflowkit.errors import SerializationError, UntrustedObjectError
 from mlflowkit.store import serializers
 from mlflowkit.store.formats import (
@@ -30,15 +28,14 @@ from mlflowkit.store.formats import (
     decode_entry,
     decode_entry_signed,
     decode_pack_signed,
-    decode_segment_toc,
+    decode_segment,
     parse_header,
     payload_blake3,
-    segment_toc_size,
     unsign_run,
 )
 from mlflowkit.store.index import ObjectRow, PackedRow
 from mlflowkit.store.layout import NAME, STARTED, is_temp
-from mlflowkit.store.segments import segment_path
+from mlflowkit.store.segments import records_in, segment_path
 
 if TYPE_CHECKING:
     from mlflowkit.records import CacheEntry
@@ -53,7 +50,6 @@ __all__ = [
     "rows_of_segment",
     "scan_files",
     "segment_files",
-    "segment_problem",
     "verify_objects",
     "verify_segments",
 ]
@@ -228,34 +224,10 @@ def segment_files(store: StoreCore) -> list[tuple[FileStat, str]]:
 def read_segment(store: StoreCore, name: str) -> list[tuple[str, str, bytes, PackedRow]] | None:
     """Every record of segment ``name`` whose bytes match its TOC: ``(kind, name, bytes,
     place)``; None when the file is missing or its TOC is damaged. (Whether its cache entries
-    count is the signer's question: ``segment_problem``.)"""
+    count is the signer's question.)"""
     data = store.seams.objects.read(segment_path(store.root, name))
-    if data is None:
-        return None
-    size = segment_toc_size(data[:8])
-    if size is None:
-        return None
-    toc = decode_segment_toc(data[:size])[0]
-    if toc is None:
-        return None
-    out = []
-    for kind, rname, offset, length, checksum in toc:
-        record = data[size + offset : size + offset + length]
-        if len(record) == length and blake3.blake3(record).hexdigest() == checksum:
-            place = PackedRow(f"{kind}:{rname}", name, offset, length, checksum)
-            out.append((kind, rname, record, place))
-    return out
-
-
-def segment_problem(store: StoreCore, name: str) -> str | None:
-    """Why the cache entries of segment ``name`` do not count (None: they do)."""
-    data = store.seams.objects.read(segment_path(store.root, name)) or b""
-    size = segment_toc_size(data[:8])
-    if size is None:
-        return "it is damaged"
-    _, block, digest = decode_segment_toc(data[:size])
-    why: str | None = store.seams.guard.document_problem("segment", digest, block)
-    return why
+    got = records_in(name, data) if data is not None else None
+    return None if got is None else got[1]
 
 
 def verify_segments(store: StoreCore) -> tuple[list[str], list[str]]:
@@ -273,16 +245,16 @@ def verify_segments(store: StoreCore) -> tuple[list[str], list[str]]:
         data = store.seams.objects.read(segment_path(store.root, name))
         if data is None:
             continue
-        got = read_segment(store, name)
-        if got is None:
+        split = records_in(name, data)
+        if split is None:
             lines.append(f"damaged segment {name}: set aside in quarantine/")
             store._quarantine_segment(name)
             continue
-        size = segment_toc_size(data[:8]) or 0
-        toc = decode_segment_toc(data[:size])[0] or []
+        toc, got = split
         good = {(kind, rname) for kind, rname, _, _ in got}
         damaged = [(kind, rname) for kind, rname, _, _, _ in toc if (kind, rname) not in good]
-        why = segment_problem(store, name)
+        _, _, block, digest = decode_segment(data)
+        why = store.seams.guard.document_problem("segment", digest, block)
         for kind, rname, record, _ in got:
             if kind != SEGMENT_OBJECT:
                 if why is not None:

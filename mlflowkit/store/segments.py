@@ -44,8 +44,8 @@ from mlflowkit.store.formats import (
     SEGMENT_ENTRY,
     SEGMENT_OBJECT,
     CorruptFile,
-    decode_segment_toc,
-    segment_toc_size,
+    SegmentRecord,
+    decode_segment,
 )
 from mlflowkit.store.index import ObjectRow, PackedRow
 
@@ -60,6 +60,9 @@ __all__ = [
     "SMALL_BYTES",
     "Batch",
     "SegmentReader",
+    "places",
+    "records_in",
+    "records_of",
     "segment_path",
 ]
 
@@ -106,22 +109,22 @@ class Batch:
         self.absent: set[str] = set()
 
     def add_object(self, digest: str, data: bytes, row: ObjectRow) -> bool:
-        """Keep an object; True when the batch is now full (write it)."""
+        """Keep an object; True when it is to be written now."""
         with self._lock:
             if digest not in self.objects:
                 self.objects[digest] = data
                 self.rows.append(row)
                 self.nbytes += len(data)
-            return self._full()
+            return self._write_now()
 
     def add_entry(self, entry: CacheEntry, data: bytes) -> bool:
-        """Keep a cache entry; True when the batch is now full (write it)."""
+        """Keep a cache entry; True when it is to be written now."""
         with self._lock:
             self.entries[entry.key] = (entry, data)
             self.nbytes += len(data)
-            return self._full()
+            return self._write_now()
 
-    def _full(self) -> bool:
+    def _write_now(self) -> bool:
         """Whether to write now: the batch is full, or this record came ``COMMIT_DELAY_S``
         or more after the last one (records that come slowly, from steps that take a while,
         gain nothing from waiting and are worth keeping at once)."""
@@ -189,15 +192,26 @@ def records_of(
     return out
 
 
-def places(name: str, records: list[tuple[str, str, bytes]]) -> list[PackedRow]:
-    """The index rows saying where each record of segment ``name`` lives."""
-    out, offset = [], 0
-    for kind, rname, data in records:
-        out.append(
-            PackedRow(f"{kind}:{rname}", name, offset, len(data), blake3.blake3(data).hexdigest())
-        )
-        offset += len(data)
-    return out
+def places(name: str, toc: list[SegmentRecord]) -> list[PackedRow]:
+    """The index rows saying where each record of segment ``name`` (its ``toc``) lives."""
+    return [PackedRow(f"{k}:{n}", name, off, length, sum_) for k, n, off, length, sum_ in toc]
+
+
+def records_in(
+    name: str, data: bytes
+) -> tuple[list[SegmentRecord], list[tuple[str, str, bytes, PackedRow]]] | None:
+    """``(its TOC, the records whose bytes match it: (kind, name, bytes, place))`` of segment
+    ``name`` read as ``data``; None when its TOC is damaged."""
+    toc, start, _, _ = decode_segment(data)
+    if toc is None:
+        return None
+    good = []
+    for place in places(name, toc):
+        record = data[start + place.offset : start + place.offset + place.length]
+        if len(record) == place.length and blake3.blake3(record).hexdigest() == place.checksum:
+            kind, _, rname = place.name.partition(":")
+            good.append((kind, rname, record, place))
+    return toc, good
 
 
 class SegmentReader:
@@ -247,11 +261,8 @@ class SegmentReader:
         if data is None:
             self.forget(name)
             return None
-        size = segment_toc_size(data[:8])
-        toc, block, digest = (
-            decode_segment_toc(data[:size]) if size is not None else (None, None, b"")
-        )
-        if size is None or toc is None:
+        toc, size, block, digest = decode_segment(data)
+        if toc is None:
             raise CorruptFile(f"the table of contents of segment {name} is damaged")
         seen = (
             size,
