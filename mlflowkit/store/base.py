@@ -13,11 +13,13 @@ Invariants every implementation keeps:
   cache entries dropped, and ``CorruptObjectError`` raised. It is never returned.
 * Cache entries map a step call's key to its output digest. ``get_cache`` returns ``None`` for a
   missing entry, and for an entry whose stored object is missing (so the step re-executes).
+  ``get_cache_many`` answers as ``get_cache`` does for each key (hits only, by key).
 * The files under the store URL are the source of truth; any local index can be rebuilt.
 * A *pack* is only a faster way to read many cache entries at once: every entry in it was true
   when it was written, and its reader (``mlflowkit.cache.Cache``) still checks what it relies
   on. A store without packs subclasses ``ArtifactStore`` and inherits the defaults below
-  (``read_pack`` finds nothing, ``write_pack`` keeps nothing): runs then read entry by entry.
+  (``read_pack`` finds nothing, ``write_pack`` keeps nothing, ``get_cache_many`` asks
+  ``get_cache`` key by key): runs then read entry by entry.
 """
 
 from __future__ import annotations
@@ -69,6 +71,20 @@ class ArtifactStore(Protocol):
     def get_cache(self, key: str) -> CacheEntry | None:
         """The cache entry for ``key``, or None (missing, corrupt, or its object is gone)."""
         ...
+
+    def get_cache_many(self, keys: Iterable[str]) -> dict[str, CacheEntry]:
+        """The entries ``get_cache`` finds for ``keys``, by key (those it finds none for are
+        left out): what a run asks for the many calls it may answer at once (a fan-out).
+
+        Same answers as ``get_cache`` key by key, which the default does; an implementation
+        reads them in few requests.
+        """
+        found: dict[str, CacheEntry] = {}
+        for key in keys:
+            entry = self.get_cache(key)
+            if entry is not None:
+                found[key] = entry
+        return found
 
     def put_cache(self, entry: CacheEntry) -> None:
         """Record atomically that the call with ``entry.key`` produced ``entry.output_digest``."""

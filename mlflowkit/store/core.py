@@ -17,6 +17,7 @@ Invariants:
   :class:`~mlflowkit.errors.CorruptObjectError`: a corrupt object is never returned.
 * A cache entry carries the BLAKE3 of its own JSON; a corrupt entry reads as missing (and is
   removed), and so does an entry whose stored object is gone.
+  ``get_cache_many`` answers as ``get_cache`` does for each key, in bulk (``_bulk``).
 * An object's header names the digest it is stored under; ``get`` compares it with the digest
   asked for (one string compare), so a file copied over another object's is corrupt, never a
   hit. ``verify`` also re-hashes each value and compares it with its name.
@@ -73,6 +74,7 @@ from mlflowkit.errors import (
 )
 from mlflowkit.records import CacheEntry, RunRecord
 from mlflowkit.store import serializers
+from mlflowkit.store._bulk import cache_entries
 from mlflowkit.store._flush import FLUSHER
 from mlflowkit.store._gc import GcReport, collect
 from mlflowkit.store._trust import SAFE_SERIALIZERS, Guard
@@ -460,8 +462,10 @@ class StoreCore:
     def _packed(self, kind: str, name: str) -> bytes | None:
         """The bytes of segment record ``kind:name`` (None: not in a segment, or unusable)."""
         place = self._find_packed(f"{kind}:{name}")
-        if place is None:
-            return None
+        return None if place is None else self._packed_at(kind, name, place)
+
+    def _packed_at(self, kind: str, name: str, place: PackedRow) -> bytes | None:
+        """The bytes of segment record ``kind:name`` at ``place`` (None: unusable)."""
         if kind == "o":  # a damaged object record is a corrupt object (set aside by ``get``)
             return self._segments.read(place, signed=False)
         try:
@@ -476,17 +480,37 @@ class StoreCore:
 
         The first time a record is not found, segment files the index does not know (their
         writer died between writing one and committing its rows, or lost its database) are
-        read into it, once per store object.
+        read into it, once per store object (``_reconcile``).
         """
         if not self._known and not self.exists():
             return None
         idx = self._idx(flush=False)
         place = idx.find_packed(name)
-        if place is None and not self._reconciled:
-            self._reconciled = True
-            if self._adopt_segments():
-                place = idx.find_packed(name)
+        if place is None and self._reconcile():
+            place = idx.find_packed(name)
         return place
+
+    def _find_packed_many(
+        self, names: list[str], *, reconcile: bool = True
+    ) -> dict[str, PackedRow]:
+        """``_find_packed`` of each of ``names`` (distinct) in one index query: the places of
+        those some segment holds. ``reconcile``: a name not found may make it ``_reconcile``
+        (else the caller decides)."""
+        if not names or (not self._known and not self.exists()):
+            return {}
+        idx = self._idx(flush=False)
+        found = idx.find_packed_many(names)
+        if reconcile and len(found) < len(names) and self._reconcile():
+            found.update(idx.find_packed_many([n for n in names if n not in found]))
+        return found
+
+    def _reconcile(self) -> bool:
+        """Once per store object: index the segment files the index does not know; True
+        when there were any (then a record not found may be found now)."""
+        if self._reconciled:
+            return False
+        self._reconciled = True
+        return self._adopt_segments()
 
     def _adopt_segments(self) -> bool:
         """Index the segment files the index does not know; True when there were any."""
@@ -802,28 +826,51 @@ class StoreCore:
             kept = batch.entries.get(key)
             if kept is not None:
                 return kept[0]
-        path = self._cache_path(key)
-        data = self._io.read(path)
-        entry = None
-        if data is None and batch is not None:
-            batch.absent.add(key)
-        if data is not None:
-            entry, block, digest = decode_entry_signed(data)
-            if entry is None or entry.key != key:
-                self._discard(path)
-                entry = None
-            elif self._guard.document_problem("cache", digest, block) is not None:
-                entry = None
+        entry = self._entry_file(key, batch)
         if entry is None:
             packed = self._packed("c", key)
-            if packed is None:
-                return None
-            entry = decode_entry_signed(packed)[0]  # trusted by its segment's signed TOC
-            if entry is None or entry.key != key:
+            entry = None if packed is None else self._entry_record(key, packed)
+            if entry is None:
                 return None
         if entry.stored and not self.has(entry.output_digest):
             return None
         return entry
+
+    def get_cache_many(self, keys: Iterable[str]) -> dict[str, CacheEntry]:
+        """The cache entries of ``keys`` that ``get_cache`` finds, by key, read in bulk: the
+        same entries by the same rules, with one index query for the segment records (see
+        :mod:`mlflowkit.store._bulk`).
+
+        Raises
+        ------
+        StoreError
+            A key is not a valid name (as ``get_cache``).
+        """
+        return cache_entries(self, keys)
+
+    def _entry_file(self, key: str, batch: Batch | None) -> CacheEntry | None:
+        """The entry in ``key``'s own file, when it is valid and signed by a key allowed to
+        write here; a damaged file is deleted. A missing one is noted in ``batch``."""
+        path = self._cache_path(key)
+        data = self._io.read(path)
+        if data is None:
+            if batch is not None:
+                batch.absent.add(key)
+            return None
+        entry, block, digest = decode_entry_signed(data)
+        if entry is None or entry.key != key:
+            self._discard(path)
+            return None
+        if self._guard.document_problem("cache", digest, block) is not None:
+            return None
+        return entry
+
+    @staticmethod
+    def _entry_record(key: str, data: bytes) -> CacheEntry | None:
+        """The entry in a segment record (trusted by its segment's signed TOC), if it is
+        ``key``'s."""
+        entry = decode_entry_signed(data)[0]
+        return entry if entry is not None and entry.key == key else None
 
     def read_pack(self, name: str) -> dict[str, CacheEntry]:
         """The cache entries of pack ``name`` by key (empty when missing or damaged).

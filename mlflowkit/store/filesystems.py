@@ -124,6 +124,20 @@ class LocalFiles:
         except (OSError, ValueError):
             return False
 
+    def subfolders(self, folder: str) -> set[str] | None:
+        """The names in ``folder`` that are not plain files (folders, links): one ``scandir``.
+
+        A link is listed whatever it points to (a read through it follows it); None when the
+        folder cannot be listed (no permission to), so that every path is read.
+        """
+        try:
+            with os.scandir(folder) as it:
+                return {e.name for e in it if not e.is_file(follow_symlinks=False)}
+        except (FileNotFoundError, NotADirectoryError):
+            return set()
+        except OSError:
+            return None
+
     def age(self, path: str) -> float | None:
         """Seconds since the file was modified, or None."""
         try:
@@ -352,6 +366,28 @@ class FsspecFiles:
     def own_dir(self, folder: str) -> bool:
         """Whether ``folder`` belongs to the store (fsspec filesystems have no links)."""
         return True
+
+    def subfolders(self, folder: str) -> set[str] | None:
+        """The names in ``folder`` that are not files: one listing (on S3, one request for
+        the common prefixes). None when it cannot be listed (every path is read then, and
+        says why it cannot be)."""
+        try:
+            try:
+                entries = self.fs.ls(folder, detail=True, refresh=True)
+            except TypeError:  # filesystems whose ls takes no refresh argument
+                entries = self.fs.ls(folder, detail=True)
+        except FileNotFoundError:
+            return set()
+        except OSError:  # no permission to list, a server error
+            return None
+        out: set[str] = set()
+        for e in entries:
+            name = e.get("name") if isinstance(e, dict) else None
+            if not isinstance(name, str):
+                return None
+            if e.get("type") != "file":
+                out.add(name.rstrip("/").rpartition("/")[2])
+        return out
 
     def _info(self, path: str) -> dict[str, Any] | None:
         try:

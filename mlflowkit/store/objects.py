@@ -24,6 +24,8 @@ Invariants every implementation keeps (the contract suite checks each):
   raises for a missing source.
 * ``listdir`` and ``walk`` list files only (never folders, never through a link to a folder
   elsewhere), with names relative to the listed folder; a missing folder lists as empty.
+* ``subfolders`` may list more than the folders (a link, any name that is not a plain file),
+  never fewer: a path through a name it leaves out is missing. None: it cannot tell.
 * ``sync`` returns once every write made so far is on stable storage (a no-op where the
   backend makes each write durable by itself).
 """
@@ -89,6 +91,13 @@ class ObjectStore(Protocol):
 
     def own_dir(self, folder: str) -> bool:
         """Whether ``folder`` is the store's own (not a link to a folder elsewhere)."""
+        ...
+
+    def subfolders(self, folder: str) -> set[str] | None:
+        """The names in ``folder`` a file may be below, in one listing (empty when it does not
+        exist); None when the filesystem cannot tell (then any may be). Lets a reader of many
+        ``ab/<name>`` paths skip those whose ``ab`` is not there.
+        """
         ...
 
     # writing ---------------------------------------------------------------------------------

@@ -112,6 +112,9 @@ class InMemoryObjects:
     def own_dir(self, folder: str) -> bool:
         return True  # no links in a dict
 
+    def subfolders(self, folder: str) -> set[str] | None:
+        return {name.partition("/")[0] for name, *_ in self._below(folder) if "/" in name}
+
     def write_atomic(
         self, path: str, parts: Iterable[bytes | bytearray | memoryview], durable: bool
     ) -> None:

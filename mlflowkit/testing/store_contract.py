@@ -204,6 +204,18 @@ class ObjectStoreContract:
         assert [f.name for f in objects.walk(folder)] == ["ab/ab00", "ab/ab01", "cd/cd02"]
         assert objects.own_dir(folder)
 
+    def test_subfolders_name_every_folder_holding_files(self, objects: ObjectStore) -> None:
+        folder = f"{objects.root}/cache"
+        assert objects.subfolders(folder) in (set(), None)  # missing: nothing below it
+        for name in ("ab/ab01.json", "cd/cd02.json", "cd/cd03.json"):
+            objects.write_atomic(f"{folder}/{name}", (b"{}",), False)
+        objects.write_atomic(f"{folder}/plain", (b"x",), False)
+        listed = objects.subfolders(folder)
+        assert listed is None or {"ab", "cd"} <= listed  # more may be listed, never fewer
+        assert objects.remove(f"{folder}/ab/ab01.json")
+        listed = objects.subfolders(folder)
+        assert listed is None or "cd" in listed
+
     def test_a_rewritten_file_changes_its_size_or_stamp(self, objects: ObjectStore) -> None:
         runs = f"{objects.root}/runs"
         objects.write_atomic(f"{runs}/r1.json", (b"short",), False)
