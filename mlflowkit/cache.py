@@ -4,22 +4,28 @@ Every decision "is this step call a hit, may I execute it, record it" goes throu
 the scheduler's walk (and ``explain``'s dry run of it), ``stepcall.execute``'s single flight
 and output writes, the driver's packs, the dask executor's recovery and the registry's
 consumed artifacts. The ``Cache`` talks to the store through the ``ArtifactStore`` contract
-only (``get_cache``, ``put_cache``, ``drop_cache``, ``lock``, ``has``, ``read_pack``,
-``write_pack``).
+only (``get_cache``, ``get_cache_many``, ``put_cache``, ``drop_cache``, ``lock``, ``has``,
+``read_pack``, ``write_pack``).
 
 Invariants
 ----------
 * ``lookup`` reads the pack first (entries the last run of this pipeline hit or wrote, read in
   one go), then the store. A pack entry is trusted as it is, except that with ``check=True``
   (the values the caller will load) its stored output must exist, else the store decides.
+* ``prefetch`` asks the store once for many keys the pack does not list (a fan-out's): it
+  remembers the hits, and the keys found absent. ``lookup`` answers a prefetched key from that
+  after the pack: a hit as the store's own lookup would have (checked as it does), an absence
+  once (then forgotten: a later lookup of the key asks the store). An absence is also forgotten
+  once this object records or notes the key; ``forget`` drops any prefetched answer; ``claim``
+  never uses one (so a stale absence costs one more locked lookup, never a wrong result).
 * ``claim`` is single flight across threads, processes and machines sharing a store: it holds
   the store's lock on the key and looks the key up under it, so of two callers of the same
   key one executes and the other finds its entry. A lock that cannot be had in time only
   costs duplicate work, never a wrong result (writes are idempotent).
 * ``record`` writes an entry only after the value it points at was written (the caller's
   order: ``stepcall.write_output``), so a cache entry never points at a missing object.
-* ``forget`` drops an entry everywhere this object knows it: the store, the pack and the
-  entries of this run; the next lookup of the key misses.
+* ``forget`` drops an entry everywhere this object knows it: the store, the pack, the
+  prefetched answers and the entries of this run; the next lookup of the key misses.
 * ``used`` holds the entries this run hit or recorded, by key: what ``save`` writes as the next
   pack (only when it differs from the pack read). A gather's entry is kept there without item
   digests, which every run reaching the gather knows already (kept, they would make the pack
@@ -29,7 +35,7 @@ Invariants
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import TYPE_CHECKING
@@ -66,13 +72,16 @@ class Cache:
         as ``lookup`` says. Empty by default.
     """
 
-    __slots__ = ("pack", "store", "used")
+    __slots__ = ("absent", "fetched", "pack", "store", "used")
 
     def __init__(self, store: ArtifactStore, pack: dict[str, CacheEntry] | None = None) -> None:
         self.store = store
         self.pack: dict[str, CacheEntry] = pack if pack is not None else {}
         #: the entries this run hit or recorded, by key (the next pack)
         self.used: dict[str, CacheEntry] = {}
+        #: prefetched hits, by key, and the keys prefetched and found absent (each used once)
+        self.fetched: dict[str, CacheEntry] = {}
+        self.absent: set[str] = set()
 
     @classmethod
     def open(cls, store: ArtifactStore, pack_name: str | None) -> Cache:
@@ -93,11 +102,28 @@ class Cache:
         if entry is not None and check and entry.stored and not self.store.has(entry.output_digest):
             entry = None
         if entry is None:
+            entry = self.fetched.get(key)
+        if entry is None:
+            absent = self.absent
+            if absent and key in absent:  # prefetched: the store has none (asked once)
+                absent.discard(key)
+                return None
             entry = self.store.get_cache(key)
             if entry is None:
                 return None
         self.used[key] = packed(entry, gather) if gather else entry
         return entry
+
+    def prefetch(self, keys: Iterable[str]) -> None:
+        """Ask the store once (``get_cache_many``) for those of ``keys`` the pack does not
+        list, so that their ``lookup`` asks nothing (see the module docstring)."""
+        pack, fetched = self.pack, self.fetched
+        wanted = [k for k in dict.fromkeys(keys) if k not in pack and k not in fetched]
+        if not wanted:
+            return
+        found = self.store.get_cache_many(wanted)
+        fetched.update(found)
+        self.absent.update(k for k in wanted if k not in found)
 
     @contextmanager
     def claim(self, key: str, timeout: float = SINGLE_FLIGHT_WAIT_S) -> Iterator[CacheEntry | None]:
@@ -113,10 +139,12 @@ class Cache:
     def record(self, entry: CacheEntry, *, gather: bool = False) -> None:
         """Write ``entry`` to the store (its value already is) and keep it for the pack."""
         self.store.put_cache(entry)
+        self.absent.discard(entry.key)
         self.used[entry.key] = packed(entry, gather)
 
     def note(self, entry: CacheEntry, *, gather: bool = False) -> None:
         """Keep for the pack an entry that a task recorded elsewhere (e.g. in a worker)."""
+        self.absent.discard(entry.key)
         self.used[entry.key] = packed(entry, gather)
 
     def forget(self, key: str) -> None:
@@ -124,6 +152,8 @@ class Cache:
         stored value was found corrupt or missing): the next ``lookup`` misses."""
         self.store.drop_cache(key)
         self.pack.pop(key, None)
+        self.fetched.pop(key, None)
+        self.absent.discard(key)
         self.used.pop(key, None)
 
     def changed(self) -> bool:

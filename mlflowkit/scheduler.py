@@ -44,6 +44,9 @@ Invariants
 * A ``KeyboardInterrupt`` (Ctrl-C in this thread, or a step's result carrying one) ends the
   walk at once, without waiting for tasks in flight: the result says ``interrupted``, and
   whatever did not finish is ``skipped``.
+* Calls ready together are looked up together: ``_prefetch`` computes the keys of up to
+  ``PREFETCH_AT_ONCE`` ready step calls and asks the cache for them at once (one store query
+  for a fan-out); each is then processed as any other, with its key computed once.
 * A pack hit's stored value is checked to exist only for the plan's outputs (what the caller
   loads): ``Cache.lookup(check=...)``.
 * A step call's record carries the metric log of the execution that produced its output: the
@@ -62,6 +65,7 @@ import queue
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
+from itertools import islice
 from typing import TYPE_CHECKING, Any
 
 from mlflowkit.errors import (
@@ -88,6 +92,8 @@ __all__ = ["rehearse", "walk"]
 _GETITEM = _OPS["getitem"]
 _GATHER = _OPS["gather"]
 _NO_META: dict[str, Any] = {}  # never changed
+#: ready calls whose keys are computed and looked up together (bounds what waits for them)
+PREFETCH_AT_ONCE = 1024
 
 
 def _to_input(template: Any, digests: dict[str, str], handles: dict[str, Any]) -> Any:
@@ -160,6 +166,7 @@ class _Walk:
         "order",
         "outputs",
         "own_nodes",
+        "prepared",
         "progress",
         "ready",
         "records",
@@ -167,6 +174,7 @@ class _Walk:
         "retry",
         "run_id",
         "running",
+        "scanned",
         "waiting",
     )
 
@@ -201,6 +209,10 @@ class _Walk:
         # the states: waiting -> ready -> running -> done
         self.waiting: dict[str, int] = {}
         self.ready: deque[str] = deque()
+        #: how many nodes at the head of ``ready`` ``_prefetch`` went through already
+        self.scanned = 0
+        #: ready step call -> its arguments and ``CallKeys.of``, computed by ``_prefetch``
+        self.prepared: dict[str, tuple[Any, tuple[dict[str, str], str, str, bool]]] = {}
         self.running: dict[str, Task] = {}
         #: key running -> the nodes waiting for its result (None until one does)
         self.flights: dict[str, list[str] | None] = {}
@@ -233,6 +245,11 @@ class _Walk:
         try:
             while True:
                 while ready and self.failure is None:
+                    if self.scanned:
+                        self.scanned -= 1
+                    elif len(ready) > 1 and self.cache is not None:
+                        self._prefetch()  # many ready at once: their keys in one query
+                        self.scanned -= 1
                     process(ready.popleft(), on_done)
                 if not running:
                     break
@@ -281,21 +298,25 @@ class _Walk:
             self._expand(node)
             return
         step = node.step
-        args = _to_input(node.args, self.digests, self.handles) if node.deps else node.args
-        if (
-            kind == "derived"
-            and step is _GETITEM
-            and not node.persist  # a returned item goes through a task, which stores it
-            and self._item(name, node, args)
-        ):
-            return
-        try:
-            inputs, key, code, nested = self.keys.of(name, node, args)
-        except MlflowkitError as exc:  # an unhashable input, unreadable code: fail this call
-            if rehearsal is not None:
-                raise
-            self._refuse(node, exc)
-            return
+        prepared = self.prepared.pop(name, None) if self.prepared else None
+        if prepared is not None:  # by ``_prefetch``, which looked its key up already
+            args, (inputs, key, code, nested) = prepared
+        else:
+            args = _to_input(node.args, self.digests, self.handles) if node.deps else node.args
+            if (
+                kind == "derived"
+                and step is _GETITEM
+                and not node.persist  # a returned item goes through a task, which stores it
+                and self._item(name, node, args)
+            ):
+                return
+            try:
+                inputs, key, code, nested = self.keys.of(name, node, args)
+            except MlflowkitError as exc:  # an unhashable input, unreadable code: fail the call
+                if rehearsal is not None:
+                    raise
+                self._refuse(node, exc)
+                return
         # positional (a call per step): name, key, status, attempts, duration_s,
         # output_digest, error, step, code_digest, inputs
         record = StepRun(
@@ -353,6 +374,48 @@ class _Walk:
             node.checks,
         )
         self._dispatch(task, record, on_done)
+
+    def _prefetch(self) -> None:
+        """Prepare the next ``PREFETCH_AT_ONCE`` ready calls (``scanned`` counts them): the
+        step calls that will look their key up keep their arguments and ``CallKeys.of`` in
+        ``prepared`` for ``_process``, and their keys are looked up in one ``Cache.prefetch``.
+
+        Left to ``_process``: forced and uncached calls (no lookup), calls whose key cannot be
+        computed (``_process`` fails them, a dry run raises, as before), a dry run's calls
+        answered before the walk or waiting on one that would execute. A prepared key stays
+        right: a dependency is done again (healing) only after being processed again, which
+        comes after the calls ready before it (``ready`` is first in, first out); ``_heal``
+        drops them all the same.
+        """
+        cache = self.cache
+        assert cache is not None
+        nodes, digests, handles, forced = self.nodes, self.digests, self.handles, self.forced
+        prepared, keys_of = self.prepared, self.keys.of
+        known = self.rehearsal.known if self.rehearsal is not None else None
+        keys: list[str] = []
+        self.scanned = min(len(self.ready), PREFETCH_AT_ONCE)
+        for name in islice(self.ready, self.scanned):
+            node = nodes[name]
+            if (
+                node.kind != "step"
+                or not node.step.identity.cache
+                or name in forced
+                or name in prepared
+                or (known is not None and name in known)
+            ):
+                continue
+            deps = node.deps
+            if deps and not all(d in digests for d in deps):  # a dry run's would-execute
+                continue
+            args = _to_input(node.args, digests, handles) if deps else node.args
+            try:
+                got = keys_of(name, node, args)
+            except MlflowkitError:
+                continue  # ``_process`` computes it again and fails the call with the error
+            prepared[name] = (args, got)
+            keys.append(got[1])
+        if len(keys) > 1:
+            cache.prefetch(keys)
 
     def _dispatch(self, task: Task, record: StepRun, on_done: Callable[[TaskResult], None]) -> None:
         """Hand ``task`` to the executor: run here and now, or submitted (then ``running``)."""
@@ -548,6 +611,7 @@ class _Walk:
             self.ready.append(producer)
         for name in retried:
             del self.records[name]
+        self.prepared.clear()  # computed from digests healing may change (see ``_prefetch``)
         return True
 
     def _expand(self, node: Node) -> None:

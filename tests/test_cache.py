@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterable
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import blake3
@@ -155,3 +157,72 @@ def test_a_store_without_packs_runs_entry_by_entry() -> None:
     assert cache.save("p-test") is True  # handed to the store, which keeps nothing
     assert store.read_pack("p-test") == {}
     assert Cache.open(store, "p-test").lookup(entry.key) == entry
+
+
+class Asked(NoPacks):
+    """A store that says what it was asked: bulk lookups and single ones."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.single: list[str] = []
+        self.bulk: list[list[str]] = []
+
+    def get_cache(self, key: str) -> CacheEntry | None:
+        self.single.append(key)
+        return super().get_cache(key)
+
+    def get_cache_many(self, keys: Iterable[str]) -> dict[str, CacheEntry]:
+        asked = list(keys)
+        self.bulk.append(asked)
+        return {k: e for k in asked if (e := self.entries.get(k)) is not None}
+
+    def drop_cache(self, key: str) -> None:
+        self.entries.pop(key, None)
+
+    def lock(self, key: str, timeout: float = 0.0) -> AbstractContextManager[bool]:
+        return nullcontext(True)
+
+
+def _entry(label: str) -> CacheEntry:
+    return CacheEntry(key=key_of(label), output_digest=key_of(f"v {label}"), step="tests:f")
+
+
+def test_prefetch_asks_once_for_what_the_pack_does_not_list() -> None:
+    store = Asked()
+    hit, in_pack = _entry("hit"), _entry("in pack")
+    store.entries[hit.key] = hit
+    miss = key_of("miss")
+    cache = Cache(store, {in_pack.key: in_pack})
+    cache.prefetch([hit.key, miss, in_pack.key, hit.key])
+    assert store.bulk == [[hit.key, miss]]
+    assert cache.lookup(hit.key) == hit and cache.lookup(miss) is None
+    assert cache.lookup(in_pack.key) == in_pack
+    assert store.single == []  # every lookup answered without asking the store
+    assert cache.used == {hit.key: hit, in_pack.key: in_pack}
+    assert cache.lookup(hit.key) == hit and store.single == []  # a hit stays known
+    # an absence is used once: the next lookup asks the store, which may have it by now
+    late = CacheEntry(key=miss, output_digest=key_of("late"), step="tests:f")
+    store.entries[miss] = late
+    assert cache.lookup(miss) == late and store.single == [miss]
+    cache.prefetch([hit.key, in_pack.key])  # known already: nothing asked
+    assert len(store.bulk) == 1
+
+
+def test_claim_and_forget_never_use_a_stale_prefetched_answer() -> None:
+    store = Asked()
+    cache = Cache(store)
+    found, gone = _entry("written meanwhile"), _entry("forgotten")
+    store.entries[gone.key] = gone
+    cache.prefetch([found.key, gone.key])
+    store.entries[found.key] = found  # another run recorded it after the prefetch
+    with cache.claim(found.key) as entry:
+        assert entry == found  # the claim decides under the lock, from the store
+    cache.forget(gone.key)
+    assert cache.lookup(gone.key) is None and store.single[-1] == gone.key
+    # what this cache records or notes is no longer absent
+    cache.prefetch([key_of("a"), key_of("b")])
+    recorded, noted = _entry("a"), _entry("b")
+    cache.record(recorded)
+    cache.note(noted)
+    store.entries[noted.key] = noted
+    assert cache.lookup(recorded.key) == recorded and cache.lookup(noted.key) == noted
