@@ -137,6 +137,9 @@ from mlflowkit.store.segments import (
 
 __all__ = ["ObjectInfo", "StoreCore"]
 
+#: Types whose values a batch keeps in a segment without looking for a file of theirs first
+_SMALL_SCALARS = frozenset({type(None), bool, int, float})
+
 
 class _Committer:
     """What the flusher calls to write a store's batch (its ``sync`` also fsyncs, later)."""
@@ -632,8 +635,14 @@ class StoreCore:
             digest = hash_value(value)
         path = self._object_path(digest)
         batch = self._batch
+        look = True  # for a file of its own, before writing one
         if batch is not None:  # a small one stored in a segment is dropped by ``write_batch``
-            if digest in batch.objects or self._io.exists(path):
+            if digest in batch.objects:
+                return digest
+            # a scalar goes to the segment: no look for a file of its own, which only a writer
+            # outside a batch makes (then it is kept twice, harmless), a system call a task saves
+            look = type(value) not in _SMALL_SCALARS
+            if look and self._io.exists(path):
                 return digest
         else:
             try:
@@ -659,6 +668,8 @@ class StoreCore:
         ):
             row = ObjectRow(digest, len(header) + len(payload), name, time.time())
             self._batched_write(batch.add_object(digest, header + payload, row))
+            return digest
+        if not look and self._io.exists(path):  # not small after all: as any other value
             return digest
         self._io.write_atomic(path, (header, payload), False)
         self._written(objects=ObjectRow(digest, len(header) + len(payload), name, time.time()))

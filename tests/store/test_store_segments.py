@@ -271,3 +271,33 @@ def test_place_of_finds_a_record_inside_its_segment(tmp_path: Path) -> None:
     path, start, length = place_of(mk.Store(url), "o", digest)
     assert path.suffix == ".seg" and length > 0
     assert path.read_bytes()[start : start + length].startswith(b"MKOB")
+
+
+def test_a_scalar_kept_in_a_batch_beside_a_file_of_its_own_reads_and_goes_alike(
+    tmp_path: Path,
+) -> None:
+    url = str(tmp_path / "s")
+    store = mk.Store(url)
+    digest = store.put(12345)  # outside a batch: a file of its own
+    assert Path(url, "objects", digest[:2], digest).is_file()
+    looked: list[str] = []
+    exists = store._io.exists
+
+    def counted(path: str) -> bool:
+        looked.append(path)
+        return exists(path)
+
+    store._io.exists = counted  # type: ignore[method-assign]
+    with store.batched():  # a scalar goes to the segment without a look for that file
+        assert store.put(12345, digest) == digest
+        assert store.put(2.5) and store.put(None) and store.put(True)
+        assert looked == []
+        text = store.put("a string is looked for")
+        assert [Path(p).name for p in looked] == [text]
+    assert len(held_records(mk.Store(url))["objects"]) == 5  # 12345 kept twice: harmless
+    reader = mk.Store(url)
+    assert reader.get(digest) == 12345 and reader.verify() == []
+    report = reader.gc(keep_last=0)  # nothing references it: both copies go
+    assert report.objects_deleted >= 1
+    assert not reader.has(digest) and not mk.Store(url).has(digest)
+    assert mk.Store(url).verify() == []
