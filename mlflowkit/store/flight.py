@@ -100,15 +100,18 @@ class _FlightFile:
     def __init__(self, path: str, url: str) -> None:
         self.path = path
         self.url = url
-        self._mutex = threading.Lock()  # guards everything below, and every use of the fd
+        self._mutex = threading.Lock()  # guards the fd and ``_held``, and every use of the fd
         self._fd = -1  # open only while this process holds a lock on the file
         self._held = 0  # record locks this process holds on the file
+        # the turns have a mutex of their own, never held across a system call: a thread
+        # taking its turn never waits for another's lockf (releasing a batch's parked locks)
+        self._turns_mutex = threading.Lock()
         self._turns: dict[int, _Turn] = {}
 
     # turns (threads of this process) ---------------------------------------------------------
     def enter(self, offset: int) -> threading.Lock:
         """The in-process lock of ``offset``, counted as wanted until ``leave``."""
-        with self._mutex:
+        with self._turns_mutex:
             turn = self._turns.get(offset)
             if turn is None:
                 turn = self._turns[offset] = _Turn()
@@ -117,7 +120,7 @@ class _FlightFile:
 
     def leave(self, offset: int) -> None:
         """No longer wanted by this thread: dropped when no thread wants it."""
-        with self._mutex:
+        with self._turns_mutex:
             turn = self._turns[offset]
             turn.users -= 1
             if turn.users == 0:
