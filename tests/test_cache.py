@@ -155,3 +155,54 @@ def test_a_store_without_packs_runs_entry_by_entry() -> None:
     assert cache.save("p-test") is True  # handed to the store, which keeps nothing
     assert store.read_pack("p-test") == {}
     assert Cache.open(store, "p-test").lookup(entry.key) == entry
+
+
+@mk.step
+def _plus_one(x: int) -> int:
+    return x + 1
+
+
+@mk.pipeline
+def _line(n: int, start: int = 0) -> int:
+    x = start
+    for _ in range(n):
+        x = _plus_one(x)
+    return x
+
+
+@mk.pipeline
+def _other_line(n: int, start: int = 0) -> int:  # the same calls, another pipeline's pack
+    x = start
+    for _ in range(n):
+        x = _plus_one(x)
+    return x
+
+
+class _CountingStore(mk.Store):
+    lookups = 0
+
+    def get_cache(self, key: str) -> CacheEntry | None:
+        type(self).lookups += 1
+        return super().get_cache(key)
+
+
+def test_calls_run_here_are_looked_up_once_under_the_lock_and_their_hits_packed(
+    tmp_path: Any,
+) -> None:
+    """On the in-thread executor a call not in the pack is looked up once (single flight's
+    locked lookup decides), not once before and once under the lock; a hit found there is
+    reported cached and kept in the run's pack, so the next run reads it from the pack."""
+    url = str(tmp_path / "s")
+    _CountingStore.lookups = 0
+    run = _line.plan(n=20).run(store=_CountingStore(url), executor="local")
+    assert run.output == 20 and all(s.status == "executed" for s in run.steps)
+    assert _CountingStore.lookups == 20  # once per call (it was 40)
+    _CountingStore.lookups = 0
+    other = _other_line.plan(n=20).run(store=_CountingStore(url), executor="local")
+    assert other.output == 20 and all(s.status == "cached" for s in other.steps)
+    assert all(s.attempts == 0 for s in other.steps)
+    assert _CountingStore.lookups == 20
+    _CountingStore.lookups = 0  # its hits were packed: the next run asks the store nothing
+    again = _other_line.plan(n=20).run(store=_CountingStore(url), executor="local")
+    assert all(s.status == "cached" for s in again.steps)
+    assert _CountingStore.lookups == 0
