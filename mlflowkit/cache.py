@@ -89,14 +89,18 @@ class Cache:
         return cls(store, store.read_pack(pack_name) if pack_name is not None else None)
 
     # -----------------------------------------------------------------------------------
-    def lookup(self, key: str, *, check: bool = False, gather: bool = False) -> CacheEntry | None:
+    def lookup(
+        self, key: str, *, check: bool = False, gather: bool = False, store: bool = True
+    ) -> CacheEntry | None:
         """The entry for ``key``: from the pack when it lists it, else from the store.
 
         ``check``: the caller will load the value, so a pack entry's stored output must exist
         (when it does not, the store's own entry decides, which also checks it). Any other
         pack entry whose value turns out gone when a step needs it is ``forget``-ed by the
         scheduler, which executes its producer again. ``gather``: the key is a gather's
-        (its entry is kept for the pack without item digests).
+        (its entry is kept for the pack without item digests). ``store=False``: the pack and
+        the prefetched answers only (the caller looks the key up under the single-flight lock
+        next, which decides).
         """
         entry = self.pack.get(key)
         if entry is not None and check and entry.stored and not self.store.has(entry.output_digest):
@@ -107,6 +111,8 @@ class Cache:
             absent = self.absent
             if absent and key in absent:  # prefetched: the store has none (asked once)
                 absent.discard(key)
+                return None
+            if not store:
                 return None
             entry = self.store.get_cache(key)
             if entry is None:

@@ -159,6 +159,7 @@ class _Walk:
         "flights",
         "forced",
         "handles",
+        "inline",
         "keys",
         "meta",
         "nodes",
@@ -196,6 +197,8 @@ class _Walk:
         #: execute although cached: these names (healing adds to them), or all of them
         self.forced: set[str] | _All = _All() if force is True else set(force or ())
         self.executor = executor
+        #: every task runs in this thread: single flight's locked lookup is a call's only one
+        self.inline = executor is not None and executor.capabilities.inline
         self.cache = cache
         self.keys = CallKeys(keys)
         self.progress = progress if type(progress) is not Progress else None  # None: nobody
@@ -330,7 +333,13 @@ class _Walk:
         forced = cacheable and name in self.forced
         if cacheable and not forced:
             assert cache is not None
-            entry = cache.lookup(key, check=name in self.outputs, gather=step is _GATHER)
+            entry = cache.lookup(
+                key,
+                check=name in self.outputs,
+                gather=step is _GATHER,
+                # a call that will run here, under single flight, is looked up there, locked
+                store=not (self.inline and kind == "step"),
+            )
             if entry is not None:
                 record.attempts = 0
                 if rehearsal is not None:
@@ -465,12 +474,15 @@ class _Walk:
         digest = result.output_digest
         assert digest is not None
         meta = result.meta
-        if task.cache_entry and not result.cached:  # the task wrote this entry: the pack keeps it
+        if task.cache_entry:  # the task wrote or found this entry: the pack keeps it
             assert self.cache is not None
-            self.cache.note(
-                _entry(key, digest, record.step, task.store_value, meta, self.run_id),
-                gather=task.step is _GATHER,
-            )
+            if not result.cached:
+                self.cache.note(
+                    _entry(key, digest, record.step, task.store_value, meta, self.run_id),
+                    gather=task.step is _GATHER,
+                )
+            elif result.entry is not None:
+                self.cache.note(result.entry, gather=task.step is _GATHER)
         metric_log = meta.get(METRICS)
         self._settle(
             name, "cached" if result.cached else "executed", digest, result.value, meta, metric_log

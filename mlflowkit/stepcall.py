@@ -491,6 +491,7 @@ def execute(
                     started_at=started,
                     meta=dict(entry.meta),
                     cached=True,
+                    entry=entry,
                 )
             return _run(task, store, arguments, views, started, t0, keep_value, write)
     return _run(task, store, arguments, views, started, t0, keep_value, write)

@@ -206,6 +206,11 @@ def test_prefetch_asks_once_for_what_the_pack_does_not_list() -> None:
     assert cache.lookup(miss) == late and store.single == [miss]
     cache.prefetch([hit.key, in_pack.key])  # known already: nothing asked
     assert len(store.bulk) == 1
+    # a caller that looks up under the lock next (store=False) still gets a prefetched hit
+    fresh = Cache(store)
+    fresh.prefetch([hit.key, key_of("none")])
+    assert fresh.lookup(hit.key, store=False) == hit
+    assert fresh.lookup(key_of("none"), store=False) is None and fresh.absent == set()
 
 
 def test_claim_and_forget_never_use_a_stale_prefetched_answer() -> None:
@@ -226,3 +231,54 @@ def test_claim_and_forget_never_use_a_stale_prefetched_answer() -> None:
     cache.note(noted)
     store.entries[noted.key] = noted
     assert cache.lookup(recorded.key) == recorded and cache.lookup(noted.key) == noted
+
+
+@mk.step
+def _plus_one(x: int) -> int:
+    return x + 1
+
+
+@mk.pipeline
+def _line(n: int, start: int = 0) -> int:
+    x = start
+    for _ in range(n):
+        x = _plus_one(x)
+    return x
+
+
+@mk.pipeline
+def _other_line(n: int, start: int = 0) -> int:  # the same calls, another pipeline's pack
+    x = start
+    for _ in range(n):
+        x = _plus_one(x)
+    return x
+
+
+class _CountingStore(mk.Store):
+    lookups = 0
+
+    def get_cache(self, key: str) -> CacheEntry | None:
+        type(self).lookups += 1
+        return super().get_cache(key)
+
+
+def test_calls_run_here_are_looked_up_once_under_the_lock_and_their_hits_packed(
+    tmp_path: Any,
+) -> None:
+    """On the in-thread executor a call not in the pack is looked up once (single flight's
+    locked lookup decides), not once before and once under the lock; a hit found there is
+    reported cached and kept in the run's pack, so the next run reads it from the pack."""
+    url = str(tmp_path / "s")
+    _CountingStore.lookups = 0
+    run = _line.plan(n=20).run(store=_CountingStore(url), executor="local")
+    assert run.output == 20 and all(s.status == "executed" for s in run.steps)
+    assert _CountingStore.lookups == 20  # once per call (it was 40)
+    _CountingStore.lookups = 0
+    other = _other_line.plan(n=20).run(store=_CountingStore(url), executor="local")
+    assert other.output == 20 and all(s.status == "cached" for s in other.steps)
+    assert all(s.attempts == 0 for s in other.steps)
+    assert _CountingStore.lookups == 20
+    _CountingStore.lookups = 0  # its hits were packed: the next run asks the store nothing
+    again = _other_line.plan(n=20).run(store=_CountingStore(url), executor="local")
+    assert all(s.status == "cached" for s in again.steps)
+    assert _CountingStore.lookups == 0

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
+    from mlflowkit.records import CacheEntry
     from mlflowkit.step import Step
     from mlflowkit.store.base import ArtifactStore
 
@@ -64,6 +65,10 @@ class Capabilities:
         ``timeout`` hints are enforced by stopping the work.
     parallel:
         Several tasks may run at once.
+    inline:
+        Every task runs in the calling thread (``run_here`` never returns None). The scheduler
+        then leaves a step call's store lookup to single flight's locked lookup (``Cache.claim``):
+        a call that is not in the pipeline's pack is looked up once, not twice.
     """
 
     shares_memory: bool = True
@@ -71,6 +76,7 @@ class Capabilities:
     gpus: int = 0
     can_timeout: bool = False
     parallel: bool = False
+    inline: bool = False
 
 
 # Value handles are never changed once made. They are not ``frozen``: a frozen dataclass costs
@@ -157,6 +163,8 @@ class TaskResult:
     error: BaseException | None = None
     traceback: str | None = None
     cached: bool = False
+    #: the cache entry found under the single-flight lock (``cached``), for the run's pack
+    entry: CacheEntry | None = None
 
 
 class TaskHandle:

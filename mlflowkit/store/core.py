@@ -248,6 +248,9 @@ class StoreCore:
         self._reconciled = False  # segment files unknown to the index were looked for
         #: digest -> the segment holding it, learned in bulk (``_learn_places``)
         self._held_in: dict[str, str] = {}
+        #: the stored values of the packs read, not asked about yet (see ``has``)
+        self._unlearned: list[str] = []
+        self._asked = 0  # ``has`` calls that needed the index
         _OPEN_STORES.add(self)
 
     # creating --------------------------------------------------------------------------------
@@ -609,6 +612,13 @@ class StoreCore:
             return True
         if self._io.exists(self._object_path(digest)):
             return True
+        self._asked += 1
+        if self._unlearned and self._asked > 1:  # many to come: the pack's values in one query
+            digests, self._unlearned = self._unlearned, []
+            self._learn_places(list(dict.fromkeys(digests)))
+            segment = self._held_in.get(digest)
+            if segment is not None and self._segments.exists(segment):
+                return True
         place = self._find_packed(f"o:{digest}")
         return place is not None and self._segments.exists(place.segment)
 
@@ -899,7 +909,9 @@ class StoreCore:
             return {}
         if self._guard.document_problem("pack", digest, block) is not None:
             return {}  # unsigned or forged: ignored (the run reads its entries one by one)
-        self._learn_places([e.output_digest for e in entries.values() if e.stored])
+        # where they live is asked in one query once a second value is checked (``has``): a
+        # re-run that checks only its output asks once, and opens no more than it needs
+        self._unlearned += [e.output_digest for e in entries.values() if e.stored]
         return entries
 
     def _learn_places(self, digests: list[str]) -> None:

@@ -154,9 +154,7 @@ class SqliteIndex:
         conn = sqlite3.connect(
             self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
         )
-        try:
-            conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-            _retry_busy(lambda: conn.execute("PRAGMA journal_mode = WAL"))
+        try:  # ``timeout`` is the busy timeout; WAL, once set, is kept in the file
             conn.execute("PRAGMA synchronous = NORMAL")
             self._ensure_schema(conn)
         except BaseException:
@@ -169,13 +167,18 @@ class SqliteIndex:
         return conn
 
     def _ensure_schema(self, conn: sqlite3.Connection) -> None:
-        row = conn.execute(
-            "SELECT name FROM sqlite_master WHERE type='table' AND name='meta'"
-        ).fetchone()
-        if row is not None:
+        """Make the tables of this version unless they are there (one query when they are).
+
+        A database of this schema was put in WAL mode when its tables were made (the mode is
+        kept in the file): only a new or outdated one is set to it.
+        """
+        try:
             got = conn.execute("SELECT v FROM meta WHERE k='schema'").fetchone()
-            if got is not None and got[0] == SCHEMA_VERSION:
-                return
+        except sqlite3.OperationalError:  # no meta table: a new database
+            got = None
+        if got is not None and got[0] == SCHEMA_VERSION:
+            return
+        _retry_busy(lambda: conn.execute("PRAGMA journal_mode = WAL"))
         with _immediate(conn):
             got = None
             if conn.execute(

@@ -301,3 +301,36 @@ def test_a_scalar_kept_in_a_batch_beside_a_file_of_its_own_reads_and_goes_alike(
     assert report.objects_deleted >= 1
     assert not reader.has(digest) and not mk.Store(url).has(digest)
     assert mk.Store(url).verify() == []
+
+
+def test_a_cached_re_run_asks_the_index_about_its_values_only_as_much_as_it_checks(
+    tmp_path: Path,
+) -> None:
+    """A re-run whose pack lists 30 stored values checks only its output: one lookup, no
+    query for the whole pack; a caller that checks them all gets them in one more query."""
+    url = str(tmp_path / "s")
+    chain.plan(n=30).run(store=url)
+    store = Store(url)
+    asked: list[int] = []
+    idx = store._idx(flush=False)
+    one, many = idx.find_packed, idx.find_packed_many
+    idx.find_packed = lambda name: asked.append(1) or one(name)  # type: ignore[method-assign]
+    idx.find_packed_many = lambda names: asked.append(len(names)) or many(names)  # type: ignore
+    run = chain.plan(n=30).run(store=store)
+    assert run.output == 30 and all(s.status == "cached" for s in run.steps)
+    assert max(asked) == 1, asked  # the output, one by one
+    store = Store(url)  # a new reader checks every value of the pack
+    pack = store.read_pack(_pack_names(url)[0])
+    digests = [e.output_digest for e in pack.values() if e.stored]
+    assert len(digests) == 30
+    idx = store._idx(flush=False)
+    one, many = idx.find_packed, idx.find_packed_many
+    idx.find_packed = lambda name: asked.append(1) or one(name)  # type: ignore[method-assign]
+    idx.find_packed_many = lambda names: asked.append(len(names)) or many(names)  # type: ignore
+    asked.clear()
+    assert all(store.has(d) for d in digests)
+    assert asked == [1, 30], asked
+
+
+def _pack_names(url: str) -> list[str]:
+    return [f[:-5] for f in os.listdir(os.path.join(url, "packs")) if f.endswith(".json")]
