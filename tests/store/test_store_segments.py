@@ -142,6 +142,43 @@ def test_a_flipped_byte_in_a_segment_record_is_found_set_aside_and_healed(
     assert mk.Store(url).get(digest) == 2
 
 
+def test_an_object_in_a_segment_is_read_without_decoding_the_table_of_contents(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = str(tmp_path / "s")
+    first = chain.plan(n=200).run(store=url)
+    assert first.steps[-1].output_digest is not None
+    digest = first.steps[-1].output_digest
+
+    def refuse(data: bytes) -> None:
+        raise AssertionError("the whole table of contents was decoded to read one object")
+
+    monkeypatch.setattr("mlflowkit.store.segments.decode_segment", refuse)
+    assert Store(url).get(digest) == 200  # its record alone, checked by its BLAKE3 and header
+
+
+def test_an_index_row_pointing_at_another_objects_record_reads_as_corrupt(
+    tmp_path: Path,
+) -> None:
+    import sqlite3
+
+    url = str(tmp_path / "s")
+    first = chain.plan(n=3).run(store=url)
+    one, two = (first.steps[i].output_digest for i in (0, 1))
+    db = sqlite3.connect(Path(url, "index.sqlite"))
+    with db:  # the row of ``one`` now names ``two``'s record, whose own BLAKE3 matches
+        (segment, off, length, checksum) = db.execute(
+            "SELECT segment, off, len, checksum FROM packed WHERE name = ?", (f"o:{two}",)
+        ).fetchone()
+        db.execute(
+            "UPDATE packed SET segment = ?, off = ?, len = ?, checksum = ? WHERE name = ?",
+            (segment, off, length, checksum, f"o:{one}"),
+        )
+    db.close()
+    with pytest.raises(mk.CorruptObjectError, match="another object"):
+        Store(url).get(one)
+
+
 def test_verify_finds_a_flipped_byte_in_a_segment_record(tmp_path: Path) -> None:
     url = str(tmp_path / "s")
     first = chain.plan(n=4).run(store=url)
