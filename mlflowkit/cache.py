@@ -22,6 +22,14 @@ Invariants
   the store's lock on the key and looks the key up under it, so of two callers of the same
   key one executes and the other finds its entry. A lock that cannot be had in time only
   costs duplicate work, never a wrong result (writes are idempotent).
+* ``prefetch(..., hold=True)`` is the same single flight for many keys at once: it takes the
+  locks of all the keys it found absent without waiting, then looks them up again under those
+  locks in one call. It holds them all or none: when one lock is taken elsewhere, it lets go
+  of the others, and each call claims its key itself (so a run never waits for a key while
+  holding one that another run may be waiting for). A key found under the lock is a hit like
+  any prefetched one, and its lock is let go at once. The others stay in ``held`` until
+  ``release`` (after their entries are recorded: the store keeps the lock until the entry is
+  written, as a claim does) or ``release_all``.
 * ``record`` writes an entry only after the value it points at was written (the caller's
   order: ``stepcall.write_output``), so a cache entry never points at a missing object.
 * ``forget`` drops an entry everywhere this object knows it: the store, the pack, the
@@ -36,7 +44,7 @@ Invariants
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -72,7 +80,7 @@ class Cache:
         as ``lookup`` says. Empty by default.
     """
 
-    __slots__ = ("absent", "fetched", "pack", "store", "used")
+    __slots__ = ("absent", "fetched", "held", "pack", "store", "used")
 
     def __init__(self, store: ArtifactStore, pack: dict[str, CacheEntry] | None = None) -> None:
         self.store = store
@@ -82,6 +90,8 @@ class Cache:
         #: prefetched hits, by key, and the keys prefetched and found absent (each used once)
         self.fetched: dict[str, CacheEntry] = {}
         self.absent: set[str] = set()
+        #: keys whose single-flight lock this object holds for their calls (``prefetch``)
+        self.held: dict[str, AbstractContextManager[bool]] = {}
 
     @classmethod
     def open(cls, store: ArtifactStore, pack_name: str | None) -> Cache:
@@ -120,16 +130,59 @@ class Cache:
         self.used[key] = packed(entry, gather) if gather else entry
         return entry
 
-    def prefetch(self, keys: Iterable[str]) -> None:
+    def prefetch(self, keys: Iterable[str], *, hold: bool = False) -> None:
         """Ask the store once (``get_cache_many``) for those of ``keys`` the pack does not
-        list, so that their ``lookup`` asks nothing (see the module docstring)."""
+        list, so that their ``lookup`` asks nothing (see the module docstring).
+
+        ``hold``: also take the single-flight locks of the keys found absent (all or none),
+        so that their calls need no ``claim``: those held are in ``held`` afterwards.
+        """
         pack, fetched = self.pack, self.fetched
         wanted = [k for k in dict.fromkeys(keys) if k not in pack and k not in fetched]
         if not wanted:
             return
         found = self.store.get_cache_many(wanted)
         fetched.update(found)
-        self.absent.update(k for k in wanted if k not in found)
+        missing = [k for k in wanted if k not in found]
+        self.absent.update(missing)
+        if hold and missing:
+            self._hold(missing)
+
+    def _hold(self, keys: list[str]) -> None:
+        """Take the locks of ``keys`` (absent a moment ago) without waiting, all or none; then
+        look them up again under the locks: those found are hits, the others stay held."""
+        taken: dict[str, AbstractContextManager[bool]] = {}
+        try:
+            for key in keys:
+                if key in self.held:
+                    continue
+                lock = self.store.lock(key, timeout=0.0)
+                if not lock.__enter__():
+                    lock.__exit__(None, None, None)
+                    break  # another caller has it: each call claims its own key
+                taken[key] = lock
+            else:
+                found = self.store.get_cache_many(list(taken)) if taken else {}
+                for key, entry in found.items():  # recorded meanwhile by another caller
+                    self.fetched[key] = entry
+                    self.absent.discard(key)
+                    taken.pop(key).__exit__(None, None, None)
+                self.held.update(taken)
+                taken = {}
+        finally:
+            _release(taken.values())
+
+    def release(self, key: str) -> None:
+        """Let go of the lock ``prefetch`` took for ``key``, if it holds one: its call ended
+        (the store keeps it until the entry recorded under it is written)."""
+        lock = self.held.pop(key, None)
+        if lock is not None:
+            lock.__exit__(None, None, None)
+
+    def release_all(self) -> None:
+        """Let go of every lock ``prefetch`` took (the walk is over)."""
+        held, self.held = self.held, {}
+        _release(held.values())
 
     @contextmanager
     def claim(self, key: str, timeout: float = SINGLE_FLIGHT_WAIT_S) -> Iterator[CacheEntry | None]:
@@ -185,3 +238,16 @@ class Cache:
             return False
         self.store.write_pack(pack_name, self.used.values())
         return True
+
+
+def _release(locks: Iterable[AbstractContextManager[bool]]) -> None:
+    """Exit every one of ``locks``; the first error is raised once all were tried."""
+    error: BaseException | None = None
+    for lock in list(locks):
+        try:
+            lock.__exit__(None, None, None)
+        except BaseException as exc:  # noqa: BLE001 - raised below, once all are released
+            if error is None:
+                error = exc
+    if error is not None:
+        raise error

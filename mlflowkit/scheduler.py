@@ -46,7 +46,11 @@ Invariants
   whatever did not finish is ``skipped``.
 * Calls ready together are looked up together: ``_prefetch`` computes the keys of up to
   ``PREFETCH_AT_ONCE`` ready step calls and asks the cache for them at once (one store query
-  for a fan-out); each is then processed as any other, with its key computed once.
+  for a fan-out); each is then processed as any other, with its key computed once. When the
+  executor runs tasks in this process in the order given (``ordered``), the misses' locks
+  are taken there too, all or none (``Cache.prefetch(hold=True)``): a call whose lock is held
+  so is not claimed again by its task, and ``_done`` lets go of it (the store keeps it until
+  the entry is written); the walk lets go of any left when it ends.
 * A pack hit's stored value is checked to exist only for the plan's outputs (what the caller
   loads): ``Cache.lookup(check=...)``.
 * A step call's record carries the metric log of the execution that produced its output: the
@@ -159,6 +163,7 @@ class _Walk:
         "flights",
         "forced",
         "handles",
+        "holds",
         "inline",
         "keys",
         "meta",
@@ -199,6 +204,9 @@ class _Walk:
         self.executor = executor
         #: every task runs in this thread: single flight's locked lookup is a call's only one
         self.inline = executor is not None and executor.capabilities.inline
+        #: tasks run in this process, in the order given: a prefetch takes the locks of the
+        #: misses it finds for their calls (``Cache.prefetch(hold=True)``); never in a dry run
+        self.holds = executor is not None and executor.capabilities.ordered and rehearsal is None
         self.cache = cache
         self.keys = CallKeys(keys)
         self.progress = progress if type(progress) is not Progress else None  # None: nobody
@@ -331,6 +339,7 @@ class _Walk:
         cache = self.cache
         cacheable = cache is not None and step.identity.cache
         forced = cacheable and name in self.forced
+        held = cache is not None and key in cache.held  # its lock taken by a prefetch
         if cacheable and not forced:
             assert cache is not None
             entry = cache.lookup(
@@ -379,7 +388,7 @@ class _Walk:
             args,
             store_value,  # store_value
             cacheable,  # cache_entry
-            cacheable and kind == "step" and not forced,  # single_flight
+            cacheable and kind == "step" and not forced and not held,  # single_flight
             node.checks,
         )
         self._dispatch(task, record, on_done)
@@ -424,7 +433,7 @@ class _Walk:
             prepared[name] = (args, got)
             keys.append(got[1])
         if len(keys) > 1:
-            cache.prefetch(keys)
+            cache.prefetch(keys, hold=self.holds)
 
     def _dispatch(self, task: Task, record: StepRun, on_done: Callable[[TaskResult], None]) -> None:
         """Hand ``task`` to the executor: run here and now, or submitted (then ``running``)."""
@@ -446,6 +455,8 @@ class _Walk:
             self.running.pop(name, None)
             self.flights.pop(key, None)
             self._fail(name, TaskResult(name, False, attempts=0, error=exc))
+            if self.cache is not None and self.cache.held:
+                self.cache.release(key)
             return
         if result is not None:
             self._done(task, result)
@@ -454,6 +465,8 @@ class _Walk:
     def _done(self, task: Task, result: TaskResult) -> None:
         """Record how ``task`` ended, and settle or fail the nodes waiting for its key."""
         name, key = task.name, task.key
+        if self.cache is not None and self.cache.held:  # its lock, taken by a prefetch
+            self.cache.release(key)
         record = self.records[name]
         record.attempts = result.attempts
         record.duration_s = result.duration_s
@@ -849,7 +862,11 @@ def walk(
     try:
         return state.run()
     finally:
-        progress.finish()
+        try:
+            if cache is not None:  # locks a prefetch took for calls that did not run
+                cache.release_all()
+        finally:
+            progress.finish()
 
 
 def rehearse(

@@ -2,7 +2,9 @@
 
 A store that counts what it is asked stands for the real one: a 200-wide fan-out makes one
 bulk lookup, not 200, with the same statuses and values as before (hits on a re-run, misses
-executed); the only per-key reads left are the single-flight claims of the calls that execute.
+executed). The misses' single-flight locks are taken together, and the misses looked up again
+under them in a second bulk lookup, so no call claims its key alone (unless another run holds
+one of the keys: then each call claims its own, as before).
 """
 
 from __future__ import annotations
@@ -86,12 +88,14 @@ def fan_of(items: list[Any]) -> int:
 
 
 class Counting(Store):
-    """A store that notes its bulk lookups, and its single lookups made outside a lock."""
+    """A store that notes its bulk lookups, and its single lookups made outside a lock and
+    under one (a call's own claim)."""
 
     def __init__(self, url: str) -> None:
         super().__init__(url)
         self.bulk: list[list[str]] = []
         self.loose: list[str] = []  # ``get_cache`` not under the key's single-flight lock
+        self.claimed: list[str] = []  # ``get_cache`` under it
         self._held = threading.local()
 
     def get_cache_many(self, keys: Iterable[str]) -> dict[str, CacheEntry]:
@@ -100,8 +104,7 @@ class Counting(Store):
         return super().get_cache_many(asked)
 
     def get_cache(self, key: str) -> CacheEntry | None:
-        if not getattr(self._held, "depth", 0):
-            self.loose.append(key)
+        (self.claimed if getattr(self._held, "depth", 0) else self.loose).append(key)
         return super().get_cache(key)
 
     def lock(self, key: str, timeout: float = 300.0) -> AbstractContextManager[bool]:
@@ -143,8 +146,9 @@ def test_a_fan_out_is_looked_up_in_one_query(tmp_path: Path, counters: Path, exe
     elements = _elements(first)
     keys = {s.key for s in elements.values()}
     assert len(elements) == 200 and {s.status for s in elements.values()} == {"executed"}
-    assert [set(b) for b in store.bulk] == [keys]  # one bulk lookup: all misses
-    assert not keys & set(store.loose)  # no single lookup of an element but its claim
+    # one bulk lookup: all misses; then again, under their locks, taken together
+    assert [set(b) for b in store.bulk] == [keys, keys]
+    assert not keys & set(store.loose + store.claimed)  # no single lookup of an element
     assert _ran(counters) == dict.fromkeys(range(200), 1)
 
     # a re-run: the pack answers, the store is asked nothing
@@ -169,7 +173,11 @@ def test_a_fan_out_is_looked_up_in_one_query(tmp_path: Path, counters: Path, exe
     got = {int(s.name[7:-1]): s.status for s in _elements(grown).values()}
     assert got == {i: "cached" if i < 200 else "executed" for i in range(300)}
     assert grown.output == sum(i * i for i in range(300))
-    assert [set(b) for b in grown_store.bulk] == [{s.key for s in _elements(grown).values()}]
+    new_keys = {s.key for s in _elements(grown).values() if s.status == "executed"}
+    assert [set(b) for b in grown_store.bulk] == [
+        {s.key for s in _elements(grown).values()},
+        new_keys,
+    ]
     assert _ran(counters) == dict.fromkeys(range(300), 1)
 
 
@@ -182,8 +190,8 @@ def test_a_fan_out_over_a_step_s_output_is_looked_up_in_one_query(
     assert first.output == sum(i * i for i in range(150))
     keys = {s.key for s in _elements(first).values()}
     assert len(keys) == 150
-    assert [set(b) & keys for b in store.bulk if set(b) & keys] == [keys]
-    assert not keys & set(store.loose)
+    assert [set(b) & keys for b in store.bulk if set(b) & keys] == [keys, keys]
+    assert not keys & set(store.loose + store.claimed)
     store.drop_packs()
     again = Counting(url)
     rerun = fan_over.plan(n=150).run(store=again, executor="threads", progress=False)
@@ -200,7 +208,7 @@ def test_duplicate_calls_of_a_fan_out_execute_once(tmp_path: Path, counters: Pat
     assert _ran(counters) == {1: 1, 2: 1, 3: 1}
     statuses = sorted(s.status for s in _elements(run).values())
     assert statuses == ["cached"] * 3 + ["executed"] * 3
-    assert len(store.bulk) == 1 and len(store.bulk[0]) == 3  # each key asked once
+    assert [len(b) for b in store.bulk] == [3, 3]  # each key asked once, then under its lock
 
 
 def test_an_unhashable_element_fails_that_call_as_before(tmp_path: Path, counters: Path) -> None:
@@ -268,3 +276,100 @@ def test_two_runs_of_one_fan_out_at_once_execute_each_call_once(
     for i in range(120):
         name = f"slow_square[{i}]"
         assert sorted(r.step(name).status for r in runs) == ["cached", "executed"], name
+
+
+class RecordedMeanwhile(Counting):
+    """A store where ``entry`` is recorded (as by another run) between the first lookup of
+    a fan-out and the look under its locks."""
+
+    def __init__(self, url: str, entry: CacheEntry) -> None:
+        super().__init__(url)
+        self.entry = entry
+
+    def get_cache_many(self, keys: Iterable[str]) -> dict[str, CacheEntry]:
+        asked = list(keys)
+        if len(self.bulk) == 1:  # the look under the locks: the entry came in between
+            assert self.entry.key in asked
+            other = Store(self.url)
+            assert other.put(0) == self.entry.output_digest
+            other.put_cache(self.entry)
+        return super().get_cache_many(asked)
+
+
+def test_a_call_recorded_by_another_run_while_the_locks_are_taken_is_a_hit(
+    tmp_path: Path, counters: Path
+) -> None:
+    elsewhere = fan.plan(n=1).run(store=str(tmp_path / "elsewhere"), progress=False)
+    made = elsewhere.step("square[0]")
+    assert made.key is not None and made.output_digest is not None
+    entry = CacheEntry(made.key, made.output_digest, made.step)
+    (tmp_path / "counters" / "0").unlink()
+    url = str(tmp_path / "store")
+    store = RecordedMeanwhile(url, entry)
+    run = fan.plan(n=30).run(store=store, executor="threads", progress=False)
+    assert run.output == sum(i * i for i in range(30))
+    assert run.step("square[0]").status == "cached"  # found under its lock: not executed again
+    assert {run.step(f"square[{i}]").status for i in range(1, 30)} == {"executed"}
+    assert _ran(counters) == dict.fromkeys(range(1, 30), 1)
+
+
+def test_when_another_run_holds_one_key_each_call_claims_its_own(
+    tmp_path: Path, counters: Path
+) -> None:
+    url = str(tmp_path / "store")
+    fan.plan(n=1).run(store=url, executor="local", progress=False)  # square(0) is stored
+    seen = Counting(url)
+    plan = fan.plan(n=20, start=100)
+    key = plan.explain(seen)[0]["key"]  # square(100): held by "another run" below
+    other = Store(url)
+    released = threading.Event()
+
+    def hold() -> None:
+        with other.lock(key, timeout=5) as got:
+            assert got
+            released.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    time.sleep(0.2)
+    store = Counting(url)
+    threading.Timer(0.3, released.set).start()  # the other run finishes without recording
+    run = plan.run(store=store, executor="threads", progress=False)
+    holder.join(10)
+    assert run.output == sum(i * i for i in range(100, 120))
+    assert {s.status for s in _elements(run).values()} == {"executed"}
+    keys = {s.key for s in _elements(run).values()}
+    assert len(store.bulk) == 1  # not all locks could be had: none is held for the calls
+    assert keys <= set(store.claimed)  # each call claimed its own key (and waited for one)
+    assert _ran(counters) == {0: 1, **dict.fromkeys(range(100, 120), 1)}
+
+
+def test_locks_taken_for_a_failed_run_s_calls_are_released(tmp_path: Path, counters: Path) -> None:
+    @mk.step
+    def fragile(i: int) -> int:
+        if i == 3:
+            raise ValueError("no 3")
+        return i
+
+    @mk.pipeline
+    def fragile_fan(n: int) -> int:
+        return total(fragile.map(i=list(range(n))))
+
+    url = str(tmp_path / "store")
+    plan = fragile_fan.plan(n=40)
+    keys = [e["key"] for e in plan.explain(url) if e["step"].startswith("fragile[")]
+    assert len(keys) == 40
+    with pytest.raises(mk.RunFailed):
+        plan.run(store=url, executor="local", progress=False)
+    other = Store(url)
+    free = []
+
+    def probe() -> None:  # another thread: a thread of the run would share its turns
+        for k in keys:
+            with other.lock(k, timeout=0) as got:
+                free.append(got)
+
+    prober = threading.Thread(target=probe)
+    prober.start()
+    prober.join(30)
+    assert free == [True] * 40

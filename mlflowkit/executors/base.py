@@ -69,6 +69,11 @@ class Capabilities:
         Every task runs in the calling thread (``run_here`` never returns None). The scheduler
         then leaves a step call's store lookup to single flight's locked lookup (``Cache.claim``):
         a call that is not in the pipeline's pack is looked up once, not twice.
+    ordered:
+        Tasks run in this process and each queue starts them in the order they were submitted
+        (first in, first out). The scheduler then takes the single-flight locks of many misses
+        at once, in this thread, before submitting them (``Cache.prefetch(hold=True)``): a
+        task submitted later never starts, and waits for another run's lock, before those.
     """
 
     shares_memory: bool = True
@@ -77,6 +82,7 @@ class Capabilities:
     can_timeout: bool = False
     parallel: bool = False
     inline: bool = False
+    ordered: bool = False
 
 
 # Value handles are never changed once made. They are not ``frozen``: a frozen dataclass costs

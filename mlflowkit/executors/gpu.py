@@ -379,7 +379,9 @@ class GpuExecutor(Executor):
                 )
         self.devices: tuple[int, ...] = tuple(chosen)
         self.max_workers = max_workers or min(32, (os.cpu_count() or 1) + 4)
-        self.capabilities = Capabilities(shares_memory=True, gpus=len(self.devices), parallel=True)
+        self.capabilities = Capabilities(
+            shares_memory=True, gpus=len(self.devices), parallel=True, ordered=True
+        )
         if max_pending_bytes is None:
             max_pending_bytes = min(self.backend.total_memory(d) for d in self.devices) // 4
         self.max_pending_bytes = max_pending_bytes

@@ -23,7 +23,7 @@ class LocalExecutor(Executor):
     """Run every step in this process and thread, one at a time."""
 
     name = "local"
-    capabilities = Capabilities(shares_memory=True, inline=True)
+    capabilities = Capabilities(shares_memory=True, inline=True, ordered=True)
 
     def __init__(self, max_workers: int | None = None) -> None:
         self._store: ArtifactStore | None = None

@@ -77,7 +77,7 @@ class ThreadExecutor(Executor):
     """
 
     name = "threads"
-    capabilities = Capabilities(shares_memory=True, parallel=True)
+    capabilities = Capabilities(shares_memory=True, parallel=True, ordered=True)
 
     def __init__(self, max_workers: int | None = None, *, inline: bool = True) -> None:
         check_max_workers(max_workers, self.name, "min(32, CPUs + 4)")

@@ -107,7 +107,8 @@ class Batch:
         #: lock name -> its release, run once the batch holding its entry is written
         self.parked: dict[str, Callable[[], None]] = {}
         self._last = time.monotonic()  # when the last record came (or the batch began)
-        #: keys whose cache-entry file was just looked for and found missing (none to hide)
+        #: keys whose cache-entry file was looked for and found missing (none to hide), until
+        #: their entry is added (kept when the batch is written: their calls may still run)
         self.absent: set[str] = set()
 
     def add_object(self, digest: str, data: bytes, row: ObjectRow) -> bool:
@@ -123,6 +124,7 @@ class Batch:
         """Keep a cache entry; True when it is to be written now."""
         with self._lock:
             self.entries[entry.key] = (entry, data)
+            self.absent.discard(entry.key)
             self.nbytes += len(data)
             return self._write_now()
 
@@ -161,7 +163,6 @@ class Batch:
         with self._lock:
             taken = self.objects, self.rows, self.entries, self.parked
             self.objects, self.rows, self.entries, self.parked = {}, [], {}, {}
-            self.absent = set()
             self.nbytes = 0
         return taken
 
