@@ -238,6 +238,9 @@ class StoreCore:
         self._batch: Batch | None = None
         self._batch_depth = 0
         self._batch_guard = threading.Lock()
+        #: held while a batch is written: ``write_batch`` returns only once every record kept
+        #: before it was called is written, by this thread or by one that took it first
+        self._batch_writing = threading.Lock()
         self._segments = SegmentReader(
             self._io,
             root,
@@ -392,10 +395,19 @@ class StoreCore:
 
     def write_batch(self) -> None:
         """Write what the batch holds: its index rows, then one segment file, then release the
-        locks parked on it. Nothing to do when there is no batch or it is empty."""
+        locks parked on it. Nothing to do when there is no batch or it is empty.
+
+        When it returns, everything the batch held when it was called is written: a write
+        another thread (the background flusher) began first is waited for.
+        """
         batch = self._batch
-        if batch is None or batch.empty():
+        if batch is None:
             return
+        with self._batch_writing:
+            if not batch.empty():
+                self._write_taken(batch)
+
+    def _write_taken(self, batch: Batch) -> None:
         objects, rows, entries, parked = batch.take()
         try:
             if objects:  # stored already (in an earlier segment): not again

@@ -206,6 +206,38 @@ def test_a_damaged_table_of_contents_sets_the_segment_aside(tmp_path: Path) -> N
     assert again.output == 3
 
 
+def test_write_batch_waits_for_a_write_another_thread_began(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run's last write must not return while the background flusher, which took the
+    batch first, is still writing it: the run record would come before its values."""
+    import threading
+
+    from mlflowkit.store.filesystems import LocalFiles
+
+    began = threading.Event()
+    plain = LocalFiles.write_atomic
+
+    def slow(self: LocalFiles, path: str, *args: object, **kwargs: object) -> None:
+        if path.endswith(".seg") and threading.current_thread().name == "first":
+            began.set()
+            time.sleep(0.5)
+        plain(self, path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(LocalFiles, "write_atomic", slow)
+    url = str(tmp_path / "s")
+    store = Store(url)
+    with store.batched():
+        digest = store.put(12345)
+        first = threading.Thread(target=store.write_batch, name="first")
+        first.start()
+        assert began.wait(10)
+        store.write_batch()  # the batch is empty here: the first thread took it
+        assert files(url, "segments"), "returned before the other thread's write was done"
+        assert Store(url).get(digest) == 12345  # another store object finds it
+        first.join(10)
+
+
 def test_a_segment_whose_rows_were_never_written_is_read_into_the_index(tmp_path: Path) -> None:
     url = str(tmp_path / "s")
     chain.plan(n=4).run(store=url)
