@@ -153,7 +153,7 @@ def test_dask_workers_write_outputs_straight_to_the_bucket(
     url, index = team
     store = mk.Store(url, index=index)
     cluster = distributed.LocalCluster(
-        n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None
+        n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0"
     )
     executor = mk.executors.get("dask", address=cluster.scheduler_address)
     try:
