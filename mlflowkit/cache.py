@@ -246,7 +246,7 @@ def _release(locks: Iterable[AbstractContextManager[bool]]) -> None:
     for lock in list(locks):
         try:
             lock.__exit__(None, None, None)
-        except BaseException as exc:  # noqa: BLE001 - raised below, once all are released
+        except BaseException as exc:  # raised below, once all are released
             if error is None:
                 error = exc
     if error is not None:
