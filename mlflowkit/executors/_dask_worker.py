@@ -19,9 +19,9 @@ from __future__ import annotations
 import traceback
 from typing import Any
 
-from mlflowkit.executors._dask_parts import BatchOutput, Dep, recover, worker_store
+from mlflowkit.executors._dask_parts import BatchOutput, Dep, recover, unpack, worker_store
 from mlflowkit.executors._remote import portable_error
-from mlflowkit.executors.base import Derived, Task, TaskResult
+from mlflowkit.executors.base import Derived, TaskResult
 
 __all__ = ["STARTED_TOPIC", "batch_item", "batch_summaries", "run_batch"]
 
@@ -35,7 +35,6 @@ def run_batch(key: str, payload: bytes, store_blob: bytes, *deps: Any) -> BatchO
     a timeout counts from then, and a batch that never started is not blamed for a worker's
     death.
     """
-    import cloudpickle
     import distributed
 
     from mlflowkit.stepcall import call_step, execute, local_resolver, resolve_template
@@ -43,7 +42,7 @@ def run_batch(key: str, payload: bytes, store_blob: bytes, *deps: Any) -> BatchO
     lib: Any = distributed  # only partly annotated
     lib.get_client().log_event(STARTED_TOPIC, {"key": key})
     _register_sizeof()
-    tasks: list[Task] = cloudpickle.loads(payload)
+    tasks = unpack(payload)
     store = worker_store(store_blob)
     base = local_resolver(store)
 
