@@ -36,22 +36,26 @@ from dataclasses import dataclass
 from typing import Any
 
 from mlflowkit.cache import Cache
-from mlflowkit.executors.base import InMemory, Task, TaskResult
+from mlflowkit.executors.base import InMemory, Input, Task, TaskResult
 
 __all__ = [
     "BatchOutput",
+    "Buffer",
     "DaskRef",
     "Dep",
     "Sent",
     "pack",
     "recover",
     "safe_name",
+    "shipped_input",
     "unguarded_main",
     "unpack",
     "worker_store",
 ]
 
 Future = Any  # a distributed.Future (distributed is only partly annotated)
+#: bytes, or a buffer over them (``bytes``, ``memoryview``, ``pickle.PickleBuffer``)
+Buffer = Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,25 +73,30 @@ class Dep:
     position: int
     index: int
 
-
-#: a persistent id is ``index << _SHIFT | position`` (``Dep``'s fields)
-_SHIFT = 32
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Dep, (self.position, self.index))
 
 
 def pack(tasks: list[Task], check: Callable[[str], None]) -> tuple[bytes, tuple[str, ...]]:
     """The payload of a batch: ``tasks`` pickled (cloudpickle), with the ids of the batches
     they read, in the order of first use.
 
-    Each ``DaskRef`` in the tasks' arguments is written as a persistent id (its batch's position
-    in those ids, and its index), which ``unpack`` reads back as a ``Dep``: nothing is copied
-    to rewrite the arguments, and a wide gather's handles add nothing to the pickler's memo.
-    ``check(id)`` is called once per batch read, and raises if its value is not held.
+    Written as the worker reads it, without copying the arguments first: each ``DaskRef`` as a
+    ``Dep`` (its batch's position in those ids, and its index), and each ``Input`` as its node
+    and handle only -- its digest serves the driver (keys, lineage), never a worker, and is the
+    bulk of a wide gather's payload, which Dask copies several times on its way. ``check(id)``
+    is called once per batch read, and raises if its value is not held.
     """
     buffer = io.BytesIO()
     packer = _packer()(buffer, protocol=pickle.HIGHEST_PROTOCOL)
     packer.check = check
     packer.dump(tasks)
     return buffer.getvalue(), tuple(packer.positions)
+
+
+def shipped_input(node: str, position: int, index: int) -> Input:
+    """An ``Input`` as ``pack`` writes one whose value is held on the workers."""
+    return Input(node, "", Dep(position, index))
 
 
 _PACKER: Any = None
@@ -105,16 +114,24 @@ def _packer() -> Any:
                 self.positions: dict[str, int] = {}
                 self.check: Callable[[str], None] = _no_check
 
-            def persistent_id(self, obj: Any) -> int | None:
-                if type(obj) is not DaskRef:
-                    return None
-                position = self.positions.get(obj.key)
+            def reducer_override(self, obj: Any) -> Any:
+                kind = type(obj)
+                if kind is Input:
+                    handle = obj.handle
+                    if type(handle) is DaskRef:
+                        position = self.position(handle.key)
+                        return (shipped_input, (obj.node, position, handle.index))
+                    return (Input, (obj.node, "", handle))
+                if kind is DaskRef:
+                    return (Dep, (self.position(obj.key), obj.index))
+                return super().reducer_override(obj)
+
+            def position(self, key: str) -> int:
+                position = self.positions.get(key)
                 if position is None:
-                    self.check(obj.key)
-                    position = self.positions[obj.key] = len(self.positions)
-                if position >> _SHIFT:
-                    raise ValueError(f"a batch cannot read more than {1 << _SHIFT} batches")
-                return obj.index << _SHIFT | position
+                    self.check(key)
+                    position = self.positions[key] = len(self.positions)
+                return position
 
         _PACKER = Packer
     return _PACKER
@@ -124,14 +141,10 @@ def _no_check(key: str) -> None:
     """Every batch is held."""
 
 
-class _Unpacker(pickle.Unpickler):
-    def persistent_load(self, pid: Any) -> Dep:
-        return Dep(pid & ((1 << _SHIFT) - 1), pid >> _SHIFT)
-
-
-def unpack(payload: bytes) -> list[Task]:
-    """The tasks of a payload made by ``pack``, each ``DaskRef`` as a ``Dep``."""
-    tasks: list[Task] = _Unpacker(io.BytesIO(payload)).load()
+def unpack(payload: Buffer) -> list[Task]:
+    """The tasks of a payload made by ``pack`` (its bytes, in any buffer: Dask passes them out
+    of band)."""
+    tasks: list[Task] = pickle.loads(payload)
     return tasks
 
 

@@ -19,7 +19,14 @@ from __future__ import annotations
 import traceback
 from typing import Any
 
-from mlflowkit.executors._dask_parts import BatchOutput, Dep, recover, unpack, worker_store
+from mlflowkit.executors._dask_parts import (
+    BatchOutput,
+    Buffer,
+    Dep,
+    recover,
+    unpack,
+    worker_store,
+)
 from mlflowkit.executors._remote import portable_error
 from mlflowkit.executors.base import Derived, TaskResult
 
@@ -28,7 +35,7 @@ __all__ = ["STARTED_TOPIC", "batch_item", "batch_summaries", "run_batch"]
 STARTED_TOPIC = "mlflowkit-started"
 
 
-def run_batch(key: str, payload: bytes, store_blob: bytes, *deps: Any) -> BatchOutput:
+def run_batch(key: str, payload: Buffer, store_blob: bytes, *deps: Any) -> BatchOutput:
     """Run a batch of independent tasks here, on a Dask worker; see the module docstring.
 
     It first tells the client, synchronously (through the scheduler), that the batch started:

@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import pickle
 import threading
 import time
 import traceback
@@ -359,7 +360,9 @@ class DaskExecutor(Executor):
         sent.future = client.submit(
             run_batch,
             dask_key,
-            sent.payload,
+            # out of band: Dask sends the payload's own bytes, without copying it into the
+            # pickled graph (and a scheduler in this process keeps the bytes it received)
+            pickle.PickleBuffer(sent.payload),
             self._store_blob,
             *futures,
             key=dask_key,
