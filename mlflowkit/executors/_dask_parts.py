@@ -258,7 +258,7 @@ class Sent:
         """The names of its calls, for a message (the first one and a count once released)."""
         if self.items:
             return ", ".join(repr(task.name) for task, _ in self.items)
-        more = f" and {self.size - 1} other calls" if self.size > 1 else ""
+        more = f" and {self.size - 1} more" if self.size > 1 else ""
         return f"{self.name!r}{more}"
 
     def release(self) -> None:
