@@ -2,8 +2,8 @@
 
 Handles (``DaskRef``, ``Dep``), a batch's payload (``pack``/``unpack``), the per-batch result
 kept on a worker (``BatchOutput``), the worker's store cache and same-run recovery, the client's
-record of a batch (``Sent``), and the check that a script starting a local cluster keeps its run under ``if __name__ == "__main__":``
-(``unguarded_main``).
+record of a batch (``Sent``), and the check that a script starting a local cluster keeps its
+run under ``if __name__ == "__main__":`` (``unguarded_main``).
 Kept apart so that ``mlflowkit.executors.dask`` stays one readable module; nothing here
 imports ``dask`` or ``distributed``.
 
