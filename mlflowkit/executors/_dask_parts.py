@@ -1,9 +1,9 @@
 """The pieces of the ``dask`` executor that do not need Dask itself.
 
-Handles (``DaskRef``, ``Dep``), the per-batch result kept on a worker (``BatchOutput``), the
-worker's store cache and same-run recovery, the client's record of a batch (``Sent``), and the
-check that a script starting a local cluster keeps its run under ``if __name__ == "__main__":``
-(``unguarded_main``).
+Handles (``DaskRef``, ``Dep``), a batch's payload (``pack``/``unpack``), the per-batch result
+kept on a worker (``BatchOutput``), the worker's store cache and same-run recovery, the client's
+record of a batch (``Sent``), and the check that a script starting a local cluster keeps its
+run under ``if __name__ == "__main__":`` (``unguarded_main``).
 Kept apart so that ``mlflowkit.executors.dask`` stays one readable module; nothing here
 imports ``dask`` or ``distributed``.
 
@@ -13,12 +13,19 @@ Invariants
   changes when a lost batch is rebuilt; handles held by the scheduler stay valid.
 * ``recover`` only reuses outputs written *by the same run* (its cache entry's ``run_id``), so
   ``force=True`` and cache misses keep their meaning when Dask re-runs a batch.
+* A payload names the batches it reads by their ids (``Sent.deps``, in the order their futures
+  are passed to the Dask task), so it stays valid when one of them is rebuilt: a lost batch is
+  rebuilt from its payload, without its tasks.
+* Once a batch is reported, the client keeps what a rebuild and the error messages need (the
+  payload, the ids it reads, a name, a size), not its tasks.
 """
 
 from __future__ import annotations
 
 import ast
+import io
 import os
+import pickle
 import re
 import sys
 import threading
@@ -29,21 +36,26 @@ from dataclasses import dataclass
 from typing import Any
 
 from mlflowkit.cache import Cache
-from mlflowkit.executors.base import Derived, InMemory, Input, Task, TaskResult
+from mlflowkit.executors.base import InMemory, Input, Task, TaskResult
 
 __all__ = [
     "BatchOutput",
+    "Buffer",
     "DaskRef",
     "Dep",
     "Sent",
+    "pack",
     "recover",
-    "refs",
     "safe_name",
+    "shipped_input",
     "unguarded_main",
+    "unpack",
     "worker_store",
 ]
 
 Future = Any  # a distributed.Future (distributed is only partly annotated)
+#: bytes, or a buffer over them (``bytes``, ``memoryview``, ``pickle.PickleBuffer``)
+Buffer = Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +72,80 @@ class Dep:
 
     position: int
     index: int
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Dep, (self.position, self.index))
+
+
+def pack(tasks: list[Task], check: Callable[[str], None]) -> tuple[bytes, tuple[str, ...]]:
+    """The payload of a batch: ``tasks`` pickled (cloudpickle), with the ids of the batches
+    they read, in the order of first use.
+
+    Written as the worker reads it, without copying the arguments first: each ``DaskRef`` as a
+    ``Dep`` (its batch's position in those ids, and its index), and each ``Input`` as its node
+    and handle only -- its digest serves the driver (keys, lineage), never a worker, and is the
+    bulk of a wide gather's payload, which Dask copies several times on its way. ``check(id)``
+    is called once per batch read, and raises if its value is not held.
+    """
+    buffer = io.BytesIO()
+    packer = _packer()(buffer, protocol=pickle.HIGHEST_PROTOCOL)
+    packer.check = check
+    packer.dump(tasks)
+    return buffer.getvalue(), tuple(packer.positions)
+
+
+def shipped_input(node: str, position: int, index: int) -> Input:
+    """An ``Input`` as ``pack`` writes one whose value is held on the workers."""
+    return Input(node, "", Dep(position, index))
+
+
+_PACKER: Any = None
+
+
+def _packer() -> Any:
+    """The pickler of ``pack`` (made once, on first use: cloudpickle is imported then)."""
+    global _PACKER
+    if _PACKER is None:
+        import cloudpickle
+
+        class Packer(cloudpickle.Pickler):  # type: ignore[misc]
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                super().__init__(*args, **kwargs)
+                self.positions: dict[str, int] = {}
+                self.check: Callable[[str], None] = _no_check
+
+            def reducer_override(self, obj: Any) -> Any:
+                kind = type(obj)
+                if kind is Input:
+                    handle = obj.handle
+                    if type(handle) is DaskRef:
+                        position = self.position(handle.key)
+                        return (shipped_input, (obj.node, position, handle.index))
+                    return (Input, (obj.node, "", handle))
+                if kind is DaskRef:
+                    return (Dep, (self.position(obj.key), obj.index))
+                return super().reducer_override(obj)
+
+            def position(self, key: str) -> int:
+                position = self.positions.get(key)
+                if position is None:
+                    self.check(key)
+                    position = self.positions[key] = len(self.positions)
+                return position
+
+        _PACKER = Packer
+    return _PACKER
+
+
+def _no_check(key: str) -> None:
+    """Every batch is held."""
+
+
+def unpack(payload: Buffer) -> list[Task]:
+    """The tasks of a payload made by ``pack`` (its bytes, in any buffer: Dask passes them out
+    of band)."""
+    tasks: list[Task] = pickle.loads(payload)
+    return tasks
 
 
 STORES: dict[bytes, Any] = {}
@@ -116,19 +202,27 @@ class Sent:
     """A batch sent to Dask, as the client tracks it.
 
     ``id`` names the batch in ``DaskRef`` handles and never changes; ``dask_key`` is the key of
-    its current Dask task (a new one each time the batch is rebuilt after a loss).
+    its current Dask task (a new one each time the batch is rebuilt after a loss). ``items``
+    (its tasks and their callbacks) is emptied once the batch is reported (``release``); a
+    rebuild sends ``payload`` again, reading the batches ``deps`` name.
     """
 
     __slots__ = (
         "dask_key",
         "deadline",
+        "deps",
         "future",
         "id",
         "items",
+        "label",
         "limit",
+        "name",
+        "payload",
         "rebuilds",
         "reported",
         "requeues",
+        "resources",
+        "size",
         "started",
         "summary",
     )
@@ -136,8 +230,15 @@ class Sent:
     def __init__(
         self, items: list[tuple[Task, Callable[[TaskResult], None]]], requeues: int = 0
     ) -> None:
+        first = items[0][0]
         self.id = uuid.uuid4().hex
         self.items = items
+        self.size = len(items)
+        self.name = first.name
+        self.label = safe_name(first.name if len(items) == 1 else first.step.name)
+        self.resources: dict[str, float] | None = dict(first.step.hints.resources) or None
+        self.payload = b""
+        self.deps: tuple[str, ...] = ()
         self.requeues = requeues
         self.rebuilds = 0
         self.dask_key = ""
@@ -145,35 +246,28 @@ class Sent:
         self.summary: Future | None = None
         self.reported = False
         self.started = False
-        self.limit: float | None = items[0][0].step.hints.timeout
+        self.limit: float | None = first.step.hints.timeout
         self.deadline: float | None = None
 
     @property
     def first(self) -> Task:
+        """The first task (while the batch is not reported)."""
         return self.items[0][0]
+
+    def names(self) -> str:
+        """The names of its calls, for a message (the first one and a count once released)."""
+        if self.items:
+            return ", ".join(repr(task.name) for task, _ in self.items)
+        more = f" and {self.size - 1} more" if self.size > 1 else ""
+        return f"{self.name!r}{more}"
+
+    def release(self) -> None:
+        """The batch is reported: its tasks and callbacks are not needed any more."""
+        self.items = []
 
 
 def safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_]+", "_", name)[:40] or "step"
-
-
-def refs(template: Any) -> list[DaskRef]:
-    """The ``DaskRef`` handles inside a task's argument template (also inside ``Derived``)."""
-    found: list[DaskRef] = []
-    stack = [template]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, Input):
-            handle = item.handle
-            if isinstance(handle, DaskRef):
-                found.append(handle)
-            elif isinstance(handle, Derived):
-                stack.append(handle.args)
-        elif isinstance(item, (list, tuple, set, frozenset)):
-            stack.extend(item)
-        elif isinstance(item, dict):
-            stack.extend(item.values())
-    return found
 
 
 def unguarded_main(start_method: str) -> str | None:

@@ -19,23 +19,29 @@ from __future__ import annotations
 import traceback
 from typing import Any
 
-from mlflowkit.executors._dask_parts import BatchOutput, Dep, recover, worker_store
+from mlflowkit.executors._dask_parts import (
+    BatchOutput,
+    Buffer,
+    Dep,
+    recover,
+    unpack,
+    worker_store,
+)
 from mlflowkit.executors._remote import portable_error
-from mlflowkit.executors.base import Derived, Task, TaskResult
+from mlflowkit.executors.base import Derived, TaskResult
 
 __all__ = ["STARTED_TOPIC", "batch_item", "batch_summaries", "run_batch"]
 
 STARTED_TOPIC = "mlflowkit-started"
 
 
-def run_batch(key: str, payload: bytes, store_blob: bytes, *deps: Any) -> BatchOutput:
+def run_batch(key: str, payload: Buffer, store_blob: bytes, *deps: Any) -> BatchOutput:
     """Run a batch of independent tasks here, on a Dask worker; see the module docstring.
 
     It first tells the client, synchronously (through the scheduler), that the batch started:
     a timeout counts from then, and a batch that never started is not blamed for a worker's
     death.
     """
-    import cloudpickle
     import distributed
 
     from mlflowkit.stepcall import call_step, execute, local_resolver, resolve_template
@@ -43,7 +49,7 @@ def run_batch(key: str, payload: bytes, store_blob: bytes, *deps: Any) -> BatchO
     lib: Any = distributed  # only partly annotated
     lib.get_client().log_event(STARTED_TOPIC, {"key": key})
     _register_sizeof()
-    tasks: list[Task] = cloudpickle.loads(payload)
+    tasks = unpack(payload)
     store = worker_store(store_blob)
     base = local_resolver(store)
 

@@ -12,8 +12,10 @@ tasks as *batches*: one Dask task runs several mlflowkit tasks that do not depen
 result -- the output values and a summary per task -- stays in that worker's memory as the
 Dask future's result. A second, tiny Dask task per batch extracts the summaries (digest, meta,
 attempts, duration, error and traceback text) and only that comes back to the client. A
-downstream task names its inputs as ``DaskRef(batch id, index)`` handles; they are passed to
-``client.submit`` as the batch futures, so Dask moves values worker to worker.
+downstream task names its inputs as ``DaskRef(batch id, index)`` handles; the payload carries
+them as references to the batches it reads (``_dask_parts.pack``), whose futures are passed to
+``client.submit``, so Dask moves values worker to worker. Once a batch is reported, the client
+keeps its payload (to rebuild it after a loss), not its tasks.
 
 Invariants
 ----------
@@ -52,24 +54,17 @@ from __future__ import annotations
 
 import itertools
 import math
+import pickle
 import threading
 import time
 import traceback
 import uuid
 from collections.abc import Callable
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from mlflowkit.cache import Cache
 from mlflowkit.errors import ExecutorError
-from mlflowkit.executors._dask_parts import (
-    DaskRef,
-    Dep,
-    Sent,
-    refs,
-    safe_name,
-    unguarded_main,
-)
+from mlflowkit.executors._dask_parts import DaskRef, Sent, pack, unguarded_main
 from mlflowkit.executors._dask_worker import STARTED_TOPIC, batch_item, batch_summaries, run_batch
 from mlflowkit.executors._remote import store_is_shareable, timeout_error
 from mlflowkit.executors.base import (
@@ -77,7 +72,6 @@ from mlflowkit.executors.base import (
     Derived,
     Executor,
     InMemory,
-    Input,
     Stored,
     Task,
     TaskResult,
@@ -344,37 +338,36 @@ class DaskExecutor(Executor):
         with self._lock:
             self._batches[sent.id] = sent
         try:
+            sent.payload, sent.deps = pack([task for task, _ in items], self._check_held)
             self._submit(sent, summary=True)
         except Exception as exc:
             self._fail_batch(sent, exc, traceback.format_exc())
 
     def _submit(self, sent: Sent, *, summary: bool) -> None:
-        """Send ``sent`` as a new Dask task (and, unless rebuilding, its summary task)."""
-        import cloudpickle
-
+        """Send ``sent``'s payload as a new Dask task (and, unless rebuilding, its summary
+        task), reading the current futures of the batches it depends on."""
         client = self.client
-        deps: dict[str, tuple[int, Future]] = {}
         with self._lock:
-            tasks = [replace(t, args=self._ship(t.args, deps)) for t, _ in sent.items]
-        payload = cloudpickle.dumps(tasks)
-        label = safe_name(sent.first.name if len(sent.items) == 1 else sent.first.step.name)
-        dask_key = f"mlflowkit-{label}-{uuid.uuid4().hex}"
+            for key in sent.deps:
+                self._check_held(key)
+            futures = [self._batches[key].future for key in sent.deps]
+        dask_key = f"mlflowkit-{sent.label}-{uuid.uuid4().hex}"
         with self._lock:
             self._by_dask_key[dask_key] = sent
             sent.dask_key = dask_key
             sent.started = False
             sent.deadline = None
-        futures = [f for _, f in sorted(deps.values(), key=lambda pf: pf[0])]
-        resources = dict(sent.first.step.hints.resources) or None
         sent.future = client.submit(
             run_batch,
             dask_key,
-            payload,
+            # out of band: Dask sends the payload's own bytes, without copying it into the
+            # pickled graph (and a scheduler in this process keeps the bytes it received)
+            pickle.PickleBuffer(sent.payload),
             self._store_blob,
             *futures,
             key=dask_key,
             pure=False,
-            resources=resources,
+            resources=sent.resources,
         )
         if summary:
             sent.summary = client.submit(
@@ -384,33 +377,17 @@ class DaskExecutor(Executor):
                 lambda fut, sent=sent, key=dask_key: self._on_summary(sent, key, fut)
             )
 
-    def _ship(self, template: Any, deps: dict[str, tuple[int, Future]]) -> Any:
-        """Replace ``DaskRef`` handles by ``Dep`` placeholders, collecting their futures."""
-        if isinstance(template, Input):
-            handle = self._ship_handle(template.handle, deps)
-            return template if handle is template.handle else replace(template, handle=handle)
-        if type(template) in (list, tuple, set, frozenset):
-            return type(template)(self._ship(t, deps) for t in template)
-        if type(template) is dict:
-            return {k: self._ship(v, deps) for k, v in template.items()}
-        return template
-
-    def _ship_handle(self, handle: Any, deps: dict[str, tuple[int, Future]]) -> Any:
-        if isinstance(handle, DaskRef):
-            sent = self._batches.get(handle.key)
+    def _check_held(self, key: str) -> None:
+        """Raise unless the batch with id ``key`` (an input of a task) is held."""
+        with self._lock:
+            sent = self._batches.get(key)
             if sent is None or sent.future is None:
                 raise ExecutorError(
-                    f"A value this task needs (batch {handle.key!r}) is no longer held by "
-                    f"the dask executor: it belongs to an earlier run or the executor was shut "
-                    f"down. Run the plan again.",
+                    f"A value this task needs (batch {key!r}) is no longer held by the dask "
+                    f"executor: it belongs to an earlier run or the executor was shut down. "
+                    f"Run the plan again.",
                     executor=self.name,
                 )
-            if handle.key not in deps:
-                deps[handle.key] = (len(deps), sent.future)
-            return Dep(deps[handle.key][0], handle.index)
-        if isinstance(handle, Derived):
-            return Derived(handle.step, self._ship(handle.args, deps))
-        return handle
 
     # --- completions --------------------------------------------------------------------------
     def _claim(self, sent: Sent) -> bool:
@@ -442,10 +419,10 @@ class DaskExecutor(Executor):
                 return
             elif self._claim(sent):
                 error = ExecutorError(
-                    f"Step {sent.first.name!r} was cancelled on the Dask cluster (future "
+                    f"Step {sent.name!r} was cancelled on the Dask cluster (future "
                     f"status {status!r}) before it reported a result.",
                     executor=self.name,
-                    step=sent.first.name,
+                    step=sent.name,
                 )
                 self._report_failure(sent, error, None)
         except BaseException as exc:  # a lost connection while fetching the summary
@@ -466,6 +443,7 @@ class DaskExecutor(Executor):
             else:
                 result.value = None
             on_done(result)
+        sent.release()
 
     def _on_error(self, sent: Sent, exc: BaseException | None, tb: Any) -> None:
         from distributed.scheduler import KilledWorker
@@ -494,11 +472,11 @@ class DaskExecutor(Executor):
             if rebuilt or (culprit.reported and self._rebuild(culprit)):
                 return self._resend(sent, split=False)
             return False
-        if exc.task != sent.dask_key:
+        if exc.task != sent.dask_key or sent.reported:
             return False
         if not sent.started:
             return self._resend(sent, split=False)
-        if len(sent.items) > 1:
+        if sent.size > 1:
             return self._resend(sent, split=True)
         if self._finished_in_this_run(sent.first):
             # it had finished: Dask was recomputing its lost value on workers another call
@@ -543,13 +521,12 @@ class DaskExecutor(Executor):
         if sent.rebuilds >= _MAX_RESENDS:
             return False
         sent.rebuilds += 1
-        for task, _ in sent.items:  # inputs that are lost for good too come first
-            for ref in refs(task.args):
-                upstream = self._batches.get(ref.key)
-                future = upstream.future if upstream is not None else None
-                lost = future is not None and future.status == "error"
-                if upstream is not None and lost and not self._rebuild(upstream):
-                    return False
+        for key in sent.deps:  # inputs that are lost for good too come first
+            upstream = self._batches.get(key)
+            future = upstream.future if upstream is not None else None
+            lost = future is not None and future.status == "error"
+            if upstream is not None and lost and not self._rebuild(upstream):
+                return False
         try:
             self._submit(sent, summary=False)
         except Exception:
@@ -557,11 +534,11 @@ class DaskExecutor(Executor):
         return True
 
     def _killed_error(self, sent: Sent, exc: Any) -> ExecutorError:
-        names = ", ".join(repr(t.name) for t, _ in sent.items)
+        names = sent.names()
         allowed = getattr(exc, "allowed_failures", "?")
         culprit = self._by_dask_key.get(str(exc.task))
         if culprit is not None and culprit is not sent:
-            upstream = ", ".join(repr(t.name) for t, _ in culprit.items)
+            upstream = culprit.names()
             message = (
                 f"Step {names} could not run: an input it needs (from step {upstream}) was lost "
                 f"with its Dask worker and recomputing it killed workers too often "
@@ -582,13 +559,14 @@ class DaskExecutor(Executor):
                 f"memory, os._exit). Fix the step, give the workers more memory, or run it with "
                 f"executor='local' to debug it."
             )
-        error = ExecutorError(message, executor=self.name, step=sent.first.name)
+        error = ExecutorError(message, executor=self.name, step=sent.name)
         error.__cause__ = exc
         return error
 
     def _report_failure(self, sent: Sent, exc: BaseException | None, tb: str | None) -> None:
         for task, on_done in sent.items:
             on_done(TaskResult(task.name, False, attempts=1, error=exc, traceback=tb))
+        sent.release()
 
     def _fail_batch(self, sent: Sent, exc: BaseException, tb: str) -> None:
         if self._claim(sent):
@@ -638,9 +616,8 @@ class DaskExecutor(Executor):
         futures = [f for f in (sent.future, sent.summary) if f is not None]
         if futures and self._client is not None:
             self._client.cancel(futures)
-        task = sent.items[0][0]
         error = timeout_error(
-            task.name,
+            sent.name,
             sent.limit or 0.0,
             self.name,
             "its Dask task was cancelled; the worker thread runs the function to its end and "

@@ -264,3 +264,12 @@ def test_a_killed_worker_is_back_before_the_next_test(
         assert ex.capabilities.gpus == N_WORKERS
     finally:
         ex.shutdown()
+
+
+def test_reported_batches_keep_their_payload_not_their_tasks(dask_ex: Any, store: Any) -> None:
+    # what the driver holds per mapped element: a finished batch's tasks are let go
+    run = dx.wide_uncached.plan(n=200).run(executor=dask_ex, store=store, progress=False)
+    assert run.output == 200 + sum(range(1, 201))
+    batches = list(dask_ex._batches.values())
+    assert batches and all(sent.reported and sent.payload for sent in batches)
+    assert all(sent.items == [] for sent in batches)
