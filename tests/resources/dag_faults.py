@@ -133,13 +133,20 @@ def faulty(width: int = 6, n: int = 8) -> Any:
 INDEX_ENV = "MLFLOWKIT_TEST_INDEX"
 
 
-def run_child(url: str, lock_lease: float | None = None, index: str | None = None) -> None:
+def run_child(
+    url: str,
+    lock_lease: float | None = None,
+    index: str | None = None,
+    env: dict[str, str] | None = None,
+) -> None:
     """Process target: run :func:`faulty` on the store at ``url`` (not fsynced; no counters).
 
-    ``index``: the store's shared index, if any (an argument, not the environment: a fork
-    server keeps the environment it started with for every later child).
+    ``index``: the store's shared index, if any; ``env``: variables the child needs (e.g. a
+    bucket's ``AWS_*``). Arguments, not the environment: a fork server keeps the environment
+    it started with for every later child.
     """
     os.environ.pop(COUNTERS_ENV, None)
+    os.environ.update(env or {})
     options: dict[str, Any] = {} if lock_lease is None else {"lock_lease": lock_lease}
     store = mk.Store(url, durable=False, index=index, **options)
     faulty.plan().run(store=store, progress=False)

@@ -94,10 +94,13 @@ def test_sigkill_at_random_moments_on_a_team_store_never_corrupts(
     url, index = team
     rng = random.Random(20261204)
     forkserver = mp.get_context("forkserver")
+    # the bucket's credentials as an argument: a fork server started by an earlier test
+    # module keeps the environment it had then
+    aws = {k: v for k, v in os.environ.items() if k.startswith("AWS_")}
     kills = cycles = 0
     while kills < 3 and cycles < 20:  # a run may finish before its kill: go on until 3 kills
         cycles += 1
-        proc = forkserver.Process(target=dag_faults.run_child, args=(url, 2.0, index))
+        proc = forkserver.Process(target=dag_faults.run_child, args=(url, 2.0, index, aws))
         proc.start()
         proc.join(rng.uniform(0.2, 2.5))
         if proc.exitcode is None:
