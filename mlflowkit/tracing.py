@@ -21,9 +21,8 @@ import collections.abc as cabc
 import inspect
 import typing
 from collections.abc import Callable
-from dataclasses import dataclass
 from types import CodeType
-from typing import Any
+from typing import Any, NamedTuple
 
 from mlflowkit._heap import set_aside
 from mlflowkit.errors import HashingError, PlanningError, WiringError
@@ -534,8 +533,7 @@ class Tracer:
         self._prefix.pop()
 
 
-@dataclass(frozen=True, slots=True)
-class Traced:
+class Traced(NamedTuple):
     """What one run of a pipeline body recorded."""
 
     nodes: dict[str, Node]

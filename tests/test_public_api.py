@@ -92,7 +92,8 @@ def test_import_is_light() -> None:
     code = (
         "import sys, json, mlflowkit\n"
         "heavy = ['dask', 'distributed', 'cupy', 'numba', 'pandas', 'pyarrow', 'sklearn', 'rich',\n"
-        "         'mlflow', 'openlineage', 'matplotlib', 'cryptography']\n"
+        "         'mlflow', 'openlineage', 'matplotlib', 'cryptography',\n"
+        "         'decimal', 'fractions', 'mlflowkit.store._gc', 'mlflowkit.trust.audit']\n"
         "print(json.dumps([m for m in heavy if m in sys.modules]))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

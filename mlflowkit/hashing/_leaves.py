@@ -8,11 +8,9 @@ no children to walk. ``LEAF_ENCODERS`` maps each exact type to its encoder.
 from __future__ import annotations
 
 import datetime as _dt
-import decimal
-import fractions
 import pathlib
 import struct
-import uuid
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +19,7 @@ import blake3
 __all__ = [
     "BIG_BUFFER",
     "LEAF_ENCODERS",
+    "adopt_stdlib_leaves",
     "digest_bytes",
     "encode_path",
     "encode_str",
@@ -150,7 +149,7 @@ def _enc_memoryview(x: memoryview) -> bytes:
     )
 
 
-def _enc_decimal(x: decimal.Decimal) -> bytes:
+def _enc_decimal(x: Any) -> bytes:  # decimal.Decimal
     sign, digits, exponent = x.as_tuple()
     exp = _enc_int(exponent) if isinstance(exponent, int) else encode_str(exponent)
     return b"D" + bytes([sign]) + encode_str("".join(map(str, digits))) + exp
@@ -219,13 +218,10 @@ LEAF_ENCODERS: dict[type, Callable[[Any], bytes]] = {
     bytearray: _enc_bytearray,
     memoryview: _enc_memoryview,
     type(Ellipsis): lambda _: b".",
-    decimal.Decimal: _enc_decimal,
-    fractions.Fraction: lambda x: b"Q" + _enc_int(x.numerator) + _enc_int(x.denominator),
     _dt.datetime: _enc_datetime,
     _dt.date: _enc_date,
     _dt.time: _enc_time,
     _dt.timedelta: _enc_timedelta_payload,
-    uuid.UUID: lambda x: b"u" + x.bytes,
     pathlib.PurePosixPath: encode_path,
     pathlib.PureWindowsPath: encode_path,
     pathlib.PosixPath: encode_path,
@@ -233,6 +229,31 @@ LEAF_ENCODERS: dict[type, Callable[[Any], bytes]] = {
     range: lambda x: b"r" + _enc_int(x.start) + _enc_int(x.stop) + _enc_int(x.step),
     type: lambda x: b"C" + encode_str(type_name(x)),
 }
+
+#: Leaf types of standard-library modules that ``import mlflowkit`` does not load (decimal,
+#: fractions and uuid, with platform under uuid, cost ~1.5 ms together), keyed by module and
+#: class name. A value of one of them means its module is loaded: ``adopt_stdlib_leaves`` adds
+#: their encoders to ``LEAF_ENCODERS`` the first time such a type (or a subclass) is seen.
+_STDLIB_LEAVES: dict[tuple[str, str], Callable[[Any], bytes]] = {
+    ("decimal", "Decimal"): _enc_decimal,
+    ("fractions", "Fraction"): lambda x: b"Q" + _enc_int(x.numerator) + _enc_int(x.denominator),
+    ("uuid", "UUID"): lambda x: b"u" + x.bytes,
+}
+
+
+def adopt_stdlib_leaves(t: type) -> bool:
+    """Add the encoders of the lazily known standard-library leaf types in ``t``'s MRO.
+
+    Returns whether ``t`` has one of those types among its bases (itself included).
+    """
+    found = False
+    for base in t.__mro__:
+        key = (str(getattr(base, "__module__", "")), base.__name__)
+        enc = _STDLIB_LEAVES.get(key)
+        if enc is not None and getattr(sys.modules.get(key[0]), key[1], None) is base:
+            LEAF_ENCODERS[base] = enc
+            found = True
+    return found
 
 
 _TYPE_NAMES: dict[type, str] = {}

@@ -55,7 +55,7 @@ import threading
 import types
 import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import blake3
 
@@ -118,8 +118,7 @@ def _function_module(fn: types.FunctionType) -> str:
 # per code object: the normalized syntax tree and the references
 
 
-@dataclasses.dataclass(frozen=True)
-class _CodeInfo:
+class _CodeInfo(NamedTuple):
     shallow: bytes
     refs: tuple[tuple[str, ...], ...]
 

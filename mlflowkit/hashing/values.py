@@ -52,6 +52,7 @@ from mlflowkit.errors import HashingError, MlflowkitError
 from mlflowkit.hashing._leaves import (
     BIG_BUFFER,
     LEAF_ENCODERS,
+    adopt_stdlib_leaves,
     digest_bytes,
     encode_path,
     encode_str,
@@ -432,7 +433,7 @@ def register_hasher(t: type[T]) -> Callable[[Callable[[T], Any]], Callable[[T], 
             f"register_hasher expects a class, found {type(t).__name__} {t!r}; "
             "call it as mk.register_hasher(SomeType)(fn)"
         )
-    if t in _CORE:
+    if t in _CORE or (adopt_stdlib_leaves(t) and t in LEAF_ENCODERS):
         raise HashingError(
             f"{type_name(t)} has a built-in canonical encoding that cannot be replaced; "
             "register a hasher for your own subclass instead",
@@ -519,6 +520,9 @@ def _device_encoder() -> Encoder:
 def _resolve(t: type) -> Encoder:
     with _LOCK:
         enc = _DISPATCH.get(t)
+        if enc is None and adopt_stdlib_leaves(t) and t in LEAF_ENCODERS:
+            leaf = LEAF_ENCODERS[t]
+            return lambda st, x: st.out.extend(leaf(x))
         if enc is None and _load_lazy(t):
             enc = _DISPATCH.get(t)
         if enc is None and callable(getattr(t, "__mlflowkit_hash__", None)):

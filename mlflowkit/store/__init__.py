@@ -8,14 +8,19 @@ package stays light: fsspec, pandas, pyarrow and networkx are imported only when
 opened or a value of theirs is seen.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from mlflowkit.store.base import ArtifactStore
-from mlflowkit.store.fsspec import GcReport, ObjectInfo, Store, open_store
+from mlflowkit.store.fsspec import ObjectInfo, Store, open_store
 from mlflowkit.store.serializers import (
     Serializer,
     register_serializer,
     serializer_names,
     unregister_serializer,
 )
+
+if TYPE_CHECKING:
+    from mlflowkit.store._gc import GcReport
 
 __all__ = [
     "ArtifactStore",
@@ -28,3 +33,11 @@ __all__ = [
     "serializer_names",
     "unregister_serializer",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "GcReport":  # with the collector, which only ``Store.gc`` loads
+        from mlflowkit.store._gc import GcReport
+
+        return GcReport
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

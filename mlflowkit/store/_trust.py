@@ -42,7 +42,6 @@ from mlflowkit.errors import AccessDenied, StoreError, UntrustedObjectError
 from mlflowkit.store.formats import seal_document, unseal_document
 from mlflowkit.store.layout import MARKER, STORE_FORMAT
 from mlflowkit.store.objects import ObjectStore
-from mlflowkit.trust import audit as _audit
 from mlflowkit.trust import keys as _keys
 from mlflowkit.trust import policy as _policy
 from mlflowkit.trust import signing as _signing
@@ -355,6 +354,7 @@ class Guard:
     # the audit trail ------------------------------------------------------------------------
     def audit_state(self) -> tuple[list[AuditEntry], list[str]]:
         """The audit entries and the problems of the chain."""
+        from mlflowkit.trust import audit as _audit  # governance only: not on a run's path
 
         owner = self.owner()
         history, _ = _policy.resolve_history(self._documents("policy", "policy"), owner)
@@ -368,6 +368,8 @@ class Guard:
 
     def append_audit(self, action: str, target: str, detail: dict[str, Any]) -> None:
         """Append one signed entry to the audit trail (exclusive create; retried on a race)."""
+        from mlflowkit.trust import audit as _audit
+
         self._ensure()
         sign = self.sign_document("audit")
         for _ in range(100):

@@ -61,8 +61,7 @@ import time
 import weakref
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager
-from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import blake3
 
@@ -76,7 +75,6 @@ from mlflowkit.records import CacheEntry, RunRecord
 from mlflowkit.store import serializers
 from mlflowkit.store._bulk import cache_entries
 from mlflowkit.store._flush import FLUSHER
-from mlflowkit.store._gc import GcReport, collect
 from mlflowkit.store._trust import SAFE_SERIALIZERS, Guard
 from mlflowkit.store.choice import index_opener, shared_index_url
 from mlflowkit.store.filesystems import TEMP_NAME, open_files, temp_owner_dead
@@ -140,6 +138,9 @@ __all__ = ["ObjectInfo", "StoreCore"]
 #: Types whose values a batch keeps in a segment without looking for a file of theirs first
 _SMALL_SCALARS = frozenset({type(None), bool, int, float})
 
+if TYPE_CHECKING:
+    from mlflowkit.store._gc import GcReport  # loaded by gc(): not on a run's path
+
 
 class _Committer:
     """What the flusher calls to write a store's batch (its ``sync`` also fsyncs, later)."""
@@ -155,8 +156,7 @@ class _Committer:
             store.write_batch()
 
 
-@dataclass(frozen=True)
-class ObjectInfo:
+class ObjectInfo(NamedTuple):
     """What an object's header says, read without loading the payload."""
 
     digest: str
@@ -1221,6 +1221,8 @@ class StoreCore:
         StoreError
             ``keep_last`` is negative, or there is no store at this url.
         """
+        from mlflowkit.store._gc import collect
+
         return collect(self, keep_last=keep_last, pins=pins, older_than=older_than, dry_run=dry_run)
 
     def du(self) -> dict[str, Any]:

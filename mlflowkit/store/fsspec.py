@@ -23,7 +23,6 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from mlflowkit.errors import StoreError
-from mlflowkit.store._gc import GcReport
 from mlflowkit.store._governance import Governance
 from mlflowkit.store.base import ArtifactStore
 from mlflowkit.store.core import ObjectInfo, StoreCore
@@ -34,9 +33,10 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from mlflowkit.registry.records import ArtifactVersion, Promotion
+    from mlflowkit.store._gc import GcReport
 
 
-__all__ = ["DEFAULT_URL", "GcReport", "ObjectInfo", "Store", "open_store"]
+__all__ = ["DEFAULT_URL", "ObjectInfo", "Store", "open_store"]
 
 
 class Store(Governance, StoreCore):

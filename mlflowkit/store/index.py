@@ -34,8 +34,7 @@ Invariants every implementation keeps (the contract suite checks each):
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, NamedTuple, Protocol, TypeVar, runtime_checkable
 
 if TYPE_CHECKING:
     from mlflowkit.records import CacheEntry, RunRecord
@@ -55,8 +54,7 @@ __all__ = [
 _T = TypeVar("_T")
 
 
-@dataclass(frozen=True)
-class ObjectRow:
+class ObjectRow(NamedTuple):
     """An object as the index knows it: digest, file size, serializer, creation time."""
 
     digest: str
@@ -65,8 +63,7 @@ class ObjectRow:
     created_at: float
 
 
-@dataclass(frozen=True)
-class PackedRow:
+class PackedRow(NamedTuple):
     """Where a record of a segment file lives: ``name`` is ``"o:<digest>"`` for an object,
     ``"c:<key>"`` for a cache entry; ``offset`` counts from the end of the segment's TOC and
     ``checksum`` is the record's BLAKE3 (hex), as the signed TOC lists it."""
@@ -78,8 +75,7 @@ class PackedRow:
     checksum: str
 
 
-@dataclass(frozen=True)
-class RunFile:
+class RunFile(NamedTuple):
     """A run record file as listed: id, size and a change fingerprint."""
 
     run_id: str
@@ -87,8 +83,7 @@ class RunFile:
     stamp: str
 
 
-@dataclass(frozen=True)
-class VersionRow:
+class VersionRow(NamedTuple):
     """A version of a named artifact as stored: its columns, and its sealed ``record``."""
 
     name: str
@@ -101,8 +96,7 @@ class VersionRow:
     record: bytes | None
 
 
-@dataclass(frozen=True)
-class PromotionRow:
+class PromotionRow(NamedTuple):
     """A promotion as stored; ``seq`` orders the promotions (None: numbered on insert)."""
 
     seq: int | None
@@ -117,8 +111,7 @@ class PromotionRow:
     record: bytes | None
 
 
-@dataclass(frozen=True)
-class StageRow:
+class StageRow(NamedTuple):
     """A stage pointer as stored (written for convenience; readers replay promotions)."""
 
     name: str

@@ -34,7 +34,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from mlflowkit.store.objects import ObjectStore
 from mlflowkit.store.owner import pid_alive
@@ -47,8 +47,7 @@ EMPTY_GRACE_S = 2.0
 _HOST = os.uname().nodename if hasattr(os, "uname") else os.environ.get("COMPUTERNAME", "")
 
 
-@dataclass(frozen=True)
-class Holder:
+class Holder(NamedTuple):
     """What a lock file says about its owner."""
 
     token: str
@@ -59,7 +58,7 @@ class Holder:
 
     def encode(self) -> bytes:
         """The lock file's content."""
-        return json.dumps(self.__dict__).encode()
+        return json.dumps(self._asdict()).encode()
 
     @classmethod
     def decode(cls, data: bytes) -> Holder | None:

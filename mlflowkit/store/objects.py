@@ -33,14 +33,12 @@ Invariants every implementation keeps (the contract suite checks each):
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 __all__ = ["FileStat", "ObjectStore"]
 
 
-@dataclass(frozen=True)
-class FileStat:
+class FileStat(NamedTuple):
     """A listed file: path relative to the listed folder, size, change stamp, mtime."""
 
     name: str

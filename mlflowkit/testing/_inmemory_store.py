@@ -203,9 +203,7 @@ class _Registry:
 
 
 def _replace(row: Any, **changes: Any) -> Any:
-    from dataclasses import replace
-
-    return replace(row, **changes)
+    return row._replace(**changes)
 
 
 class InMemoryIndex:

@@ -625,3 +625,38 @@ def test_many_small_values_stay_distinct() -> None:
     values += ["".join(p) for p in itertools.permutations("abc")]
     values += [(i, j) for i in range(5) for j in range(5)]
     assert all_distinct(values)
+
+
+def test_lazily_known_stdlib_leaves_hash_alike_in_a_fresh_process() -> None:
+    # decimal, fractions and uuid are not imported by mlflowkit: their encoders join on the
+    # first value seen, first or nested, of the type or of a subclass
+    class D(Decimal):
+        pass
+
+    values = [[Decimal("2.50")], (fractions.Fraction(1, 3),), {"u": uuid.UUID(int=7)}, D("3")]
+    here = [hash_value(v) for v in values]
+    code = (
+        "import json, sys, mlflowkit\n"
+        "assert not {'decimal', 'fractions'} & set(sys.modules), sorted(sys.modules)\n"
+        "from mlflowkit.errors import HashingError\n"
+        "from mlflowkit.hashing import hash_value, register_hasher\n"
+        "import decimal, fractions, uuid\n"
+        "try:\n"
+        "    register_hasher(decimal.Decimal)(str)\n"
+        "except HashingError as e:\n"
+        "    refused = 'built-in' in str(e)\n"
+        "class D(decimal.Decimal):\n"
+        "    pass\n"
+        "D.__qualname__ = " + repr(D.__qualname__) + "\n"
+        "D.__module__ = " + repr(D.__module__) + "\n"
+        "values = [[decimal.Decimal('2.50')], (fractions.Fraction(1, 3),),\n"
+        "          {'u': uuid.UUID(int=7)}, D('3')]\n"
+        "print(json.dumps([refused, [hash_value(v) for v in values]]))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    refused, there = json.loads(out.stdout)
+    assert refused
+    assert there == here
+    assert hash_value(Decimal("2.50")) != hash_value(Decimal("2.5"))
