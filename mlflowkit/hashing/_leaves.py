@@ -230,10 +230,11 @@ LEAF_ENCODERS: dict[type, Callable[[Any], bytes]] = {
     type: lambda x: b"C" + encode_str(type_name(x)),
 }
 
-#: Leaf types of standard-library modules that ``import mlflowkit`` does not load (decimal,
-#: fractions and uuid, with platform under uuid, cost ~1.5 ms together), keyed by module and
-#: class name. A value of one of them means its module is loaded: ``adopt_stdlib_leaves`` adds
-#: their encoders to ``LEAF_ENCODERS`` the first time such a type (or a subclass) is seen.
+#: Leaf types of standard-library modules that hashing does not import itself, keyed by module
+#: and class name (``decimal`` and ``fractions`` cost ~1.5 ms and nothing else of mlflowkit
+#: loads them; ``uuid`` comes with orjson, and is here so that one rule covers all three). A
+#: value of one of them means its module is loaded: ``adopt_stdlib_leaves`` adds their encoders
+#: to ``LEAF_ENCODERS`` the first time such a type (or a subclass) is seen.
 _STDLIB_LEAVES: dict[tuple[str, str], Callable[[Any], bytes]] = {
     ("decimal", "Decimal"): _enc_decimal,
     ("fractions", "Fraction"): lambda x: b"Q" + _enc_int(x.numerator) + _enc_int(x.denominator),
