@@ -242,19 +242,16 @@ _STDLIB_LEAVES: dict[tuple[str, str], Callable[[Any], bytes]] = {
 }
 
 
-def adopt_stdlib_leaves(t: type) -> bool:
-    """Add the encoders of the lazily known standard-library leaf types in ``t``'s MRO.
-
-    Returns whether ``t`` has one of those types among its bases (itself included).
+def adopt_stdlib_leaves(t: type) -> Callable[[Any], bytes] | None:
+    """Add the encoders of the lazily known standard-library leaf types in ``t``'s MRO, and
+    return ``t``'s own leaf encoder (None: ``t`` is not a leaf type; a subclass of one is not).
     """
-    found = False
     for base in t.__mro__:
         key = (str(getattr(base, "__module__", "")), base.__name__)
         enc = _STDLIB_LEAVES.get(key)
         if enc is not None and getattr(sys.modules.get(key[0]), key[1], None) is base:
             LEAF_ENCODERS[base] = enc
-            found = True
-    return found
+    return LEAF_ENCODERS.get(t)
 
 
 _TYPE_NAMES: dict[type, str] = {}

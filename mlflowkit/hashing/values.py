@@ -433,7 +433,7 @@ def register_hasher(t: type[T]) -> Callable[[Callable[[T], Any]], Callable[[T], 
             f"register_hasher expects a class, found {type(t).__name__} {t!r}; "
             "call it as mk.register_hasher(SomeType)(fn)"
         )
-    if t in _CORE or (adopt_stdlib_leaves(t) and t in LEAF_ENCODERS):
+    if t in _CORE or adopt_stdlib_leaves(t) is not None:
         raise HashingError(
             f"{type_name(t)} has a built-in canonical encoding that cannot be replaced; "
             "register a hasher for your own subclass instead",
@@ -520,8 +520,8 @@ def _device_encoder() -> Encoder:
 def _resolve(t: type) -> Encoder:
     with _LOCK:
         enc = _DISPATCH.get(t)
-        if enc is None and adopt_stdlib_leaves(t) and t in LEAF_ENCODERS:
-            leaf = LEAF_ENCODERS[t]
+        leaf = adopt_stdlib_leaves(t) if enc is None else None
+        if leaf is not None:
             return lambda st, x: st.out.extend(leaf(x))
         if enc is None and _load_lazy(t):
             enc = _DISPATCH.get(t)
