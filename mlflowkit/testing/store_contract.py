@@ -281,6 +281,20 @@ class IndexContract:
         index.remove_objects([out])
         assert index.digests_with_prefix("ab0") == []
 
+    def test_packed_segments_lists_each_segment_once_while_it_holds_a_record(
+        self, index: Index
+    ) -> None:
+        segs = [f"{i:02x}" + "9" * 62 for i in (7, 0, 255, 16)]
+        for n, seg in enumerate(segs):
+            index.add_batch(
+                [], [], [PackedRow(f"c:{n}-{j}", seg, j, 1, "a" * 64) for j in range(n + 2)]
+            )
+        assert index.packed_segments() == set(segs)
+        index.remove_cache([f"{0}-{j}" for j in range(2)])  # every record of segs[0]
+        assert index.packed_segments() == set(segs[1:])
+        index.remove_cache([f"{n}-{j}" for n in range(1, 4) for j in range(n + 2)])
+        assert index.packed_segments() == set()
+
     def test_segment_places_are_found_and_go_with_their_object_or_entry(self, index: Index) -> None:
         out, seg = "ab" + "1" * 62, "cd" + "2" * 62
         index.add_batch(
