@@ -290,7 +290,7 @@ class IndexContract:
                 [], [], [PackedRow(f"c:{n}-{j}", seg, j, 1, "a" * 64) for j in range(n + 2)]
             )
         assert index.packed_segments() == set(segs)
-        index.remove_cache([f"{0}-{j}" for j in range(2)])  # every record of segs[0]
+        index.remove_cache([f"0-{j}" for j in range(2)])  # every record of segs[0]
         assert index.packed_segments() == set(segs[1:])
         index.remove_cache([f"{n}-{j}" for n in range(1, 4) for j in range(n + 2)])
         assert index.packed_segments() == set()
