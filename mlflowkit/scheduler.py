@@ -51,6 +51,10 @@ Invariants
   are taken there too, all or none (``Cache.prefetch(hold=True)``): a call whose lock is held
   so is not claimed again by its task, and ``_done`` lets go of it (the store keeps it until
   the entry is written); the walk lets go of any left when it ends.
+* At most ``IN_FLIGHT`` tasks are handed to the executor and not finished. Once that many are,
+  the walk takes results until half of them finished, then hands out more: what the driver
+  holds per task (the task, its arguments, an executor's payload) is bounded by the window,
+  not by the width of a fan-out, and refilling by halves keeps an executor's batches large.
 * A pack hit's stored value is checked to exist only for the plan's outputs (what the caller
   loads): ``Cache.lookup(check=...)``.
 * A step call's record carries the metric log of the execution that produced its output: the
@@ -98,6 +102,10 @@ _GATHER = _OPS["gather"]
 _NO_META: dict[str, Any] = {}  # never changed
 #: ready calls whose keys are computed and looked up together (bounds what waits for them)
 PREFETCH_AT_ONCE = 1024
+#: tasks handed to the executor and not finished, at most; once reached, the walk waits until
+#: half of them finished before it hands out more (the driver's memory for tasks and their
+#: payloads is bounded by this, not by the width of a fan-out)
+IN_FLIGHT = 8192
 
 
 def _to_input(template: Any, digests: dict[str, str], handles: dict[str, Any]) -> Any:
@@ -253,9 +261,15 @@ class _Walk:
         on_done = events.put  # the one thing executors touch, from any thread
         interrupted: KeyboardInterrupt | None = None
         ready, running, process = self.ready, self.running, self._process
+        full = False  # IN_FLIGHT tasks were running: wait until half of them are done
         try:
             while True:
-                while ready and self.failure is None:
+                if full and len(running) <= IN_FLIGHT // 2:
+                    full = False
+                while ready and self.failure is None and not full:
+                    if len(running) >= IN_FLIGHT:
+                        full = True
+                        break
                     if self.scanned:
                         self.scanned -= 1
                     elif len(ready) > 1 and self.cache is not None:

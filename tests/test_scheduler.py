@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,10 @@ from typing import Any
 import pytest
 
 import mlflowkit as mk
+from mlflowkit import scheduler
+from mlflowkit.executors.base import Executor, Task, TaskResult
 from mlflowkit.records import CacheEntry
+from mlflowkit.stepcall import execute, local_resolver
 from mlflowkit.store import Store
 
 #: the folder where each execution of a step call leaves a mark (not part of the steps' code
@@ -373,3 +376,38 @@ def test_locks_taken_for_a_failed_run_s_calls_are_released(tmp_path: Path, count
     prober.start()
     prober.join(30)
     assert free == [True] * 40
+
+
+class _Buffering(Executor):
+    """Runs what it was given only when flushed, as the dask executor sends its batches."""
+
+    name = "buffering"
+
+    def __init__(self) -> None:
+        self.buffer: list[tuple[Task, Callable[[TaskResult], None]]] = []
+        self.flushed: list[int] = []
+
+    def submit(self, task: Task, on_done: Callable[[TaskResult], None]) -> None:
+        self.buffer.append((task, on_done))
+
+    def flush(self) -> None:
+        batch, self.buffer = self.buffer, []
+        if batch:
+            self.flushed.append(len(batch))
+        for task, on_done in batch:
+            on_done(execute(task, self.store, local_resolver(self.store)))
+
+
+def test_a_wide_fan_out_keeps_at_most_in_flight_tasks_and_refills_by_halves(
+    tmp_path: Path, counters: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # what the driver holds per task (the task, its payload) is bounded by the window, not by
+    # the width of the fan-out; refilling by halves keeps the batches an executor sends large
+    monkeypatch.setattr(scheduler, "IN_FLIGHT", 16)
+    executor = _Buffering()
+    run = fan.plan(n=100).run(executor=executor, store=tmp_path / "s")
+    assert run.output == sum(i * i for i in range(100))
+    assert sum(s.status == "executed" for s in run.steps) == 102  # and the gather
+    assert max(executor.flushed) == 16 and sum(executor.flushed) == 102
+    # the last three: the rest of the elements, the gather, the reduce
+    assert all(size >= 8 for size in executor.flushed[:-3])
