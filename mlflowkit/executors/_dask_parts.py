@@ -18,11 +18,19 @@ Invariants
   rebuilt from its payload, without its tasks.
 * Once a batch is reported, the client keeps what a rebuild and the error messages need (the
   payload, the ids it reads, a name, a size), not its tasks.
+* A payload travels compressed (zlib, level 1) when that saves a quarter: the client keeps it
+  for rebuilds and a scheduler in the client's process keeps the bytes it received, both for
+  as long as the batch's outputs are held, so a wide fan-out's payloads are a large part of
+  the driver's memory (a task of a mapped step is ~140 bytes pickled, ~55 compressed). Payloads
+  under ``COMPRESS_AT_LEAST`` or over ``COMPRESS_AT_MOST`` bytes, and those whose first
+  ``COMPRESS_SAMPLE`` bytes do not compress (large arrays inline), travel as pickled;
+  ``unpack`` tells the two apart by their first byte.
 """
 
 from __future__ import annotations
 
 import ast
+import copy
 import io
 import os
 import pickle
@@ -31,6 +39,8 @@ import sys
 import threading
 import time
 import uuid
+import zlib
+from array import array
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -77,6 +87,21 @@ class Dep:
         return (Dep, (self.position, self.index))
 
 
+#: payloads of this size or more are compressed when that saves a quarter; smaller ones hold
+#: too little to matter (see the module docstring)
+COMPRESS_AT_LEAST = 4 << 10
+#: payloads over this size travel as pickled (large values inline)
+COMPRESS_AT_MOST = 16 << 20
+#: a larger payload is compressed only when its first this many bytes shrink by a quarter:
+#: values that do not compress (arrays of floats) cost ~20 ms per MiB to try
+COMPRESS_SAMPLE = 64 << 10
+#: the first byte of a zlib stream (deflate, 32 KiB window); a pickle's is ``PROTO`` (0x80)
+_ZLIB = b"\x78"
+#: a list or tuple argument of at least this many inputs held on the workers (a fan-out's
+#: gather) is written as one row of columns, not one pickled object per input
+ROW_AT_LEAST = 64
+
+
 def pack(tasks: list[Task], check: Callable[[str], None]) -> tuple[bytes, tuple[str, ...]]:
     """The payload of a batch: ``tasks`` pickled (cloudpickle), with the ids of the batches
     they read, in the order of first use.
@@ -84,19 +109,79 @@ def pack(tasks: list[Task], check: Callable[[str], None]) -> tuple[bytes, tuple[
     Written as the worker reads it, without copying the arguments first: each ``DaskRef`` as a
     ``Dep`` (its batch's position in those ids, and its index), and each ``Input`` as its node
     and handle only -- its digest serves the driver (keys, lineage), never a worker, and is the
-    bulk of a wide gather's payload, which Dask copies several times on its way. ``check(id)``
-    is called once per batch read, and raises if its value is not held.
+    bulk of a wide gather's payload, which Dask copies several times on its way. A long list
+    or tuple of such inputs (a gather) is written as an ``_InputRow``: three columns instead of
+    an object, a tuple and a memo entry per input. ``check(id)`` is called once per batch
+    read, and raises if its value is not held. The payload is compressed when that pays (see
+    the module docstring).
     """
     buffer = io.BytesIO()
     packer = _packer()(buffer, protocol=pickle.HIGHEST_PROTOCOL)
     packer.check = check
-    packer.dump(tasks)
-    return buffer.getvalue(), tuple(packer.positions)
+    packer.dump([_with_rows(task) for task in tasks])
+    payload = buffer.getvalue()
+    return _compressed(payload) or payload, tuple(packer.positions)
+
+
+def _with_rows(task: Task) -> Task:
+    """``task``, or a copy whose long sequences of held inputs are ``_InputRow`` objects."""
+    rows: dict[str, _InputRow] | None = None
+    for pname, value in task.args.items():
+        kind = type(value)
+        if (
+            (kind is tuple or kind is list)
+            and len(value) >= ROW_AT_LEAST
+            and all(type(x) is Input and type(x.handle) is DaskRef for x in value)
+        ):
+            if rows is None:
+                rows = {}
+            rows[pname] = _InputRow(value, kind is tuple)
+    if rows is None:
+        return task
+    shipped = copy.copy(task)
+    shipped.args = {**task.args, **rows}
+    return shipped
+
+
+def _compressed(payload: bytes) -> bytes | None:
+    """``payload`` compressed, when it is worth it (see the module docstring); else None."""
+    size = len(payload)
+    if not COMPRESS_AT_LEAST <= size <= COMPRESS_AT_MOST:
+        return None
+    if size > COMPRESS_SAMPLE:
+        sample = memoryview(payload)[:COMPRESS_SAMPLE]
+        if len(zlib.compress(sample, 1)) > COMPRESS_SAMPLE * 3 // 4:
+            return None
+    packed = zlib.compress(payload, 1)
+    return packed if len(packed) <= size * 3 // 4 else None
+
+
+class _InputRow:
+    """A sequence of inputs held on the workers, as ``pack`` writes it (only in ``pack``)."""
+
+    __slots__ = ("inputs", "is_tuple")
+
+    def __init__(self, inputs: tuple[Input, ...] | list[Input], is_tuple: bool) -> None:
+        self.inputs = inputs
+        self.is_tuple = is_tuple
 
 
 def shipped_input(node: str, position: int, index: int) -> Input:
     """An ``Input`` as ``pack`` writes one whose value is held on the workers."""
     return Input(node, "", Dep(position, index))
+
+
+def shipped_row(
+    nodes: str, positions: bytes, indexes: bytes, is_tuple: bool
+) -> tuple[Input, ...] | list[Input]:
+    """The inputs of an ``_InputRow``: node names joined by NUL, two columns of ``int64``."""
+    row = [
+        Input(node, "", Dep(position, index))
+        for node, position, index in zip(
+            nodes.split("\0"), array("q", positions), array("q", indexes), strict=True
+        )
+    ]
+    return tuple(row) if is_tuple else row
 
 
 _PACKER: Any = None
@@ -124,6 +209,17 @@ def _packer() -> Any:
                     return (Input, (obj.node, "", handle))
                 if kind is DaskRef:
                     return (Dep, (self.position(obj.key), obj.index))
+                if kind is _InputRow:
+                    inputs = obj.inputs
+                    nodes = "\0".join([x.node for x in inputs])
+                    if nodes.count("\0") != len(inputs) - 1:  # a name holds NUL: one by one
+                        return (list if not obj.is_tuple else tuple, (list(inputs),))
+                    positions = array("q", [self.position(x.handle.key) for x in inputs])
+                    indexes = array("q", [x.handle.index for x in inputs])
+                    return (
+                        shipped_row,
+                        (nodes, positions.tobytes(), indexes.tobytes(), obj.is_tuple),
+                    )
                 return super().reducer_override(obj)
 
             def position(self, key: str) -> int:
@@ -144,7 +240,10 @@ def _no_check(key: str) -> None:
 def unpack(payload: Buffer) -> list[Task]:
     """The tasks of a payload made by ``pack`` (its bytes, in any buffer: Dask passes them out
     of band)."""
-    tasks: list[Task] = pickle.loads(payload)
+    data = memoryview(payload)
+    if data[:1] == _ZLIB:  # compressed by ``pack`` (a pickle starts with its PROTO opcode)
+        data = memoryview(zlib.decompress(data))
+    tasks: list[Task] = pickle.loads(data)
     return tasks
 
 
