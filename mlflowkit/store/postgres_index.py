@@ -131,6 +131,28 @@ CREATE INDEX IF NOT EXISTS registry_promotions_name ON registry_promotions (name
 #: cache tables are simply made again). Version 1 is the first: nothing to migrate from.
 _MIGRATIONS: dict[int, tuple[str, ...]] = {}
 
+#: indexes added within a schema version, without raising it: mlflowkit of the same version
+#: that does not know them reads and writes the tables as before (a version bump would make
+#: every older client refuse a team's shared schema for a speed-up). Each is made once, under
+#: the schema lock, and noted in ``meta`` as ``index:<name>``; tables are only ever dropped by
+#: a change of version, which makes them again with these.
+_ADDED_INDEXES: dict[str, str] = {
+    # ``packed_segments`` seeks it once per segment instead of reading every row
+    "packed_segment": "CREATE INDEX IF NOT EXISTS packed_segment ON packed (segment)",
+}
+
+#: the distinct segments of ``packed``, one seek down ``packed_segment`` each (a loose index
+#: scan; PostgreSQL answers ``MIN`` over an indexed column from the index)
+_SEGMENTS = """
+WITH RECURSIVE seen(segment) AS (
+    SELECT MIN(segment) FROM packed
+    UNION ALL
+    SELECT (SELECT MIN(segment) FROM packed WHERE segment > seen.segment)
+    FROM seen WHERE seen.segment IS NOT NULL
+)
+SELECT segment FROM seen WHERE segment IS NOT NULL
+"""
+
 
 def redact(url: str) -> str:
     """``url`` with its password (if any) replaced by ``***``: the only form ever shown."""
@@ -296,7 +318,9 @@ class PostgresIndex:
     # schema ----------------------------------------------------------------------------------
     def _ensure_schema(self, conn: psycopg.Connection[Any]) -> None:
         found = self._meta(conn)
-        if found.get("schema") == str(SCHEMA_VERSION):
+        if found.get("schema") == str(SCHEMA_VERSION) and all(
+            f"index:{name}" in found for name in _ADDED_INDEXES
+        ):
             self._instance = found.get("instance")
             self._ready = True
             return
@@ -311,7 +335,9 @@ class PostgresIndex:
                 old = int(found.get("schema", "0") or 0)
                 for table in _CACHE_TABLES:
                     conn.execute(f"DROP TABLE IF EXISTS {table}")
-                conn.execute("DELETE FROM meta WHERE k = 'built'")
+                # the tables and their indexes go: so do the notes that they were built
+                conn.execute("DELETE FROM meta WHERE k = 'built' OR k LIKE 'index:%'")
+                found = {k: v for k, v in found.items() if not k.startswith("index:")}
                 for version in range(old + 1, SCHEMA_VERSION + 1):
                     for stmt in _MIGRATIONS.get(version, ()):
                         conn.execute(stmt)
@@ -324,6 +350,13 @@ class PostgresIndex:
                     "ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v",
                     (str(SCHEMA_VERSION), instance),
                 )
+            for name, statement in _ADDED_INDEXES.items():
+                if f"index:{name}" not in found:
+                    conn.execute(statement)
+                    conn.execute(
+                        "INSERT INTO meta VALUES (%s, '1') ON CONFLICT (k) DO NOTHING",
+                        (f"index:{name}",),
+                    )
             self._instance = dict(conn.execute("SELECT k, v FROM meta").fetchall())["instance"]
         self._ready = True
 
@@ -472,8 +505,13 @@ class PostgresIndex:
         return {r[0]: PackedRow(*r) for r in rows}
 
     def packed_segments(self) -> set[str]:
-        """The names of the segments some record's place points into."""
-        return {r[0] for r in self.query("SELECT DISTINCT segment FROM packed", ())}
+        """The names of the segments some record's place points into.
+
+        Asked once per store object when a lookup misses, so its cost must not grow with the
+        number of records: one seek per segment down ``packed_segment`` (``_SEGMENTS``), not
+        ``SELECT DISTINCT``, which reads every row.
+        """
+        return {r[0] for r in self.query(_SEGMENTS, ())}
 
     def remove_objects(self, digests: Iterable[str]) -> None:
         """Forget objects (deleted or quarantined), with their segment records' places."""

@@ -23,7 +23,7 @@ pytest.importorskip("psycopg")
 
 from mlflowkit.errors import StoreError
 from mlflowkit.records import CacheEntry
-from mlflowkit.store.index import ObjectRow, PromotionRow, VersionRow
+from mlflowkit.store.index import ObjectRow, PackedRow, PromotionRow, VersionRow
 from mlflowkit.store.postgres_index import (
     SCHEMA_VERSION,
     PostgresIndex,
@@ -233,3 +233,74 @@ def test_redact_hides_only_the_password() -> None:
     )
     assert redact("postgresql://ann@db/team") == "postgresql://ann@db/team"
     assert redact("postgresql:///team?host=/run/pg") == "postgresql:///team?host=/run/pg"
+
+
+def _indexes(url: str, store: str) -> set[str]:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT indexname FROM pg_indexes WHERE schemaname = %s", (schema_name(store),)
+        ).fetchall()
+    return {r[0] for r in rows}
+
+
+def test_a_schema_made_before_the_segment_index_gains_it_and_keeps_its_rows(
+    postgres_server: Any,
+) -> None:
+    import psycopg
+
+    url, store = postgres_server.url(), _store_url()
+    index = PostgresIndex(url, store)
+    index.add_batch([], [], [PackedRow(f"o:{i:064x}", f"seg{i % 3}", 0, 1, "c") for i in range(9)])
+    assert "packed_segment" in _indexes(url, store)
+    # what an mlflowkit of the same schema version made before the index existed
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f'DROP INDEX "{schema_name(store)}".packed_segment')
+        conn.execute(f"DELETE FROM \"{schema_name(store)}\".meta WHERE k LIKE 'index:%'")
+    again = PostgresIndex(url, store)
+    assert again.packed_segments() == {"seg0", "seg1", "seg2"}  # the rows are kept
+    assert "packed_segment" in _indexes(url, store)
+    assert again.find_packed(f"o:{4:064x}") == PackedRow(f"o:{4:064x}", "seg1", 0, 1, "c")
+
+
+def test_postgres_lists_segments_by_seeking_its_index_not_reading_every_row(
+    postgres_server: Any,
+) -> None:
+    import psycopg
+
+    from mlflowkit.store.postgres_index import _SEGMENTS
+
+    url, store = postgres_server.url(), _store_url()
+    index = PostgresIndex(url, store)
+    rows = [PackedRow(f"o:{i:064x}", f"seg{i % 20:02d}", i, 1, "c") for i in range(20_000)]
+    index.add_batch([], [], rows)
+    assert index.packed_segments() == {f"seg{i:02d}" for i in range(20)}
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f'SET search_path TO "{schema_name(store)}"')
+        conn.execute("ANALYZE packed")
+        explained = conn.execute(f"EXPLAIN (ANALYZE, COSTS OFF) {_SEGMENTS}").fetchall()
+    plan = "\n".join(r[0] for r in explained)
+    # each next segment is one seek from the one before; DISTINCT reads all 20,000 rows
+    assert "Index Cond: (segment > " in plan, plan
+    assert "Seq Scan on packed" not in plan, plan
+
+
+def test_a_schema_of_an_older_version_is_made_again_with_the_segment_index(
+    postgres_server: Any,
+) -> None:
+    import psycopg
+
+    url, store = postgres_server.url(), _store_url()
+    PostgresIndex(url, store).add_batch([], [], [PackedRow("o:" + "a" * 64, "seg", 0, 1, "c")])
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            f"UPDATE \"{schema_name(store)}\".meta SET v = %s WHERE k = 'schema'",
+            (str(SCHEMA_VERSION - 1),),
+        )
+    again = PostgresIndex(url, store)
+    assert again.packed_segments() == set()  # cache tables are made again, then rebuilt
+    assert "packed_segment" in _indexes(url, store)
+    with psycopg.connect(url, autocommit=True) as conn:
+        notes = conn.execute(f'SELECT k FROM "{schema_name(store)}".meta').fetchall()
+    assert ("index:packed_segment",) in notes
