@@ -31,6 +31,38 @@ METRICS = "metrics"
 #: (a run keeps one per call; nothing writes into an entry's or a result's ``meta``).
 NO_META: dict[str, Any] = {}
 
+
+class _NoUpstream(dict):  # type: ignore[type-arg]
+    """The ``upstream`` of a step call given no structure of upstream values: most calls.
+
+    One empty dict shared by every such record (a run keeps one record per call: a dict each
+    was ~64 bytes per call of a 100,000-call run), so it refuses to be changed in place;
+    a record's ``upstream`` is replaced instead (``record.upstream = {...}``).
+    """
+
+    __slots__ = ()
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(
+            "this step run's `upstream` is the shared empty mapping of calls without "
+            "upstream structures and cannot be changed in place: assign a new dict to "
+            "`step_run.upstream` instead"
+        )
+
+    __setitem__ = __delitem__ = __ior__ = _refuse
+    clear = pop = popitem = setdefault = update = _refuse
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_no_upstream, ())
+
+
+def _no_upstream() -> dict[str, list[str]]:
+    return NO_UPSTREAM
+
+
+#: the shared ``StepRun.upstream`` of calls without upstream structures (see ``_NoUpstream``)
+NO_UPSTREAM: dict[str, list[str]] = _NoUpstream()
+
 #: The metrics one step execution logged: name -> ``[[step, value], ...]`` in logging order
 #: (plain lists, so the log is JSON as it is). See ``mlflowkit.tracking``.
 MetricLog = dict[str, list[list[float]]]
@@ -64,7 +96,7 @@ class StepRun:
     traceback: str | None = None
     #: for a parameter given a structure holding upstream values (``[a, b]``, a gather): the
     #: digests of those values, in order; lineage follows them
-    upstream: dict[str, list[str]] = field(default_factory=dict)
+    upstream: dict[str, list[str]] = field(default_factory=_no_upstream)
     metric_log: MetricLog | None = None
 
     @property
@@ -123,7 +155,8 @@ class StepRun:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> StepRun:
         names = _STEP_FIELDS
-        return cls(**{k: v for k, v in data.items() if k in names})
+        # an empty ``upstream`` is the shared one, as in a record made by a run
+        return cls(**{k: v for k, v in data.items() if k in names and (v or k != "upstream")})
 
 
 def count_calls(steps: Iterable[StepRun]) -> dict[str, int]:

@@ -111,3 +111,27 @@ def test_output_digests_lists_the_digest_leaves_of_an_output_template_in_order()
     assert output_digests(template) == ["a" * 64, "b" * 64, "a" * 64]
     assert output_digests({"$digest": 3}) == []  # not a digest
     assert output_digests(None) == []
+
+
+def test_calls_without_upstream_structures_share_one_read_only_empty_upstream() -> None:
+    import copy
+    import json
+    import pickle
+
+    import pytest
+
+    from mlflowkit.records import NO_UPSTREAM
+
+    a, b = StepRun("a"), StepRun("b")
+    assert a.upstream is b.upstream is NO_UPSTREAM and a.upstream == {}  # not a dict per call
+    with pytest.raises(TypeError, match="assign a new dict"):
+        a.upstream["xs"] = ["d"]
+    with pytest.raises(TypeError):
+        a.upstream.update(xs=["d"])
+    assert b.upstream == {}
+    a.upstream = {"xs": ["d1", "d2"]}  # what the scheduler does for a structure argument
+    assert a.upstream == {"xs": ["d1", "d2"]} and b.upstream == {}
+    for copied in (pickle.loads(pickle.dumps(b)), copy.deepcopy(b), StepRun.from_dict(b.to_dict())):
+        assert copied == b and copied.upstream is NO_UPSTREAM
+    assert StepRun.from_dict(a.to_dict()) == a
+    assert json.loads(json.dumps(b.to_dict()))["upstream"] == {}
