@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mlflowkit.cache import Cache
-from mlflowkit.executors.base import InMemory, Input, Task, TaskResult
+from mlflowkit.executors.base import Derived, InMemory, Input, Task, TaskResult
 
 __all__ = [
     "BatchOutput",
@@ -125,8 +125,20 @@ def pack(tasks: list[Task], check: Callable[[str], None]) -> tuple[bytes, tuple[
 
 def _with_rows(task: Task) -> Task:
     """``task``, or a copy whose long sequences of held inputs are ``_InputRow`` objects."""
-    rows: dict[str, _InputRow] | None = None
-    for pname, value in task.args.items():
+    args = _rowed(task.args)
+    if args is None:
+        return task
+    shipped = copy.copy(task)
+    shipped.args = args
+    return shipped
+
+
+def _rowed(args: dict[str, Any]) -> dict[str, Any] | None:
+    """``args`` with its long sequences of held inputs as ``_InputRow`` objects, or None when
+    it has none. Also a step's arguments (``Derived``) in a gather of a fan-out that was a
+    cache hit."""
+    rows: dict[str, Any] | None = None
+    for pname, value in args.items():
         kind = type(value)
         if (
             (kind is tuple or kind is list)
@@ -136,11 +148,7 @@ def _with_rows(task: Task) -> Task:
             if rows is None:
                 rows = {}
             rows[pname] = _InputRow(value, kind is tuple)
-    if rows is None:
-        return task
-    shipped = copy.copy(task)
-    shipped.args = {**task.args, **rows}
-    return shipped
+    return None if rows is None else {**args, **rows}
 
 
 def _compressed(payload: bytes) -> bytes | None:
@@ -207,6 +215,10 @@ def _packer() -> Any:
                         position = self.position(handle.key)
                         return (shipped_input, (obj.node, position, handle.index))
                     return (Input, (obj.node, "", handle))
+                if kind is Derived:  # e.g. a cached gather: its items are rows too
+                    args = _rowed(obj.args)
+                    if args is not None:
+                        return (Derived, (obj.step, args))
                 if kind is DaskRef:
                     return (Dep, (self.position(obj.key), obj.index))
                 if kind is _InputRow:

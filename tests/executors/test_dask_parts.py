@@ -112,3 +112,28 @@ def test_a_reported_batch_drops_its_tasks_and_keeps_what_a_rebuild_needs() -> No
     sent.release()
     assert sent.items == [] and sent.payload and sent.size == 2
     assert sent.names() == "'count' and 1 more"
+
+
+def test_a_cached_gather_handed_on_as_derived_ships_its_items_as_a_row() -> None:
+    # a gather that was a cache hit reaches its consumer as ``Derived(gather, {"items": ...})``
+    from mlflowkit.executors.base import Derived
+    from mlflowkit.plan import OPS
+
+    n = 10_000
+    items = tuple(Input(f"square[{i}]", f"{i:064x}", DaskRef(f"b{i % 8}", i)) for i in range(n))
+    gathered = Input("square", "g" * 64, Derived(OPS["gather"], {"items": items}))
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        payload, deps = pack([_task({"values": gathered})], lambda key: None)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(deps) == 8
+    assert (peak - before) / n < 130  # ~100 as a row, ~215 item by item
+    (task,) = unpack(payload)
+    derived = task.args["values"].handle
+    assert derived.step.qualified_name == OPS["gather"].qualified_name
+    assert derived.args["items"] == tuple(
+        Input(f"square[{i}]", "", Dep(deps.index(f"b{i % 8}"), i)) for i in range(n)
+    )
