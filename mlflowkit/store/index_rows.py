@@ -23,6 +23,7 @@ from mlflowkit.store.index import ObjectRow, PackedRow, PromotionRow, RunFile, S
 
 __all__ = [
     "PROMOTION_COLUMNS",
+    "SEGMENTS_QUERY",
     "VERSION_COLUMNS",
     "cache_values",
     "object_values",
@@ -41,6 +42,19 @@ __all__ = [
 
 VERSION_COLUMNS = "name, version, digest, run_id, created_at, created_by, metadata, record"
 PROMOTION_COLUMNS = "seq, name, version, from_stage, to_stage, at, by, reason, gates, record"
+
+#: the distinct segments of ``packed``, one seek down the index on ``packed(segment)`` each (a
+#: loose index scan: each next name is the least one above the last; both databases answer
+#: ``MIN`` over an indexed column from the index), not a read of every row
+SEGMENTS_QUERY = """
+WITH RECURSIVE seen(segment) AS (
+    SELECT MIN(segment) FROM packed
+    UNION ALL
+    SELECT (SELECT MIN(segment) FROM packed WHERE segment > seen.segment)
+    FROM seen WHERE seen.segment IS NOT NULL
+)
+SELECT segment FROM seen WHERE segment IS NOT NULL
+"""
 
 
 def parse_run(text: str) -> RunRecord | None:

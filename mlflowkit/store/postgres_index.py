@@ -61,6 +61,7 @@ from mlflowkit.store.index import (
 )
 from mlflowkit.store.index_rows import (
     PROMOTION_COLUMNS,
+    SEGMENTS_QUERY,
     VERSION_COLUMNS,
     cache_values,
     object_values,
@@ -140,18 +141,6 @@ _ADDED_INDEXES: dict[str, str] = {
     # ``packed_segments`` seeks it once per segment instead of reading every row
     "packed_segment": "CREATE INDEX IF NOT EXISTS packed_segment ON packed (segment)",
 }
-
-#: the distinct segments of ``packed``, one seek down ``packed_segment`` each (a loose index
-#: scan; PostgreSQL answers ``MIN`` over an indexed column from the index)
-_SEGMENTS = """
-WITH RECURSIVE seen(segment) AS (
-    SELECT MIN(segment) FROM packed
-    UNION ALL
-    SELECT (SELECT MIN(segment) FROM packed WHERE segment > seen.segment)
-    FROM seen WHERE seen.segment IS NOT NULL
-)
-SELECT segment FROM seen WHERE segment IS NOT NULL
-"""
 
 
 def redact(url: str) -> str:
@@ -508,10 +497,10 @@ class PostgresIndex:
         """The names of the segments some record's place points into.
 
         Asked once per store object when a lookup misses, so its cost must not grow with the
-        number of records: one seek per segment down ``packed_segment`` (``_SEGMENTS``), not
+        number of records: one seek per segment down ``packed_segment`` (``SEGMENTS_QUERY``), not
         ``SELECT DISTINCT``, which reads every row.
         """
-        return {r[0] for r in self.query(_SEGMENTS, ())}
+        return {r[0] for r in self.query(SEGMENTS_QUERY, ())}
 
     def remove_objects(self, digests: Iterable[str]) -> None:
         """Forget objects (deleted or quarantined), with their segment records' places."""

@@ -58,6 +58,7 @@ from mlflowkit.store.index import (
 )
 from mlflowkit.store.index_rows import (
     PROMOTION_COLUMNS,
+    SEGMENTS_QUERY,
     VERSION_COLUMNS,
     cache_values,
     object_values,
@@ -324,10 +325,10 @@ class SqliteIndex:
 
         Asked once per store object when a lookup misses (``StoreCore._reconcile``), so its
         cost must not grow with the number of records: each name is found by one step down
-        the ``packed_segment`` index from the one before (``_SEGMENTS``), not by reading
+        the ``packed_segment`` index from the one before (``SEGMENTS_QUERY``), not by reading
         every row (``SELECT DISTINCT`` took 27 ms at 100,000 records, this 0.3 ms).
         """
-        return {r[0] for r in self.query(_SEGMENTS)}
+        return {r[0] for r in self.query(SEGMENTS_QUERY)}
 
     def remove_objects(self, digests: Iterable[str]) -> None:
         """Forget objects (deleted or quarantined), with their segment records' places."""
@@ -644,17 +645,6 @@ class _RegistryTx:
 
 
 # helpers --------------------------------------------------------------------------------------
-
-#: the distinct segments of ``packed``, one index seek each (a loose index scan)
-_SEGMENTS = """
-WITH RECURSIVE seen(segment) AS (
-    SELECT MIN(segment) FROM packed
-    UNION ALL
-    SELECT (SELECT MIN(segment) FROM packed WHERE segment > seen.segment)
-    FROM seen WHERE seen.segment IS NOT NULL
-)
-SELECT segment FROM seen WHERE segment IS NOT NULL
-"""
 
 
 @contextmanager

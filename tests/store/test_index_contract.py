@@ -40,10 +40,10 @@ class TestPostgresIndex(IndexContract):
 def test_sqlite_lists_segments_by_seeking_its_index_not_reading_every_row(tmp_path: Path) -> None:
     """A run that misses asks for the segments once per store: at a million records, a query
     reading every row would cost every such run ~0.3 s."""
-    from mlflowkit.store.sqlite_index import _SEGMENTS
+    from mlflowkit.store.index_rows import SEGMENTS_QUERY
 
     index = SqliteIndex(str(tmp_path / "index.sqlite"))
     index.is_built()  # creates the tables
-    plan = " | ".join(str(r[-1]) for r in index.query(f"EXPLAIN QUERY PLAN {_SEGMENTS}"))
+    plan = " | ".join(str(r[-1]) for r in index.query(f"EXPLAIN QUERY PLAN {SEGMENTS_QUERY}"))
     assert "SEARCH packed USING COVERING INDEX packed_segment" in plan, plan
     assert "SCAN packed" not in plan, plan  # a scan of the index reads every entry too

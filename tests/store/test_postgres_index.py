@@ -269,7 +269,7 @@ def test_postgres_lists_segments_by_seeking_its_index_not_reading_every_row(
 ) -> None:
     import psycopg
 
-    from mlflowkit.store.postgres_index import _SEGMENTS
+    from mlflowkit.store.index_rows import SEGMENTS_QUERY
 
     url, store = postgres_server.url(), _store_url()
     index = PostgresIndex(url, store)
@@ -279,7 +279,7 @@ def test_postgres_lists_segments_by_seeking_its_index_not_reading_every_row(
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(f'SET search_path TO "{schema_name(store)}"')
         conn.execute("ANALYZE packed")
-        explained = conn.execute(f"EXPLAIN (ANALYZE, COSTS OFF) {_SEGMENTS}").fetchall()
+        explained = conn.execute(f"EXPLAIN (ANALYZE, COSTS OFF) {SEGMENTS_QUERY}").fetchall()
     plan = "\n".join(r[0] for r in explained)
     # each next segment is one seek from the one before; DISTINCT reads all 20,000 rows
     assert "Index Cond: (segment > " in plan, plan
