@@ -77,12 +77,18 @@ from mlflowkit.store.index_rows import (
 
 __all__ = ["SqliteIndex", "open_for_store"]
 
-SCHEMA_VERSION = "3"  # 3: packed rows indexed by segment (``packed_segments``)
+#: 3: packed rows indexed by segment (``packed_segments``); 4: no ``objects`` row for an object
+#: a segment holds (its ``packed`` row says it is there: one index insert less per small value)
+SCHEMA_VERSION = "4"
 #: tables of the artifact registry (``mlflowkit.registry.db``): kept when the cache tables are
 #: dropped for a new schema
 REGISTRY_PREFIX = "registry_"
 BUSY_TIMEOUT_S = 30.0
 _T = TypeVar("_T")
+#: how the name of an object's place in a segment starts (``PackedRow``)
+_OBJECT_PLACE = "o:"
+#: sorts after any character of a name: ``[p, p + _TEXT_MAX)`` holds the names starting with p
+_TEXT_MAX = "\U0010ffff"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
@@ -274,9 +280,8 @@ class SqliteIndex:
                 for table in ("runs", "step_runs", "cache", "objects", "packed"):
                     conn.execute(f"DELETE FROM {table}")
             _insert_packed(conn, places)
-            _insert_objects(conn, objects)
-            for entry, size in caches:
-                _insert_cache(conn, entry, size)
+            _insert_objects(conn, objects, places)
+            _insert_caches(conn, caches)
             for run_file, text in runs:
                 _insert_run(conn, run_file, text)
             conn.execute("INSERT OR REPLACE INTO meta VALUES ('built', ?)", (str(time.time()),))
@@ -294,9 +299,8 @@ class SqliteIndex:
 
         def apply(conn: sqlite3.Connection) -> None:
             _insert_packed(conn, packed)
-            _insert_objects(conn, objects)
-            for entry, size in caches:
-                _insert_cache(conn, entry, size)
+            _insert_objects(conn, objects, packed)
+            _insert_caches(conn, caches)
 
         self.write(apply)
 
@@ -417,11 +421,13 @@ class SqliteIndex:
 
     def digests_with_prefix(self, prefix: str, limit: int = 20) -> list[str]:
         """Known digests (objects and step outputs) that start with ``prefix``."""
+        # segment-held objects have a ``packed`` row only: found by a range of its key
         rows = self.query(
             "SELECT digest FROM objects WHERE substr(digest, 1, ?1) = ?2 UNION "
+            "SELECT substr(name, 3) FROM packed WHERE name >= ?3 AND name < ?4 UNION "
             "SELECT output_digest FROM step_runs WHERE substr(output_digest, 1, ?1) = ?2 "
             f"LIMIT {int(limit)}",
-            (len(prefix), prefix),
+            (len(prefix), prefix, _OBJECT_PLACE + prefix, _OBJECT_PLACE + prefix + _TEXT_MAX),
         )
         return sorted(r[0] for r in rows)
 
@@ -685,14 +691,23 @@ def _insert_packed(conn: sqlite3.Connection, rows: Iterable[PackedRow]) -> None:
     conn.executemany("INSERT OR REPLACE INTO packed VALUES (?, ?, ?, ?, ?)", packed_values(rows))
 
 
-def _insert_objects(conn: sqlite3.Connection, rows: Iterable[ObjectRow]) -> None:
+def _insert_objects(
+    conn: sqlite3.Connection, rows: Iterable[ObjectRow], places: Sequence[PackedRow]
+) -> None:
+    """Object rows, but none for an object whose place in a segment comes with them: its
+    ``packed`` row already says the store holds it (``digests_with_prefix`` reads both), and
+    each row is one more insert at a random spot of a B-tree, which is what a commit pays for
+    once the index outgrows memory (a page written per row)."""
+    held = {p.name[2:] for p in places if p.name.startswith(_OBJECT_PLACE)}
+    if held:
+        rows = [r for r in rows if r.digest not in held]
     conn.executemany("INSERT OR REPLACE INTO objects VALUES (?, ?, ?, ?)", object_values(rows))
 
 
-def _insert_cache(conn: sqlite3.Connection, entry: CacheEntry, file_size: int) -> None:
-    conn.execute(
+def _insert_caches(conn: sqlite3.Connection, caches: Iterable[tuple[CacheEntry, int]]) -> None:
+    conn.executemany(
         "INSERT OR REPLACE INTO cache VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        cache_values(entry, file_size, int(entry.stored)),
+        [cache_values(entry, size, int(entry.stored)) for entry, size in caches],
     )
 
 
