@@ -72,8 +72,8 @@ def _target_cell(row: Row, assessments: dict[str, Assessment]) -> str:
     if row.kind != "mlflowkit":
         return ""
     found = assessments.get(row.row_id)
-    if found is None:
-        return ""
+    if found is None or (found.mine is not None and found.mine is not row):
+        return ""  # another mlflowkit row of the metric is the one assessed (the defaults)
     if found.ratio is None:
         return f"{found.target.text()}: {found.verdict}"
     return f"{found.target.text()}: {found.ratio:.2f}{TIMES}, {found.verdict}"
@@ -305,8 +305,9 @@ def row_record(row: Row, rows: list[Row]) -> dict[str, Any]:
         record["ratio_to_best_peer"] = row.ratio
         record["best_peer"] = row.best_peer
         target = TARGETS.get(row.row_id)
-        if target is not None:
-            found = assess(target, rows)
+        found = assess(target, rows) if target is not None else None
+        # only the row assessed carries the target (a metric may show mlflowkit twice)
+        if target is not None and found is not None and (found.mine is None or found.mine is row):
             record["target"] = {
                 "key": target.key,
                 "bound": target.bound,

@@ -187,7 +187,11 @@ def _pick_peer(target: Target, rows: list[Row]) -> tuple[Row | None, str]:
 
 
 def assess(target: Target, rows: Iterable[Row]) -> Assessment:
-    """Assess ``target`` on the rows of one run (rows of other metrics are ignored)."""
+    """Assess ``target`` on the rows of one run (rows of other metrics are ignored).
+
+    A group may show mlflowkit more than once (the fan-out also shows ``cache=False`` steps);
+    the row assessed is the first, that of the group's first mlflowkit case: the defaults.
+    """
     here = [r for r in rows if r.row_id == target.row_id]
     mine = next((r for r in here if r.kind == "mlflowkit"), None)
     peer, why = _pick_peer(target, here)

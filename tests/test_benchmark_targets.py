@@ -194,3 +194,33 @@ def test_the_report_and_json_lines_show_both_medians_the_ratio_and_the_verdict(
     rerun = mine["rerun/run"]
     assert rerun["target_met"] is None and rerun["target_peer_median"] is None
     assert all("target" not in r for r in records[1:] if r["kind"] == "peer")
+
+
+def test_the_first_mlflowkit_row_of_a_metric_is_the_one_assessed() -> None:
+    rows = [mk_row(570.0), row("joblib.Memory", 375.0), mk_row(100.0)]
+    found = assess(TIME, rows)
+    assert found.mine is rows[0] and found.met is False
+
+
+def test_the_fan_out_targets_are_assessed_on_the_persisted_defaults() -> None:
+    """The threads and processes groups also show ``cache=False`` steps, after the defaults."""
+    from benchmarks.core import Config
+    from benchmarks.workloads import fanout
+
+    for group in fanout.groups(Config.quick_run())[:2]:
+        mine = [c for c in group.cases if c.kind == "mlflowkit"]
+        assert [c.params.get("persist", True) for c in mine] == [True, False], group.variant
+
+
+def test_only_the_assessed_mlflowkit_row_carries_the_target(tmp_path: Path) -> None:
+    rows = [
+        mk_row(570.0, row_id="fanout/threads"),
+        row("mlflowkit (threads, cache=False)", 16.0, row_id="fanout/threads", kind="mlflowkit"),
+        row("concurrent.futures (threads)", 10.0, row_id="fanout/threads"),
+    ]
+    text = text_report(rows, MACHINE)
+    assert text.count("57.00\u00d7, MISSED") == 1  # on the persisted row, not the cache=False one
+    path = tmp_path / "b.jsonl"
+    write_json_lines(str(path), rows, MACHINE)
+    lines = [json.loads(x) for x in path.read_text().splitlines()[1:]]
+    assert [("target" in x) for x in lines] == [True, False, False]

@@ -21,6 +21,11 @@ What mlflowkit does differs by group:
 * the Dask cluster: uncached steps (``cache=False``, ``fan``), nothing stored — the cost of
   mlflowkit's scheduling on a cluster against Dask's own scheduling on the same cluster.
 
+The threads and processes groups also show mlflowkit with ``cache=False`` steps (nothing
+stored), on the same executor instance kind: what the scheduling costs on its own, so the
+persisted row's excess over it is what storing the outputs costs. The targets are assessed on
+the persisted row (the defaults).
+
 All pools have as many workers as this machine has cores (mlflowkit's executors included, so
 every tool gets the same pool).
 """
@@ -281,6 +286,13 @@ def groups(cfg: Config) -> list[Group]:
                     kind="mlflowkit",
                 ),
                 Case(
+                    "mlflowkit (threads, cache=False)",
+                    "mlflowkit",
+                    here + "MlflowkitFan",
+                    {"n": n, "executor": "threads", "persist": False},
+                    kind="mlflowkit",
+                ),
+                Case(
                     "dask (threads)",
                     "dask",
                     here + "DaskDelayedFan",
@@ -314,6 +326,13 @@ def groups(cfg: Config) -> list[Group]:
                     "mlflowkit",
                     here + "MlflowkitFan",
                     {"n": n, "executor": "processes"},
+                    kind="mlflowkit",
+                ),
+                Case(
+                    "mlflowkit (processes, cache=False)",
+                    "mlflowkit",
+                    here + "MlflowkitFan",
+                    {"n": n, "executor": "processes", "persist": False},
                     kind="mlflowkit",
                 ),
                 Case(
