@@ -262,6 +262,22 @@ class DaskClusterFixture(Bench):
         self.cluster.close()
 
 
+def _mlflowkit_cases(n: int, executor: str) -> tuple[Case, Case]:
+    """mlflowkit with its defaults (assessed: the first), then with ``cache=False`` steps."""
+    factory = "benchmarks.workloads.fanout:MlflowkitFan"
+    params = {"n": n, "executor": executor}
+    return (
+        Case(f"mlflowkit ({executor})", "mlflowkit", factory, params, kind="mlflowkit"),
+        Case(
+            f"mlflowkit ({executor}, cache=False)",
+            "mlflowkit",
+            factory,
+            {**params, "persist": False},
+            kind="mlflowkit",
+        ),
+    )
+
+
 def groups(cfg: Config) -> list[Group]:
     """The three fan-out comparisons."""
     here = "benchmarks.workloads.fanout:"
@@ -278,20 +294,7 @@ def groups(cfg: Config) -> list[Group]:
             n,
             (Metric("s", "fanout/threads", "", metric, scale=1e6 / n),),
             (
-                Case(
-                    "mlflowkit (threads)",
-                    "mlflowkit",
-                    here + "MlflowkitFan",
-                    {"n": n, "executor": "threads"},
-                    kind="mlflowkit",
-                ),
-                Case(
-                    "mlflowkit (threads, cache=False)",
-                    "mlflowkit",
-                    here + "MlflowkitFan",
-                    {"n": n, "executor": "threads", "persist": False},
-                    kind="mlflowkit",
-                ),
+                *_mlflowkit_cases(n, "threads"),
                 Case(
                     "dask (threads)",
                     "dask",
@@ -321,20 +324,7 @@ def groups(cfg: Config) -> list[Group]:
             n,
             (Metric("s", "fanout/processes", "", metric, scale=1e6 / n),),
             (
-                Case(
-                    "mlflowkit (processes)",
-                    "mlflowkit",
-                    here + "MlflowkitFan",
-                    {"n": n, "executor": "processes"},
-                    kind="mlflowkit",
-                ),
-                Case(
-                    "mlflowkit (processes, cache=False)",
-                    "mlflowkit",
-                    here + "MlflowkitFan",
-                    {"n": n, "executor": "processes", "persist": False},
-                    kind="mlflowkit",
-                ),
+                *_mlflowkit_cases(n, "processes"),
                 Case(
                     "joblib (loky)",
                     "joblib",
