@@ -305,15 +305,15 @@ def row_record(row: Row, rows: list[Row]) -> dict[str, Any]:
         record["ratio_to_best_peer"] = row.ratio
         record["best_peer"] = row.best_peer
         target = TARGETS.get(row.row_id)
-        found = assess(target, rows) if target is not None else None
+        found = None if target is None else assess(target, rows)
         # only the row assessed carries the target (a metric may show mlflowkit twice)
-        if target is not None and found is not None and (found.mine is None or found.mine is row):
+        if found is not None and (found.mine is None or found.mine is row):
             record["target"] = {
-                "key": target.key,
-                "bound": target.bound,
-                "factor": target.factor,
-                "peer": target.peer,
-                "text": target.text(),
+                "key": found.target.key,
+                "bound": found.target.bound,
+                "factor": found.target.factor,
+                "peer": found.target.peer,
+                "text": found.target.text(),
             }
             record["target_peer"] = found.peer_tool
             record["target_peer_median"] = None if found.peer is None else found.peer.median

@@ -698,7 +698,7 @@ def _insert_objects(
     ``packed`` row already says the store holds it (``digests_with_prefix`` reads both), and
     each row is one more insert at a random spot of a B-tree, which is what a commit pays for
     once the index outgrows memory (a page written per row)."""
-    held = {p.name[2:] for p in places if p.name.startswith(_OBJECT_PLACE)}
+    held = {p.name[len(_OBJECT_PLACE) :] for p in places if p.name.startswith(_OBJECT_PLACE)}
     if held:
         rows = [r for r in rows if r.digest not in held]
     conn.executemany("INSERT OR REPLACE INTO objects VALUES (?, ?, ?, ?)", object_values(rows))
