@@ -72,8 +72,8 @@ def _target_cell(row: Row, assessments: dict[str, Assessment]) -> str:
     if row.kind != "mlflowkit":
         return ""
     found = assessments.get(row.row_id)
-    if found is None or (found.mine is not None and found.mine is not row):
-        return ""  # another mlflowkit row of the metric is the one assessed (the defaults)
+    if found is None or not found.shown_on(row):
+        return ""
     if found.ratio is None:
         return f"{found.target.text()}: {found.verdict}"
     return f"{found.target.text()}: {found.ratio:.2f}{TIMES}, {found.verdict}"
@@ -306,8 +306,7 @@ def row_record(row: Row, rows: list[Row]) -> dict[str, Any]:
         record["best_peer"] = row.best_peer
         target = TARGETS.get(row.row_id)
         found = None if target is None else assess(target, rows)
-        # only the row assessed carries the target (a metric may show mlflowkit twice)
-        if found is not None and (found.mine is None or found.mine is row):
+        if found is not None and found.shown_on(row):
             record["target"] = {
                 "key": found.target.key,
                 "bound": found.target.bound,

@@ -152,6 +152,11 @@ class Assessment:
     met: bool | None
     reason: str = ""
 
+    def shown_on(self, row: Row) -> bool:
+        """Whether the report shows this assessment on ``row``: the mlflowkit row assessed (or
+        the metric's mlflowkit rows, when none was); a metric may show mlflowkit twice."""
+        return self.mine is None or self.mine is row
+
     @property
     def peer_tool(self) -> str:
         """The peer compared against: the named one, or the best peer found in the run."""
